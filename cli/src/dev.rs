@@ -1,0 +1,225 @@
+//! `courier dev`: a local cluster in one command. Certificates, one config and
+//! one child process per node, `cluster init`, and `DIR/env` for later commands.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use courier_node::certs;
+
+use crate::{Conn, admin};
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u32,
+    /// Where certificates, node data and logs go.
+    #[arg(long, default_value = "./courier-dev")]
+    dir: PathBuf,
+    /// Node I listens on BASE+10*I (peer), +1 (client QUIC), +2 (admin HTTP).
+    #[arg(long, default_value_t = 7100)]
+    base_port: u16,
+    /// The loopback address the nodes listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Data groups of the new cluster.
+    #[arg(long, default_value_t = 16)]
+    data_groups: u32,
+}
+
+struct Ports {
+    peer: String,
+    client: String,
+    admin: String,
+}
+
+fn ports(args: &DevArgs, i: u32) -> Ports {
+    let base = u32::from(args.base_port) + 10 * i;
+    Ports {
+        peer: format!("{}:{}", args.host, base),
+        client: format!("{}:{}", args.host, base + 1),
+        admin: format!("{}:{}", args.host, base + 2),
+    }
+}
+
+/// Children are stopped (SIGTERM, then SIGKILL) when this drops.
+struct Children(Vec<(u32, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &self.0 {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (i, c) in &mut self.0 {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Ok(None) = c.try_wait() {
+                eprintln!("node {i} did not stop in time; killing it");
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn write_config(args: &DevArgs, i: u32, certs_dir: &Path) -> Result<PathBuf> {
+    let dir = args.dir.join(format!("n{i}"));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("courier.toml");
+    if path.exists() {
+        return Ok(path);
+    }
+    let p = ports(args, i);
+    let join = if i == 1 { String::new() } else { format!("\"{}\"", ports(args, 1).peer) };
+    let certs = std::fs::canonicalize(certs_dir)?;
+    let text = format!(
+        "# Written by `courier dev`.\nname = \"n{i}\"\ndata_dir = \".\"\npeer_addr = \"{}\"\nclient_addr = \"{}\"\nadmin_addr = \"{}\"\njoin = [{join}]\ndata_groups = {}\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        p.peer,
+        p.client,
+        p.admin,
+        args.data_groups,
+        certs.join("ca.pem").display(),
+        certs.join(format!("n{i}.pem")).display(),
+        certs.join(format!("n{i}-key.pem")).display(),
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+async fn wait_http(addr: &str, deadline: Instant) -> Result<()> {
+    loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n").await;
+            let mut buf = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut buf)).await;
+            if buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("node at {addr} did not become healthy");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn run(args: DevArgs) -> Result<()> {
+    if args.nodes == 0 || args.nodes > 9 {
+        bail!("--nodes must be between 1 and 9");
+    }
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
+    let dir = std::fs::canonicalize(&args.dir)?;
+    let certs_dir = dir.join("certs");
+    if !certs::ca_paths(&certs_dir).0.exists() {
+        certs::create_ca(&certs_dir)?;
+        certs::create_client(&certs_dir, "operator")?;
+    }
+    for i in 1..=args.nodes {
+        if !certs::issued_paths(&certs_dir, &format!("n{i}")).0.exists() {
+            certs::create_node(&certs_dir, &format!("n{i}"), &[args.host.clone(), "localhost".into()])?;
+        }
+    }
+    let exe = std::env::current_exe().context("locate the courier binary")?;
+    let mut children = Children(Vec::new());
+    for i in 1..=args.nodes {
+        let config = write_config(&args, i, &certs_dir)?;
+        let node_dir = dir.join(format!("n{i}"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(node_dir.join("node.log"))?;
+        let child = Command::new(&exe)
+            .arg("node")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start node {i}"))?;
+        children.0.push((i, child));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 1..=args.nodes {
+        wait_http(&ports(&args, i).admin, deadline).await.with_context(|| format!("see {}", dir.join(format!("n{i}/node.log")).display()))?;
+    }
+
+    let (ca, cert, key) = (certs_dir.join("ca.pem"), certs_dir.join("operator.pem"), certs_dir.join("operator-key.pem"));
+    let peers: Vec<String> = (1..=args.nodes).map(|i| ports(&args, i).peer).collect();
+    let clients: Vec<String> = (1..=args.nodes).map(|i| ports(&args, i).client).collect();
+    let conn = Conn { nodes: vec![peers[0].clone()], ca: Some(ca.clone()), cert: Some(cert.clone()), key: Some(key.clone()) };
+    let mut c = admin::connect(&conn).await?;
+    match c.init(courier_proto::peer::InitRequest { data_groups: args.data_groups }).await {
+        Ok(r) => println!("initialized cluster {}", r.into_inner().cluster_id),
+        Err(s) if s.message().contains("already belongs") => println!("cluster already initialized; restarted its nodes"),
+        Err(s) => bail!("cluster init failed: {}", s.message()),
+    }
+    let env = format!(
+        "export COURIER_NODES={}\nexport COURIER_CA={}\nexport COURIER_CERT={}\nexport COURIER_KEY={}\nexport COURIER_ADMIN_NODES={}\n",
+        clients.join(","),
+        ca.display(),
+        cert.display(),
+        key.display(),
+        peers.join(","),
+    );
+    std::fs::write(dir.join("env"), env)?;
+
+    // Wait until every node is up and every group has its replicas.
+    let conn_all = Conn { nodes: peers.clone(), ..conn.clone() };
+    let settle = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(s) = admin::fetch_status(&conn_all).await {
+            let up = s.nodes.iter().filter(|n| n.state == "up").count();
+            if up == args.nodes as usize && s.placement_settled {
+                break;
+            }
+        }
+        if Instant::now() > settle {
+            eprintln!("warning: the cluster has not settled yet; see `courier cluster status`");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    println!();
+    println!("Courier dev cluster: {} nodes, data in {}", args.nodes, dir.display());
+    for i in 1..=args.nodes {
+        let p = ports(&args, i);
+        println!("  n{i}: client {}  peer {}  admin http://{}/metrics", p.client, p.peer, p.admin);
+    }
+    println!();
+    println!("In another shell:");
+    println!("  . {}/env", dir.display());
+    println!("  courier cluster status");
+    println!();
+    println!("Ctrl-C stops the cluster (data stays in {}).", dir.display());
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = check.tick() => {
+                for (i, c) in &mut children.0 {
+                    if let Ok(Some(status)) = c.try_wait() {
+                        eprintln!("node n{i} exited ({status}); see {}", dir.join(format!("n{i}/node.log")).display());
+                    }
+                }
+                children.0.retain_mut(|(_, c)| matches!(c.try_wait(), Ok(None)));
+            }
+        }
+    }
+    println!("stopping {} nodes…", children.0.len());
+    drop(children);
+    Ok(())
+}

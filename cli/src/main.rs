@@ -1,0 +1,193 @@
+//! `courier`: one binary for operators (certificates, nodes, cluster) and,
+//! later, users. `main` only parses options and calls into the crates.
+
+mod admin;
+mod bench;
+mod dev;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+/// Courier: a clustered, Telegram-class messaging backend.
+#[derive(Parser)]
+#[command(name = "courier", version, about, propagate_version = true)]
+struct Cli {
+    /// Keep accounts and devices apart on one machine (later issues).
+    #[arg(long, global = true, env = "COURIER_PROFILE", default_value = "default")]
+    profile: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a local cluster: certificates, node processes, init. Ctrl-C stops it.
+    Dev(dev::DevArgs),
+    /// Create the cluster CA and the certificates it issues.
+    #[command(subcommand)]
+    Cert(CertCmd),
+    /// Run one node.
+    Node {
+        /// The node's TOML config (see cluster-configs/).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Operator commands: init, status, remove-node.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// The replicated key-value probe (a test and debug tool).
+    #[command(subcommand, hide = true)]
+    Kv(KvCmd),
+    /// Benchmarks (see docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum CertCmd {
+    /// Create the cluster certificate authority (ca.pem, ca-key.pem).
+    CreateCa {
+        #[arg(long)]
+        certs_dir: PathBuf,
+    },
+    /// Issue a node certificate for the given host names or IP addresses.
+    CreateNode {
+        #[arg(long)]
+        certs_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// A DNS name or IP address the node is reached at (repeatable).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+    },
+    /// Issue an operator certificate (runs `cluster …` commands).
+    CreateClient {
+        #[arg(long)]
+        certs_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// How an operator command reaches the cluster.
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// A node's peer address (repeatable; the first that answers is used).
+    #[arg(long = "node", env = "COURIER_ADMIN_NODES", value_delimiter = ',')]
+    nodes: Vec<String>,
+    /// The cluster CA certificate.
+    #[arg(long, env = "COURIER_CA")]
+    ca: Option<PathBuf>,
+    /// An operator certificate from the cluster CA.
+    #[arg(long, env = "COURIER_CERT")]
+    cert: Option<PathBuf>,
+    /// The operator certificate's key.
+    #[arg(long, env = "COURIER_KEY")]
+    key: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Initialize a new cluster on the first node (once).
+    Init {
+        #[command(flatten)]
+        conn: Conn,
+        /// Data groups (fixed for the cluster's life); default: the node's config.
+        #[arg(long, default_value_t = 0)]
+        data_groups: u32,
+    },
+    /// Nodes, groups, leaders, terms and lag.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decommission a node: its replicas move away first.
+    RemoveNode {
+        id: u64,
+        #[command(flatten)]
+        conn: Conn,
+        /// Wait until the node holds no replicas.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KvCmd {
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Get {
+        key: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Replicated durable writes through the KV probe.
+    Kv(bench::KvBenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Node { config } => run_node(config),
+        other => tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Into::into).and_then(|rt| rt.block_on(dispatch(other))),
+    };
+    if let Err(e) = result {
+        eprintln!("courier: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_node(config: PathBuf) -> Result<()> {
+    tracing_init();
+    let cfg = courier_node::NodeConfig::load(&config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("courier").build()?;
+    rt.block_on(courier_node::run(cfg))?;
+    Ok(())
+}
+
+fn tracing_init() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COURIER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+async fn dispatch(cmd: Cmd) -> Result<()> {
+    use courier_node::certs;
+    match cmd {
+        Cmd::Dev(args) => dev::run(args).await,
+        Cmd::Cert(CertCmd::CreateCa { certs_dir }) => {
+            let p = certs::create_ca(&certs_dir)?;
+            println!("created cluster CA {}", p.display());
+            Ok(())
+        }
+        Cmd::Cert(CertCmd::CreateNode { certs_dir, name, hosts }) => {
+            let (c, k) = certs::create_node(&certs_dir, &name, &hosts)?;
+            println!("created node certificate {} and key {}", c.display(), k.display());
+            Ok(())
+        }
+        Cmd::Cert(CertCmd::CreateClient { certs_dir, name }) => {
+            let (c, k) = certs::create_client(&certs_dir, &name)?;
+            println!("created operator certificate {} and key {}", c.display(), k.display());
+            Ok(())
+        }
+        Cmd::Cluster(ClusterCmd::Init { conn, data_groups }) => admin::init(&conn, data_groups).await,
+        Cmd::Cluster(ClusterCmd::Status { conn, json }) => admin::status(&conn, json).await,
+        Cmd::Cluster(ClusterCmd::RemoveNode { id, conn, wait }) => admin::remove_node(&conn, id, wait).await,
+        Cmd::Kv(KvCmd::Put { key, value, conn }) => admin::kv_put(&conn, key, value).await,
+        Cmd::Kv(KvCmd::Get { key, conn }) => admin::kv_get(&conn, key).await,
+        Cmd::Bench(BenchCmd::Kv(args)) => bench::kv(args).await,
+        Cmd::Node { .. } => unreachable!("handled before the runtime starts"),
+    }
+}

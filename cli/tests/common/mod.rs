@@ -1,0 +1,232 @@
+//! A harness for end-to-end tests: real `courier` processes on their own
+//! loopback addresses (127.0.SLOT.I), driven through the CLI the way an
+//! operator drives them. Every process is stopped by its pid on drop.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_courier"))
+}
+
+/// Waits until `f` returns `Some`, at most `timeout`; panics naming `what`.
+pub fn must_wait<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub struct NodeProc {
+    pub child: Option<Child>,
+    pub config: PathBuf,
+    pub data: PathBuf,
+    pub log: PathBuf,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub slot: u8,
+    pub certs: PathBuf,
+    pub nodes: BTreeMap<u32, NodeProc>,
+}
+
+impl Cluster {
+    /// A cluster directory with a CA and an operator certificate; no nodes yet.
+    pub fn new(slot: u8) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = dir.path().join("certs");
+        let c = Cluster { dir, slot, certs, nodes: BTreeMap::new() };
+        c.must_run(&["cert", "create-ca", "--certs-dir", c.certs.to_str().unwrap()]);
+        c.must_run(&["cert", "create-client", "--certs-dir", c.certs.to_str().unwrap(), "--name", "operator"]);
+        c
+    }
+
+    pub fn host(&self, i: u32) -> String {
+        format!("127.0.{}.{}", self.slot, i)
+    }
+
+    pub fn peer(&self, i: u32) -> String {
+        format!("{}:7001", self.host(i))
+    }
+
+    /// Writes node `i`'s config (joining node 1 unless `i == 1`) and starts it.
+    pub fn add_node(&mut self, i: u32, extra: &str) {
+        self.add_node_with(i, extra, true)
+    }
+
+    /// Like `add_node`; `issue_cert: false` uses whatever `certs/nI.pem` holds.
+    pub fn add_node_with(&mut self, i: u32, extra: &str, issue_cert: bool) {
+        let name = format!("n{i}");
+        let host = self.host(i);
+        if issue_cert {
+            self.must_run(&["cert", "create-node", "--certs-dir", self.certs.to_str().unwrap(), "--name", &name, "--host", &host]);
+        }
+        let data = self.dir.path().join(&name);
+        std::fs::create_dir_all(&data).unwrap();
+        let join = if i == 1 { String::new() } else { format!("\"{}\"", self.peer(1)) };
+        let config = self.dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "name = \"{name}\"\ndata_dir = \"{}\"\npeer_addr = \"{host}:7001\"\nclient_addr = \"{host}:7002\"\nadmin_addr = \"{host}:7003\"\njoin = [{join}]\n{extra}\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{name}.pem\"\nkey = \"{c}/{name}-key.pem\"\n",
+            data.display(),
+            c = self.certs.display(),
+        );
+        std::fs::write(&config, text).unwrap();
+        let log = self.dir.path().join(format!("{name}.log"));
+        self.nodes.insert(i, NodeProc { child: None, config, data, log });
+        self.start(i);
+    }
+
+    pub fn start(&mut self, i: u32) {
+        let n = self.nodes.get_mut(&i).expect("node exists");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).unwrap();
+        let child = Command::new(bin())
+            .args(["node", "--config", n.config.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn courier node");
+        n.child = Some(child);
+    }
+
+    pub fn kill9(&mut self, i: u32) {
+        if let Some(mut c) = self.nodes.get_mut(&i).and_then(|n| n.child.take()) {
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+
+    pub fn wipe(&mut self, i: u32) {
+        let n = &self.nodes[&i];
+        assert!(n.child.is_none(), "stop node {i} before wiping it");
+        std::fs::remove_dir_all(&n.data).unwrap();
+        std::fs::create_dir_all(&n.data).unwrap();
+    }
+
+    pub fn log(&self, i: u32) -> String {
+        std::fs::read_to_string(&self.nodes[&i].log).unwrap_or_default()
+    }
+
+    fn env_cmd(&self, args: &[&str], nodes: &[u32]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .env("COURIER_CA", self.certs.join("ca.pem"))
+            .env("COURIER_CERT", self.certs.join("operator.pem"))
+            .env("COURIER_KEY", self.certs.join("operator-key.pem"))
+            .env("COURIER_ADMIN_NODES", nodes.iter().map(|i| self.peer(*i)).collect::<Vec<_>>().join(","))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs a courier command against `nodes` (in order of preference).
+    pub fn run_on(&self, nodes: &[u32], args: &[&str]) -> Output {
+        self.env_cmd(args, nodes).output().expect("run courier")
+    }
+
+    /// Runs a courier command against every running node.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let up: Vec<u32> = self.nodes.iter().filter(|(_, n)| n.child.is_some()).map(|(i, _)| *i).collect();
+        self.run_on(&up, args)
+    }
+
+    pub fn must_run(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "courier {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn status_on(&self, nodes: &[u32]) -> Option<Value> {
+        let out = self.run_on(nodes, &["cluster", "status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn status(&self) -> Option<Value> {
+        let up: Vec<u32> = self.nodes.iter().filter(|(_, n)| n.child.is_some()).map(|(i, _)| *i).collect();
+        self.status_on(&up)
+    }
+
+    pub fn put_on(&self, node: u32, key: &str, value: &str) -> bool {
+        self.run_on(&[node], &["kv", "put", key, value]).status.success()
+    }
+
+    pub fn get_on(&self, node: u32, key: &str) -> Option<String> {
+        let out = self.run_on(&[node], &["kv", "get", key]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Starts nodes 1..=n, inits the cluster through node 1 and waits until it settled.
+    pub fn start_settled(slot: u8, n: u32, extra: &str) -> Cluster {
+        let mut c = Cluster::new(slot);
+        for i in 1..=n {
+            c.add_node(i, extra);
+        }
+        must_wait(Duration::from_secs(30), "cluster init", || {
+            let out = c.run_on(&[1], &["cluster", "init"]);
+            (out.status.success() || String::from_utf8_lossy(&out.stderr).contains("already belongs")).then_some(())
+        });
+        c.must_settle(n as usize, Duration::from_secs(120));
+        c
+    }
+
+    /// Waits until `up` nodes are up, every group has a leader, and placement settled.
+    pub fn must_settle(&self, up: usize, timeout: Duration) -> Value {
+        must_wait(timeout, &format!("{up} nodes up and placement settled"), || {
+            let s = self.status()?;
+            let n_up = s["nodes"].as_array()?.iter().filter(|n| n["state"] == "up").count();
+            (n_up == up && s["placement_settled"] == true).then_some(s)
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids: Vec<u32> = self.nodes.keys().copied().collect();
+        for i in ids {
+            self.kill9(i);
+        }
+        if std::thread::panicking() {
+            for (i, n) in &self.nodes {
+                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- last lines of n{i}.log ----");
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+/// Voters of every group, by group id.
+pub fn voters(status: &Value) -> BTreeMap<u64, Vec<u64>> {
+    status["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["id"].as_u64().unwrap(), g["voters"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()))
+        .collect()
+}
+
+pub fn leaders(status: &Value) -> BTreeMap<u64, Option<u64>> {
+    status["groups"].as_array().unwrap().iter().map(|g| (g["id"].as_u64().unwrap(), g["leader"].as_u64())).collect()
+}
+
+pub fn read_pid(data: &Path) -> Option<i32> {
+    std::fs::read_to_string(data.join("courier.pid")).ok()?.trim().parse().ok()
+}

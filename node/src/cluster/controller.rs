@@ -1,0 +1,167 @@
+//! The placement controller. It runs on every node and acts only on the meta
+//! group's leader: each tick it asks [`courier_raft::placement`] for target
+//! replica sets and moves groups toward them, a few at a time, each as
+//! learner → caught up → voter set replaced (joint consensus) → old replica gone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use courier_proto::peer::{GroupStatus, ReplicaView};
+use courier_raft::logic::ClusterState;
+use courier_raft::placement::{self, NodeHealth};
+use courier_raft::{Command, GroupId, META_GROUP, MultiRaft, NodeId, NodeInfo, NodeState};
+
+use super::{Health, Node, leader_views};
+
+/// Groups moved at the same time.
+const MAX_CONCURRENT_MOVES: usize = 4;
+/// How long one move (including a learner catching up) may take before it is retried.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Default)]
+pub(super) struct Controller {
+    inflight: Arc<Mutex<BTreeSet<GroupId>>>,
+    last_leader_move: Option<Instant>,
+}
+
+/// Whether every group has a leader and its full replica set, no
+/// decommissioned node holds a replica, and the planner has nothing to move
+/// (treating the nodes in `up` as up and every other node as merely down).
+pub(super) fn is_settled(cluster: &ClusterState, groups: &[GroupStatus], up: &BTreeSet<NodeId>) -> bool {
+    let active = cluster.active_nodes().count();
+    let leaving: BTreeSet<NodeId> = cluster.nodes.values().filter(|n| n.state != NodeState::Active).map(|n| n.id).collect();
+    let nodes: Vec<NodeHealth> = cluster
+        .nodes
+        .values()
+        .filter(|n| n.state != NodeState::Removed)
+        .map(|n| NodeHealth { id: n.id, state: n.state, up: up.contains(&n.id), dead: false })
+        .collect();
+    let current: BTreeMap<GroupId, BTreeSet<NodeId>> =
+        groups.iter().filter(|g| g.id != META_GROUP).map(|g| (g.id, g.voters.iter().copied().collect())).collect();
+    if !placement::plan_data_groups(&nodes, &current).is_empty() {
+        return false;
+    }
+    if let Some(meta) = groups.iter().find(|g| g.id == META_GROUP) {
+        if placement::plan_meta(&nodes, &meta.voters.iter().copied().collect()).is_some() {
+            return false;
+        }
+    }
+    groups.iter().all(|g| {
+        let want = if g.id == META_GROUP { active.min(placement::META_VOTERS) } else { active.min(placement::REPLICAS) };
+        g.leader != 0
+            && g.learners.is_empty()
+            && g.voters.len() >= want.min(3)
+            && !g.voters.iter().any(|v| leaving.contains(v))
+    })
+}
+
+impl Controller {
+    pub(super) async fn tick(&mut self, node: &Node, cluster: &ClusterState, health: &BTreeMap<NodeId, Health>) {
+        let Ok(multi) = node.raft() else { return };
+        let dead_after = Duration::from_secs(node.config().placement.dead_after_secs);
+        let now = Instant::now();
+        let nodes: Vec<NodeHealth> = cluster
+            .nodes
+            .values()
+            .filter(|n| n.state != NodeState::Removed)
+            .map(|n| {
+                let down_since = health.get(&n.id).and_then(|h| h.down_since);
+                NodeHealth {
+                    id: n.id,
+                    state: n.state,
+                    up: health.contains_key(&n.id) && down_since.is_none(),
+                    dead: down_since.is_some_and(|t| now.duration_since(t) > dead_after),
+                }
+            })
+            .collect();
+        let infos: BTreeMap<NodeId, NodeInfo> = cluster.nodes.values().map(|n| (n.id, n.info.clone())).collect();
+        let views: BTreeMap<NodeId, Vec<ReplicaView>> = health.iter().map(|(id, h)| (*id, h.views.clone())).collect();
+        let leaders = leader_views(&views);
+
+        // The meta group: this node leads it, so its local view is current.
+        let meta_view = multi.views().into_iter().find(|v| v.group == META_GROUP);
+        if let Some(mv) = &meta_view {
+            if let Some(target) = placement::plan_meta(&nodes, &mv.voters) {
+                self.spawn_move(multi, META_GROUP, mv.voters.clone(), target, &infos);
+            }
+        }
+
+        // Data groups whose leader answered the probe.
+        let current: BTreeMap<GroupId, BTreeSet<NodeId>> = (1..=multi.data_groups())
+            .filter_map(|g| leaders.get(&g).map(|(_, v)| (g, v.voters.iter().copied().collect())))
+            .collect();
+        let plan = placement::plan_data_groups(&nodes, &current);
+        for (g, target) in &plan {
+            self.spawn_move(multi, *g, current[g].clone(), target.clone(), &infos);
+        }
+
+        // Decommissioned nodes that hold nothing any more are removed.
+        let all_known = current.len() == multi.data_groups() as usize;
+        for n in cluster.nodes.values().filter(|n| n.state == NodeState::Removing) {
+            let holds = leaders.values().any(|(_, v)| v.voters.contains(&n.id) || v.learners.contains(&n.id))
+                || meta_view.as_ref().is_some_and(|m| m.hosts(n.id));
+            if all_known && !holds {
+                let multi = multi.clone();
+                let id = n.id;
+                tokio::spawn(async move {
+                    match multi.write(META_GROUP, Command::SetNodeState { id, state: NodeState::Removed }).await {
+                        Ok(_) => tracing::info!(node = id, "node removed: it holds no replicas any more"),
+                        Err(e) => tracing::warn!(node = id, "cannot mark node removed: {e}"),
+                    }
+                });
+            }
+        }
+
+        // Spread leadership once placement is settled.
+        let idle = self.inflight.lock().expect("inflight lock").is_empty();
+        let recently = self.last_leader_move.is_some_and(|t| now.duration_since(t) < Duration::from_secs(2));
+        if node.config().placement.balance_leaders && plan.is_empty() && idle && all_known && !recently {
+            let up: BTreeSet<NodeId> = nodes.iter().filter(|n| n.up && n.state == NodeState::Active).map(|n| n.id).collect();
+            let data_leaders: BTreeMap<GroupId, (NodeId, BTreeSet<NodeId>)> = leaders
+                .iter()
+                .filter(|(g, _)| **g != META_GROUP)
+                .map(|(g, (_, v))| (*g, (v.leader, v.voters.iter().copied().collect())))
+                .collect();
+            if let Some((g, to)) = placement::plan_leader_move(&data_leaders, &up) {
+                self.last_leader_move = Some(now);
+                let multi = multi.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = multi.transfer_leader(g, to).await {
+                        tracing::debug!(group = g, to, "leader transfer failed: {e}");
+                    }
+                });
+            }
+        }
+    }
+
+    fn spawn_move(&self, multi: &MultiRaft, group: GroupId, current: BTreeSet<NodeId>, target: BTreeSet<NodeId>, infos: &BTreeMap<NodeId, NodeInfo>) {
+        {
+            let mut inflight = self.inflight.lock().expect("inflight lock");
+            if inflight.contains(&group) || inflight.len() >= MAX_CONCURRENT_MOVES {
+                return;
+            }
+            inflight.insert(group);
+        }
+        let multi = multi.clone();
+        let inflight = self.inflight.clone();
+        let infos = infos.clone();
+        tokio::spawn(async move {
+            tracing::info!(group, ?current, ?target, "moving group");
+            let result = tokio::time::timeout(MOVE_TIMEOUT, async {
+                for n in target.difference(&current) {
+                    let info = infos.get(n).cloned().ok_or_else(|| courier_raft::Error::Invalid(format!("node {n} unknown")))?;
+                    multi.add_learner(group, *n, info).await?;
+                }
+                multi.change_voters(group, target.clone()).await
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => tracing::info!(group, ?target, "group moved"),
+                Ok(Err(e)) => tracing::warn!(group, "group move failed, will retry: {e}"),
+                Err(_) => tracing::warn!(group, "group move timed out, will retry"),
+            }
+            inflight.lock().expect("inflight lock").remove(&group);
+        });
+    }
+}

@@ -1,0 +1,444 @@
+//! Cluster membership of this node: identity, init and join, health probes,
+//! the placement controller (acting on the meta leader) and `cluster status`.
+
+mod controller;
+pub mod service;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use courier_proto::peer::{
+    GroupStatus, JoinReply, JoinRequest, NodeStatus, ProbeReply, ProbeRequest, ReplicaStatus, ReplicaView, StatusReply,
+};
+use courier_raft::logic::ClusterState;
+use courier_raft::network::Router;
+use courier_raft::{Command, GroupView, META_GROUP, MultiRaft, NodeId, NodeInfo, NodeState, Query, QueryResult, Response};
+use courier_storage::Store;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use crate::config::NodeConfig;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// What makes this node a member of a cluster; persisted once, never changed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Identity {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub data_groups: u32,
+}
+
+const IDENTITY_KEY: &str = "identity";
+const INCARNATION_KEY: &str = "incarnation";
+
+/// The last probe of one node.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    pub last_ok: Option<Instant>,
+    pub down_since: Option<Instant>,
+    pub views: Vec<ReplicaView>,
+}
+
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+struct NodeInner {
+    cfg: NodeConfig,
+    store: Store,
+    router: Router,
+    raft: OnceCell<MultiRaft>,
+    boot: tokio::sync::Mutex<()>,
+    incarnation: u64,
+    health: Mutex<BTreeMap<NodeId, Health>>,
+    metrics: Metrics,
+    started: Instant,
+}
+
+pub(crate) fn view_to_proto(v: &GroupView) -> ReplicaView {
+    ReplicaView {
+        group: v.group,
+        role: v.role.clone(),
+        term: v.term,
+        leader: v.leader.unwrap_or(0),
+        applied: v.applied,
+        last_log: v.last_log,
+        voters: v.voters.iter().copied().collect(),
+        learners: v.learners.iter().copied().collect(),
+        initialized: !v.voters.is_empty(),
+        snapshot: v.snapshot,
+        purged: v.purged,
+    }
+}
+
+/// The authoritative view of each group: the leader replica with the highest term.
+pub(crate) fn leader_views(all: &BTreeMap<NodeId, Vec<ReplicaView>>) -> BTreeMap<u32, (NodeId, ReplicaView)> {
+    let mut best: BTreeMap<u32, (NodeId, ReplicaView)> = BTreeMap::new();
+    for (node, views) in all {
+        for v in views.iter().filter(|v| v.role == "leader") {
+            let better = best.get(&v.group).is_none_or(|(_, b)| v.term > b.term);
+            if better {
+                best.insert(v.group, (*node, v.clone()));
+            }
+        }
+    }
+    best
+}
+
+impl Node {
+    pub fn open(cfg: NodeConfig, metrics: Metrics) -> Result<Node> {
+        let store = Store::open(&cfg.data_dir)?;
+        let incarnation = match store.get_meta(INCARNATION_KEY)? {
+            Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| Error::Io("corrupt incarnation".into()))?),
+            None => {
+                let i: u64 = rand::random::<u64>() | 1;
+                store.put_meta(INCARNATION_KEY, &i.to_be_bytes())?;
+                i
+            }
+        };
+        let tls = crate::tls::client_tls(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
+        let router = Router::new(Some(tls));
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                cfg,
+                store,
+                router,
+                raft: OnceCell::new(),
+                boot: tokio::sync::Mutex::new(()),
+                incarnation,
+                health: Mutex::default(),
+                metrics,
+                started: Instant::now(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.cfg
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    pub fn raft(&self) -> Result<&MultiRaft> {
+        self.inner.raft.get().ok_or(Error::NotInitialized)
+    }
+
+    pub fn my_info(&self) -> NodeInfo {
+        let c = &self.inner.cfg;
+        NodeInfo { name: c.name.clone(), peer_addr: c.peer_addr.clone(), client_addr: c.client_addr.clone(), admin_addr: c.admin_addr.clone() }
+    }
+
+    fn identity(&self) -> Result<Option<Identity>> {
+        match self.inner.store.get_meta(IDENTITY_KEY)? {
+            Some(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| Error::Io(format!("corrupt identity: {e}")))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Starts Raft if this node already belongs to a cluster; otherwise joins
+    /// through `join` in the background, or waits for `cluster init`.
+    pub async fn boot(&self) -> Result<()> {
+        if let Some(id) = self.identity()? {
+            tracing::info!(node = id.node_id, cluster = %id.cluster_id, "rejoining cluster");
+            self.start_raft(&id).await?;
+        } else if !self.inner.cfg.join.is_empty() {
+            let node = self.clone();
+            tokio::spawn(async move { node.join_loop().await });
+        } else {
+            tracing::info!("waiting for `courier cluster init` (no identity, nothing to join)");
+        }
+        Ok(())
+    }
+
+    async fn start_raft(&self, id: &Identity) -> Result<&MultiRaft> {
+        let multi = MultiRaft::start(id.node_id, self.inner.store.clone(), self.inner.router.clone(), id.data_groups, self.inner.cfg.raft_options())
+            .await?;
+        let multi = self.inner.raft.get_or_init(|| async { multi }).await;
+        let node = self.clone();
+        tokio::spawn(async move { node.background().await });
+        Ok(multi)
+    }
+
+    /// `cluster init`: this node becomes node 1, the first voter of every group.
+    pub async fn init(&self, data_groups: u32) -> Result<Identity> {
+        let _boot = self.inner.boot.lock().await;
+        if let Some(id) = self.identity()? {
+            return Err(Error::BadRequest(format!("this node already belongs to cluster {} as node {}", id.cluster_id, id.node_id)));
+        }
+        if !self.inner.cfg.join.is_empty() {
+            return Err(Error::BadRequest("this node is configured to join another node (`join`); init the first node instead".into()));
+        }
+        let data_groups = if data_groups == 0 { self.inner.cfg.data_groups } else { data_groups };
+        if !(1..=1024).contains(&data_groups) {
+            return Err(Error::BadRequest("data groups must be between 1 and 1024".into()));
+        }
+        let id = Identity { node_id: 1, cluster_id: format!("{:016x}", rand::random::<u64>()), data_groups };
+        self.inner.store.put_meta(IDENTITY_KEY, &serde_json::to_vec(&id).expect("identity serializes"))?;
+        let multi = self.start_raft(&id).await?;
+        multi.initialize_all(self.my_info()).await?;
+        let cmd = Command::InitCluster { cluster_id: id.cluster_id.clone(), data_groups, first: self.my_info(), incarnation: self.inner.incarnation };
+        match multi.write(META_GROUP, cmd).await? {
+            Response::NodeId(1) => {}
+            other => return Err(Error::Io(format!("init refused: {other:?}"))),
+        }
+        tracing::info!(cluster = %id.cluster_id, data_groups, "cluster initialized");
+        Ok(id)
+    }
+
+    async fn join_loop(&self) {
+        let req = JoinRequest {
+            name: self.inner.cfg.name.clone(),
+            peer_addr: self.inner.cfg.peer_addr.clone(),
+            client_addr: self.inner.cfg.client_addr.clone(),
+            admin_addr: self.inner.cfg.admin_addr.clone(),
+        };
+        let mut attempt = 0u64;
+        loop {
+            for seed in &self.inner.cfg.join {
+                let Ok(mut client) = self.inner.router.peer(seed) else { continue };
+                let mut r = tonic::Request::new(req.clone());
+                r.metadata_mut().insert("courier-incarnation", self.inner.incarnation.to_string().parse().expect("digits are ascii"));
+                match tokio::time::timeout(Duration::from_secs(15), client.join(r)).await {
+                    Ok(Ok(reply)) => {
+                        let reply = reply.into_inner();
+                        let id = Identity { node_id: reply.node_id, cluster_id: reply.cluster_id, data_groups: reply.data_groups };
+                        let _boot = self.inner.boot.lock().await;
+                        if let Err(e) = self.inner.store.put_meta(IDENTITY_KEY, &serde_json::to_vec(&id).expect("identity serializes")) {
+                            tracing::error!("cannot persist identity: {e}");
+                            return;
+                        }
+                        tracing::info!(node = id.node_id, cluster = %id.cluster_id, via = %seed, "joined cluster");
+                        if let Err(e) = self.start_raft(&id).await {
+                            tracing::error!("cannot start raft after join: {e}");
+                        }
+                        return;
+                    }
+                    Ok(Err(status)) if attempt % 10 == 0 => tracing::info!(%seed, "join not accepted yet: {}", status.message()),
+                    Err(_) if attempt % 10 == 0 => tracing::info!(%seed, "join timed out"),
+                    _ => {}
+                }
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// A new node asks for an id (any member answers; the write goes to the meta leader).
+    pub async fn handle_join(&self, req: JoinRequest, incarnation: u64) -> Result<JoinReply> {
+        let multi = self.raft()?;
+        for (field, v) in [("peer_addr", &req.peer_addr), ("client_addr", &req.client_addr), ("admin_addr", &req.admin_addr)] {
+            if v.parse::<std::net::SocketAddr>().is_err() {
+                return Err(Error::BadRequest(format!("join: {field} {v:?} is not an address")));
+            }
+        }
+        let info = NodeInfo { name: req.name, peer_addr: req.peer_addr, client_addr: req.client_addr, admin_addr: req.admin_addr };
+        let node_id = match multi.write(META_GROUP, Command::RegisterNode { info: info.clone(), incarnation }).await? {
+            Response::NodeId(id) => id,
+            Response::Refused(why) => return Err(Error::BadRequest(why)),
+            other => return Err(Error::Io(format!("unexpected reply {other:?}"))),
+        };
+        let cluster = self.cluster_state().await?;
+        tracing::info!(node = node_id, %info, "node registered");
+        Ok(JoinReply { node_id, cluster_id: cluster.cluster_id, data_groups: cluster.data_groups })
+    }
+
+    /// The meta group's state, read linearizably through its leader.
+    pub async fn cluster_state(&self) -> Result<ClusterState> {
+        match self.raft()?.read(META_GROUP, Query::Cluster).await? {
+            QueryResult::Cluster(c) => Ok(c),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    pub fn probe_local(&self) -> ProbeReply {
+        let (node_id, replicas) = match self.inner.raft.get() {
+            Some(m) => (m.id(), m.views().iter().map(view_to_proto).collect()),
+            None => (0, Vec::new()),
+        };
+        ProbeReply { node_id, replicas, name: self.inner.cfg.name.clone() }
+    }
+
+    /// Probes every registered node in parallel (itself locally).
+    async fn probe_all(&self, cluster: &ClusterState, timeout: Duration) -> BTreeMap<NodeId, Option<ProbeReply>> {
+        let me = self.raft().map(|m| m.id()).unwrap_or(0);
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in cluster.nodes.values().filter(|n| n.state != NodeState::Removed) {
+            let id = n.id;
+            if id == me {
+                continue;
+            }
+            let client = self.inner.router.peer(&n.info.peer_addr);
+            tasks.spawn(async move {
+                let reply = match client {
+                    Ok(mut c) => match tokio::time::timeout(timeout, c.probe(ProbeRequest {})).await {
+                        Ok(Ok(r)) => Some(r.into_inner()).filter(|r| r.node_id == id),
+                        _ => None,
+                    },
+                    Err(_) => None,
+                };
+                (id, reply)
+            });
+        }
+        let mut out = BTreeMap::new();
+        if me != 0 {
+            out.insert(me, Some(self.probe_local()));
+        }
+        while let Some(Ok((id, reply))) = tasks.join_next().await {
+            out.insert(id, reply);
+        }
+        out
+    }
+
+    /// Records probe results; returns the health table.
+    fn record_probes(&self, probes: &BTreeMap<NodeId, Option<ProbeReply>>) -> BTreeMap<NodeId, Health> {
+        let now = Instant::now();
+        let mut health = self.inner.health.lock().expect("health lock");
+        for (id, reply) in probes {
+            let h = health.entry(*id).or_insert_with(|| Health { down_since: Some(self.inner.started), ..Default::default() });
+            match reply {
+                Some(r) => {
+                    h.last_ok = Some(now);
+                    h.down_since = None;
+                    h.views = r.replicas.clone();
+                }
+                None => {
+                    h.down_since.get_or_insert(now);
+                    h.views.clear();
+                }
+            }
+        }
+        health.retain(|id, _| probes.contains_key(id));
+        health.clone()
+    }
+
+    /// `cluster status`: nodes, groups, leaders, terms and lag.
+    pub async fn status(&self) -> Result<StatusReply> {
+        let multi = self.raft()?;
+        // A stale local copy of the registry is fine for display, and keeps status
+        // working when the meta group has no quorum.
+        let cluster = match self.cluster_state().await {
+            Ok(c) => c,
+            Err(_) => multi.local_cluster()?,
+        };
+        let probes = self.probe_all(&cluster, Duration::from_millis(1500)).await;
+        let views: BTreeMap<NodeId, Vec<ReplicaView>> =
+            probes.iter().filter_map(|(id, r)| r.as_ref().map(|r| (*id, r.replicas.clone()))).collect();
+        let leaders = leader_views(&views);
+        let mut groups = Vec::new();
+        for g in 0..=multi.data_groups() {
+            let Some((_, lv)) = leaders.get(&g) else {
+                // No leader reachable: show what any replica knows.
+                let any = views.values().flatten().filter(|v| v.group == g && v.initialized).max_by_key(|v| v.term);
+                groups.push(GroupStatus {
+                    id: g,
+                    leader: 0,
+                    voters: any.map(|v| v.voters.clone()).unwrap_or_default(),
+                    learners: any.map(|v| v.learners.clone()).unwrap_or_default(),
+                    term: any.map(|v| v.term).unwrap_or(0),
+                    applied: any.map(|v| v.applied).unwrap_or(0),
+                    replicas: Vec::new(),
+                });
+                continue;
+            };
+            let members: BTreeSet<NodeId> = lv.voters.iter().chain(lv.learners.iter()).copied().collect();
+            let replicas = members
+                .iter()
+                .map(|n| {
+                    let applied = views.get(n).and_then(|vs| vs.iter().find(|v| v.group == g)).map(|v| v.applied);
+                    ReplicaStatus { node: *n, applied: applied.unwrap_or(0), lag: applied.map(|a| lv.last_log.saturating_sub(a)).unwrap_or(u64::MAX) }
+                })
+                .collect();
+            groups.push(GroupStatus {
+                id: g,
+                leader: lv.leader,
+                voters: lv.voters.clone(),
+                learners: lv.learners.clone(),
+                term: lv.term,
+                applied: lv.applied,
+                replicas,
+            });
+        }
+        let nodes = cluster
+            .nodes
+            .values()
+            .map(|n| {
+                let up = probes.get(&n.id).is_some_and(|r| r.is_some());
+                let state = match (n.state, up) {
+                    (NodeState::Removed, _) => "removed",
+                    (_, true) => "up",
+                    (_, false) => "down",
+                };
+                NodeStatus {
+                    id: n.id,
+                    name: n.info.name.clone(),
+                    addr: n.info.client_addr.clone(),
+                    peer_addr: n.info.peer_addr.clone(),
+                    admin_addr: n.info.admin_addr.clone(),
+                    state: state.into(),
+                    replicas: groups.iter().filter(|g| g.voters.contains(&n.id) || g.learners.contains(&n.id)).count() as u32,
+                    leads: groups.iter().filter(|g| g.leader == n.id).count() as u32,
+                    lifecycle: n.state.as_str().into(),
+                }
+            })
+            .collect();
+        let up: BTreeSet<NodeId> = probes.iter().filter(|(_, r)| r.is_some()).map(|(id, _)| *id).collect();
+        let settled = controller::is_settled(&cluster, &groups, &up);
+        Ok(StatusReply { cluster_id: cluster.cluster_id, nodes, groups, data_groups: multi.data_groups(), placement_settled: settled })
+    }
+
+    /// `cluster remove-node`: mark it; the controller moves its replicas away
+    /// and then marks it removed.
+    pub async fn remove_node(&self, id: NodeId) -> Result<String> {
+        let cluster = self.cluster_state().await?;
+        let Some(node) = cluster.nodes.get(&id) else {
+            return Err(Error::BadRequest(format!("node {id} is not registered")));
+        };
+        if node.state != NodeState::Active {
+            return Ok(node.state.as_str().into());
+        }
+        if cluster.active_nodes().count() <= 1 {
+            return Err(Error::BadRequest("refusing to remove the last active node".into()));
+        }
+        match self.raft()?.write(META_GROUP, Command::SetNodeState { id, state: NodeState::Removing }).await? {
+            Response::Empty => Ok(NodeState::Removing.as_str().into()),
+            Response::Refused(why) => Err(Error::BadRequest(why)),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Runs for the life of the node once Raft started: probes, placement, metrics.
+    async fn background(&self) {
+        let tick = Duration::from_millis(self.inner.cfg.placement.tick_ms);
+        let mut controller = controller::Controller::default();
+        loop {
+            tokio::time::sleep(tick).await;
+            let Ok(multi) = self.raft() else { continue };
+            self.inner.metrics.observe(multi);
+            let Ok(cluster) = multi.local_cluster() else { continue };
+            if !cluster.is_initialized() {
+                continue;
+            }
+            let probes = self.probe_all(&cluster, tick.min(Duration::from_millis(800))).await;
+            let health = self.record_probes(&probes);
+            if multi.raft(META_GROUP).map(|r| r.is_leader()).unwrap_or(false) {
+                controller.tick(self, &cluster, &health).await;
+            }
+        }
+    }
+
+    /// Hands over leadership and stops Raft.
+    pub async fn shutdown(&self) {
+        if let Some(m) = self.inner.raft.get() {
+            m.shutdown().await;
+        }
+    }
+}

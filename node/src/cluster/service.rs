@@ -1,0 +1,180 @@
+//! The gRPC services on the peer port: `Peer` (nodes only) and `Admin`
+//! (operator certificates only).
+
+use courier_proto::peer::admin_server::Admin;
+use courier_proto::peer::peer_server::Peer;
+use courier_proto::peer::*;
+use courier_raft::{Command, Query, QueryResult, Response};
+use tokio_stream::StreamExt;
+use tonic::{Request, Status, Streaming};
+
+use super::Node;
+use crate::certs::Role;
+use crate::error::Error;
+use crate::tls::PeerIdentity;
+
+/// Largest key the KV probe accepts, in bytes.
+const MAX_KEY: usize = 1024;
+/// Largest value the KV probe accepts, in bytes.
+const MAX_VALUE: usize = 1 << 20;
+
+fn caller<T>(req: &Request<T>) -> Option<&PeerIdentity> {
+    req.extensions().get::<PeerIdentity>()
+}
+
+fn require_node<T>(req: &Request<T>) -> Result<(), Status> {
+    match caller(req).map(|c| &c.role) {
+        Some(Role::Node(_)) => Ok(()),
+        // In-process tests serve without TLS: no identity at all.
+        None if cfg!(test) => Ok(()),
+        other => {
+            tracing::warn!(peer = ?caller(req).map(|c| c.addr), role = ?other, "refused: peer RPC without a node certificate");
+            Err(Error::Unauthorized("a node certificate is required".into()).into())
+        }
+    }
+}
+
+fn require_operator<T>(req: &Request<T>) -> Result<(), Status> {
+    match caller(req).map(|c| &c.role) {
+        Some(Role::Operator(_)) => Ok(()),
+        other => {
+            tracing::warn!(peer = ?caller(req).map(|c| c.addr), role = ?other, "refused: operator command without an operator certificate");
+            Err(Error::Unauthorized("an operator certificate from the cluster CA is required (courier cert create-client)".into()).into())
+        }
+    }
+}
+
+pub struct PeerService(pub Node);
+
+fn raft_err(e: courier_raft::Error) -> Status {
+    Error::from(e).into()
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
+        require_node(&req)?;
+        let r = req.into_inner();
+        let raft = self.0.raft()?;
+        raft.check_target(r.target).map_err(raft_err)?;
+        let payload = raft.handle_append(r.group, &r.payload).await.map_err(raft_err)?;
+        Ok(tonic::Response::new(RaftReply { payload }))
+    }
+
+    async fn vote(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
+        require_node(&req)?;
+        let r = req.into_inner();
+        let raft = self.0.raft()?;
+        raft.check_target(r.target).map_err(raft_err)?;
+        let payload = raft.handle_vote(r.group, &r.payload).await.map_err(raft_err)?;
+        Ok(tonic::Response::new(RaftReply { payload }))
+    }
+
+    async fn pre_vote(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
+        require_node(&req)?;
+        let r = req.into_inner();
+        let raft = self.0.raft()?;
+        raft.check_target(r.target).map_err(raft_err)?;
+        let payload = raft.handle_pre_vote(r.group, &r.payload).await.map_err(raft_err)?;
+        Ok(tonic::Response::new(RaftReply { payload }))
+    }
+
+    async fn transfer_leader(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
+        require_node(&req)?;
+        let r = req.into_inner();
+        let raft = self.0.raft()?;
+        raft.check_target(r.target).map_err(raft_err)?;
+        let payload = raft.handle_transfer_leader(r.group, &r.payload).await.map_err(raft_err)?;
+        Ok(tonic::Response::new(RaftReply { payload }))
+    }
+
+    async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<tonic::Response<RaftReply>, Status> {
+        require_node(&req)?;
+        let mut stream = req.into_inner();
+        let first = stream.next().await.ok_or_else(|| Status::invalid_argument("BAD_REQUEST: empty snapshot stream"))??;
+        let raft = self.0.raft()?;
+        raft.check_target(first.target).map_err(raft_err)?;
+        let (group, meta) = (first.group, first.meta);
+        let mut data = first.data;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if data.len() + chunk.data.len() > (4usize << 30) {
+                return Err(Status::invalid_argument("BAD_REQUEST: snapshot larger than 4 GiB"));
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        let payload = raft.handle_snapshot(group, &meta, data).await.map_err(raft_err)?;
+        Ok(tonic::Response::new(RaftReply { payload }))
+    }
+
+    async fn forward(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
+        require_node(&req)?;
+        let r = req.into_inner();
+        let payload = self.0.raft()?.handle_forward(r.group, &r.payload).await.map_err(raft_err)?;
+        Ok(tonic::Response::new(RaftReply { payload }))
+    }
+
+    async fn join(&self, req: Request<JoinRequest>) -> Result<tonic::Response<JoinReply>, Status> {
+        require_node(&req)?;
+        let incarnation = req
+            .metadata()
+            .get("courier-incarnation")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| Status::invalid_argument("BAD_REQUEST: join without courier-incarnation"))?;
+        Ok(tonic::Response::new(self.0.handle_join(req.into_inner(), incarnation).await?))
+    }
+
+    async fn probe(&self, req: Request<ProbeRequest>) -> Result<tonic::Response<ProbeReply>, Status> {
+        require_node(&req)?;
+        Ok(tonic::Response::new(self.0.probe_local()))
+    }
+}
+
+pub struct AdminService(pub Node);
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn init(&self, req: Request<InitRequest>) -> Result<tonic::Response<InitReply>, Status> {
+        require_operator(&req)?;
+        let id = self.0.init(req.into_inner().data_groups).await?;
+        Ok(tonic::Response::new(InitReply { node_id: id.node_id, cluster_id: id.cluster_id, data_groups: id.data_groups }))
+    }
+
+    async fn status(&self, req: Request<StatusRequest>) -> Result<tonic::Response<StatusReply>, Status> {
+        require_operator(&req)?;
+        Ok(tonic::Response::new(self.0.status().await?))
+    }
+
+    async fn remove_node(&self, req: Request<RemoveNodeRequest>) -> Result<tonic::Response<RemoveNodeReply>, Status> {
+        require_operator(&req)?;
+        let state = self.0.remove_node(req.into_inner().node_id).await?;
+        Ok(tonic::Response::new(RemoveNodeReply { state }))
+    }
+
+    async fn kv_put(&self, req: Request<KvPutRequest>) -> Result<tonic::Response<KvPutReply>, Status> {
+        require_operator(&req)?;
+        let r = req.into_inner();
+        if r.key.is_empty() || r.key.len() > MAX_KEY || r.value.len() > MAX_VALUE {
+            return Err(Error::BadRequest(format!("key must be 1..={MAX_KEY} bytes and value at most {MAX_VALUE} bytes")).into());
+        }
+        let multi = self.0.raft()?;
+        let group = multi.group_for_key(r.key.as_bytes());
+        self.0.metrics().proposals.inc();
+        match multi.write(group, Command::KvPut { key: r.key, value: r.value }).await.map_err(raft_err)? {
+            Response::Written { index } => Ok(tonic::Response::new(KvPutReply { group, index })),
+            other => Err(Error::Io(format!("unexpected reply {other:?}")).into()),
+        }
+    }
+
+    async fn kv_get(&self, req: Request<KvGetRequest>) -> Result<tonic::Response<KvGetReply>, Status> {
+        require_operator(&req)?;
+        let key = req.into_inner().key;
+        let multi = self.0.raft()?;
+        let group = multi.group_for_key(key.as_bytes());
+        match multi.read(group, Query::KvGet { key }).await.map_err(raft_err)? {
+            QueryResult::Value(v) => Ok(tonic::Response::new(KvGetReply { found: v.is_some(), value: v.unwrap_or_default() })),
+            other => Err(Error::Io(format!("unexpected reply {other:?}")).into()),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! A node's TOML configuration. Defaults run a local node; `validate` names
+//! the bad field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// A human name for the node (logs, status).
+    pub name: String,
+    /// Where the node keeps its RocksDB and `courier.pid`.
+    pub data_dir: PathBuf,
+    /// Node-to-node gRPC (mutual TLS); also where operators connect.
+    pub peer_addr: String,
+    /// Client QUIC port (the gateway).
+    pub client_addr: String,
+    /// HTTP: `/health`, `/ready`, `/metrics`.
+    pub admin_addr: String,
+    /// Peer addresses of existing nodes to join through; empty on the first node.
+    pub join: Vec<String>,
+    /// Data groups created by `cluster init` on this node (fixed for the cluster's life).
+    pub data_groups: u32,
+    pub tls: TlsConfig,
+    pub raft: RaftConfig,
+    pub placement: PlacementConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM), issued by the cluster CA.
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many log entries.
+    pub snapshot_logs: u64,
+    /// Entries kept behind a snapshot.
+    pub keep_logs: u64,
+    /// How long a request waits for a group leader before `UNAVAILABLE`.
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlacementConfig {
+    /// A node down this long loses its replicas to other nodes.
+    pub dead_after_secs: u64,
+    /// How often the meta leader checks placement.
+    pub tick_ms: u64,
+    /// Spread group leaders evenly over the nodes.
+    pub balance_leaders: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: "node".into(),
+            data_dir: PathBuf::from("./courier-data"),
+            peer_addr: "127.0.0.1:7001".into(),
+            client_addr: "127.0.0.1:7002".into(),
+            admin_addr: "127.0.0.1:7003".into(),
+            join: Vec::new(),
+            data_groups: 16,
+            tls: TlsConfig::default(),
+            raft: RaftConfig::default(),
+            placement: PlacementConfig::default(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { ca: "certs/ca.pem".into(), cert: "certs/node.pem".into(), key: "certs/node-key.pem".into() }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        let d = courier_raft::RaftOptions::default();
+        RaftConfig {
+            heartbeat_ms: d.heartbeat_ms,
+            election_min_ms: d.election_min_ms,
+            election_max_ms: d.election_max_ms,
+            snapshot_logs: d.snapshot_logs,
+            keep_logs: d.keep_logs,
+            request_timeout_ms: d.request_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig { dead_after_secs: 60, tick_ms: 1000, balance_leaders: true }
+    }
+}
+
+fn bad(field: &str, why: impl std::fmt::Display) -> Error {
+    Error::Config(format!("field `{field}`: {why}"))
+}
+
+fn check_addr(field: &str, v: &str) -> Result<()> {
+    v.parse::<SocketAddr>().map(|_| ()).map_err(|_| bad(field, format!("{v:?} is not an IP:port address")))
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates a config file; relative paths in it are
+    /// taken relative to the file's directory.
+    pub fn load(path: &Path) -> Result<NodeConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut cfg = Self::parse(&text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_paths(base);
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text. Errors are one line naming the field.
+    pub fn parse(text: &str) -> Result<NodeConfig> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let msg = e.message().replace('\n', " ");
+            match line {
+                Some(l) => Error::Config(format!("line {l}: {msg}")),
+                None => Error::Config(msg),
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in [&mut self.data_dir, &mut self.tls.ca, &mut self.tls.cert, &mut self.tls.key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.name.is_empty() || self.name.len() > 64 {
+            return Err(bad("name", "must be 1 to 64 characters"));
+        }
+        check_addr("peer_addr", &self.peer_addr)?;
+        check_addr("client_addr", &self.client_addr)?;
+        check_addr("admin_addr", &self.admin_addr)?;
+        for (i, j) in self.join.iter().enumerate() {
+            check_addr(&format!("join[{i}]"), j)?;
+        }
+        if self.peer_addr == self.client_addr || self.peer_addr == self.admin_addr || self.client_addr == self.admin_addr {
+            return Err(bad("peer_addr", "peer_addr, client_addr and admin_addr must differ"));
+        }
+        if !(1..=1024).contains(&self.data_groups) {
+            return Err(bad("data_groups", "must be between 1 and 1024"));
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 {
+            return Err(bad("raft.heartbeat_ms", "must be above 0"));
+        }
+        if r.election_min_ms <= r.heartbeat_ms {
+            return Err(bad("raft.election_min_ms", "must be larger than raft.heartbeat_ms"));
+        }
+        if r.election_max_ms <= r.election_min_ms {
+            return Err(bad("raft.election_max_ms", "must be larger than raft.election_min_ms"));
+        }
+        if r.snapshot_logs == 0 {
+            return Err(bad("raft.snapshot_logs", "must be above 0"));
+        }
+        if r.request_timeout_ms < r.election_max_ms {
+            return Err(bad("raft.request_timeout_ms", "must be at least raft.election_max_ms"));
+        }
+        if self.placement.tick_ms == 0 {
+            return Err(bad("placement.tick_ms", "must be above 0"));
+        }
+        Ok(())
+    }
+
+    pub fn raft_options(&self) -> courier_raft::RaftOptions {
+        courier_raft::RaftOptions {
+            heartbeat_ms: self.raft.heartbeat_ms,
+            election_min_ms: self.raft.election_min_ms,
+            election_max_ms: self.raft.election_max_ms,
+            snapshot_logs: self.raft.snapshot_logs,
+            keep_logs: self.raft.keep_logs,
+            request_timeout: Duration::from_millis(self.raft.request_timeout_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        NodeConfig::default().validate().unwrap();
+        assert_eq!(NodeConfig::parse("").unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn unknown_field_is_named_on_one_line() {
+        let err = NodeConfig::parse("name = \"a\"\n[raft]\nheartbeat = 5\n").unwrap_err().to_string();
+        assert!(err.contains("heartbeat"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let err = NodeConfig::parse("peer_addr = \"nowhere\"").unwrap_err().to_string();
+        assert!(err.contains("`peer_addr`"), "{err}");
+        let err = NodeConfig::parse("[raft]\nelection_min_ms = 50\nheartbeat_ms = 100").unwrap_err().to_string();
+        assert!(err.contains("raft.election_min_ms"), "{err}");
+        let err = NodeConfig::parse("data_groups = \"many\"").unwrap_err().to_string();
+        assert!(err.contains("data_groups") || err.contains("line 1"), "{err}");
+        let err = NodeConfig::parse("join = [\"1.2.3.4\"]").unwrap_err().to_string();
+        assert!(err.contains("join[0]"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("n.toml");
+        std::fs::write(&f, "data_dir = \"d\"\n[tls]\nca = \"/abs/ca.pem\"\n").unwrap();
+        let cfg = NodeConfig::load(&f).unwrap();
+        assert_eq!(cfg.data_dir, dir.path().join("d"));
+        assert_eq!(cfg.tls.ca, PathBuf::from("/abs/ca.pem"));
+    }
+}

@@ -1,0 +1,106 @@
+//! A Courier node. Every node runs every part; `run` is what `courier node`
+//! calls, and what tests boot.
+//!
+//! - `cluster/`: identity, init and join, health, placement, `cluster status`,
+//!   and the peer/admin gRPC services.
+//! - `gateway/` (client QUIC), `auth/`, `messaging/`, `media/`: later issues.
+
+pub mod certs;
+pub mod cluster;
+pub mod config;
+pub mod error;
+mod http;
+pub mod metrics;
+pub mod tls;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use courier_proto::peer::admin_server::AdminServer;
+use courier_proto::peer::peer_server::PeerServer;
+use courier_raft::network::MAX_MESSAGE;
+
+pub use cluster::Node;
+pub use config::NodeConfig;
+pub use error::{Error, Result};
+
+/// Writes the process id to `courier.pid` in the data directory while the
+/// node runs, and removes it on drop.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn create(dir: &std::path::Path) -> Result<PidFile> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("create data dir {}: {e}", dir.display())))?;
+        let path = dir.join("courier.pid");
+        std::fs::write(&path, format!("{}\n", std::process::id())).map_err(|e| Error::Io(format!("write {}: {e}", path.display())))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs a node until SIGTERM or SIGINT, then shuts down gracefully: group
+/// leadership is handed to other voters before the node stops answering.
+pub async fn run(cfg: NodeConfig) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    cfg.validate()?;
+    let _pid = PidFile::create(&cfg.data_dir)?;
+    let metrics = metrics::Metrics::default();
+    let node = Node::open(cfg.clone(), metrics)?;
+
+    let server_tls = tls::server_config(&cfg.tls)?;
+    let peer_listener = tokio::net::TcpListener::bind(&cfg.peer_addr)
+        .await
+        .map_err(|e| Error::Io(format!("cannot listen on peer_addr {}: {e}", cfg.peer_addr)))?;
+    let admin_listener = tokio::net::TcpListener::bind(&cfg.admin_addr)
+        .await
+        .map_err(|e| Error::Io(format!("cannot listen on admin_addr {}: {e}", cfg.admin_addr)))?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grpc = {
+        let peer = PeerServer::new(cluster::service::PeerService(node.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let admin = AdminServer::new(cluster::service::AdminService(node.clone()));
+        let incoming = tls::incoming(peer_listener, server_tls);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(5)))
+                .initial_connection_window_size(Some(8 << 20))
+                .initial_stream_window_size(Some(4 << 20))
+                .add_service(peer)
+                .add_service(admin)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                }),
+        )
+    };
+    let http = tokio::spawn(http::serve(admin_listener, node.clone(), stop_rx.clone()));
+
+    node.boot().await?;
+    tracing::info!(name = %cfg.name, peer = %cfg.peer_addr, client = %cfg.client_addr, admin = %cfg.admin_addr, "node running");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: handing over leadership");
+    node.shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), grpc).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

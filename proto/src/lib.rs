@@ -1,0 +1,7 @@
+//! Wire types of Courier. Generated code stays in its module; the layers above
+//! build validated domain types from it.
+
+/// The node-to-node and operator contract (`proto/peer.proto`).
+pub mod peer {
+    tonic::include_proto!("courier.peer.v1");
+}

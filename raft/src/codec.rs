@@ -1,0 +1,42 @@
+//! Versioned bytes: everything the raft crate persists or sends is one format
+//! byte followed by the postcard encoding of the value.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// The format byte written in front of every encoded value.
+pub const FORMAT: u8 = 1;
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT];
+    // Serializing our own serde types into a Vec cannot fail.
+    postcard::to_io(value, &mut out).expect("postcard encoding into memory");
+    out
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    match bytes.split_first() {
+        Some((&FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| Error::Decode(e.to_string())),
+        Some((v, _)) => Err(Error::Decode(format!("unknown format version {v}"))),
+        None => Err(Error::Decode("empty value".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_version_check() {
+        let bytes = encode(&("a".to_string(), 7u64));
+        assert_eq!(bytes[0], FORMAT);
+        let back: (String, u64) = decode(&bytes).unwrap();
+        assert_eq!(back, ("a".to_string(), 7));
+        let mut future = bytes.clone();
+        future[0] = 9;
+        assert!(decode::<(String, u64)>(&future).unwrap_err().to_string().contains("unknown format version 9"));
+        assert!(decode::<u64>(&[]).is_err());
+    }
+}

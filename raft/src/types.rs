@@ -1,0 +1,123 @@
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use courier_storage::GroupId;
+
+pub type NodeId = u64;
+
+/// The meta group: node registry and cluster settings.
+pub const META_GROUP: GroupId = 0;
+
+/// How peers reach a node; carried in Raft memberships.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub peer_addr: String,
+    pub client_addr: String,
+    pub admin_addr: String,
+}
+
+impl fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.peer_addr)
+    }
+}
+
+/// Lifecycle of a registered node. Ids are never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    Active,
+    /// Decommissioning: replicas move away, then it becomes `Removed`.
+    Removing,
+    Removed,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Active => "active",
+            NodeState::Removing => "removing",
+            NodeState::Removed => "removed",
+        }
+    }
+}
+
+/// A replicated proposal. Every variant is idempotent or carries its own
+/// deduplication key, so a retry after an unknown outcome is safe.
+/// New variants are only ever appended (the encoding is positional).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Meta group: create the cluster; the first node gets id 1.
+    InitCluster { cluster_id: String, data_groups: u32, first: NodeInfo, incarnation: u64 },
+    /// Meta group: register a node under the next never-used id. A retry with
+    /// the same `incarnation` returns the id given the first time.
+    RegisterNode { info: NodeInfo, incarnation: u64 },
+    /// Meta group: change a node's lifecycle state.
+    SetNodeState { id: NodeId, state: NodeState },
+    /// Meta group: update the addresses of a registered node.
+    UpdateNode { id: NodeId, info: NodeInfo },
+    /// Data group: the replicated key-value probe (a test and debug tool).
+    KvPut { key: String, value: Vec<u8> },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::InitCluster { cluster_id, .. } => write!(f, "InitCluster({cluster_id})"),
+            Command::RegisterNode { info, .. } => write!(f, "RegisterNode({info})"),
+            Command::SetNodeState { id, state } => write!(f, "SetNodeState({id}, {state:?})"),
+            Command::UpdateNode { id, info } => write!(f, "UpdateNode({id}, {info})"),
+            Command::KvPut { key, value } => write!(f, "KvPut({key}, {} bytes)", value.len()),
+        }
+    }
+}
+
+/// The result of applying a [`Command`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Empty,
+    NodeId(NodeId),
+    Written { index: u64 },
+    /// The command was refused by the state machine (nothing was changed).
+    Refused(String),
+}
+
+/// A linearizable read of one group's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    KvGet { key: String },
+    Cluster,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueryResult {
+    Value(Option<Vec<u8>>),
+    Cluster(crate::logic::ClusterState),
+}
+
+/// What a data group's replica set should become.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+}
+
+openraft::declare_raft_types!(
+    /// Courier's Raft types: our command, response and node address types,
+    /// everything else openraft's defaults.
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = NodeId,
+        Node = NodeInfo,
+);
+
+pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;

@@ -1,0 +1,476 @@
+//! The one RocksDB of a Courier node.
+//!
+//! Only this crate names `rocksdb::`. It stores opaque bytes for the layers above
+//! and hides keys, column families and encodings:
+//!
+//! | column family | key                         | what                                   |
+//! |---------------|-----------------------------|----------------------------------------|
+//! | `meta`        | name                        | format version, node identity          |
+//! | `raft_log`    | group (u32 BE) + index (u64 BE) | Raft log entries of every group    |
+//! | `raft_state`  | group (u32 BE) + name       | vote, committed, purged, snapshot, applied state |
+//! | `sm`          | group (u32 BE) + key        | each group's state machine             |
+//! | `chunks`      | chunk hash                  | media chunks (placement ring)          |
+//!
+//! Durability: log appends are written without a sync so they are visible at
+//! once, then [`Store::sync_wal`] fsyncs the write-ahead log for every caller
+//! that queued since the last sync (group commit: many groups, one fsync).
+
+mod syncer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
+
+pub use syncer::SyncCallback;
+
+/// Identifies a Raft group inside the node's one database.
+pub type GroupId = u32;
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_KEY: &[u8] = b"format_version";
+
+const CF_META: &str = "meta";
+const CF_LOG: &str = "raft_log";
+const CF_STATE: &str = "raft_state";
+const CF_SM: &str = "sm";
+const CF_CHUNKS: &str = "chunks";
+const ALL_CFS: [&str; 5] = [CF_META, CF_LOG, CF_STATE, CF_SM, CF_CHUNKS];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    #[error(
+        "data directory {path} has format version {found}, this build of courier supports version {supported}; \
+         use a matching courier release or move the directory away"
+    )]
+    UnsupportedFormat { path: PathBuf, found: String, supported: u32 },
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("the storage sync thread has stopped")]
+    SyncerStopped,
+}
+
+impl From<rocksdb::Error> for Error {
+    fn from(e: rocksdb::Error) -> Self {
+        Error::Engine(e.into_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A handle on the node's database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<DB>,
+    syncer: syncer::Syncer,
+    path: PathBuf,
+}
+
+fn group_key(group: GroupId, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + rest.len());
+    k.extend_from_slice(&group.to_be_bytes());
+    k.extend_from_slice(rest);
+    k
+}
+
+/// The first key past every key of `group`.
+fn group_end(group: GroupId) -> Vec<u8> {
+    match group.checked_add(1) {
+        Some(next) => group_key(next, &[]),
+        None => vec![0xff; 5],
+    }
+}
+
+fn log_key(group: GroupId, index: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&group.to_be_bytes());
+    k[4..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn decode_index(key: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = key
+        .get(4..12)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| Error::Corrupt(format!("log key of {} bytes", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// The smallest key greater than every key starting with `prefix`, if any.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Puts and deletes applied atomically by [`Store::write`].
+#[derive(Default)]
+pub struct WriteSet {
+    ops: Vec<Op>,
+}
+
+enum Op {
+    PutSm(GroupId, Vec<u8>, Vec<u8>),
+    DeleteSm(GroupId, Vec<u8>),
+    ClearSm(GroupId),
+    PutState(GroupId, Vec<u8>, Vec<u8>),
+}
+
+impl WriteSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn put_sm(&mut self, group: GroupId, key: &[u8], value: Vec<u8>) {
+        self.ops.push(Op::PutSm(group, key.to_vec(), value));
+    }
+    pub fn delete_sm(&mut self, group: GroupId, key: &[u8]) {
+        self.ops.push(Op::DeleteSm(group, key.to_vec()));
+    }
+    /// Removes the whole state machine of `group` (before installing a snapshot).
+    pub fn clear_sm(&mut self, group: GroupId) {
+        self.ops.push(Op::ClearSm(group));
+    }
+    pub fn put_state(&mut self, group: GroupId, name: &str, value: Vec<u8>) {
+        self.ops.push(Op::PutState(group, name.as_bytes().to_vec(), value));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Whether a write returns before or after it is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Visible at once; on disk with the next WAL sync.
+    Buffered,
+    /// On disk (WAL fsynced) before the call returns.
+    Synced,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`, refusing a directory written by
+    /// an unknown format version.
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Engine(format!("create {}: {e}", dir.display())))?;
+        let path = dir.join("db");
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.set_keep_log_file_num(4);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut cf = Options::default();
+            cf.set_write_buffer_size(32 << 20);
+            if *name != CF_CHUNKS {
+                cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            }
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
+        let fresh = !path.join("CURRENT").exists();
+        let db = DB::open_cf_descriptors(&opts, &path, cfs)?;
+        let meta = db.cf_handle(CF_META).expect("meta column family is created at open");
+        match db.get_cf(meta, FORMAT_KEY)? {
+            Some(v) if v == FORMAT_VERSION.to_string().as_bytes() => {}
+            Some(v) => {
+                return Err(Error::UnsupportedFormat {
+                    path: dir.to_path_buf(),
+                    found: String::from_utf8_lossy(&v).into_owned(),
+                    supported: FORMAT_VERSION,
+                });
+            }
+            None if fresh => {
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                db.put_cf_opt(meta, FORMAT_KEY, FORMAT_VERSION.to_string(), &wo)?;
+            }
+            None => {
+                return Err(Error::UnsupportedFormat {
+                    path: dir.to_path_buf(),
+                    found: "none".into(),
+                    supported: FORMAT_VERSION,
+                });
+            }
+        }
+        let db = Arc::new(db);
+        let syncer = syncer::Syncer::start(db.clone());
+        Ok(Store { inner: Arc::new(Inner { db, syncer, path: dir.to_path_buf() }) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db().cf_handle(name).expect("every column family is created at open")
+    }
+
+    fn write_opts(durability: Durability) -> WriteOptions {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(durability == Durability::Synced);
+        wo
+    }
+
+    // ---- node metadata ----
+
+    pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db().get_cf(self.cf(CF_META), name.as_bytes())?)
+    }
+
+    /// Writes a node metadata value, synced.
+    pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.db().put_cf_opt(self.cf(CF_META), name.as_bytes(), value, &Self::write_opts(Durability::Synced))?;
+        Ok(())
+    }
+
+    // ---- Raft log ----
+
+    /// Appends (or overwrites) log entries of a group. Visible on return; durable
+    /// after the next [`Store::sync_wal`] completes.
+    pub fn append_log<'a>(&self, group: GroupId, entries: impl IntoIterator<Item = (u64, &'a [u8])>) -> Result<()> {
+        let cf = self.cf(CF_LOG);
+        let mut batch = WriteBatch::default();
+        for (index, bytes) in entries {
+            batch.put_cf(cf, log_key(group, index), bytes);
+        }
+        self.db().write_opt(batch, &Self::write_opts(Durability::Buffered))?;
+        Ok(())
+    }
+
+    /// Queues `done` to run once everything written so far is on disk. Many
+    /// callers share one fsync.
+    pub fn sync_wal(&self, done: SyncCallback) -> Result<()> {
+        self.inner.syncer.request(done)
+    }
+
+    /// Deletes log entries with index >= `from`.
+    pub fn truncate_log(&self, group: GroupId, from: u64) -> Result<()> {
+        let cf = self.cf(CF_LOG);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, log_key(group, from).to_vec(), group_end(group));
+        self.db().write_opt(batch, &Self::write_opts(Durability::Buffered))?;
+        Ok(())
+    }
+
+    /// Deletes log entries with index <= `upto` and records `purged` under the
+    /// group's state name `purged`, atomically.
+    pub fn purge_log(&self, group: GroupId, upto: u64, purged: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_STATE), group_key(group, b"purged"), purged);
+        batch.delete_range_cf(self.cf(CF_LOG), log_key(group, 0), log_key(group, upto.saturating_add(1)));
+        self.db().write_opt(batch, &Self::write_opts(Durability::Buffered))?;
+        Ok(())
+    }
+
+    /// Entries with `start <= index < end`, in order.
+    pub fn read_log(&self, group: GroupId, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(log_key(group, end).to_vec());
+        let from = log_key(group, start);
+        let iter = self.db().iterator_cf_opt(self.cf(CF_LOG), ro, IteratorMode::From(&from, rocksdb::Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            out.push((decode_index(&k)?, v.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The entry with the highest index of a group.
+    pub fn last_log(&self, group: GroupId) -> Result<Option<(u64, Vec<u8>)>> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(log_key(group, 0).to_vec());
+        let upper = log_key(group, u64::MAX);
+        let mut iter = self.db().iterator_cf_opt(self.cf(CF_LOG), ro, IteratorMode::From(&upper, rocksdb::Direction::Reverse));
+        match iter.next() {
+            Some(item) => {
+                let (k, v) = item?;
+                if k.len() == 12 && k[..4] == group.to_be_bytes() {
+                    Ok(Some((decode_index(&k)?, v.into_vec())))
+                } else {
+                    Ok(None)
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
+    // ---- per-group Raft state ----
+
+    pub fn get_state(&self, group: GroupId, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db().get_cf(self.cf(CF_STATE), group_key(group, name.as_bytes()))?)
+    }
+
+    pub fn put_state(&self, group: GroupId, name: &str, value: &[u8], durability: Durability) -> Result<()> {
+        self.db().put_cf_opt(self.cf(CF_STATE), group_key(group, name.as_bytes()), value, &Self::write_opts(durability))?;
+        Ok(())
+    }
+
+    // ---- state machines ----
+
+    pub fn get_sm(&self, group: GroupId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db().get_cf(self.cf(CF_SM), group_key(group, key))?)
+    }
+
+    /// Every `(key, value)` of a group's state machine whose key starts with `prefix`.
+    pub fn scan_sm(&self, group: GroupId, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = group_key(group, prefix);
+        let mut ro = ReadOptions::default();
+        if let Some(end) = prefix_end(&start) {
+            ro.set_iterate_upper_bound(end);
+        }
+        let iter = self.db().iterator_cf_opt(self.cf(CF_SM), ro, IteratorMode::From(&start, rocksdb::Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            out.push((k[4..].to_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// A consistent copy of a group's state machine and of the named state
+    /// values, read from one point in time (for building a snapshot).
+    pub fn export_group(&self, group: GroupId, state_names: &[&str]) -> Result<(Vec<Option<Vec<u8>>>, Vec<(Vec<u8>, Vec<u8>)>)> {
+        let snap = self.db().snapshot();
+        let mut states = Vec::with_capacity(state_names.len());
+        for name in state_names {
+            states.push(snap.get_cf(self.cf(CF_STATE), group_key(group, name.as_bytes()))?);
+        }
+        let start = group_key(group, &[]);
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(group_end(group));
+        let iter = snap.iterator_cf_opt(self.cf(CF_SM), ro, IteratorMode::From(&start, rocksdb::Direction::Forward));
+        let mut rows = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            rows.push((k[4..].to_vec(), v.into_vec()));
+        }
+        Ok((states, rows))
+    }
+
+    /// Applies a [`WriteSet`] atomically.
+    pub fn write(&self, set: WriteSet, durability: Durability) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for op in set.ops {
+            match op {
+                Op::PutSm(g, k, v) => batch.put_cf(self.cf(CF_SM), group_key(g, &k), v),
+                Op::DeleteSm(g, k) => batch.delete_cf(self.cf(CF_SM), group_key(g, &k)),
+                Op::ClearSm(g) => batch.delete_range_cf(self.cf(CF_SM), group_key(g, &[]), group_end(g)),
+                Op::PutState(g, k, v) => batch.put_cf(self.cf(CF_STATE), group_key(g, &k), v),
+            }
+        }
+        self.db().write_opt(batch, &Self::write_opts(durability))?;
+        Ok(())
+    }
+}
+
+/// Helpers for tests that need to put a data directory into a given state.
+pub mod testing {
+    use super::*;
+
+    /// Rewrites the format marker of a closed data directory.
+    pub fn set_format_version(dir: &Path, version: &str) -> Result<()> {
+        let store = Store::open(dir)?;
+        store.db().put_cf_opt(store.cf(CF_META), FORMAT_KEY, version, &Store::write_opts(Durability::Synced))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn log_append_read_truncate_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let entries: Vec<(u64, Vec<u8>)> = (1..=10).map(|i| (i, vec![i as u8])).collect();
+        store.append_log(3, entries.iter().map(|(i, v)| (*i, v.as_slice()))).unwrap();
+        store.append_log(4, [(1u64, &b"other"[..])]).unwrap();
+        assert_eq!(store.read_log(3, 2, 5).unwrap(), vec![(2, vec![2]), (3, vec![3]), (4, vec![4])]);
+        assert_eq!(store.last_log(3).unwrap(), Some((10, vec![10])));
+        assert_eq!(store.last_log(5).unwrap(), None);
+        store.truncate_log(3, 8).unwrap();
+        assert_eq!(store.last_log(3).unwrap(), Some((7, vec![7])));
+        store.purge_log(3, 4, b"p").unwrap();
+        assert_eq!(store.read_log(3, 0, 100).unwrap().first().map(|e| e.0), Some(5));
+        assert_eq!(store.get_state(3, "purged").unwrap(), Some(b"p".to_vec()));
+        // The neighbouring group is untouched.
+        assert_eq!(store.read_log(4, 0, 100).unwrap(), vec![(1, b"other".to_vec())]);
+    }
+
+    #[test]
+    fn sync_wal_runs_every_callback() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        for i in 0..50u64 {
+            store.append_log(1, [(i, &b"x"[..])]).unwrap();
+            let tx = tx.clone();
+            store.sync_wal(Box::new(move |r| tx.send(r.is_ok()).unwrap())).unwrap();
+        }
+        let oks: Vec<bool> = (0..50).map(|_| rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()).collect();
+        assert!(oks.iter().all(|ok| *ok));
+    }
+
+    #[test]
+    fn state_machine_write_set_and_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut ws = WriteSet::new();
+        ws.put_sm(1, b"a", b"1".to_vec());
+        ws.put_sm(1, b"b", b"2".to_vec());
+        ws.put_sm(2, b"a", b"x".to_vec());
+        ws.put_state(1, "applied", b"7".to_vec());
+        store.write(ws, Durability::Synced).unwrap();
+        let (states, rows) = store.export_group(1, &["applied", "missing"]).unwrap();
+        assert_eq!(states, vec![Some(b"7".to_vec()), None]);
+        assert_eq!(rows, vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]);
+        let mut ws = WriteSet::new();
+        ws.clear_sm(1);
+        ws.put_sm(1, b"c", b"3".to_vec());
+        store.write(ws, Durability::Synced).unwrap();
+        assert_eq!(store.scan_sm(1, b"").unwrap(), vec![(b"c".to_vec(), b"3".to_vec())]);
+        assert_eq!(store.get_sm(2, b"a").unwrap(), Some(b"x".to_vec()));
+    }
+
+    #[test]
+    fn unknown_format_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        testing::set_format_version(dir.path(), "99").unwrap();
+        let err = Store::open(dir.path()).err().expect("a future format must be refused");
+        assert!(matches!(err, Error::UnsupportedFormat { ref found, .. } if found == "99"), "{err}");
+        assert!(err.to_string().contains("format version 99"));
+    }
+
+    #[test]
+    fn reopen_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_meta("node_id", b"5").unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.get_meta("node_id").unwrap(), Some(b"5".to_vec()));
+    }
+}
