@@ -119,13 +119,15 @@ enum ClusterCmd {
 #[derive(Subcommand)]
 enum KvCmd {
     Put {
-        key: String,
+        #[arg(value_name = "KEY")]
+        name: String,
         value: String,
         #[command(flatten)]
         conn: Conn,
     },
     Get {
-        key: String,
+        #[arg(value_name = "KEY")]
+        name: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -185,9 +187,19 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Cluster(ClusterCmd::Init { conn, data_groups }) => admin::init(&conn, data_groups).await,
         Cmd::Cluster(ClusterCmd::Status { conn, json }) => admin::status(&conn, json).await,
         Cmd::Cluster(ClusterCmd::RemoveNode { id, conn, wait }) => admin::remove_node(&conn, id, wait).await,
-        Cmd::Kv(KvCmd::Put { key, value, conn }) => admin::kv_put(&conn, key, value).await,
-        Cmd::Kv(KvCmd::Get { key, conn }) => admin::kv_get(&conn, key).await,
+        Cmd::Kv(KvCmd::Put { name, value, conn }) => admin::kv_put(&conn, name, value).await,
+        Cmd::Kv(KvCmd::Get { name, conn }) => admin::kv_get(&conn, name).await,
         Cmd::Bench(BenchCmd::Kv(args)) => bench::kv(args).await,
         Cmd::Node { .. } => unreachable!("handled before the runtime starts"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

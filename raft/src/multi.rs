@@ -108,6 +108,11 @@ struct Inner {
     groups: BTreeMap<GroupId, Raft>,
     data_groups: u32,
     opts: RaftOptions,
+    /// Where each group's leader was last seen (peer address); lets a node
+    /// that is not a member of a group reach its leader.
+    hints: std::sync::Mutex<BTreeMap<GroupId, String>>,
+    /// Peer addresses of the cluster's nodes, for when there is no hint.
+    peers: std::sync::Mutex<Vec<String>>,
 }
 
 /// FNV-1a: a stable hash, the same on every platform and release.
@@ -162,7 +167,9 @@ impl MultiRaft {
                 .map_err(|e| Error::Fatal(format!("start group {g}: {e}")))?;
             groups.insert(g, raft);
         }
-        Ok(MultiRaft { inner: Arc::new(Inner { id, store, router, groups, data_groups, opts }) })
+        Ok(MultiRaft {
+            inner: Arc::new(Inner { id, store, router, groups, data_groups, opts, hints: Default::default(), peers: Default::default() }),
+        })
     }
 
     pub fn id(&self) -> NodeId {
@@ -263,26 +270,82 @@ impl MultiRaft {
         self.route(group, ForwardOp::TransferLeader(to)).await.map(|_| ())
     }
 
-    /// Runs `op` on the group's leader: here if this node leads, else forwarded.
-    /// Retries while the group has no leader, until the request timeout.
+    /// Records where `group`'s leader is (its peer address).
+    pub fn set_leader_hint(&self, group: GroupId, peer_addr: &str) {
+        self.inner.hints.lock().expect("hints lock").insert(group, peer_addr.to_string());
+    }
+
+    /// The peer addresses of the cluster's nodes (for reaching groups this
+    /// node does not host when no leader hint is known).
+    pub fn set_peers(&self, mut addrs: Vec<String>) {
+        addrs.sort();
+        addrs.dedup();
+        *self.inner.peers.lock().expect("peers lock") = addrs;
+    }
+
+    /// Where to send a request for `group` that this node cannot place itself:
+    /// the last known leader, else the peers in turn (any member answers with
+    /// the leader's address).
+    fn pick_target(&self, group: GroupId, attempt: usize) -> Option<String> {
+        if let Some(h) = self.inner.hints.lock().expect("hints lock").get(&group) {
+            return Some(h.clone());
+        }
+        let peers = self.inner.peers.lock().expect("peers lock");
+        (!peers.is_empty()).then(|| peers[attempt % peers.len()].clone())
+    }
+
+    /// Runs `op` on the group's leader: here if this node leads, else forwarded
+    /// to the leader this node knows of, the last leader seen, or any peer
+    /// (which redirects). Retries while the group has no leader, until the
+    /// request timeout.
     async fn route(&self, group: GroupId, op: ForwardOp) -> Result<ForwardOk> {
         let deadline = Instant::now() + self.inner.opts.request_timeout;
         let mut last;
+        let mut attempt = 0usize;
         loop {
-            let outcome = match self.exec_local(group, op.clone()).await {
-                Err(ForwardErr::NotLeader { node: Some(node), leader: Some(leader) }) if leader != self.inner.id => {
-                    self.forward(&node.peer_addr, group, &op).await
-                }
-                other => Ok(other),
+            let target = match self.exec_local(group, op.clone()).await {
+                Err(ForwardErr::NotLeader { node: Some(node), leader: Some(leader) }) if leader != self.inner.id => Ok(node.peer_addr),
+                Err(ForwardErr::NotLeader { .. }) => self.pick_target(group, attempt).ok_or(ForwardErr::NotLeader { leader: None, node: None }),
+                Ok(ok) => return Ok(ok),
+                Err(e) => Err(e),
+            };
+            let outcome = match target {
+                Ok(addr) => match self.forward(&addr, group, &op).await {
+                    Ok(Ok(ok)) => {
+                        self.set_leader_hint(group, &addr);
+                        return Ok(ok);
+                    }
+                    Ok(Err(ForwardErr::NotLeader { node: Some(node), .. })) => {
+                        // Redirected: go straight there next.
+                        self.set_leader_hint(group, &node.peer_addr);
+                        attempt += 1;
+                        if Instant::now() < deadline {
+                            if attempt > 3 {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            continue;
+                        }
+                        Err(ForwardErr::NotLeader { leader: None, node: Some(node) })
+                    }
+                    Ok(Err(e)) => {
+                        self.inner.hints.lock().expect("hints lock").remove(&group);
+                        Err(e)
+                    }
+                    Err(e) => {
+                        self.inner.hints.lock().expect("hints lock").remove(&group);
+                        Err(ForwardErr::Unavailable(e.to_string()))
+                    }
+                },
+                Err(e) => Err(e),
             };
             match outcome {
-                Ok(Ok(ok)) => return Ok(ok),
-                Ok(Err(ForwardErr::Invalid(m))) => return Err(Error::Invalid(m)),
-                Ok(Err(ForwardErr::Fatal(m))) => return Err(Error::Fatal(m)),
-                Ok(Err(ForwardErr::NotLeader { leader, .. })) => last = format!("leader moving (last seen: {leader:?})"),
-                Ok(Err(ForwardErr::Unavailable(m))) => last = m,
-                Err(e) => last = e.to_string(),
+                Ok(ok) => return Ok(ok),
+                Err(ForwardErr::Invalid(m)) => return Err(Error::Invalid(m)),
+                Err(ForwardErr::Fatal(m)) => return Err(Error::Fatal(m)),
+                Err(ForwardErr::NotLeader { leader, .. }) => last = format!("leader moving (last seen: {leader:?})"),
+                Err(ForwardErr::Unavailable(m)) => last = m,
             }
+            attempt += 1;
             if Instant::now() >= deadline {
                 tracing::warn!(group, "request gave up: {last}");
                 return Err(Error::Unavailable { group });

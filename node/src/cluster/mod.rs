@@ -163,6 +163,7 @@ impl Node {
         let multi = MultiRaft::start(id.node_id, self.inner.store.clone(), self.inner.router.clone(), id.data_groups, self.inner.cfg.raft_options())
             .await?;
         let multi = self.inner.raft.get_or_init(|| async { multi }).await;
+        multi.set_peers(self.inner.cfg.join.clone());
         let node = self.clone();
         tokio::spawn(async move { node.background().await });
         Ok(multi)
@@ -423,12 +424,26 @@ impl Node {
             tokio::time::sleep(tick).await;
             let Ok(multi) = self.raft() else { continue };
             self.inner.metrics.observe(multi);
-            let Ok(cluster) = multi.local_cluster() else { continue };
-            if !cluster.is_initialized() {
-                continue;
-            }
+            // Nodes outside the meta group hold no copy of the registry: read it.
+            let cluster = match multi.local_cluster() {
+                Ok(c) if c.is_initialized() => c,
+                _ => match self.cluster_state().await {
+                    Ok(c) if c.is_initialized() => c,
+                    _ => continue,
+                },
+            };
+            let mut peers: Vec<String> =
+                cluster.nodes.values().filter(|n| n.state != NodeState::Removed && n.id != multi.id()).map(|n| n.info.peer_addr.clone()).collect();
+            peers.extend(self.inner.cfg.join.iter().cloned());
+            multi.set_peers(peers);
             let probes = self.probe_all(&cluster, tick.min(Duration::from_millis(800))).await;
             let health = self.record_probes(&probes);
+            let views: BTreeMap<NodeId, Vec<ReplicaView>> = health.iter().map(|(id, h)| (*id, h.views.clone())).collect();
+            for (g, (leader, _)) in leader_views(&views) {
+                if let Some(n) = cluster.nodes.get(&leader) {
+                    multi.set_leader_hint(g, &n.info.peer_addr);
+                }
+            }
             if multi.raft(META_GROUP).map(|r| r.is_leader()).unwrap_or(false) {
                 controller.tick(self, &cluster, &health).await;
             }
