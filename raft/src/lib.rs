@@ -17,5 +17,5 @@ pub mod state_machine;
 pub mod types;
 
 pub use error::{Error, Result};
-pub use multi::{GroupView, MultiRaft, RaftOptions};
+pub use multi::{GroupView, MultiRaft, RaftOptions, RaftRpc};
 pub use types::*;

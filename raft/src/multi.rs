@@ -74,6 +74,15 @@ pub enum ForwardErr {
 
 type ForwardReply = std::result::Result<ForwardOk, ForwardErr>;
 
+/// The Raft RPCs one replica sends another (besides snapshots, which stream).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RaftRpc {
+    Append,
+    Vote,
+    PreVote,
+    TransferLeader,
+}
+
 /// One replica's view of its group, from local Raft metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupView {
@@ -428,24 +437,17 @@ impl MultiRaft {
         Ok(encode(&self.exec_local(group, op).await))
     }
 
-    pub async fn handle_append(&self, group: GroupId, payload: &[u8]) -> Result<Vec<u8>> {
-        let resp = self.raft(group)?.append_entries(decode(payload)?).await.map_err(|e| Error::Fatal(e.to_string()))?;
-        Ok(encode(&resp))
-    }
-
-    pub async fn handle_vote(&self, group: GroupId, payload: &[u8]) -> Result<Vec<u8>> {
-        let resp = self.raft(group)?.vote(decode(payload)?).await.map_err(|e| Error::Fatal(e.to_string()))?;
-        Ok(encode(&resp))
-    }
-
-    pub async fn handle_pre_vote(&self, group: GroupId, payload: &[u8]) -> Result<Vec<u8>> {
-        let resp = self.raft(group)?.pre_vote(decode(payload)?).await.map_err(|e| Error::Fatal(e.to_string()))?;
-        Ok(encode(&resp))
-    }
-
-    pub async fn handle_transfer_leader(&self, group: GroupId, payload: &[u8]) -> Result<Vec<u8>> {
-        let resp = self.raft(group)?.handle_transfer_leader(decode(payload)?).await.map_err(|e| Error::Fatal(e.to_string()))?;
-        Ok(encode(&resp))
+    /// Serves one Raft RPC from a peer replica of `group`.
+    pub async fn handle_rpc(&self, rpc: RaftRpc, target: NodeId, group: GroupId, payload: &[u8]) -> Result<Vec<u8>> {
+        self.check_target(target)?;
+        let raft = self.raft(group)?;
+        let fatal = |e: &dyn std::fmt::Display| Error::Fatal(e.to_string());
+        Ok(match rpc {
+            RaftRpc::Append => encode(&raft.append_entries(decode(payload)?).await.map_err(|e| fatal(&e))?),
+            RaftRpc::Vote => encode(&raft.vote(decode(payload)?).await.map_err(|e| fatal(&e))?),
+            RaftRpc::PreVote => encode(&raft.pre_vote(decode(payload)?).await.map_err(|e| fatal(&e))?),
+            RaftRpc::TransferLeader => encode(&raft.handle_transfer_leader(decode(payload)?).await.map_err(|e| fatal(&e))?),
+        })
     }
 
     pub async fn handle_snapshot(&self, group: GroupId, meta: &[u8], data: Vec<u8>) -> Result<Vec<u8>> {

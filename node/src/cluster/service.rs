@@ -4,7 +4,7 @@
 use courier_proto::peer::admin_server::Admin;
 use courier_proto::peer::peer_server::Peer;
 use courier_proto::peer::*;
-use courier_raft::{Command, Query, QueryResult, Response};
+use courier_raft::{Command, Query, QueryResult, RaftRpc, Response};
 use tokio_stream::StreamExt;
 use tonic::{Request, Status, Streaming};
 
@@ -46,6 +46,15 @@ fn require_operator<T>(req: &Request<T>) -> Result<(), Status> {
 
 pub struct PeerService(pub Node);
 
+impl PeerService {
+    async fn raft_rpc(&self, req: Request<RaftRequest>, rpc: RaftRpc) -> Result<tonic::Response<RaftReply>, Status> {
+        require_node(&req)?;
+        let r = req.into_inner();
+        let payload = self.0.raft()?.handle_rpc(rpc, r.target, r.group, &r.payload).await.map_err(raft_err)?;
+        Ok(tonic::Response::new(RaftReply { payload }))
+    }
+}
+
 fn raft_err(e: courier_raft::Error) -> Status {
     Error::from(e).into()
 }
@@ -53,39 +62,19 @@ fn raft_err(e: courier_raft::Error) -> Status {
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
-        require_node(&req)?;
-        let r = req.into_inner();
-        let raft = self.0.raft()?;
-        raft.check_target(r.target).map_err(raft_err)?;
-        let payload = raft.handle_append(r.group, &r.payload).await.map_err(raft_err)?;
-        Ok(tonic::Response::new(RaftReply { payload }))
+        self.raft_rpc(req, RaftRpc::Append).await
     }
 
     async fn vote(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
-        require_node(&req)?;
-        let r = req.into_inner();
-        let raft = self.0.raft()?;
-        raft.check_target(r.target).map_err(raft_err)?;
-        let payload = raft.handle_vote(r.group, &r.payload).await.map_err(raft_err)?;
-        Ok(tonic::Response::new(RaftReply { payload }))
+        self.raft_rpc(req, RaftRpc::Vote).await
     }
 
     async fn pre_vote(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
-        require_node(&req)?;
-        let r = req.into_inner();
-        let raft = self.0.raft()?;
-        raft.check_target(r.target).map_err(raft_err)?;
-        let payload = raft.handle_pre_vote(r.group, &r.payload).await.map_err(raft_err)?;
-        Ok(tonic::Response::new(RaftReply { payload }))
+        self.raft_rpc(req, RaftRpc::PreVote).await
     }
 
     async fn transfer_leader(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
-        require_node(&req)?;
-        let r = req.into_inner();
-        let raft = self.0.raft()?;
-        raft.check_target(r.target).map_err(raft_err)?;
-        let payload = raft.handle_transfer_leader(r.group, &r.payload).await.map_err(raft_err)?;
-        Ok(tonic::Response::new(RaftReply { payload }))
+        self.raft_rpc(req, RaftRpc::TransferLeader).await
     }
 
     async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<tonic::Response<RaftReply>, Status> {
