@@ -160,6 +160,20 @@ fn killing_the_busiest_leader_loses_nothing_and_the_node_catches_up() {
     for k in 0..90 {
         assert_eq!(c.get_on(victim, &format!("key{k}")).as_deref(), Some(format!("value{k}").as_str()));
     }
+
+    // Graceful shutdown hands leadership over before the node exits: right
+    // after it is gone every group already has a leader (after kill -9 the
+    // groups it led have none until an election timeout passes).
+    let s = c.status().unwrap();
+    let led = leaders(&s);
+    let busiest = (1..=3u64).max_by_key(|n| led.values().filter(|l| **l == Some(*n)).count()).unwrap() as u32;
+    assert!(led.values().any(|l| *l == Some(busiest as u64)));
+    c.stop(busiest);
+    let others: Vec<u32> = (1..=3).filter(|i| *i != busiest).collect();
+    let s = c.status_on(&others).unwrap();
+    let orphaned: Vec<u64> = leaders(&s).iter().filter(|(_, l)| l.is_none_or(|l| l == busiest as u64)).map(|(g, _)| *g).collect();
+    assert!(orphaned.is_empty(), "groups without a leader right after SIGTERM of node {busiest}: {orphaned:?}");
+    assert!(c.log(busiest).contains("handing over leadership"));
 }
 
 #[test]

@@ -109,6 +109,21 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM, then waits (at most 20 s) for the node to exit.
+    pub fn stop(&mut self, i: u32) {
+        if let Some(mut c) = self.nodes.get_mut(&i).and_then(|n| n.child.take()) {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    panic!("node {i} did not stop within 20 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     pub fn wipe(&mut self, i: u32) {
         let n = &self.nodes[&i];
         assert!(n.child.is_none(), "stop node {i} before wiping it");
