@@ -143,7 +143,12 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Node { config } => run_node(config),
-        other => tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Into::into).and_then(|rt| rt.block_on(dispatch(other))),
+        other => {
+            // Like other Unix tools, end quietly when the reader of our output goes away (`| head`).
+            // SAFETY: setting a signal disposition before any other thread exists.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Into::into).and_then(|rt| rt.block_on(dispatch(other)))
+        }
     };
     if let Err(e) = result {
         eprintln!("courier: {e:#}");
