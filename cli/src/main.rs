@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Courier: a clustered, Telegram-class messaging backend.
 #[derive(Parser)]
-#[command(name = "courier", version, about, propagate_version = true)]
+#[command(name = "courier", version, propagate_version = true)]
 struct Cli {
     /// Keep accounts and devices apart on one machine (later issues).
     #[arg(long, global = true, env = "COURIER_PROFILE", default_value = "default")]

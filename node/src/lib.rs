@@ -60,6 +60,11 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         .await
         .map_err(|e| Error::Io(format!("cannot listen on admin_addr {}: {e}", cfg.admin_addr)))?;
 
+    // The client QUIC port: held from the start so a conflict shows now, not
+    // when the gateway (a later issue) opens it.
+    let _client_port = std::net::UdpSocket::bind(&cfg.client_addr)
+        .map_err(|e| Error::Io(format!("cannot bind client_addr {} (UDP): {e}", cfg.client_addr)))?;
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc = {
         let peer = PeerServer::new(cluster::service::PeerService(node.clone()))
