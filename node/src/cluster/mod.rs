@@ -324,11 +324,12 @@ impl Node {
     /// `cluster status`: nodes, groups, leaders, terms and lag.
     pub async fn status(&self) -> Result<StatusReply> {
         let multi = self.raft()?;
-        // A stale local copy of the registry is fine for display, and keeps status
-        // working when the meta group has no quorum.
-        let cluster = match self.cluster_state().await {
-            Ok(c) => c,
-            Err(_) => multi.local_cluster()?,
+        // The local copy of the registry (meta members have one) is fine for
+        // display and keeps status answering when the meta group has no quorum.
+        let meta_member = multi.views().iter().any(|v| v.group == META_GROUP && v.hosts(multi.id()));
+        let cluster = match multi.local_cluster() {
+            Ok(c) if c.is_initialized() && meta_member => c,
+            _ => self.cluster_state().await?,
         };
         let probes = self.probe_all(&cluster, Duration::from_millis(1500)).await;
         let views: BTreeMap<NodeId, Vec<ReplicaView>> =
@@ -425,8 +426,9 @@ impl Node {
             let Ok(multi) = self.raft() else { continue };
             self.inner.metrics.observe(multi);
             // Nodes outside the meta group hold no copy of the registry: read it.
+            let meta_member = multi.views().iter().any(|v| v.group == META_GROUP && v.hosts(multi.id()));
             let cluster = match multi.local_cluster() {
-                Ok(c) if c.is_initialized() => c,
+                Ok(c) if c.is_initialized() && meta_member => c,
                 _ => match self.cluster_state().await {
                     Ok(c) if c.is_initialized() => c,
                     _ => continue,
