@@ -5,3 +5,10 @@
 pub mod peer {
     tonic::include_proto!("courier.peer.v1");
 }
+
+/// The client protocol (`proto/client.proto`), spoken over QUIC.
+pub mod client {
+    include!(concat!(env!("OUT_DIR"), "/courier.client.v1.rs"));
+}
+
+pub mod frame;
