@@ -186,15 +186,21 @@ impl Cluster {
     }
 
     /// Starts nodes 1..=n, inits the cluster through node 1 and waits until it settled.
+    /// Nodes join one after another, so node `i` gets id `i`.
     pub fn start_settled(slot: u8, n: u32, extra: &str) -> Cluster {
         let mut c = Cluster::new(slot);
-        for i in 1..=n {
-            c.add_node(i, extra);
-        }
+        c.add_node(1, extra);
         must_wait(Duration::from_secs(30), "cluster init", || {
             let out = c.run_on(&[1], &["cluster", "init"]);
             (out.status.success() || String::from_utf8_lossy(&out.stderr).contains("already belongs")).then_some(())
         });
+        for i in 2..=n {
+            c.add_node(i, extra);
+            must_wait(Duration::from_secs(30), &format!("node {i} to register"), || {
+                let s = c.status_on(&[1])?;
+                s["nodes"].as_array()?.iter().any(|n| n["id"] == i && n["peer_addr"] == c.peer(i)).then_some(())
+            });
+        }
         c.must_settle(n as usize, Duration::from_secs(120));
         c
     }
