@@ -130,12 +130,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
         }
     }
     let exe = std::env::current_exe().context("locate the courier binary")?;
-    let mut children = Children(Vec::new());
-    for i in 1..=args.nodes {
+    let spawn = |i: u32| -> Result<Child> {
         let config = write_config(&args, i, &certs_dir)?;
-        let node_dir = dir.join(format!("n{i}"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(node_dir.join("node.log"))?;
-        let child = Command::new(&exe)
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("n{i}/node.log")))?;
+        Command::new(&exe)
             .arg("node")
             .arg("--config")
             .arg(&config)
@@ -143,23 +141,44 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("start node {i}"))?;
-        children.0.push((i, child));
-    }
+            .with_context(|| format!("start node {i}"))
+    };
+    let node_log = |i: u32| format!("see {}", dir.join(format!("n{i}/node.log")).display());
     let deadline = Instant::now() + Duration::from_secs(60);
-    for i in 1..=args.nodes {
-        wait_http(&ports(&args, i).admin, deadline).await.with_context(|| format!("see {}", dir.join(format!("n{i}/node.log")).display()))?;
-    }
+    let mut children = Children(Vec::new());
+    children.0.push((1, spawn(1)?));
+    wait_http(&ports(&args, 1).admin, deadline).await.with_context(|| node_log(1))?;
 
     let (ca, cert, key) = (certs_dir.join("ca.pem"), certs_dir.join("operator.pem"), certs_dir.join("operator-key.pem"));
     let peers: Vec<String> = (1..=args.nodes).map(|i| ports(&args, i).peer).collect();
     let clients: Vec<String> = (1..=args.nodes).map(|i| ports(&args, i).client).collect();
     let conn = Conn { nodes: vec![peers[0].clone()], ca: Some(ca.clone()), cert: Some(cert.clone()), key: Some(key.clone()) };
     let mut c = admin::connect(&conn).await?;
-    match c.init(courier_proto::peer::InitRequest { data_groups: args.data_groups }).await {
-        Ok(r) => println!("initialized cluster {}", r.into_inner().cluster_id),
-        Err(s) if s.message().contains("already belongs") => println!("cluster already initialized; restarted its nodes"),
+    let fresh = match c.init(courier_proto::peer::InitRequest { data_groups: args.data_groups }).await {
+        Ok(r) => {
+            println!("initialized cluster {}", r.into_inner().cluster_id);
+            true
+        }
+        Err(s) if s.message().contains("already belongs") => {
+            println!("cluster already initialized; restarted its nodes");
+            false
+        }
         Err(s) => bail!("cluster init failed: {}", s.message()),
+    };
+    // A new cluster's nodes join one at a time, so node nI gets id I.
+    for i in 2..=args.nodes {
+        children.0.push((i, spawn(i)?));
+        wait_http(&ports(&args, i).admin, deadline).await.with_context(|| node_log(i))?;
+        while fresh {
+            let registered = admin::fetch_status(&conn).await.is_ok_and(|s| s.nodes.iter().any(|n| n.peer_addr == peers[i as usize - 1]));
+            if registered {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("node n{i} did not join; {}", node_log(i));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     let env = format!(
         "export COURIER_NODES={}\nexport COURIER_CA={}\nexport COURIER_CERT={}\nexport COURIER_KEY={}\nexport COURIER_ADMIN_NODES={}\n",
