@@ -90,25 +90,22 @@ fn dev_cluster_serves_linearizable_writes_from_every_node() {
     let fc = foreign.path().to_str().unwrap();
     assert!(Command::new(bin()).args(["cert", "create-ca", "--certs-dir", fc]).output().unwrap().status.success());
     assert!(Command::new(bin()).args(["cert", "create-client", "--certs-dir", fc, "--name", "mallory"]).output().unwrap().status.success());
-    let out = Command::new(bin())
-        .args(["cluster", "status", "--node", &peers[0]])
-        .env("COURIER_CA", dir.path().join("certs/ca.pem"))
-        .env("COURIER_CERT", foreign.path().join("mallory.pem"))
-        .env("COURIER_KEY", foreign.path().join("mallory-key.pem"))
-        .output()
-        .unwrap();
+    let status_as = |cert: std::path::PathBuf, key: std::path::PathBuf| {
+        Command::new(bin())
+            .args(["cluster", "status", "--node", &peers[0]])
+            .env("COURIER_CA", dir.path().join("certs/ca.pem"))
+            .env("COURIER_CERT", cert)
+            .env("COURIER_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let out = status_as(foreign.path().join("mallory.pem"), foreign.path().join("mallory-key.pem"));
     assert!(!out.status.success(), "a foreign operator certificate must be refused");
     must_wait(Duration::from_secs(10), "the refusal in n1's log", || {
         std::fs::read_to_string(dir.path().join("n1/node.log")).ok()?.contains("refused peer connection").then_some(())
     });
     // A node certificate is not an operator certificate.
-    let out = Command::new(bin())
-        .args(["cluster", "status", "--node", &peers[0]])
-        .env("COURIER_CA", dir.path().join("certs/ca.pem"))
-        .env("COURIER_CERT", dir.path().join("certs/n2.pem"))
-        .env("COURIER_KEY", dir.path().join("certs/n2-key.pem"))
-        .output()
-        .unwrap();
+    let out = status_as(dir.path().join("certs/n2.pem"), dir.path().join("certs/n2-key.pem"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("UNAUTHORIZED"), "{}", String::from_utf8_lossy(&out.stderr));
 
