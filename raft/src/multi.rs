@@ -55,6 +55,8 @@ pub enum ForwardOp {
     AddLearner { id: NodeId, node: NodeInfo },
     ChangeVoters(BTreeSet<NodeId>),
     TransferLeader(NodeId),
+    /// Drops learners (never voters) from the group.
+    RemoveLearners(BTreeSet<NodeId>),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -275,6 +277,11 @@ impl MultiRaft {
         self.route(group, ForwardOp::ChangeVoters(voters)).await.map(|_| ())
     }
 
+    /// Removes learners left behind by an interrupted move.
+    pub async fn remove_learners(&self, group: GroupId, learners: BTreeSet<NodeId>) -> Result<()> {
+        self.route(group, ForwardOp::RemoveLearners(learners)).await.map(|_| ())
+    }
+
     pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<()> {
         self.route(group, ForwardOp::TransferLeader(to)).await.map(|_| ())
     }
@@ -401,6 +408,16 @@ impl MultiRaft {
                 Ok(_) => Ok(ForwardOk::Done),
                 Err(e) => Err(write_err(e)),
             },
+            ForwardOp::RemoveLearners(ids) => {
+                let m = raft.metrics().borrow_watched().clone();
+                if ids.iter().any(|id| m.membership_config.membership().voter_ids().any(|v| v == *id)) {
+                    return Err(ForwardErr::Invalid("refusing to remove a voter as a learner".into()));
+                }
+                match raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await {
+                    Ok(_) => Ok(ForwardOk::Done),
+                    Err(e) => Err(write_err(e)),
+                }
+            }
             ForwardOp::TransferLeader(to) => {
                 if !raft.is_leader() {
                     let m = raft.metrics().borrow_watched().clone();

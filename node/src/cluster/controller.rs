@@ -96,6 +96,23 @@ impl Controller {
             self.spawn_move(multi, *g, current[g].clone(), target.clone(), &infos);
         }
 
+        // Learners that no move of ours is adding (one was interrupted, or
+        // another meta leader started it) are dropped; a later plan re-adds
+        // them if they are still wanted.
+        for (&g, (_, v)) in &leaders {
+            if v.learners.is_empty() || plan.contains_key(&g) || self.inflight.lock().expect("inflight lock").contains(&g) {
+                continue;
+            }
+            let stale: BTreeSet<NodeId> = v.learners.iter().copied().collect();
+            self.spawn_task(g, {
+                let multi = multi.clone();
+                async move {
+                    tracing::info!(group = g, ?stale, "removing stale learners");
+                    multi.remove_learners(g, stale).await
+                }
+            });
+        }
+
         // Decommissioned nodes that hold nothing any more are removed.
         let all_known = current.len() == multi.data_groups() as usize;
         for n in cluster.nodes.values().filter(|n| n.state == NodeState::Removing) {
@@ -136,6 +153,23 @@ impl Controller {
     }
 
     fn spawn_move(&self, multi: &MultiRaft, group: GroupId, current: BTreeSet<NodeId>, target: BTreeSet<NodeId>, infos: &BTreeMap<NodeId, NodeInfo>) {
+        let multi = multi.clone();
+        let infos = infos.clone();
+        self.spawn_task(group, async move {
+            tracing::info!(group, ?current, ?target, "moving group");
+            for n in target.difference(&current) {
+                let info = infos.get(n).cloned().ok_or_else(|| courier_raft::Error::Invalid(format!("node {n} unknown")))?;
+                multi.add_learner(group, *n, info).await?;
+            }
+            multi.change_voters(group, target.clone()).await?;
+            tracing::info!(group, ?target, "group moved");
+            Ok(())
+        });
+    }
+
+    /// Runs one membership change of `group` in the background, at most one per
+    /// group and `MAX_CONCURRENT_MOVES` in all; a failure is retried by a later tick.
+    fn spawn_task(&self, group: GroupId, task: impl std::future::Future<Output = courier_raft::Result<()>> + Send + 'static) {
         {
             let mut inflight = self.inflight.lock().expect("inflight lock");
             if inflight.contains(&group) || inflight.len() >= MAX_CONCURRENT_MOVES {
@@ -143,23 +177,12 @@ impl Controller {
             }
             inflight.insert(group);
         }
-        let multi = multi.clone();
         let inflight = self.inflight.clone();
-        let infos = infos.clone();
         tokio::spawn(async move {
-            tracing::info!(group, ?current, ?target, "moving group");
-            let result = tokio::time::timeout(MOVE_TIMEOUT, async {
-                for n in target.difference(&current) {
-                    let info = infos.get(n).cloned().ok_or_else(|| courier_raft::Error::Invalid(format!("node {n} unknown")))?;
-                    multi.add_learner(group, *n, info).await?;
-                }
-                multi.change_voters(group, target.clone()).await
-            })
-            .await;
-            match result {
-                Ok(Ok(())) => tracing::info!(group, ?target, "group moved"),
-                Ok(Err(e)) => tracing::warn!(group, "group move failed, will retry: {e}"),
-                Err(_) => tracing::warn!(group, "group move timed out, will retry"),
+            match tokio::time::timeout(MOVE_TIMEOUT, task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(group, "membership change failed, will retry: {e}"),
+                Err(_) => tracing::warn!(group, "membership change timed out, will retry"),
             }
             inflight.lock().expect("inflight lock").remove(&group);
         });
