@@ -325,7 +325,7 @@ impl MultiRaft {
                 Ok(ok) => return Ok(ok),
                 Err(e) => Err(e),
             };
-            let outcome = match target {
+            let err = match target {
                 Ok(addr) => match self.forward(&addr, group, &op).await {
                     Ok(Ok(ok)) => {
                         self.set_leader_hint(group, &addr);
@@ -341,25 +341,24 @@ impl MultiRaft {
                             }
                             continue;
                         }
-                        Err(ForwardErr::NotLeader { leader: None, node: Some(node) })
+                        ForwardErr::NotLeader { leader: None, node: Some(node) }
                     }
                     Ok(Err(e)) => {
                         self.inner.hints.lock().expect("hints lock").remove(&group);
-                        Err(e)
+                        e
                     }
                     Err(e) => {
                         self.inner.hints.lock().expect("hints lock").remove(&group);
-                        Err(ForwardErr::Unavailable(e.to_string()))
+                        ForwardErr::Unavailable(e.to_string())
                     }
                 },
-                Err(e) => Err(e),
+                Err(e) => e,
             };
-            match outcome {
-                Ok(ok) => return Ok(ok),
-                Err(ForwardErr::Invalid(m)) => return Err(Error::Invalid(m)),
-                Err(ForwardErr::Fatal(m)) => return Err(Error::Fatal(m)),
-                Err(ForwardErr::NotLeader { leader, .. }) => last = format!("leader moving (last seen: {leader:?})"),
-                Err(ForwardErr::Unavailable(m)) => last = m,
+            match err {
+                ForwardErr::Invalid(m) => return Err(Error::Invalid(m)),
+                ForwardErr::Fatal(m) => return Err(Error::Fatal(m)),
+                ForwardErr::NotLeader { leader, .. } => last = format!("leader moving (last seen: {leader:?})"),
+                ForwardErr::Unavailable(m) => last = m,
             }
             attempt += 1;
             if Instant::now() >= deadline {
