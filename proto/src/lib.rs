@@ -8,7 +8,7 @@ pub mod peer {
 
 /// The client protocol (`proto/client.proto`), spoken over QUIC.
 pub mod client {
-    include!(concat!(env!("OUT_DIR"), "/courier.client.v1.rs"));
+    tonic::include_proto!("courier.client.v1");
 }
 
 pub mod frame;

@@ -12,7 +12,7 @@ use courier_raft::logic::ClusterState;
 use courier_raft::placement::{self, NodeHealth};
 use courier_raft::{Command, GroupId, META_GROUP, MultiRaft, NodeId, NodeInfo, NodeState};
 
-use super::{Health, Node, leader_views};
+use super::{Health, Node};
 
 /// Groups moved at the same time.
 const MAX_CONCURRENT_MOVES: usize = 4;
@@ -57,7 +57,14 @@ pub(super) fn is_settled(cluster: &ClusterState, groups: &[GroupStatus], up: &BT
 }
 
 impl Controller {
-    pub(super) async fn tick(&mut self, node: &Node, cluster: &ClusterState, health: &BTreeMap<NodeId, Health>) {
+    /// `leaders`: each group's view from its leader, as the last probes saw it.
+    pub(super) async fn tick(
+        &mut self,
+        node: &Node,
+        cluster: &ClusterState,
+        health: &BTreeMap<NodeId, Health>,
+        leaders: &BTreeMap<GroupId, (NodeId, ReplicaView)>,
+    ) {
         let Ok(multi) = node.raft() else { return };
         let dead_after = Duration::from_secs(node.config().placement.dead_after_secs);
         let now = Instant::now();
@@ -76,8 +83,6 @@ impl Controller {
             })
             .collect();
         let infos: BTreeMap<NodeId, NodeInfo> = cluster.nodes.values().map(|n| (n.id, n.info.clone())).collect();
-        let views: BTreeMap<NodeId, Vec<ReplicaView>> = health.iter().map(|(id, h)| (*id, h.views.clone())).collect();
-        let leaders = leader_views(&views);
 
         // The meta group: this node leads it, so its local view is current.
         let meta_view = multi.views().into_iter().find(|v| v.group == META_GROUP);
@@ -99,8 +104,9 @@ impl Controller {
         // Learners that no move of ours is adding (one was interrupted, or
         // another meta leader started it) are dropped; a later plan re-adds
         // them if they are still wanted.
-        for (&g, (_, v)) in &leaders {
-            if v.learners.is_empty() || plan.contains_key(&g) || self.inflight.lock().expect("inflight lock").contains(&g) {
+        // (`spawn_task` skips groups with a move in flight.)
+        for (&g, (_, v)) in leaders {
+            if v.learners.is_empty() || plan.contains_key(&g) {
                 continue;
             }
             let stale: BTreeSet<NodeId> = v.learners.iter().copied().collect();

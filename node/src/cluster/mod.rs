@@ -252,6 +252,19 @@ impl Node {
         Ok(JoinReply { node_id, cluster_id: cluster.cluster_id, data_groups: cluster.data_groups })
     }
 
+    /// The node registry: this node's own copy when it is a member of the meta
+    /// group (current, and available without a meta quorum), else read
+    /// through the meta leader (a node outside the group has no copy, or a
+    /// stale one from before it left).
+    async fn registry(&self) -> Result<ClusterState> {
+        let multi = self.raft()?;
+        let meta_member = multi.views().iter().any(|v| v.group == META_GROUP && v.hosts(multi.id()));
+        match multi.local_cluster() {
+            Ok(c) if c.is_initialized() && meta_member => Ok(c),
+            _ => self.cluster_state().await,
+        }
+    }
+
     /// The meta group's state, read linearizably through its leader.
     pub async fn cluster_state(&self) -> Result<ClusterState> {
         match self.raft()?.read(META_GROUP, Query::Cluster).await? {
@@ -324,13 +337,7 @@ impl Node {
     /// `cluster status`: nodes, groups, leaders, terms and lag.
     pub async fn status(&self) -> Result<StatusReply> {
         let multi = self.raft()?;
-        // The local copy of the registry (meta members have one) is fine for
-        // display and keeps status answering when the meta group has no quorum.
-        let meta_member = multi.views().iter().any(|v| v.group == META_GROUP && v.hosts(multi.id()));
-        let cluster = match multi.local_cluster() {
-            Ok(c) if c.is_initialized() && meta_member => c,
-            _ => self.cluster_state().await?,
-        };
+        let cluster = self.registry().await?;
         let probes = self.probe_all(&cluster, Duration::from_millis(1500)).await;
         let views: BTreeMap<NodeId, Vec<ReplicaView>> =
             probes.iter().filter_map(|(id, r)| r.as_ref().map(|r| (*id, r.replicas.clone()))).collect();
@@ -425,14 +432,9 @@ impl Node {
             tokio::time::sleep(tick).await;
             let Ok(multi) = self.raft() else { continue };
             self.inner.metrics.observe(multi);
-            // Nodes outside the meta group hold no copy of the registry: read it.
-            let meta_member = multi.views().iter().any(|v| v.group == META_GROUP && v.hosts(multi.id()));
-            let cluster = match multi.local_cluster() {
-                Ok(c) if c.is_initialized() && meta_member => c,
-                _ => match self.cluster_state().await {
-                    Ok(c) if c.is_initialized() => c,
-                    _ => continue,
-                },
+            let cluster = match self.registry().await {
+                Ok(c) if c.is_initialized() => c,
+                _ => continue,
             };
             let mut peers: Vec<String> =
                 cluster.nodes.values().filter(|n| n.state != NodeState::Removed && n.id != multi.id()).map(|n| n.info.peer_addr.clone()).collect();
@@ -441,13 +443,14 @@ impl Node {
             let probes = self.probe_all(&cluster, tick.min(Duration::from_millis(800))).await;
             let health = self.record_probes(&probes);
             let views: BTreeMap<NodeId, Vec<ReplicaView>> = health.iter().map(|(id, h)| (*id, h.views.clone())).collect();
-            for (g, (leader, _)) in leader_views(&views) {
-                if let Some(n) = cluster.nodes.get(&leader) {
-                    multi.set_leader_hint(g, &n.info.peer_addr);
+            let leaders = leader_views(&views);
+            for (g, (leader, _)) in &leaders {
+                if let Some(n) = cluster.nodes.get(leader) {
+                    multi.set_leader_hint(*g, &n.info.peer_addr);
                 }
             }
             if multi.raft(META_GROUP).map(|r| r.is_leader()).unwrap_or(false) {
-                controller.tick(self, &cluster, &health).await;
+                controller.tick(self, &cluster, &health, &leaders).await;
             }
         }
     }
