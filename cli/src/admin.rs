@@ -131,3 +131,13 @@ pub async fn kv_get(conn: &Conn, key: String) -> Result<()> {
     println!("{}", String::from_utf8_lossy(&r.value));
     Ok(())
 }
+
+pub async fn login_code(conn: &Conn, phone: String) -> Result<()> {
+    let mut c = connect(conn).await?;
+    let r = c.login_code(LoginCodeRequest { phone: phone.clone() }).await.map_err(status_err)?.into_inner();
+    if !r.found {
+        bail!("no pending login code for {phone} (none sent, used, or expired)");
+    }
+    println!("{}", r.code);
+    Ok(())
+}

@@ -1,13 +1,21 @@
-//! `courier bench kv`: replicated durable writes through the KV probe, with
-//! concurrent writers spread over the nodes.
+//! Benchmarks. `kv`: replicated durable writes through the KV probe, with
+//! concurrent writers spread over the nodes. `connections`: authenticated idle
+//! QUIC connections one node holds and its memory per connection. `sign-ins`:
+//! logins per second with test numbers.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use courier_proto::peer::KvPutRequest;
 use hdrhistogram::Histogram;
 
+use courier_client::{Client, ClientConfig};
+
+use crate::user::UserConn;
 use crate::{Conn, admin};
 
 #[derive(Args)]
@@ -71,6 +79,218 @@ pub async fn kv(args: KvBenchArgs) -> Result<()> {
         println!("{}", serde_json::json!({"writers": args.writers, "ops_per_sec": ops, "p50_ms": p50, "p99_ms": p99, "errors": errors, "ops": hist.len()}));
     } else {
         println!("writers {:>4}: {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} ops, {} errors)", args.writers, ops, p50, p99, hist.len(), errors);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ConnBenchArgs {
+    /// The node's client address (every connection goes to this one node).
+    #[arg(long)]
+    node: String,
+    /// The cluster CA certificate.
+    #[arg(long, env = "COURIER_CA")]
+    ca: std::path::PathBuf,
+    /// The node's process id, for its resident memory (in DATA_DIR/courier.pid).
+    #[arg(long)]
+    node_pid: u32,
+    /// Connection counts to reach, in order (each adds to the previous).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    counts: Vec<usize>,
+    /// Distinct sessions the connections log in with (round robin).
+    #[arg(long, default_value_t = 100)]
+    sessions: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Resident memory of a process, from `/proc/PID/status`.
+fn rss_bytes(pid: u32) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("no process {pid} on this machine"))?;
+    let kb = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("VmRSS missing from /proc/PID/status")?;
+    Ok(kb * 1024)
+}
+
+/// Test number `i` (`+99966XYYYY`, code `XXXXX`), from a random start so
+/// repeated runs do not exhaust a number's daily codes.
+fn test_phone(i: u64) -> (String, String) {
+    let i = i % 90_000;
+    let x = 1 + i / 10_000;
+    (format!("+99966{x}{:04}", i % 10_000), x.to_string().repeat(5))
+}
+
+/// One login with a test number: send_code, sign_in, sign_up when new. Returns whether it signed up.
+async fn log_in(client: &Client, i: u64) -> courier_client::Result<bool> {
+    let (phone, code) = test_phone(i);
+    let sent = client.send_code(&phone).await?;
+    match client.sign_in(&phone, &sent.phone_code_hash, &code).await {
+        Ok(_) => Ok(false),
+        Err(e) if e.code() == "SIGN_UP_REQUIRED" => {
+            client.sign_up(&phone, &sent.phone_code_hash, "Bench", &format!("{i}")).await?;
+            Ok(true)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn connections(args: ConnBenchArgs) -> Result<()> {
+    if args.counts.is_empty() || args.counts.windows(2).any(|w| w[0] >= w[1]) || args.sessions == 0 {
+        bail!("--counts must increase (e.g. 1000,10000) and --sessions be at least 1");
+    }
+    let ca = std::fs::read(&args.ca).with_context(|| format!("read {}", args.ca.display()))?;
+    let cfg = ClientConfig::new(vec![args.node.clone()], ca);
+    // Sessions first: their writes are not the connections' memory.
+    let start = rand::random_range(0..90_000u64);
+    let mut tokens = Vec::new();
+    let (login, _) = Client::connect(cfg.clone()).await?;
+    for i in 0..args.sessions as u64 {
+        log_in(&login, start + i).await.context("sign-in (is test_numbers on, and the per-address code limit off?)")?;
+        tokens.push(login.token().context("no token after sign-in")?);
+    }
+    login.close().await;
+    drop(login);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let base = rss_bytes(args.node_pid)?;
+    // A few UDP sockets carry all connections, as a NAT'd population would.
+    let endpoints: Vec<_> = (0..8).map(|_| courier_client::shared_endpoint()).collect::<Result<_, _>>()?;
+    let mut held: Vec<(Client, tokio::sync::mpsc::Receiver<courier_client::Event>)> = Vec::new();
+    let mut results = Vec::new();
+    for &target in &args.counts {
+        let t = Instant::now();
+        while held.len() < target {
+            let batch = (target - held.len()).min(256);
+            let mut set = tokio::task::JoinSet::new();
+            for k in 0..batch {
+                let n = held.len() + k;
+                let mut c = cfg.clone();
+                c.token = Some(tokens[n % tokens.len()].clone());
+                c.endpoint = Some(endpoints[n % endpoints.len()].clone());
+                c.device = format!("bench-{n}");
+                set.spawn(async move {
+                    let (client, rx) = Client::connect(c).await?;
+                    if !client.hello().is_some_and(|h| h.authorized) {
+                        bail!("a connection was not authorized");
+                    }
+                    Ok((client, rx))
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                held.push(r??);
+            }
+        }
+        let took = t.elapsed();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Still alive: a sample answers.
+        for c in held.iter().step_by((held.len() / 16).max(1)) {
+            c.0.ping().await.context("an idle connection stopped answering")?;
+        }
+        let rss = rss_bytes(args.node_pid)?;
+        let per = rss.saturating_sub(base) as f64 / held.len() as f64;
+        results.push(serde_json::json!({
+            "connections": held.len(), "node_rss_mib": rss as f64 / 1048576.0, "baseline_rss_mib": base as f64 / 1048576.0,
+            "bytes_per_connection": per.round(), "connect_secs": took.as_secs_f64(),
+        }));
+        if !args.json {
+            println!(
+                "{:>6} connections: node RSS {:>7.1} MiB (baseline {:.1} MiB), {:>6.1} KiB per connection; opened in {:.1} s",
+                held.len(),
+                rss as f64 / 1048576.0,
+                base as f64 / 1048576.0,
+                per / 1024.0,
+                took.as_secs_f64()
+            );
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "node": args.node, "sessions": args.sessions, "results": results }));
+    }
+    for (c, _) in &held {
+        c.close().await;
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct SignInBenchArgs {
+    #[command(flatten)]
+    conn: UserConn,
+    /// Concurrent clients (spread over the nodes), each logging in again and again.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn sign_ins(args: SignInBenchArgs) -> Result<()> {
+    if args.clients == 0 || args.clients > 4096 || args.conn.nodes.is_empty() {
+        bail!("--clients must be between 1 and 4096, and at least one --node given");
+    }
+    let ca_path = args.conn.ca.clone().context("pass --ca FILE or set COURIER_CA")?;
+    let ca = std::fs::read(&ca_path).with_context(|| format!("read {}", ca_path.display()))?;
+    let next = Arc::new(AtomicU64::new(rand::random_range(0..90_000u64)));
+    let end = Instant::now() + Duration::from_secs(args.seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..args.clients {
+        let node = args.conn.nodes[w % args.conn.nodes.len()].clone();
+        let cfg = ClientConfig::new(vec![node], ca.clone());
+        let next = next.clone();
+        tasks.spawn(async move {
+            let (client, _rx) = Client::connect(cfg).await?;
+            let mut hist = Histogram::<u64>::new(3).expect("histogram");
+            let (mut sign_ups, mut errors, mut first_error) = (0u64, 0u64, None);
+            while Instant::now() < end {
+                let t = Instant::now();
+                match log_in(&client, next.fetch_add(1, Ordering::Relaxed)).await {
+                    Ok(new) => {
+                        hist.record(t.elapsed().as_micros() as u64).expect("record");
+                        sign_ups += u64::from(new);
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+            anyhow::Ok((hist, sign_ups, errors, first_error))
+        });
+    }
+    let mut hist = Histogram::<u64>::new(3)?;
+    let (mut sign_ups, mut errors, mut first_error) = (0, 0, None);
+    while let Some(r) = tasks.join_next().await {
+        let (h, s, e, f) = r??;
+        hist.add(h)?;
+        sign_ups += s;
+        errors += e;
+        first_error = first_error.or(f);
+    }
+    let rate = hist.len() as f64 / args.seconds as f64;
+    let (p50, p99) = (hist.value_at_quantile(0.5) as f64 / 1000.0, hist.value_at_quantile(0.99) as f64 / 1000.0);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"clients": args.clients, "nodes": args.conn.nodes.len(), "logins_per_sec": rate, "p50_ms": p50, "p99_ms": p99, "logins": hist.len(), "sign_ups": sign_ups, "errors": errors})
+        );
+    } else {
+        println!(
+            "clients {:>4} over {} nodes: {:>7.0} logins/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} logins, {} of them sign-ups, {} errors)",
+            args.clients,
+            args.conn.nodes.len(),
+            rate,
+            p50,
+            p99,
+            hist.len(),
+            sign_ups,
+            errors
+        );
+    }
+    if let Some(e) = first_error {
+        eprintln!("first error: {e}");
     }
     Ok(())
 }

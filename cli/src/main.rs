@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod dev;
+mod user;
 
 use std::path::PathBuf;
 
@@ -14,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "courier", version, propagate_version = true)]
 struct Cli {
-    /// Keep accounts and devices apart on one machine (later issues).
+    /// Keep accounts and devices apart on one machine: each profile has its own login.
     #[arg(long, global = true, env = "COURIER_PROFILE", default_value = "default")]
     profile: String,
     #[command(subcommand)]
@@ -40,9 +41,47 @@ enum Cmd {
     /// The replicated key-value probe (a test and debug tool).
     #[command(subcommand, hide = true)]
     Kv(KvCmd),
+    /// Log in (or sign up) with your phone number; the session is saved in the profile.
+    Login(user::LoginArgs),
+    /// End this device's session and forget its token.
+    Logout {
+        #[command(flatten)]
+        conn: user::UserConn,
+    },
+    /// The logged-in account.
+    Whoami {
+        #[command(flatten)]
+        conn: user::UserConn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Your sessions (devices); `sessions terminate` ends one or all others.
+    Sessions {
+        #[command(flatten)]
+        conn: user::UserConn,
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: Option<SessionsCmd>,
+    },
     /// Benchmarks (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum SessionsCmd {
+    /// End a session (its connections close on every node within a second).
+    Terminate {
+        /// The session's ID from `courier sessions`.
+        #[arg(required_unless_present = "others", conflicts_with = "others")]
+        id: Option<u64>,
+        /// End every session but this one.
+        #[arg(long)]
+        others: bool,
+        #[command(flatten)]
+        conn: user::UserConn,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +153,13 @@ enum ClusterCmd {
         #[arg(long)]
         wait: bool,
     },
+    /// The pending login code of a phone (for operators helping a user, and tests).
+    LoginCode {
+        #[arg(long)]
+        phone: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,6 +183,10 @@ enum KvCmd {
 enum BenchCmd {
     /// Replicated durable writes through the KV probe.
     Kv(bench::KvBenchArgs),
+    /// Authenticated idle connections one node holds, and its memory per connection.
+    Connections(bench::ConnBenchArgs),
+    /// Logins per second (send_code + sign_in, sign_up for new numbers) with test numbers.
+    SignIns(bench::SignInBenchArgs),
 }
 
 fn main() {
@@ -147,7 +197,7 @@ fn main() {
             // Like other Unix tools, end quietly when the reader of our output goes away (`| head`).
             // SAFETY: setting a signal disposition before any other thread exists.
             unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-            tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Into::into).and_then(|rt| rt.block_on(dispatch(other)))
+            tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Into::into).and_then(|rt| rt.block_on(dispatch(other, &cli.profile)))
         }
     };
     if let Err(e) = result {
@@ -170,7 +220,7 @@ fn tracing_init() {
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }
 
-async fn dispatch(cmd: Cmd) -> Result<()> {
+async fn dispatch(cmd: Cmd, profile: &str) -> Result<()> {
     use courier_node::certs;
     match cmd {
         Cmd::Dev(args) => dev::run(args).await,
@@ -194,7 +244,17 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Cluster(ClusterCmd::RemoveNode { id, conn, wait }) => admin::remove_node(&conn, id, wait).await,
         Cmd::Kv(KvCmd::Put { name, value, conn }) => admin::kv_put(&conn, name, value).await,
         Cmd::Kv(KvCmd::Get { name, conn }) => admin::kv_get(&conn, name).await,
+        Cmd::Cluster(ClusterCmd::LoginCode { phone, conn }) => admin::login_code(&conn, phone).await,
         Cmd::Bench(BenchCmd::Kv(args)) => bench::kv(args).await,
+        Cmd::Bench(BenchCmd::Connections(args)) => bench::connections(args).await,
+        Cmd::Bench(BenchCmd::SignIns(args)) => bench::sign_ins(args).await,
+        Cmd::Login(args) => user::login(&user::ProfileDir::open(profile)?, args).await,
+        Cmd::Logout { conn } => user::logout(&user::ProfileDir::open(profile)?, &conn).await,
+        Cmd::Whoami { conn, json } => user::whoami(&user::ProfileDir::open(profile)?, &conn, json).await,
+        Cmd::Sessions { conn, json, cmd: None } => user::sessions(&user::ProfileDir::open(profile)?, &conn, json).await,
+        Cmd::Sessions { cmd: Some(SessionsCmd::Terminate { id, others, conn }), .. } => {
+            user::terminate(&user::ProfileDir::open(profile)?, &conn, id, others).await
+        }
         Cmd::Node { .. } => unreachable!("handled before the runtime starts"),
     }
 }

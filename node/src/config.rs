@@ -29,6 +29,47 @@ pub struct NodeConfig {
     pub tls: TlsConfig,
     pub raft: RaftConfig,
     pub placement: PlacementConfig,
+    pub gateway: GatewayConfig,
+    pub auth: AuthConfig,
+    /// Testing only: a file holding seconds (may be negative) added to this
+    /// node's wall clock, re-read on every use. Lets tests expire login codes.
+    pub clock_offset_file: Option<PathBuf>,
+}
+
+/// The client QUIC front door.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Connections this node accepts at once; more are refused.
+    pub max_connections: usize,
+    /// Requests one connection may have in flight (QUIC streams).
+    pub max_streams_per_connection: u32,
+    /// Bytes a connection may have buffered towards the node.
+    pub connection_window_bytes: u32,
+    /// A connection silent this long is closed (clients keep alive every 10 s).
+    pub idle_timeout_secs: u64,
+    /// Time a client has for the TLS handshake, the hello, or one request frame.
+    pub request_timeout_secs: u64,
+}
+
+/// Login codes and their delivery.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `log` (development: the code goes to this node's log and to
+    /// `courier cluster login-code`) or `command` (run `code_command PHONE CODE`).
+    pub code_delivery: String,
+    /// The operator's SMS gateway program, for `code_delivery = "command"`.
+    pub code_command: Option<PathBuf>,
+    /// Also send the code as a service message to the account's logged-in devices.
+    pub deliver_in_app: bool,
+    /// Telegram's test numbers `+99966XYYYY` take the code XXXXX.
+    pub test_numbers: bool,
+    pub code_ttl_secs: u64,
+    /// `send_code` per phone per 24 h (replicated).
+    pub codes_per_day: u32,
+    /// `send_code` per client address per minute on this node (0: no limit).
+    pub codes_per_address_per_minute: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -80,6 +121,35 @@ impl Default for NodeConfig {
             tls: TlsConfig::default(),
             raft: RaftConfig::default(),
             placement: PlacementConfig::default(),
+            gateway: GatewayConfig::default(),
+            auth: AuthConfig::default(),
+            clock_offset_file: None,
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            max_connections: 100_000,
+            max_streams_per_connection: 32,
+            connection_window_bytes: 4 << 20,
+            idle_timeout_secs: 30,
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            code_delivery: "log".into(),
+            code_command: None,
+            deliver_in_app: true,
+            test_numbers: false,
+            code_ttl_secs: 300,
+            codes_per_day: 5,
+            codes_per_address_per_minute: 30,
         }
     }
 }
@@ -147,7 +217,11 @@ impl NodeConfig {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        for p in [&mut self.data_dir, &mut self.tls.ca, &mut self.tls.cert, &mut self.tls.key] {
+        for p in [&mut self.data_dir, &mut self.tls.ca, &mut self.tls.cert, &mut self.tls.key]
+            .into_iter()
+            .chain(self.clock_offset_file.as_mut())
+            .chain(self.auth.code_command.as_mut().filter(|p| p.components().count() > 1))
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -189,6 +263,32 @@ impl NodeConfig {
         if self.placement.tick_ms == 0 {
             return Err(bad("placement.tick_ms", "must be above 0"));
         }
+        let g = &self.gateway;
+        if g.max_connections == 0 {
+            return Err(bad("gateway.max_connections", "must be above 0"));
+        }
+        if !(1..=1024).contains(&g.max_streams_per_connection) {
+            return Err(bad("gateway.max_streams_per_connection", "must be between 1 and 1024"));
+        }
+        if g.connection_window_bytes < 1 << 20 {
+            return Err(bad("gateway.connection_window_bytes", "must be at least 1 MiB (one request frame)"));
+        }
+        if g.idle_timeout_secs == 0 || g.request_timeout_secs == 0 {
+            return Err(bad("gateway.idle_timeout_secs", "timeouts must be above 0"));
+        }
+        let a = &self.auth;
+        match a.code_delivery.as_str() {
+            "log" => {}
+            "command" if a.code_command.is_some() => {}
+            "command" => return Err(bad("auth.code_command", "is required when auth.code_delivery = \"command\"")),
+            other => return Err(bad("auth.code_delivery", format!("{other:?} is not one of \"log\", \"command\""))),
+        }
+        if a.code_ttl_secs == 0 {
+            return Err(bad("auth.code_ttl_secs", "must be above 0"));
+        }
+        if a.codes_per_day == 0 {
+            return Err(bad("auth.codes_per_day", "must be above 0"));
+        }
         Ok(())
     }
 
@@ -207,6 +307,22 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn example_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster-configs");
+        let mut n = 0;
+        for dir in ["local-3", "five-node"] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    NodeConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, 8);
+    }
 
     #[test]
     fn defaults_are_valid() {

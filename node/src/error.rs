@@ -18,6 +18,8 @@ pub enum Error {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 impl Error {
@@ -29,8 +31,26 @@ impl Error {
             Error::NotInitialized => "UNAVAILABLE",
             Error::BadRequest(_) | Error::Config(_) => "BAD_REQUEST",
             Error::Unauthorized(_) => "UNAUTHORIZED",
+            Error::Auth(e) => e.code(),
             _ => "INTERNAL",
         }
+    }
+
+    /// Seconds to wait before retrying (`FLOOD_WAIT`).
+    pub fn retry_after_secs(&self) -> u32 {
+        match self {
+            Error::Auth(crate::auth::AuthError::FloodWait { secs }) => *secs,
+            _ => 0,
+        }
+    }
+
+    /// What a client is told: the code, and a message that names nothing internal.
+    pub fn to_client(&self) -> courier_proto::client::Error {
+        let message = match self.code() {
+            "INTERNAL" => "internal error; the node logged the cause".to_string(),
+            _ => self.to_string(),
+        };
+        courier_proto::client::Error { code: self.code().to_string(), message, retry_after_secs: self.retry_after_secs(), parts: Vec::new() }
     }
 }
 

@@ -3,12 +3,18 @@
 //!
 //! - `cluster/`: identity, init and join, health, placement, `cluster status`,
 //!   and the peer/admin gRPC services.
-//! - `gateway/` (client QUIC), `auth/`, `messaging/`, `media/`: later issues.
+//! - `gateway/`: the client QUIC front door; `auth/`: login and sessions.
+//! - `app.rs`: the services' replicated commands, applied inside Raft.
+//! - `messaging/`, `media/`: later issues.
 
+pub mod app;
+pub mod auth;
 pub mod certs;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod gateway;
 mod http;
 pub mod metrics;
 pub mod tls;
@@ -60,10 +66,9 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         .await
         .map_err(|e| Error::Io(format!("cannot listen on admin_addr {}: {e}", cfg.admin_addr)))?;
 
-    // The client QUIC port: held from the start so a conflict shows now, not
-    // when the gateway (a later issue) opens it.
-    let _client_port = std::net::UdpSocket::bind(&cfg.client_addr)
+    let client_socket = std::net::UdpSocket::bind(&cfg.client_addr)
         .map_err(|e| Error::Io(format!("cannot bind client_addr {} (UDP): {e}", cfg.client_addr)))?;
+    let endpoint = gateway::endpoint(&cfg, client_socket)?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc = {
@@ -86,12 +91,18 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         )
     };
     let http = tokio::spawn(http::serve(admin_listener, node.clone(), stop_rx.clone()));
+    let clock = clock::Clock::new(cfg.clock_offset_file.clone());
+    let auth = std::sync::Arc::new(auth::Auth::new(node.clone(), cfg.auth.clone(), clock));
+    let (gw_stop_tx, gw_stop_rx) = tokio::sync::watch::channel(false);
+    let gateway = tokio::spawn(gateway::Gateway::new(node.clone(), auth, cfg.gateway.clone()).serve(endpoint, gw_stop_rx));
 
     node.boot().await?;
     tracing::info!(name = %cfg.name, peer = %cfg.peer_addr, client = %cfg.client_addr, admin = %cfg.admin_addr, "node running");
 
     wait_for_signal().await;
-    tracing::info!("shutting down: handing over leadership");
+    tracing::info!("shutting down: closing client connections, handing over leadership");
+    let _ = gw_stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), gateway).await;
     node.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(3), grpc).await;

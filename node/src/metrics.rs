@@ -17,6 +17,9 @@ pub struct Metrics {
     pub groups_hosted: Gauge,
     pub apply_lag: Gauge,
     pub log_entries: Counter,
+    pub client_connections: Gauge,
+    pub client_requests: Counter,
+    pub sign_ins: Counter,
     last: Arc<Mutex<BTreeMap<u32, (Option<u64>, u64)>>>,
 }
 
@@ -31,6 +34,9 @@ impl Default for Metrics {
             groups_hosted: Gauge::default(),
             apply_lag: Gauge::default(),
             log_entries: Counter::default(),
+            client_connections: Gauge::default(),
+            client_requests: Counter::default(),
+            sign_ins: Counter::default(),
             last: Arc::default(),
         };
         registry.register("raft_leader_changes", "Leader changes seen by this node's replicas", m.leader_changes.clone());
@@ -39,6 +45,9 @@ impl Default for Metrics {
         registry.register("raft_groups_hosted", "Groups with a replica on this node", m.groups_hosted.clone());
         registry.register("raft_apply_lag", "Log entries written but not yet applied, summed over groups", m.apply_lag.clone());
         registry.register("raft_log_entries", "Log entries appended on groups this node leads", m.log_entries.clone());
+        registry.register("client_connections", "Client QUIC connections open on this node", m.client_connections.clone());
+        registry.register("client_requests", "Client requests served by this node", m.client_requests.clone());
+        registry.register("auth_sign_ins", "Sessions created (sign-in and sign-up) through this node", m.sign_ins.clone());
         *m.registry.lock().expect("registry lock") = registry;
         m
     }

@@ -69,6 +69,20 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
+/// The client-facing QUIC side: TLS 1.3 with the node's certificate, any
+/// client (users authenticate inside the protocol), one ALPN.
+pub fn client_facing_config(tls: &TlsConfig, alpn: &[u8]) -> Result<Arc<rustls::ServerConfig>> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Cert(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs(&tls.cert, "certificate")?, key(&tls.key)?)
+        .map_err(|e| Error::Cert(format!("certificate and key: {e}")))?;
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    cfg.max_early_data_size = 0;
+    Ok(Arc::new(cfg))
+}
+
 /// Client side (node to node, operator to node): trust only the cluster CA and
 /// present `cert`.
 pub fn client_tls(ca: &Path, cert: &Path, key: &Path) -> Result<ClientTlsConfig> {

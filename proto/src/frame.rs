@@ -4,6 +4,10 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// The largest client request or response frame (a 512 KiB upload part and
+/// its envelope fit).
+pub const MAX_CLIENT_FRAME: u32 = 1 << 20;
+
 /// Frame errors; each maps to a closed stream and, where a reply is still
 /// possible, the `BAD_REQUEST` code.
 #[derive(Debug, thiserror::Error)]

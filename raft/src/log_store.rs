@@ -131,7 +131,7 @@ mod tests {
             let store = Store::open(dir.path()).map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
             // A group other than 0, with a neighbour holding data, to catch key-range mistakes.
             store.append_log(8, [(1u64, &b"neighbour"[..])]).unwrap();
-            Ok((dir, LogStore::new(7, store.clone()), StateMachine::new(7, store)))
+            Ok((dir, LogStore::new(7, store.clone()), StateMachine::new(7, store, std::sync::Arc::new(crate::logic::NoApp))))
         }
     }
 

@@ -21,6 +21,30 @@ pub trait StateView: StateRead {
     fn delete(&mut self, key: &[u8]);
 }
 
+/// The application's replicated logic: the services in `node/` (auth,
+/// messaging, media metadata) implement it. The raft layer hands it the opaque
+/// bytes of [`Command::App`] and [`crate::Query::App`]; it must be a pure
+/// function of the state and the bytes (the proposer stamps the time into the
+/// command), so every replica computes the same result. An `Err` stops the
+/// group (it means storage failed); a command the application refuses is an
+/// `Ok` answer that says so.
+pub trait App: Send + Sync + 'static {
+    fn apply(&self, view: &mut dyn StateView, cmd: &[u8], index: u64) -> Result<Vec<u8>>;
+    fn query(&self, view: &dyn StateRead, query: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// An [`App`] that refuses every command (tests of the raft layer alone).
+pub struct NoApp;
+
+impl App for NoApp {
+    fn apply(&self, _: &mut dyn StateView, _: &[u8], _: u64) -> Result<Vec<u8>> {
+        Err(crate::Error::Invalid("no application state machine".into()))
+    }
+    fn query(&self, _: &dyn StateRead, _: &[u8]) -> Result<Vec<u8>> {
+        Err(crate::Error::Invalid("no application state machine".into()))
+    }
+}
+
 /// The meta group's whole state; small (one record per node ever registered).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
@@ -62,8 +86,9 @@ pub fn load_cluster(view: &dyn StateRead) -> Result<ClusterState> {
 }
 
 /// Applies one command at log index `index`.
-pub fn apply(view: &mut dyn StateView, cmd: &Command, index: u64) -> Result<Response> {
+pub fn apply(app: &dyn App, view: &mut dyn StateView, cmd: &Command, index: u64) -> Result<Response> {
     match cmd {
+        Command::App(bytes) => Ok(Response::App(app.apply(view, bytes, index)?)),
         Command::KvPut { key, value } => {
             view.put(&kv_key(key), value.clone());
             Ok(Response::Written { index })
@@ -129,7 +154,7 @@ pub fn apply(view: &mut dyn StateView, cmd: &Command, index: u64) -> Result<Resp
 }
 
 /// An in-memory [`StateView`] for tests and tools.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
 pub struct MemView(pub HashMap<Vec<u8>, Vec<u8>>);
 
 impl StateRead for MemView {
@@ -156,21 +181,21 @@ mod tests {
     }
 
     fn init(view: &mut MemView) {
-        let r = apply(view, &Command::InitCluster { cluster_id: "c1".into(), data_groups: 16, first: info("a"), incarnation: 10 }, 1).unwrap();
+        let r = apply(&NoApp, view, &Command::InitCluster { cluster_id: "c1".into(), data_groups: 16, first: info("a"), incarnation: 10 }, 1).unwrap();
         assert_eq!(r, Response::NodeId(1));
     }
 
     #[test]
     fn register_assigns_fresh_ids_and_dedupes_retries() {
         let mut v = MemView::default();
-        assert!(matches!(apply(&mut v, &Command::RegisterNode { info: info("b"), incarnation: 20 }, 1).unwrap(), Response::Refused(_)));
+        assert!(matches!(apply(&NoApp, &mut v, &Command::RegisterNode { info: info("b"), incarnation: 20 }, 1).unwrap(), Response::Refused(_)));
         init(&mut v);
-        let b = apply(&mut v, &Command::RegisterNode { info: info("b"), incarnation: 20 }, 2).unwrap();
-        let b_again = apply(&mut v, &Command::RegisterNode { info: info("b"), incarnation: 20 }, 3).unwrap();
-        let c = apply(&mut v, &Command::RegisterNode { info: info("c"), incarnation: 30 }, 4).unwrap();
+        let b = apply(&NoApp, &mut v, &Command::RegisterNode { info: info("b"), incarnation: 20 }, 2).unwrap();
+        let b_again = apply(&NoApp, &mut v, &Command::RegisterNode { info: info("b"), incarnation: 20 }, 3).unwrap();
+        let c = apply(&NoApp, &mut v, &Command::RegisterNode { info: info("c"), incarnation: 30 }, 4).unwrap();
         assert_eq!((b, b_again, c), (Response::NodeId(2), Response::NodeId(2), Response::NodeId(3)));
         // A wiped node comes back with a new incarnation: a new id, never a reused one.
-        let b2 = apply(&mut v, &Command::RegisterNode { info: info("b"), incarnation: 21 }, 5).unwrap();
+        let b2 = apply(&NoApp, &mut v, &Command::RegisterNode { info: info("b"), incarnation: 21 }, 5).unwrap();
         assert_eq!(b2, Response::NodeId(4));
         let st = load_cluster(&v).unwrap();
         assert_eq!(st.next_node_id, 5);
@@ -182,7 +207,7 @@ mod tests {
         let mut v = MemView::default();
         init(&mut v);
         init(&mut v);
-        let other = apply(&mut v, &Command::InitCluster { cluster_id: "c2".into(), data_groups: 4, first: info("z"), incarnation: 1 }, 3).unwrap();
+        let other = apply(&NoApp, &mut v, &Command::InitCluster { cluster_id: "c2".into(), data_groups: 4, first: info("z"), incarnation: 1 }, 3).unwrap();
         assert!(matches!(other, Response::Refused(_)));
         assert_eq!(load_cluster(&v).unwrap().cluster_id, "c1");
     }
@@ -191,17 +216,17 @@ mod tests {
     fn node_state_transitions() {
         let mut v = MemView::default();
         init(&mut v);
-        apply(&mut v, &Command::RegisterNode { info: info("b"), incarnation: 2 }, 2).unwrap();
-        assert_eq!(apply(&mut v, &Command::SetNodeState { id: 2, state: NodeState::Removing }, 3).unwrap(), Response::Empty);
-        assert!(matches!(apply(&mut v, &Command::SetNodeState { id: 2, state: NodeState::Active }, 4).unwrap(), Response::Refused(_)));
-        assert_eq!(apply(&mut v, &Command::SetNodeState { id: 2, state: NodeState::Removed }, 5).unwrap(), Response::Empty);
-        assert!(matches!(apply(&mut v, &Command::SetNodeState { id: 9, state: NodeState::Removed }, 6).unwrap(), Response::Refused(_)));
+        apply(&NoApp, &mut v, &Command::RegisterNode { info: info("b"), incarnation: 2 }, 2).unwrap();
+        assert_eq!(apply(&NoApp, &mut v, &Command::SetNodeState { id: 2, state: NodeState::Removing }, 3).unwrap(), Response::Empty);
+        assert!(matches!(apply(&NoApp, &mut v, &Command::SetNodeState { id: 2, state: NodeState::Active }, 4).unwrap(), Response::Refused(_)));
+        assert_eq!(apply(&NoApp, &mut v, &Command::SetNodeState { id: 2, state: NodeState::Removed }, 5).unwrap(), Response::Empty);
+        assert!(matches!(apply(&NoApp, &mut v, &Command::SetNodeState { id: 9, state: NodeState::Removed }, 6).unwrap(), Response::Refused(_)));
     }
 
     #[test]
     fn kv_put_writes_under_prefix() {
         let mut v = MemView::default();
-        assert_eq!(apply(&mut v, &Command::KvPut { key: "k".into(), value: b"v".to_vec() }, 7).unwrap(), Response::Written { index: 7 });
+        assert_eq!(apply(&NoApp, &mut v, &Command::KvPut { key: "k".into(), value: b"v".to_vec() }, 7).unwrap(), Response::Written { index: 7 });
         assert_eq!(v.get(&kv_key("k")).unwrap(), Some(b"v".to_vec()));
     }
 }

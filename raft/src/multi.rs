@@ -119,6 +119,7 @@ struct Inner {
     groups: BTreeMap<GroupId, Raft>,
     data_groups: u32,
     opts: RaftOptions,
+    app: Arc<dyn logic::App>,
     /// Where each group's leader was last seen (peer address); lets a node
     /// that is not a member of a group reach its leader.
     hints: std::sync::Mutex<BTreeMap<GroupId, String>>,
@@ -154,7 +155,14 @@ fn role(state: ServerState) -> &'static str {
 impl MultiRaft {
     /// Starts the meta group and `data_groups` data groups on this node. A
     /// group this node is not a member of stays idle until a leader adds it.
-    pub async fn start(id: NodeId, store: Store, router: Router, data_groups: u32, opts: RaftOptions) -> Result<Self> {
+    pub async fn start(
+        id: NodeId,
+        store: Store,
+        router: Router,
+        data_groups: u32,
+        opts: RaftOptions,
+        app: Arc<dyn logic::App>,
+    ) -> Result<Self> {
         let config = openraft::Config {
             cluster_name: "courier".into(),
             heartbeat_interval: opts.heartbeat_ms,
@@ -173,13 +181,13 @@ impl MultiRaft {
         let mut groups = BTreeMap::new();
         for g in 0..=data_groups {
             let network = GroupNetwork(GroupNetworkFactory::new(router.clone(), g));
-            let raft = Raft::new(id, config.clone(), network, LogStore::new(g, store.clone()), StateMachine::new(g, store.clone()))
+            let raft = Raft::new(id, config.clone(), network, LogStore::new(g, store.clone()), StateMachine::new(g, store.clone(), app.clone()))
                 .await
                 .map_err(|e| Error::Fatal(format!("start group {g}: {e}")))?;
             groups.insert(g, raft);
         }
         Ok(MultiRaft {
-            inner: Arc::new(Inner { id, store, router, groups, data_groups, opts, hints: Default::default(), peers: Default::default() }),
+            inner: Arc::new(Inner { id, store, router, groups, data_groups, opts, app, hints: Default::default(), peers: Default::default() }),
         })
     }
 
@@ -434,6 +442,7 @@ impl MultiRaft {
         match q {
             Query::KvGet { key } => Ok(QueryResult::Value(logic::StateRead::get(&view, &logic::kv_key(key))?)),
             Query::Cluster => Ok(QueryResult::Cluster(logic::load_cluster(&view)?)),
+            Query::App(bytes) => Ok(QueryResult::App(self.inner.app.query(&view, bytes)?)),
         }
     }
 

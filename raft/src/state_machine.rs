@@ -23,6 +23,7 @@ const SNAPSHOT: &str = "snapshot";
 pub struct StateMachine {
     group: GroupId,
     store: Store,
+    app: std::sync::Arc<dyn logic::App>,
 }
 
 /// The body of a snapshot: every state machine row of the group.
@@ -69,8 +70,8 @@ impl StateView for BatchView<'_> {
 }
 
 impl StateMachine {
-    pub fn new(group: GroupId, store: Store) -> Self {
-        Self { group, store }
+    pub fn new(group: GroupId, store: Store, app: std::sync::Arc<dyn logic::App>) -> Self {
+        Self { group, store, app }
     }
 
     fn read_state<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, io::Error> {
@@ -126,7 +127,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied = Some(entry.log_id);
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Empty,
-                EntryPayload::Normal(cmd) => logic::apply(&mut view, cmd, entry.log_id.index).map_err(io_err)?,
+                EntryPayload::Normal(cmd) => logic::apply(self.app.as_ref(), &mut view, cmd, entry.log_id.index).map_err(io_err)?,
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m.clone());
                     ws.put_state(self.group, MEMBERSHIP, encode(&stored));

@@ -60,6 +60,9 @@ pub enum Command {
     UpdateNode { id: NodeId, info: NodeInfo },
     /// Data group: the replicated key-value probe (a test and debug tool).
     KvPut { key: String, value: Vec<u8> },
+    /// Data group: a command of the application (the services in `node/`),
+    /// applied by its [`crate::logic::App`]. The bytes carry their own version.
+    App(Vec<u8>),
 }
 
 impl fmt::Display for Command {
@@ -70,6 +73,7 @@ impl fmt::Display for Command {
             Command::SetNodeState { id, state } => write!(f, "SetNodeState({id}, {state:?})"),
             Command::UpdateNode { id, info } => write!(f, "UpdateNode({id}, {info})"),
             Command::KvPut { key, value } => write!(f, "KvPut({key}, {} bytes)", value.len()),
+            Command::App(bytes) => write!(f, "App({} bytes)", bytes.len()),
         }
     }
 }
@@ -82,6 +86,8 @@ pub enum Response {
     Written { index: u64 },
     /// The command was refused by the state machine (nothing was changed).
     Refused(String),
+    /// The application's answer to a [`Command::App`].
+    App(Vec<u8>),
 }
 
 /// A linearizable read of one group's state.
@@ -89,12 +95,15 @@ pub enum Response {
 pub enum Query {
     KvGet { key: String },
     Cluster,
+    /// A read of the application's state, answered by its [`crate::logic::App`].
+    App(Vec<u8>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueryResult {
     Value(Option<Vec<u8>>),
     Cluster(crate::logic::ClusterState),
+    App(Vec<u8>),
 }
 
 /// What a data group's replica set should become.

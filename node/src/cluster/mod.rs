@@ -56,6 +56,7 @@ struct NodeInner {
     health: Mutex<BTreeMap<NodeId, Health>>,
     metrics: Metrics,
     started: Instant,
+    conns: Arc<crate::gateway::registry::Registry>,
 }
 
 pub(crate) fn view_to_proto(v: &GroupView) -> ReplicaView {
@@ -112,6 +113,7 @@ impl Node {
                 health: Mutex::default(),
                 metrics,
                 started: Instant::now(),
+                conns: Arc::default(),
             }),
         })
     }
@@ -126,6 +128,40 @@ impl Node {
 
     pub fn router(&self) -> &Router {
         &self.inner.router
+    }
+
+    /// This node's live client connections.
+    pub fn conns(&self) -> &Arc<crate::gateway::registry::Registry> {
+        &self.inner.conns
+    }
+
+    /// Sends `notice` to every node of the cluster (this one included) and
+    /// waits at most `timeout`. Returns whether every node confirmed it.
+    pub async fn broadcast(&self, notice: &crate::gateway::registry::Notice, timeout: Duration) -> bool {
+        let me = match self.raft() {
+            Ok(r) => r.id(),
+            Err(_) => return false,
+        };
+        self.inner.conns.apply(notice);
+        let cluster = match self.registry().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot list nodes for a notice: {e}");
+                return false;
+            }
+        };
+        let payload = courier_raft::codec::encode(notice);
+        let sends = cluster.nodes.values().filter(|n| n.id != me && n.state != NodeState::Removed).map(|n| {
+            let router = self.inner.router.clone();
+            let addr = n.info.peer_addr.clone();
+            let payload = payload.clone();
+            async move {
+                let mut client = router.peer(&addr).ok()?;
+                let call = client.notify(courier_proto::peer::NotifyRequest { payload });
+                tokio::time::timeout(timeout, call).await.ok()?.ok()
+            }
+        });
+        futures::future::join_all(sends).await.iter().all(Option::is_some)
     }
 
     pub fn raft(&self) -> Result<&MultiRaft> {
@@ -160,7 +196,7 @@ impl Node {
     }
 
     async fn start_raft(&self, id: &Identity) -> Result<&MultiRaft> {
-        let multi = MultiRaft::start(id.node_id, self.inner.store.clone(), self.inner.router.clone(), id.data_groups, self.inner.cfg.raft_options())
+        let multi = MultiRaft::start(id.node_id, self.inner.store.clone(), self.inner.router.clone(), id.data_groups, self.inner.cfg.raft_options(), Arc::new(crate::app::Services))
             .await?;
         let multi = self.inner.raft.get_or_init(|| async { multi }).await;
         multi.set_peers(self.inner.cfg.join.clone());

@@ -118,6 +118,14 @@ impl Peer for PeerService {
         require_node(&req)?;
         Ok(tonic::Response::new(self.0.probe_local()))
     }
+
+    async fn notify(&self, req: Request<NotifyRequest>) -> Result<tonic::Response<NotifyReply>, Status> {
+        require_node(&req)?;
+        let notice: crate::gateway::registry::Notice =
+            courier_raft::codec::decode(&req.into_inner().payload).map_err(|e| Status::from(Error::BadRequest(format!("notice: {e}"))))?;
+        self.0.conns().apply(&notice);
+        Ok(tonic::Response::new(NotifyReply {}))
+    }
 }
 
 pub struct AdminService(pub Node);
@@ -165,5 +173,17 @@ impl Admin for AdminService {
             QueryResult::Value(v) => Ok(tonic::Response::new(KvGetReply { found: v.is_some(), value: v.unwrap_or_default() })),
             other => Err(Error::Io(format!("unexpected reply {other:?}")).into()),
         }
+    }
+
+    async fn login_code(&self, req: Request<LoginCodeRequest>) -> Result<tonic::Response<LoginCodeReply>, Status> {
+        require_operator(&req)?;
+        let cfg = self.0.config();
+        let auth = crate::auth::Auth::new(self.0.clone(), cfg.auth.clone(), crate::clock::Clock::new(cfg.clock_offset_file.clone()));
+        let code = auth.login_code(&req.into_inner().phone).await?;
+        Ok(tonic::Response::new(LoginCodeReply {
+            found: code.is_some(),
+            expires_ms: code.as_ref().map_or(0, |c| c.expires_ms),
+            code: code.map(|c| c.code).unwrap_or_default(),
+        }))
     }
 }

@@ -1,0 +1,341 @@
+//! The Courier client SDK: what the `courier` command, the terminal chat and
+//! the chaos harness use to talk to a cluster.
+//!
+//! ```no_run
+//! # async fn demo() -> courier_client::Result<()> {
+//! use courier_client::{Client, ClientConfig};
+//! let ca = std::fs::read("ca.pem").unwrap();
+//! let (client, _events) = Client::connect(ClientConfig::new(vec!["127.0.0.1:7002".into()], ca)).await?;
+//! let sent = client.send_code("+9996612345").await?;
+//! let auth = client.sign_in("+9996612345", &sent.phone_code_hash, "11111").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! A client is given several node addresses, picks one at random, and moves
+//! to another when its node fails. The server certificate must chain to the
+//! cluster CA; nothing (a token least of all) is sent before the TLS handshake
+//! has verified it.
+
+mod conn;
+pub mod error;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use courier_proto::client as pb;
+use courier_proto::client::request::Method as M;
+use courier_proto::client::response::Result as R;
+use tokio::sync::mpsc;
+
+pub use conn::{ALPN, PROTOCOL};
+pub use error::{Error, Result};
+
+/// How to reach and identify to a cluster.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Client (QUIC) addresses of nodes, `host:port`.
+    pub nodes: Vec<String>,
+    /// The cluster CA certificate (PEM).
+    pub ca_pem: Vec<u8>,
+    /// A human name for this device (shown in the session list).
+    pub device: String,
+    pub client_version: String,
+    /// A saved session token.
+    pub token: Option<Vec<u8>>,
+    /// How long connecting to one node may take.
+    pub connect_timeout: Duration,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+    /// A UDP endpoint shared with other clients (see [`shared_endpoint`]);
+    /// `None` opens one for this client alone.
+    pub endpoint: Option<quinn::Endpoint>,
+}
+
+/// A UDP endpoint many clients can share (a bench holding thousands of
+/// connections, one process simulating many devices).
+pub fn shared_endpoint() -> Result<quinn::Endpoint> {
+    conn::endpoint()
+}
+
+impl ClientConfig {
+    pub fn new(nodes: Vec<String>, ca_pem: Vec<u8>) -> ClientConfig {
+        ClientConfig {
+            nodes,
+            ca_pem,
+            device: hostname(),
+            client_version: concat!("courier-client/", env!("CARGO_PKG_VERSION")).into(),
+            token: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+            endpoint: None,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "device".into())
+}
+
+/// What arrives without being asked for.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// An update pushed by the node.
+    Update(pb::Update),
+    /// The connection to `node` ended; `code` is the brief's code when the
+    /// node said why (`SESSION_REVOKED`, `UNAVAILABLE`, …).
+    Disconnected { node: String, code: Option<String> },
+    /// Connected (again) to `node`; `authorized` when the session was accepted.
+    Connected { node: String, authorized: bool },
+}
+
+/// A connection to a cluster. Cheap to share behind an `Arc`.
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    cfg: ClientConfig,
+    endpoint: quinn::Endpoint,
+    /// Whether `endpoint` is this client's alone (closed with it).
+    own_endpoint: bool,
+    tls: quinn::ClientConfig,
+    token: Mutex<Option<Vec<u8>>>,
+    current: tokio::sync::Mutex<Option<conn::Conn>>,
+    /// Index into `cfg.nodes` of the node to try next.
+    next: Mutex<usize>,
+    events: mpsc::Sender<Event>,
+    hello: Mutex<Option<pb::HelloReply>>,
+}
+
+impl Inner {
+    /// Connects if there is no live connection; tries every node once.
+    pub(crate) async fn ensure(self: &Arc<Self>) -> Result<quinn::Connection> {
+        let mut cur = self.current.lock().await;
+        if let Some(c) = cur.as_ref()
+            && c.conn.close_reason().is_none()
+        {
+            return Ok(c.conn.clone());
+        }
+        *cur = None;
+        let n = self.cfg.nodes.len();
+        let mut last = None;
+        for _ in 0..n {
+            let idx = {
+                let mut next = self.next.lock().expect("next lock");
+                let i = *next % n;
+                *next = (i + 1) % n;
+                i
+            };
+            let addr = self.cfg.nodes[idx].clone();
+            let token = self.token.lock().expect("token lock").clone();
+            match conn::Conn::open(self, &addr, token.as_deref()).await {
+                Ok((c, hello)) => {
+                    // Stay on this node next time.
+                    *self.next.lock().expect("next lock") = idx;
+                    let _ = self.events.try_send(Event::Connected { node: addr.clone(), authorized: hello.authorized });
+                    *self.hello.lock().expect("hello lock") = Some(hello);
+                    let live = c.conn.clone();
+                    *cur = Some(c);
+                    return Ok(live);
+                }
+                // The node answered and refused the session: another node will too.
+                Err(e @ (Error::Api { .. } | Error::Tls(_))) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(node = %addr, "cannot connect: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable("no node answered".into())))
+    }
+
+}
+
+/// Events are dropped (never block the client) when the reader falls this far behind.
+const EVENT_QUEUE: usize = 1024;
+
+impl Client {
+    /// Connects to one of `cfg.nodes` (starting at a random one) and says hello.
+    pub async fn connect(cfg: ClientConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
+        let (client, rx) = Client::new(cfg)?;
+        client.ensure().await?;
+        Ok((client, rx))
+    }
+
+    /// A client that connects on its first request.
+    pub fn new(cfg: ClientConfig) -> Result<(Client, mpsc::Receiver<Event>)> {
+        if cfg.nodes.is_empty() {
+            return Err(Error::Config("no node addresses; pass --node ADDR or set COURIER_NODES".into()));
+        }
+        let tls = conn::tls_config(&cfg.ca_pem)?;
+        let (endpoint, own_endpoint) = match &cfg.endpoint {
+            Some(e) => (e.clone(), false),
+            None => (conn::endpoint()?, true),
+        };
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let start = rand::random_range(0..cfg.nodes.len());
+        let token = Mutex::new(cfg.token.clone());
+        let inner = Inner { cfg, endpoint, own_endpoint, tls, token, current: Default::default(), next: Mutex::new(start), events: tx, hello: Mutex::new(None) };
+        Ok((Client { inner: Arc::new(inner) }, rx))
+    }
+
+    /// The session token (after a sign-in, or the one configured).
+    pub fn token(&self) -> Option<Vec<u8>> {
+        self.inner.token.lock().expect("token lock").clone()
+    }
+
+    /// The node's answer to the last hello.
+    pub fn hello(&self) -> Option<pb::HelloReply> {
+        self.inner.hello.lock().expect("hello lock").clone()
+    }
+
+    /// The address of the node currently connected, if any.
+    pub async fn node(&self) -> Option<String> {
+        self.inner.current.lock().await.as_ref().map(|c| c.node.clone())
+    }
+
+    async fn ensure(&self) -> Result<quinn::Connection> {
+        self.inner.ensure().await
+    }
+
+    /// Sends one request. On a broken connection a read-only request is
+    /// retried once on another node; any other fails with `UNAVAILABLE`
+    /// (it may or may not have happened) and the next call reconnects.
+    pub async fn call(&self, method: M) -> Result<R> {
+        let idempotent = matches!(method, M::Ping(_) | M::GetSelf(_) | M::GetSessions(_));
+        let req = pb::Request { method: Some(method) };
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            let conn = self.ensure().await?;
+            match conn::request(&conn, &req, self.inner.cfg.request_timeout).await {
+                Ok(R::Error(e)) => return Err(Error::from_proto(e)),
+                Err(e) if e.code() == "SESSION_REVOKED" => {
+                    *self.inner.token.lock().expect("token lock") = None;
+                    return Err(e);
+                }
+                Ok(r) => return Ok(r),
+                Err(e @ Error::Api { .. }) => return Err(e),
+                Err(e) => {
+                    self.drop_conn(&conn).await;
+                    if !idempotent || tried >= 2 {
+                        return Err(Error::Unavailable(format!("{e}; the request may or may not have been applied")));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn drop_conn(&self, conn: &quinn::Connection) {
+        let mut cur = self.inner.current.lock().await;
+        if cur.as_ref().is_some_and(|c| c.conn.stable_id() == conn.stable_id()) {
+            conn.close(0u32.into(), b"");
+            *cur = None;
+        }
+    }
+
+    /// Closes the connection (the session stays valid).
+    pub async fn close(&self) {
+        if let Some(c) = self.inner.current.lock().await.take() {
+            c.conn.close(0u32.into(), b"bye");
+        }
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        match self.call(M::Ping(pb::Ping { nonce: 1 })).await? {
+            R::Pong(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn send_code(&self, phone: &str) -> Result<pb::SentCode> {
+        match self.call(M::SendCode(pb::SendCode { phone: phone.into() })).await? {
+            R::SentCode(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Logs in with a code. `Err` with code `SIGN_UP_REQUIRED` means: call
+    /// [`Client::sign_up`] with the same `phone_code_hash`.
+    pub async fn sign_in(&self, phone: &str, phone_code_hash: &str, code: &str) -> Result<pb::Authorization> {
+        let r = self.call(M::SignIn(pb::SignIn { phone: phone.into(), phone_code_hash: phone_code_hash.into(), code: code.into() })).await?;
+        self.authorization(r)
+    }
+
+    pub async fn sign_up(&self, phone: &str, phone_code_hash: &str, first_name: &str, last_name: &str) -> Result<pb::Authorization> {
+        let r = self
+            .call(M::SignUp(pb::SignUp {
+                phone: phone.into(),
+                phone_code_hash: phone_code_hash.into(),
+                first_name: first_name.into(),
+                last_name: last_name.into(),
+            }))
+            .await?;
+        self.authorization(r)
+    }
+
+    fn authorization(&self, r: R) -> Result<pb::Authorization> {
+        match r {
+            R::Authorization(a) => {
+                *self.inner.token.lock().expect("token lock") = Some(a.session_token.clone());
+                Ok(a)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn get_self(&self) -> Result<pb::User> {
+        match self.call(M::GetSelf(pb::GetSelf {})).await? {
+            R::User(u) => Ok(u),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn sessions(&self) -> Result<Vec<pb::Session>> {
+        match self.call(M::GetSessions(pb::GetSessions {})).await? {
+            R::Sessions(s) => Ok(s.sessions),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn terminate_session(&self, id: u64) -> Result<()> {
+        match self.call(M::TerminateSession(pb::TerminateSession { session_id: id })).await? {
+            R::Done(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn terminate_other_sessions(&self) -> Result<()> {
+        match self.call(M::TerminateOtherSessions(pb::TerminateOtherSessions {})).await? {
+            R::Done(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ends this session everywhere; the token is forgotten.
+    pub async fn log_out(&self) -> Result<()> {
+        match self.call(M::LogOut(pb::LogOut {})).await? {
+            R::Done(_) => {
+                *self.inner.token.lock().expect("token lock") = None;
+                Ok(())
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if self.inner.own_endpoint {
+            self.inner.endpoint.close(0u32.into(), b"bye");
+        } else if let Ok(mut cur) = self.inner.current.try_lock()
+            && let Some(c) = cur.take()
+        {
+            c.conn.close(0u32.into(), b"bye");
+        }
+    }
+}
+
+fn unexpected(r: R) -> Error {
+    Error::Protocol(format!("unexpected response {r:?}"))
+}

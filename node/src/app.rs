@@ -1,0 +1,57 @@
+//! The node's replicated application: one enum of commands and one of
+//! queries over every service, applied by [`Services`] inside the Raft state
+//! machine (`courier_raft::logic::App`). The bytes are versioned by the raft
+//! codec (format byte + postcard); new variants are only ever appended.
+
+use courier_raft::codec::{decode, encode};
+use courier_raft::logic::{App, StateRead, StateView};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::logic as auth;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AppCommand {
+    Auth(auth::Cmd),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AppQuery {
+    Auth(auth::Query),
+}
+
+/// The answer to a command or query; `Undecodable` when a replica cannot read
+/// the bytes (a newer proposer): refused, never a stopped group.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AppReply {
+    Auth(auth::Outcome),
+    Undecodable(String),
+}
+
+/// Every service's apply and query, behind the raft layer's [`App`].
+pub struct Services;
+
+impl App for Services {
+    fn apply(&self, view: &mut dyn StateView, cmd: &[u8], _index: u64) -> courier_raft::Result<Vec<u8>> {
+        let reply = match decode::<AppCommand>(cmd) {
+            Ok(AppCommand::Auth(c)) => AppReply::Auth(auth::apply(view, &c).map_err(into_raft)?),
+            Err(e) => AppReply::Undecodable(e.to_string()),
+        };
+        Ok(encode(&reply))
+    }
+
+    fn query(&self, view: &dyn StateRead, query: &[u8]) -> courier_raft::Result<Vec<u8>> {
+        let reply = match decode::<AppQuery>(query) {
+            Ok(AppQuery::Auth(q)) => AppReply::Auth(auth::query(view, &q).map_err(into_raft)?),
+            Err(e) => AppReply::Undecodable(e.to_string()),
+        };
+        Ok(encode(&reply))
+    }
+}
+
+fn into_raft(e: crate::Error) -> courier_raft::Error {
+    match e {
+        crate::Error::Raft(e) => e,
+        crate::Error::Storage(e) => courier_raft::Error::Storage(e),
+        other => courier_raft::Error::Fatal(other.to_string()),
+    }
+}

@@ -1,0 +1,266 @@
+//! The authentication service: login codes and their delivery, sign-in and
+//! sign-up, sessions and their revocation. Decisions live in [`logic`] and are
+//! replicated through the phone's data group; this module does the I/O around
+//! them (randomness, the clock, code delivery, notices to other nodes).
+
+pub mod limit;
+pub mod logic;
+pub mod token;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use courier_raft::codec::{decode, encode};
+use courier_raft::{Command, Query, QueryResult, Response};
+
+use crate::app::{AppCommand, AppQuery, AppReply};
+use crate::clock::Clock;
+use crate::cluster::Node;
+use crate::config::AuthConfig;
+use crate::error::{Error, Result};
+use crate::gateway::registry::Notice;
+pub use logic::{AuthError, Reply, Revoke, Session, TokenHash, User, Validity};
+
+/// How long a node may keep serving a connection on its last session check.
+/// Revocation is acknowledged once every node has dropped the session, or
+/// this long after it committed, whichever comes first.
+pub const SESSION_LEASE: Duration = Duration::from_secs(3);
+
+/// What the gateway knows about the caller of a request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub addr: SocketAddr,
+    pub device: String,
+    pub app_version: String,
+}
+
+/// A code on its way.
+#[derive(Clone, Debug)]
+pub struct SentCode {
+    pub code_id: u64,
+    pub ttl_secs: u32,
+    pub delivery: &'static str,
+}
+
+/// A new session: the token is returned once, to the client that made it.
+#[derive(Clone, Debug)]
+pub struct NewAuthorization {
+    pub user: User,
+    pub session_id: u64,
+    pub token: Vec<u8>,
+}
+
+pub struct Auth {
+    node: Node,
+    cfg: AuthConfig,
+    clock: Clock,
+    per_address: Mutex<limit::RateLimiter<IpAddr>>,
+}
+
+impl Auth {
+    pub fn new(node: Node, cfg: AuthConfig, clock: Clock) -> Auth {
+        let per_address = Mutex::new(limit::RateLimiter::new(cfg.codes_per_address_per_minute));
+        Auth { node, cfg, clock, per_address }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    fn phone_group(&self, phone: &str) -> Result<u32> {
+        Ok(self.node.raft()?.group_for_key(format!("phone:{phone}").as_bytes()))
+    }
+
+    async fn exec(&self, group: u32, cmd: logic::Cmd) -> Result<Reply> {
+        let bytes = encode(&AppCommand::Auth(cmd));
+        match self.node.raft()?.write(group, Command::App(bytes)).await? {
+            Response::App(b) => unwrap_reply(&b),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn read(&self, group: u32, q: logic::Query) -> Result<Reply> {
+        let bytes = encode(&AppQuery::Auth(q));
+        match self.node.raft()?.read(group, Query::App(bytes)).await? {
+            QueryResult::App(b) => unwrap_reply(&b),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    fn new_session(&self, token: &[u8], caller: &Caller) -> logic::NewSession {
+        logic::NewSession {
+            token_hash: token::token_hash(token),
+            device: caller.device.clone(),
+            app_version: caller.app_version.clone(),
+            node_id: self.node.raft().map(|r| r.id()).unwrap_or(0),
+            address: caller.addr.to_string(),
+        }
+    }
+
+    pub async fn send_code(&self, phone: &str, caller: &Caller) -> Result<SentCode> {
+        if !logic::valid_phone(phone) {
+            return Err(AuthError::PhoneNumberInvalid.into());
+        }
+        let now_ms = self.clock.now_ms();
+        if let Err(secs) = self.per_address.lock().expect("limiter lock").check(&caller.addr.ip(), now_ms) {
+            return Err(AuthError::FloodWait { secs }.into());
+        }
+        let test_code = if self.cfg.test_numbers { logic::test_number_code(phone) } else { None };
+        let code = test_code.clone().unwrap_or_else(|| format!("{:05}", rand::random_range(0..100_000u32)));
+        let code_id: u64 = rand::random::<u64>() | 1;
+        let group = self.phone_group(phone)?;
+        let cmd = logic::Cmd::SendCode {
+            phone: phone.to_string(),
+            code_id,
+            code: code.clone(),
+            ttl_ms: self.cfg.code_ttl_secs * 1000,
+            max_per_day: self.cfg.codes_per_day,
+            now_ms,
+        };
+        let Reply::CodeSent { code_id, .. } = self.exec(group, cmd).await? else {
+            return Err(Error::Io("unexpected reply to send_code".into()));
+        };
+        let mut delivery = "sms";
+        if test_code.is_none() {
+            self.deliver(phone, &code).await;
+            if self.cfg.deliver_in_app
+                && let Ok(Reply::User(Some(user))) = self.read(group, logic::Query::UserByPhone { phone: phone.into() }).await
+            {
+                let notice = Notice::LoginCode { user_id: user.id, phone: phone.into(), code: code.clone(), device: caller.device.clone() };
+                self.node.broadcast(&notice, Duration::from_secs(1)).await;
+                delivery = "app";
+            }
+        } else {
+            tracing::info!(%phone, "login code for a test number (code = the DC digit five times)");
+        }
+        Ok(SentCode { code_id, ttl_secs: self.cfg.code_ttl_secs as u32, delivery })
+    }
+
+    /// Hands the code to the configured channel; a failure is logged (the
+    /// user asks for a new code), never an error for the request.
+    async fn deliver(&self, phone: &str, code: &str) {
+        match (self.cfg.code_delivery.as_str(), &self.cfg.code_command) {
+            ("command", Some(program)) => {
+                let run = tokio::process::Command::new(program).arg(phone).arg(code).kill_on_drop(true).status();
+                match tokio::time::timeout(Duration::from_secs(10), run).await {
+                    Ok(Ok(st)) if st.success() => tracing::info!(%phone, "login code handed to the delivery command"),
+                    Ok(Ok(st)) => tracing::warn!(%phone, %st, "code delivery command failed"),
+                    Ok(Err(e)) => tracing::warn!(%phone, "cannot run code delivery command {}: {e}", program.display()),
+                    Err(_) => tracing::warn!(%phone, "code delivery command timed out after 10 s"),
+                }
+            }
+            _ => tracing::info!(%phone, %code, "login code (delivery: log)"),
+        }
+    }
+
+    pub async fn sign_in(&self, phone: &str, code_id: u64, code: &str, caller: &Caller) -> Result<NewAuthorization> {
+        let group = self.phone_group(phone)?;
+        let token = token::new_token(group);
+        let cmd = logic::Cmd::SignIn {
+            phone: phone.into(),
+            code_id,
+            code: code.into(),
+            session: self.new_session(&token, caller),
+            now_ms: self.clock.now_ms(),
+        };
+        self.authorized(self.exec(group, cmd).await?, token)
+    }
+
+    pub async fn sign_up(&self, phone: &str, code_id: u64, first: &str, last: &str, caller: &Caller) -> Result<NewAuthorization> {
+        let group = self.phone_group(phone)?;
+        let token = token::new_token(group);
+        let cmd = logic::Cmd::SignUp {
+            phone: phone.into(),
+            code_id,
+            first_name: first.into(),
+            last_name: last.into(),
+            session: self.new_session(&token, caller),
+            group,
+            now_ms: self.clock.now_ms(),
+        };
+        self.authorized(self.exec(group, cmd).await?, token)
+    }
+
+    fn authorized(&self, reply: Reply, token: Vec<u8>) -> Result<NewAuthorization> {
+        match reply {
+            Reply::Authorized { user, session_id } => {
+                self.node.metrics().sign_ins.inc();
+                tracing::info!(user = user.id, session = session_id, "signed in");
+                Ok(NewAuthorization { user, session_id, token })
+            }
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Checks a batch of tokens of one group with one linearizable read.
+    pub async fn validate(&self, group: u32, hashes: Vec<TokenHash>) -> Result<Vec<Validity>> {
+        match self.read(group, logic::Query::Validate(hashes)).await? {
+            Reply::Validity(v) => Ok(v),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// The session a token names, if it is live.
+    pub async fn check_token(&self, token: &[u8]) -> Result<(u32, TokenHash, User, Session)> {
+        let groups = self.node.raft()?.data_groups();
+        let group = token::token_group(token, groups).ok_or(AuthError::Unauthorized)?;
+        let hash = token::token_hash(token);
+        match self.validate(group, vec![hash]).await?.pop() {
+            Some(Validity::Live { user, session }) => Ok((group, hash, user, session)),
+            Some(Validity::Revoked) => Err(AuthError::SessionRevoked.into()),
+            _ => Err(AuthError::Unauthorized.into()),
+        }
+    }
+
+    /// Records that a session was used now, through this node.
+    pub async fn touch(&self, group: u32, hash: TokenHash, addr: SocketAddr) -> Result<()> {
+        let node_id = self.node.raft()?.id();
+        self.exec(group, logic::Cmd::Touch { token_hash: hash, node_id, address: addr.to_string(), now_ms: self.clock.now_ms() }).await?;
+        Ok(())
+    }
+
+    pub async fn sessions(&self, group: u32, hash: TokenHash) -> Result<Vec<Session>> {
+        match self.read(group, logic::Query::Sessions { by: hash }).await? {
+            Reply::Sessions(s) => Ok(s),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Revokes sessions and returns once no node serves them any more: every
+    /// node confirmed it closed their connections, or [`SESSION_LEASE`]
+    /// passed since the commit (a node that did not hear stops trusting its
+    /// last check by then).
+    pub async fn revoke(&self, group: u32, hash: TokenHash, which: Revoke) -> Result<Vec<TokenHash>> {
+        let reply = self.exec(group, logic::Cmd::Revoke { by: hash, which, now_ms: self.clock.now_ms() }).await?;
+        let committed = Instant::now();
+        let Reply::Revoked(hashes) = reply else { return Err(Error::Io("unexpected reply to revoke".into())) };
+        if !hashes.is_empty() {
+            let all = self.node.broadcast(&Notice::Revoked(hashes.clone()), SESSION_LEASE).await;
+            if !all {
+                tokio::time::sleep_until((committed + SESSION_LEASE + Duration::from_millis(100)).into()).await;
+            }
+            tracing::info!(sessions = hashes.len(), all_nodes_confirmed = all, "sessions revoked");
+        }
+        Ok(hashes)
+    }
+
+    /// The live code of a phone (operators; `log` delivery).
+    pub async fn login_code(&self, phone: &str) -> Result<Option<logic::Code>> {
+        if !logic::valid_phone(phone) {
+            return Err(AuthError::PhoneNumberInvalid.into());
+        }
+        match self.read(self.phone_group(phone)?, logic::Query::Code { phone: phone.into() }).await? {
+            Reply::Code(c) => Ok(c.filter(|c| c.expires_ms > self.clock.now_ms())),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+}
+
+fn unwrap_reply(bytes: &[u8]) -> Result<Reply> {
+    match decode::<AppReply>(bytes)? {
+        AppReply::Auth(Ok(r)) => Ok(r),
+        AppReply::Auth(Err(e)) => Err(e.into()),
+        AppReply::Undecodable(why) => Err(Error::BadRequest(format!("the cluster cannot read this request: {why}"))),
+    }
+}

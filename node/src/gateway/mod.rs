@@ -1,0 +1,424 @@
+//! The client front door: a QUIC endpoint on every node (TLS 1.3 with the
+//! node's certificate, ALPN `courier/1`). It checks every request into a
+//! domain value ([`model::Method`]), checks the session, and hands the work
+//! to the services, which route it to the right group's leader.
+//!
+//! Limits per connection (streams in flight, bytes buffered, idle time, time
+//! to send a request) keep one slow or hostile client from stalling others.
+
+pub mod model;
+pub mod registry;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use courier_proto::client as pb;
+use courier_proto::client::response::Result as R;
+use courier_proto::frame::{self, FrameError, MAX_CLIENT_FRAME};
+use quinn::VarInt;
+use tokio::sync::{mpsc, watch};
+
+use crate::auth::{Auth, AuthError, Caller, NewAuthorization, Revoke, Validity};
+use crate::cluster::Node;
+use crate::config::{GatewayConfig, NodeConfig};
+use crate::error::{Error, Result};
+use model::Method;
+use registry::{Authed, ConnCtx, close};
+
+pub const ALPN: &[u8] = b"courier/1";
+/// How often every logged-in connection's session is re-checked in bulk (a
+/// safety net behind the revocation notices).
+const SWEEP: Duration = Duration::from_secs(10);
+/// Sessions whose last activity is older than this get it recorded again.
+const TOUCH_AFTER_MS: u64 = 60_000;
+
+pub struct Gateway {
+    node: Node,
+    auth: Arc<Auth>,
+    cfg: GatewayConfig,
+}
+
+/// The QUIC endpoint on `socket` (bound at start-up so a port conflict shows at once).
+pub fn endpoint(cfg: &NodeConfig, socket: std::net::UdpSocket) -> Result<quinn::Endpoint> {
+    let tls = crate::tls::client_facing_config(&cfg.tls, ALPN)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| Error::Cert(format!("QUIC TLS: {e}")))?;
+    let g = &cfg.gateway;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(g.max_streams_per_connection))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(MAX_CLIENT_FRAME + 4096))
+        .receive_window(VarInt::from_u32(g.connection_window_bytes))
+        .send_window(u64::from(g.connection_window_bytes))
+        .max_idle_timeout(Some(Duration::from_secs(g.idle_timeout_secs).try_into().map_err(|_| Error::Config("gateway.idle_timeout_secs too large".into()))?));
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport));
+    socket.set_nonblocking(true).map_err(|e| Error::Io(format!("client socket: {e}")))?;
+    let runtime = quinn::default_runtime().ok_or_else(|| Error::Io("no async runtime for QUIC".into()))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime).map_err(|e| Error::Io(format!("client endpoint: {e}")))
+}
+
+impl Gateway {
+    pub fn new(node: Node, auth: Arc<Auth>, cfg: GatewayConfig) -> Arc<Gateway> {
+        Arc::new(Gateway { node, auth, cfg })
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.request_timeout_secs)
+    }
+
+    /// Accepts connections until `stop`, then closes them all.
+    pub async fn serve(self: Arc<Self>, endpoint: quinn::Endpoint, mut stop: watch::Receiver<bool>) {
+        let sweeper = tokio::spawn(self.clone().sweep_loop());
+        loop {
+            tokio::select! {
+                incoming = endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    if self.node.conns().len() >= self.cfg.max_connections {
+                        tracing::warn!(remote = %incoming.remote_address(), "refusing a connection: gateway.max_connections reached");
+                        incoming.refuse();
+                        continue;
+                    }
+                    let gw = self.clone();
+                    tokio::spawn(async move { gw.connection(incoming).await });
+                }
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        sweeper.abort();
+        self.node.conns().close_all();
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    }
+
+    async fn connection(self: Arc<Self>, incoming: quinn::Incoming) {
+        let remote = incoming.remote_address();
+        let conn = match incoming.accept() {
+            Ok(connecting) => match tokio::time::timeout(self.timeout(), connecting).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return tracing::debug!(%remote, "client handshake failed: {e}"),
+                Err(_) => return tracing::debug!(%remote, "client handshake timed out"),
+            },
+            Err(e) => return tracing::debug!(%remote, "cannot accept a client: {e}"),
+        };
+        let alpn = conn
+            .handshake_data()
+            .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|h| h.protocol);
+        if alpn.as_deref() != Some(ALPN) {
+            conn.close(close::BAD_REQUEST.into(), b"BAD_REQUEST: ALPN courier/1 required");
+            return;
+        }
+        let ctx = match tokio::time::timeout(self.timeout(), self.hello(&conn)).await {
+            Ok(Ok(ctx)) => ctx,
+            Ok(Err((code, e))) => {
+                tracing::debug!(%remote, "hello refused: {e}");
+                conn.close(code.into(), e.code().as_bytes());
+                return;
+            }
+            Err(_) => {
+                conn.close(close::BAD_REQUEST.into(), b"BAD_REQUEST: no hello in time");
+                return;
+            }
+        };
+        let metrics = self.node.metrics().clone();
+        metrics.client_connections.inc();
+        loop {
+            match conn.accept_bi().await {
+                Ok((send, recv)) => {
+                    let gw = self.clone();
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move { gw.stream(&ctx, send, recv).await });
+                }
+                Err(e) => {
+                    tracing::debug!(%remote, conn = ctx.id, "client connection ended: {e}");
+                    break;
+                }
+            }
+        }
+        self.node.conns().remove(ctx.id);
+        metrics.client_connections.dec();
+    }
+
+    /// The first stream: `Request{hello}` → `Response{hello}`. A refusal is
+    /// answered, then the caller closes the connection with the returned code.
+    async fn hello(&self, conn: &quinn::Connection) -> std::result::Result<Arc<ConnCtx>, (u32, Error)> {
+        let bad = |e: Error| (close::BAD_REQUEST, e);
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| bad(Error::Io(e.to_string())))?;
+        let req = match frame::read::<pb::Request, _>(&mut recv, MAX_CLIENT_FRAME).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(bad(Error::BadRequest("empty hello stream".into()))),
+            Err(e) => return Err(bad(Error::BadRequest(e.to_string()))),
+        };
+        let hello = match Method::try_from(req) {
+            Ok(Method::Hello(h)) => h,
+            Ok(other) => {
+                let e = Error::BadRequest(format!("the first request must be hello, not {}", other.name()));
+                refuse(&mut send, &e).await;
+                return Err(bad(e));
+            }
+            Err(e) => {
+                refuse(&mut send, &e).await;
+                return Err(bad(e));
+            }
+        };
+        let ctx = self.node.conns().add(conn.clone(), hello.device.clone(), hello.client_version.clone());
+        let mut out = pb::HelloReply {
+            protocol: model::PROTOCOL,
+            node_id: self.node.raft().map(|r| r.id()).unwrap_or(0),
+            server_version: env!("CARGO_PKG_VERSION").into(),
+            server_time_ms: self.auth.clock().now_ms(),
+            ..Default::default()
+        };
+        if let Some(token) = &hello.token {
+            let started = Instant::now();
+            let checked = match self.auth.check_token(token).await {
+                Ok((group, hash, user, session)) => {
+                    let authed = Authed { group, hash, user: user.clone(), session_id: session.id, checked_at: started };
+                    if self.node.conns().accept_check(&ctx, authed) {
+                        if self.auth.clock().now_ms().saturating_sub(session.last_active_ms) > TOUCH_AFTER_MS {
+                            let auth = self.auth.clone();
+                            let addr = ctx.remote;
+                            tokio::spawn(async move { auth.touch(group, hash, addr).await });
+                        }
+                        Ok((user, session.id))
+                    } else {
+                        Err(Error::from(AuthError::SessionRevoked))
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok((user, session_id)) => {
+                    out.authorized = true;
+                    out.user = Some(user_to_proto(&user));
+                    out.session_id = session_id;
+                }
+                Err(e) => {
+                    self.node.conns().remove(ctx.id);
+                    refuse(&mut send, &e).await;
+                    let code = match e.code() {
+                        "SESSION_REVOKED" => close::SESSION_REVOKED,
+                        "UNAUTHORIZED" => close::UNAUTHORIZED,
+                        _ => close::OVERLOADED,
+                    };
+                    return Err((code, e));
+                }
+            }
+        }
+        reply(&mut send, Ok(R::Hello(out))).await;
+        if ctx.authed().is_some() {
+            start_push(&ctx);
+        }
+        Ok(ctx)
+    }
+
+    /// One request stream: one frame in, one frame out.
+    async fn stream(&self, ctx: &Arc<ConnCtx>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+        let req = match tokio::time::timeout(self.timeout(), frame::read::<pb::Request, _>(&mut recv, MAX_CLIENT_FRAME)).await {
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                if matches!(e, FrameError::TooLarge { .. }) {
+                    let _ = recv.stop(VarInt::from_u32(close::BAD_REQUEST));
+                }
+                tracing::debug!(conn = ctx.id, "bad request frame: {e}");
+                reply(&mut send, Err(&Error::BadRequest(e.to_string()))).await;
+                return;
+            }
+            Err(_) => {
+                let _ = recv.stop(VarInt::from_u32(close::BAD_REQUEST));
+                reply(&mut send, Err(&Error::BadRequest("request not received in time".into()))).await;
+                return;
+            }
+        };
+        self.node.metrics().client_requests.inc();
+        let result = match Method::try_from(req) {
+            Ok(m) => {
+                let name = m.name();
+                let r = self.handle(ctx, m).await;
+                if let Err(e) = &r
+                    && e.code() == "INTERNAL"
+                {
+                    tracing::error!(conn = ctx.id, method = name, "request failed: {e}");
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
+        reply(&mut send, result.as_ref().map(Clone::clone)).await;
+    }
+
+    async fn handle(&self, ctx: &Arc<ConnCtx>, m: Method) -> Result<R> {
+        let caller = Caller { addr: ctx.remote, device: ctx.device.clone(), app_version: ctx.app_version.clone() };
+        match m {
+            Method::Hello(_) => Err(Error::BadRequest("hello comes once, on the first stream".into())),
+            Method::Ping(nonce) => Ok(R::Pong(pb::Pong { nonce })),
+            Method::SendCode { phone } => {
+                let sent = self.auth.send_code(&phone, &caller).await?;
+                Ok(R::SentCode(pb::SentCode {
+                    phone_code_hash: model::code_id_string(sent.code_id),
+                    timeout_secs: sent.ttl_secs,
+                    delivery: sent.delivery.into(),
+                }))
+            }
+            Method::SignIn { phone, code_id, code } => {
+                let a = self.auth.sign_in(&phone, code_id, &code, &caller).await?;
+                Ok(self.logged_in(ctx, a))
+            }
+            Method::SignUp { phone, code_id, first_name, last_name } => {
+                let a = self.auth.sign_up(&phone, code_id, &first_name, &last_name, &caller).await?;
+                Ok(self.logged_in(ctx, a))
+            }
+            m => {
+                let me = self.session(ctx).await?;
+                match m {
+                    Method::GetSelf => Ok(R::User(user_to_proto(&me.user))),
+                    Method::GetSessions => {
+                        let list = self.auth.sessions(me.group, me.hash).await?;
+                        Ok(R::Sessions(pb::Sessions {
+                            sessions: list
+                                .into_iter()
+                                .map(|s| pb::Session {
+                                    id: s.id,
+                                    current: s.id == me.session_id,
+                                    device: s.device,
+                                    app_version: s.app_version,
+                                    node_id: s.node_id,
+                                    address: s.address,
+                                    created_ms: s.created_ms,
+                                    last_active_ms: s.last_active_ms,
+                                })
+                                .collect(),
+                        }))
+                    }
+                    Method::TerminateSession(id) if id == me.session_id => self.log_out(ctx, &me).await,
+                    Method::TerminateSession(id) => {
+                        self.auth.revoke(me.group, me.hash, Revoke::One(id)).await?;
+                        Ok(R::Done(pb::Done {}))
+                    }
+                    Method::TerminateOthers => {
+                        self.auth.revoke(me.group, me.hash, Revoke::Others).await?;
+                        Ok(R::Done(pb::Done {}))
+                    }
+                    Method::LogOut => self.log_out(ctx, &me).await,
+                    _ => Err(Error::BadRequest("unexpected method".into())),
+                }
+            }
+        }
+    }
+
+    /// Ends this connection's session; the connection stays open, logged out.
+    async fn log_out(&self, ctx: &Arc<ConnCtx>, me: &Authed) -> Result<R> {
+        ctx.log_out();
+        self.auth.revoke(me.group, me.hash, Revoke::Current).await?;
+        Ok(R::Done(pb::Done {}))
+    }
+
+    fn logged_in(&self, ctx: &Arc<ConnCtx>, a: NewAuthorization) -> R {
+        let group = crate::auth::token::token_group(&a.token, u32::MAX).unwrap_or(0);
+        let authed = Authed { group, hash: crate::auth::token::token_hash(&a.token), user: a.user.clone(), session_id: a.session_id, checked_at: Instant::now() };
+        if self.node.conns().accept_check(ctx, authed) {
+            start_push(ctx);
+        }
+        R::Authorization(pb::Authorization { user: Some(user_to_proto(&a.user)), session_token: a.token, session_id: a.session_id })
+    }
+
+    /// The connection's session, re-checked if its lease ran out.
+    async fn session(&self, ctx: &Arc<ConnCtx>) -> Result<Authed> {
+        let me = ctx.authed().ok_or(AuthError::Unauthorized)?;
+        if ctx.lease_valid(Instant::now()) {
+            return Ok(me);
+        }
+        let started = Instant::now();
+        match self.auth.validate(me.group, vec![me.hash]).await?.pop() {
+            Some(Validity::Live { user, session }) => {
+                let fresh = Authed { user, session_id: session.id, checked_at: started, ..me };
+                if self.node.conns().accept_check(ctx, fresh.clone()) {
+                    return Ok(fresh);
+                }
+            }
+            Some(Validity::Unknown) | None => {
+                ctx.log_out();
+                return Err(AuthError::Unauthorized.into());
+            }
+            Some(Validity::Revoked) => {}
+        }
+        ctx.log_out();
+        ctx.conn.close(close::SESSION_REVOKED.into(), b"SESSION_REVOKED");
+        Err(AuthError::SessionRevoked.into())
+    }
+
+    /// Re-checks every logged-in connection's session in bulk, one read per
+    /// group, and closes those revoked (if their notice was missed).
+    async fn sweep_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            for (group, conns) in self.node.conns().stale(SWEEP, now) {
+                for chunk in conns.chunks(1000) {
+                    let hashes = chunk.iter().filter_map(|c| c.authed().map(|a| a.hash)).collect::<Vec<_>>();
+                    if hashes.len() != chunk.len() {
+                        continue; // a connection logged out meanwhile; next round
+                    }
+                    let Ok(verdicts) = self.auth.validate(group, hashes).await else { continue };
+                    for (ctx, v) in chunk.iter().zip(verdicts) {
+                        match (v, ctx.authed()) {
+                            (Validity::Live { .. }, Some(a)) => {
+                                self.node.conns().accept_check(ctx, Authed { checked_at: now, ..a });
+                            }
+                            (_, Some(_)) => {
+                                ctx.log_out();
+                                ctx.conn.close(close::SESSION_REVOKED.into(), b"SESSION_REVOKED");
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Opens the server's push stream for a logged-in connection (once).
+fn start_push(ctx: &Arc<ConnCtx>) {
+    if ctx.has_push() {
+        return;
+    }
+    let (tx, mut rx) = mpsc::channel::<pb::Update>(registry::PUSH_QUEUE);
+    ctx.set_push(tx);
+    let conn = ctx.conn.clone();
+    tokio::spawn(async move {
+        let Ok(mut stream) = conn.open_uni().await else { return };
+        while let Some(update) = rx.recv().await {
+            if frame::write(&mut stream, &update).await.is_err() {
+                return;
+            }
+        }
+        let _ = stream.finish();
+    });
+}
+
+/// Answers a refused hello and waits (briefly) until the client has read the
+/// answer, so closing the connection next does not discard it.
+async fn refuse(send: &mut quinn::SendStream, e: &Error) {
+    reply(send, Err(e)).await;
+    let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
+}
+
+/// How long a refused hello waits for its answer to be read.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+
+async fn reply(send: &mut quinn::SendStream, result: std::result::Result<R, &Error>) {
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => R::Error(e.to_client()),
+    };
+    let _ = frame::write(send, &pb::Response { result: Some(result) }).await;
+    let _ = send.finish();
+}
+
+fn user_to_proto(u: &crate::auth::User) -> pb::User {
+    pb::User { id: u.id, phone: u.phone.clone(), first_name: u.first_name.clone(), last_name: u.last_name.clone() }
+}

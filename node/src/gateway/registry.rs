@@ -1,0 +1,199 @@
+//! The live client connections of this node, and the notices other nodes send
+//! about them (a session revoked, an update for a user).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use courier_proto::client as pb;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::auth::{SESSION_LEASE, TokenHash, User};
+
+/// QUIC application close codes; the reason bytes carry the brief's code.
+pub mod close {
+    pub const NORMAL: u32 = 0;
+    pub const SESSION_REVOKED: u32 = 1;
+    pub const BAD_REQUEST: u32 = 2;
+    pub const UNAUTHORIZED: u32 = 3;
+    pub const OVERLOADED: u32 = 4;
+    pub const SLOW_CONSUMER: u32 = 5;
+    pub const SHUTTING_DOWN: u32 = 6;
+}
+
+/// Updates a connection may have queued before it counts as too slow (it is
+/// closed and catches up by sync when it comes back).
+pub const PUSH_QUEUE: usize = 256;
+
+/// A notice from one node to all (`Peer.Notify`), versioned by the raft codec.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Notice {
+    /// Close every connection of these sessions.
+    Revoked(Vec<TokenHash>),
+    /// A login code as a service message to the user's logged-in devices.
+    LoginCode { user_id: u64, phone: String, code: String, device: String },
+}
+
+/// The session a connection is logged in with.
+#[derive(Clone, Debug)]
+pub struct Authed {
+    pub group: u32,
+    pub hash: TokenHash,
+    pub user: User,
+    pub session_id: u64,
+    /// When the check that accepted the session started.
+    pub checked_at: Instant,
+}
+
+/// One client connection.
+pub struct ConnCtx {
+    pub id: u64,
+    pub conn: quinn::Connection,
+    pub remote: SocketAddr,
+    pub device: String,
+    pub app_version: String,
+    auth: Mutex<Option<Authed>>,
+    push: Mutex<Option<mpsc::Sender<pb::Update>>>,
+}
+
+impl ConnCtx {
+    pub fn authed(&self) -> Option<Authed> {
+        self.auth.lock().expect("conn lock").clone()
+    }
+
+    /// Whether the session check is recent enough to serve a request on.
+    pub fn lease_valid(&self, now: Instant) -> bool {
+        self.auth.lock().expect("conn lock").as_ref().is_some_and(|a| now.duration_since(a.checked_at) < SESSION_LEASE)
+    }
+
+    pub fn has_push(&self) -> bool {
+        self.push.lock().expect("conn lock").is_some()
+    }
+
+    pub fn set_push(&self, tx: mpsc::Sender<pb::Update>) {
+        *self.push.lock().expect("conn lock") = Some(tx);
+    }
+
+    /// Forgets the session (log out on this connection); no more pushes.
+    pub fn log_out(&self) {
+        *self.auth.lock().expect("conn lock") = None;
+        *self.push.lock().expect("conn lock") = None;
+    }
+
+    fn push(&self, update: pb::Update) {
+        let tx = self.push.lock().expect("conn lock").clone();
+        if let Some(tx) = tx
+            && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(update)
+        {
+            tracing::info!(conn = self.id, "closing a connection that does not read its updates");
+            self.conn.close(close::SLOW_CONSUMER.into(), b"SLOW_CONSUMER");
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    next: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    conns: HashMap<u64, Arc<ConnCtx>>,
+    /// Sessions revoked recently, kept for a lease so that a check that was
+    /// in flight when the notice came cannot admit them afterwards.
+    revoked: HashMap<TokenHash, Instant>,
+}
+
+impl Registry {
+    pub fn add(&self, conn: quinn::Connection, device: String, app_version: String) -> Arc<ConnCtx> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let remote = conn.remote_address();
+        let ctx = Arc::new(ConnCtx { id, conn, remote, device, app_version, auth: Mutex::new(None), push: Mutex::new(None) });
+        self.inner.lock().expect("registry lock").conns.insert(id, ctx.clone());
+        ctx
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.inner.lock().expect("registry lock").conns.remove(&id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("registry lock").conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records a successful session check for `ctx`, unless a revocation of
+    /// that session arrived meanwhile. Returns whether it was accepted.
+    pub fn accept_check(&self, ctx: &ConnCtx, authed: Authed) -> bool {
+        let inner = self.inner.lock().expect("registry lock");
+        if inner.revoked.contains_key(&authed.hash) {
+            return false;
+        }
+        *ctx.auth.lock().expect("conn lock") = Some(authed);
+        true
+    }
+
+    /// Applies a notice from any node (this one included).
+    pub fn apply(&self, notice: &Notice) {
+        match notice {
+            Notice::Revoked(hashes) => {
+                let set: HashSet<&TokenHash> = hashes.iter().collect();
+                let now = Instant::now();
+                let mut inner = self.inner.lock().expect("registry lock");
+                inner.revoked.retain(|_, at| now.duration_since(*at) < SESSION_LEASE * 2);
+                for h in hashes {
+                    inner.revoked.insert(*h, now);
+                }
+                for ctx in inner.conns.values() {
+                    let hit = ctx.auth.lock().expect("conn lock").as_ref().is_some_and(|a| set.contains(&a.hash));
+                    if hit {
+                        ctx.log_out();
+                        ctx.conn.close(close::SESSION_REVOKED.into(), b"SESSION_REVOKED");
+                        tracing::info!(conn = ctx.id, remote = %ctx.remote, "closed a connection of a revoked session");
+                    }
+                }
+            }
+            Notice::LoginCode { user_id, phone, code, device } => {
+                let update = pb::Update {
+                    kind: Some(pb::update::Kind::LoginCode(pb::LoginCode { phone: phone.clone(), code: code.clone(), device: device.clone() })),
+                };
+                for ctx in self.user_conns(*user_id) {
+                    ctx.push(update.clone());
+                }
+            }
+        }
+    }
+
+    fn user_conns(&self, user_id: u64) -> Vec<Arc<ConnCtx>> {
+        let inner = self.inner.lock().expect("registry lock");
+        inner.conns.values().filter(|c| c.authed().is_some_and(|a| a.user.id == user_id)).cloned().collect()
+    }
+
+    /// Logged-in connections whose last check is older than `age`, by group.
+    pub fn stale(&self, age: Duration, now: Instant) -> HashMap<u32, Vec<Arc<ConnCtx>>> {
+        let inner = self.inner.lock().expect("registry lock");
+        let mut out: HashMap<u32, Vec<Arc<ConnCtx>>> = HashMap::new();
+        for ctx in inner.conns.values() {
+            if let Some(a) = ctx.authed()
+                && now.duration_since(a.checked_at) >= age
+            {
+                out.entry(a.group).or_default().push(ctx.clone());
+            }
+        }
+        out
+    }
+
+    /// Closes every connection (node shutdown).
+    pub fn close_all(&self) {
+        for ctx in self.inner.lock().expect("registry lock").conns.values() {
+            ctx.conn.close(close::SHUTTING_DOWN.into(), b"UNAVAILABLE");
+        }
+    }
+}
