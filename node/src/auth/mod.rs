@@ -155,30 +155,33 @@ impl Auth {
     }
 
     pub async fn sign_in(&self, phone: &str, code_id: u64, code: &str, caller: &Caller) -> Result<NewAuthorization> {
-        let group = self.phone_group(phone)?;
-        let token = token::new_token(group);
-        let cmd = logic::Cmd::SignIn {
-            phone: phone.into(),
-            code_id,
-            code: code.into(),
-            session: self.new_session(&token, caller),
-            now_ms: self.clock.now_ms(),
-        };
-        self.authorized(self.exec(group, cmd).await?, token)
+        self.new_authorization(phone, caller, |session, _, now_ms| logic::Cmd::SignIn { phone: phone.into(), code_id, code: code.into(), session, now_ms })
+            .await
     }
 
     pub async fn sign_up(&self, phone: &str, code_id: u64, first: &str, last: &str, caller: &Caller) -> Result<NewAuthorization> {
-        let group = self.phone_group(phone)?;
-        let token = token::new_token(group);
-        let cmd = logic::Cmd::SignUp {
+        self.new_authorization(phone, caller, |session, group, now_ms| logic::Cmd::SignUp {
             phone: phone.into(),
             code_id,
             first_name: first.into(),
             last_name: last.into(),
-            session: self.new_session(&token, caller),
+            session,
             group,
-            now_ms: self.clock.now_ms(),
-        };
+            now_ms,
+        })
+        .await
+    }
+
+    /// Makes a token in the phone's group and runs `cmd(session, group, now)` there.
+    async fn new_authorization(
+        &self,
+        phone: &str,
+        caller: &Caller,
+        cmd: impl FnOnce(logic::NewSession, u32, u64) -> logic::Cmd,
+    ) -> Result<NewAuthorization> {
+        let group = self.phone_group(phone)?;
+        let token = token::new_token(group);
+        let cmd = cmd(self.new_session(&token, caller), group, self.clock.now_ms());
         self.authorized(self.exec(group, cmd).await?, token)
     }
 
