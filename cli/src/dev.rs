@@ -169,11 +169,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
     for i in 2..=args.nodes {
         children.0.push((i, spawn(i)?));
         wait_http(&ports(&args, i).admin, deadline).await.with_context(|| node_log(i))?;
-        while fresh {
-            let registered = admin::fetch_status(&conn).await.is_ok_and(|s| s.nodes.iter().any(|n| n.peer_addr == peers[i as usize - 1]));
-            if registered {
-                break;
-            }
+        // A restarted cluster's nodes are registered already.
+        while fresh && !admin::fetch_status(&conn).await.is_ok_and(|s| s.nodes.iter().any(|n| n.peer_addr == peers[i as usize - 1])) {
             if Instant::now() > deadline {
                 bail!("node n{i} did not join; {}", node_log(i));
             }

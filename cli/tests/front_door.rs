@@ -300,7 +300,7 @@ fn login_codes_end_after_three_tries_expire_and_are_limited_per_phone_and_addres
     c.must_settle(3, Duration::from_secs(120));
     let last_code = |phone: &str| -> String {
         let text = std::fs::read_to_string(&codes).unwrap_or_default();
-        text.lines().filter_map(|l| l.strip_prefix(&format!("{phone} "))).last().expect("the SMS gateway got a code").to_string()
+        text.lines().filter_map(|l| l.strip_prefix(&format!("{phone} "))).next_back().expect("the SMS gateway got a code").to_string()
     };
     let rt = rt();
     rt.block_on(async {

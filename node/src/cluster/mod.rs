@@ -259,8 +259,8 @@ impl Node {
                         }
                         return;
                     }
-                    Ok(Err(status)) if attempt % 10 == 0 => tracing::info!(%seed, "join not accepted yet: {}", status.message()),
-                    Err(_) if attempt % 10 == 0 => tracing::info!(%seed, "join timed out"),
+                    Ok(Err(status)) if attempt.is_multiple_of(10) => tracing::info!(%seed, "join not accepted yet: {}", status.message()),
+                    Err(_) if attempt.is_multiple_of(10) => tracing::info!(%seed, "join timed out"),
                     _ => {}
                 }
             }
