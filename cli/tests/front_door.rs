@@ -209,7 +209,6 @@ fn leader_killed_during_sign_up_leaves_no_half_made_account() {
     let mut c = Cluster::start_settled(51, 3, &format!("{FAST}[auth]\ntest_numbers = true\ncodes_per_address_per_minute = 0\n"));
     let rt = rt();
     let groups = c.status().unwrap()["data_groups"].as_u64().unwrap() as u32;
-    let mut killed = BTreeSet::new();
     for (round, phone) in ["+9996630001", "+9996630002", "+9996630003"].into_iter().enumerate() {
         let group = courier_raft::multi::group_for_key(format!("phone:{phone}").as_bytes(), groups);
         let status = c.must_settle(3, Duration::from_secs(60));
@@ -235,7 +234,6 @@ fn leader_killed_during_sign_up_leaves_no_half_made_account() {
         });
         std::thread::sleep(Duration::from_millis([300, 3, 15][round]));
         c.kill9(leader);
-        killed.insert(leader);
         let (client, sent, first) = rt.block_on(signing).unwrap();
         eprintln!("round {round}: the raced sign-up answered {:?}", first.as_ref().map(|_| "ok").map_err(|e| e.code().to_string()));
         match &first {
@@ -276,7 +274,27 @@ fn leader_killed_during_sign_up_leaves_no_half_made_account() {
         });
         c.start(leader);
     }
-    assert!(!killed.is_empty());
+
+    // A logged-in client whose node dies moves to another node by itself and carries on.
+    c.must_settle(3, Duration::from_secs(60));
+    let (mover, first_node) = rt.block_on(async {
+        let (setup, _) = connect(&c, &[1], "setup", None).await.unwrap();
+        let a = log_in(&setup, "+9996630009", "Mover").await;
+        let mut cfg = config(&c, &[1, 2, 3], "mover");
+        cfg.token = Some(a.session_token);
+        cfg.request_timeout = Duration::from_secs(3);
+        let (mover, _) = Client::connect(cfg).await.unwrap();
+        let node = mover.node().await.unwrap();
+        (mover, (1..=3).find(|i| client_addr(&c, *i) == node).unwrap())
+    });
+    c.kill9(first_node);
+    rt.block_on(async {
+        let me = mover.get_self().await.expect("get_self moves to a live node");
+        assert_eq!(me.first_name, "Mover");
+        let now = mover.node().await.unwrap();
+        assert_ne!(now, client_addr(&c, first_node), "reconnected elsewhere");
+        assert!(mover.hello().unwrap().authorized, "the session came along");
+    });
 }
 
 #[test]
@@ -346,6 +364,22 @@ fn login_codes_end_after_three_tries_expire_and_are_limited_per_phone_and_addres
         assert_eq!(e.code(), "SIGN_UP_REQUIRED", "the right code is accepted; the number is new");
         let a = clients[2].sign_up(phone, &sent.phone_code_hash, "Real", "Phone").await.unwrap();
         assert_eq!(a.user.unwrap().phone, phone);
+        // The next code also arrives as a service message on the logged-in device (on another node).
+        let (_device, mut events) = connect(&c, &[3], "logged-in", Some(a.session_token)).await.unwrap();
+        let sent = clients[0].send_code(phone).await.unwrap();
+        assert_eq!(sent.delivery, "app");
+        let pushed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match events.recv().await {
+                    Some(Event::Update(pb::Update { kind: Some(pb::update::Kind::LoginCode(c)) })) => return c,
+                    Some(_) => continue,
+                    None => panic!("events ended"),
+                }
+            }
+        })
+        .await
+        .expect("the login code was pushed to the logged-in device");
+        assert_eq!((pushed.phone.as_str(), pushed.code.as_str(), pushed.device.as_str()), (phone, last_code(phone).as_str(), "a"));
         std::fs::write(&offset, "0").unwrap();
 
         // Per source address: node 3 allows 12 codes a minute to one address, whatever the phone.
