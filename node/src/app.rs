@@ -8,15 +8,18 @@ use courier_raft::logic::{App, StateRead, StateView};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::logic as auth;
+use crate::messaging::logic as chat;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum AppCommand {
     Auth(auth::Cmd),
+    Chat(chat::Cmd),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum AppQuery {
     Auth(auth::Query),
+    Chat(chat::Query),
 }
 
 /// The answer to a command or query; `Undecodable` when a replica cannot read
@@ -25,6 +28,7 @@ pub enum AppQuery {
 pub enum AppReply {
     Auth(auth::Outcome),
     Undecodable(String),
+    Chat(chat::Outcome),
 }
 
 /// Every service's apply and query, behind the raft layer's [`App`].
@@ -34,6 +38,7 @@ impl App for Services {
     fn apply(&self, view: &mut dyn StateView, cmd: &[u8], _index: u64) -> courier_raft::Result<Vec<u8>> {
         let reply = match decode::<AppCommand>(cmd) {
             Ok(AppCommand::Auth(c)) => AppReply::Auth(auth::apply(view, &c).map_err(into_raft)?),
+            Ok(AppCommand::Chat(c)) => AppReply::Chat(chat::apply(view, &c).map_err(into_raft)?),
             Err(e) => AppReply::Undecodable(e.to_string()),
         };
         Ok(encode(&reply))
@@ -42,6 +47,7 @@ impl App for Services {
     fn query(&self, view: &dyn StateRead, query: &[u8]) -> courier_raft::Result<Vec<u8>> {
         let reply = match decode::<AppQuery>(query) {
             Ok(AppQuery::Auth(q)) => AppReply::Auth(auth::query(view, &q).map_err(into_raft)?),
+            Ok(AppQuery::Chat(q)) => AppReply::Chat(chat::query(view, &q).map_err(into_raft)?),
             Err(e) => AppReply::Undecodable(e.to_string()),
         };
         Ok(encode(&reply))

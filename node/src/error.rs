@@ -20,6 +20,8 @@ pub enum Error {
     Unauthorized(String),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Chat(#[from] crate::messaging::ChatError),
 }
 
 impl Error {
@@ -32,6 +34,7 @@ impl Error {
             Error::BadRequest(_) | Error::Config(_) => "BAD_REQUEST",
             Error::Unauthorized(_) => "UNAUTHORIZED",
             Error::Auth(e) => e.code(),
+            Error::Chat(e) => e.code(),
             _ => "INTERNAL",
         }
     }

@@ -5,7 +5,7 @@
 //!   and the peer/admin gRPC services.
 //! - `gateway/`: the client QUIC front door; `auth/`: login and sessions.
 //! - `app.rs`: the services' replicated commands, applied inside Raft.
-//! - `messaging/`, `media/`: later issues.
+//! - `messaging/`: chats as replicated ordered logs; `media/`: a later issue.
 
 pub mod app;
 pub mod auth;
@@ -16,7 +16,9 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 mod http;
+pub mod messaging;
 pub mod metrics;
+pub mod state;
 pub mod tls;
 
 use std::path::PathBuf;

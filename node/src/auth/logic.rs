@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use courier_raft::logic::{StateRead, StateView};
 
 use crate::error::Result;
+use crate::state::{get, key, put};
 
 pub type TokenHash = [u8; 32];
 
@@ -200,9 +201,7 @@ fn sends_key(phone: &str) -> Vec<u8> {
     format!("a/sends/{phone}").into_bytes()
 }
 fn user_key(id: u64) -> Vec<u8> {
-    let mut k = b"a/user/".to_vec();
-    k.extend_from_slice(&id.to_be_bytes());
-    k
+    key(b"a/user/", &[id])
 }
 fn session_key(hash: &TokenHash) -> Vec<u8> {
     let mut k = b"a/sess/".to_vec();
@@ -211,21 +210,9 @@ fn session_key(hash: &TokenHash) -> Vec<u8> {
 }
 /// The user's session index: `a/usess/<user>` → the token hashes of live sessions.
 fn user_sessions_key(user: u64) -> Vec<u8> {
-    let mut k = b"a/usess/".to_vec();
-    k.extend_from_slice(&user.to_be_bytes());
-    k
+    key(b"a/usess/", &[user])
 }
 const NEXT_USER: &[u8] = b"a/next_user";
-
-fn get<T: serde::de::DeserializeOwned>(view: &dyn StateRead, key: &[u8]) -> Result<Option<T>> {
-    match view.get(key)? {
-        Some(b) => Ok(Some(courier_raft::codec::decode(&b)?)),
-        None => Ok(None),
-    }
-}
-fn put<T: Serialize>(view: &mut dyn StateView, key: &[u8], value: &T) {
-    view.put(key, courier_raft::codec::encode(value));
-}
 
 fn live_session(view: &dyn StateRead, hash: &TokenHash) -> Result<std::result::Result<Session, AuthError>> {
     Ok(match get::<Session>(view, &session_key(hash))? {

@@ -265,5 +265,6 @@ fn unwrap_reply(bytes: &[u8]) -> Result<Reply> {
         AppReply::Auth(Ok(r)) => Ok(r),
         AppReply::Auth(Err(e)) => Err(e.into()),
         AppReply::Undecodable(why) => Err(Error::BadRequest(format!("the cluster cannot read this request: {why}"))),
+        other => Err(Error::Io(format!("unexpected reply {other:?}"))),
     }
 }

@@ -1,0 +1,815 @@
+//! Chats as replicated ordered logs: the pure decisions. A chat's record, its
+//! members, its messages and its event log live in the data group its id
+//! names (the low 16 bits), so a send is one Raft command in one group.
+//!
+//! * Message ids are 1, 2, 3, … per chat, never reused; a deleted message
+//!   stays as a tombstone (G2).
+//! * Every change (new message, edit, deletion, read position, membership,
+//!   title) is an event with the chat's next `pts`; a device syncs a chat by
+//!   asking for the events after the `pts` it has (G4). A post to a channel
+//!   with 100,000 subscribers writes one message and one event, not 100,000.
+//! * A send carries the sender's `random_id`; the same (chat, sender,
+//!   random_id) returns the first message (G3).
+//! * The user's chat list lives in the user's own group (`UserChats`); it is a
+//!   superset hint (written before a join, removed after a leave), and the
+//!   chat's member row is the authority.
+//!
+//! Keys (`m/…`, ids big-endian): `m/c/<chat>` chat, `m/mem/<chat><user>`
+//! member, `m/msg/<chat><id>` message, `m/ev/<chat><pts>` event,
+//! `m/rid/<chat><user><random_id>` dedup, `m/uchats/<user>` the user's chats.
+
+use serde::{Deserialize, Serialize};
+
+use courier_raft::logic::{StateRead, StateView};
+
+use crate::error::Result;
+use crate::state::{get, key, put};
+
+/// Characters in a message (the brief's limit).
+pub const MESSAGE_MAX: usize = 4096;
+pub const TITLE_MAX: usize = 128;
+/// Members of a group (channels have no limit).
+pub const GROUP_MAX: u64 = 200_000;
+/// Own messages can be edited this long.
+pub const EDIT_WINDOW_MS: u64 = 48 * 3600 * 1000;
+/// Events one difference answer carries before it says "more".
+pub const DIFF_SLICE: usize = 500;
+/// A device further behind than this many events gets `too_long`.
+pub const DIFF_TOO_LONG: u64 = 10_000;
+/// Messages a `too_long` answer and a history page carry at most.
+pub const PAGE_MAX: usize = 100;
+
+/// The data group a chat lives in.
+pub fn chat_group(chat: u64) -> u32 {
+    (chat & 0xffff) as u32
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatKind {
+    Private,
+    Group,
+    Channel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chat {
+    pub id: u64,
+    pub kind: ChatKind,
+    pub title: String,
+    pub creator: u64,
+    pub created_ms: u64,
+    /// The newest message id (0: none yet).
+    pub last_id: u64,
+    /// The newest event's sequence number.
+    pub pts: u64,
+    pub members: u64,
+    /// When the last message was sent (dialog order).
+    pub last_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    Member,
+    Admin,
+    Creator,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub role: Role,
+    pub joined_ms: u64,
+    /// The newest message id this member has read.
+    pub read_max_id: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: u64,
+    pub from: u64,
+    pub date_ms: u64,
+    pub text: String,
+    pub reply_to: u64,
+    pub edit_ms: u64,
+    pub deleted: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A message was posted.
+    New(u64),
+    Edited(u64),
+    Deleted(Vec<u64>),
+    /// `user` has read up to `max_id`.
+    Read { user: u64, max_id: u64 },
+    Joined(Vec<u64>),
+    Left(u64),
+    Title(String),
+    Role { user: u64, role: Role },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub pts: u64,
+    pub date_ms: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cmd {
+    /// Creates a chat with `id` (chosen by the proposer: deterministic for a
+    /// private chat, random otherwise). Creating an existing chat again with
+    /// the same creator is the first answer (a retry).
+    Create { id: u64, kind: ChatKind, title: String, creator: u64, members: Vec<u64>, now_ms: u64 },
+    Send { chat: u64, from: u64, random_id: u64, text: String, reply_to: u64, now_ms: u64 },
+    Edit { chat: u64, by: u64, id: u64, text: String, now_ms: u64 },
+    /// Deletes for everyone: the sender's own messages, or any as an admin.
+    Delete { chat: u64, by: u64, ids: Vec<u64>, now_ms: u64 },
+    Read { chat: u64, user: u64, max_id: u64, now_ms: u64 },
+    Invite { chat: u64, by: u64, users: Vec<u64>, now_ms: u64 },
+    /// `by` removes `user` (an admin), or leaves (`by == user`).
+    Remove { chat: u64, by: u64, user: u64, now_ms: u64 },
+    SetTitle { chat: u64, by: u64, title: String, now_ms: u64 },
+    SetRole { chat: u64, by: u64, user: u64, role: Role, now_ms: u64 },
+    /// The user's chat list, in the user's group.
+    AddUserChat { user: u64, chat: u64 },
+    RemoveUserChat { user: u64, chat: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    /// Messages with ids in `(after, before)`, newest first when paging back.
+    History { chat: u64, user: u64, before: u64, after: u64, limit: u32 },
+    /// Events after `pts` in each chat of this group the user is a member of.
+    Difference { user: u64, chats: Vec<(u64, u64)> },
+    /// Dialog entries (chat, membership, last message, unread) for these chats.
+    Dialogs { user: u64, chats: Vec<u64> },
+    /// The user's chat list (user's group).
+    UserChats { user: u64 },
+    /// Which of these chats `user` is a member of.
+    Memberships { user: u64, chats: Vec<u64> },
+    /// A chat's members (bounded), for admins and clients.
+    Members { chat: u64, user: u64, limit: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dialog {
+    pub chat: Chat,
+    pub me: Member,
+    pub last: Option<Message>,
+    pub unread: u64,
+}
+
+/// One chat's part of a difference.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatDiff {
+    /// The events after the device's `pts`, oldest first, with the messages
+    /// they name as they are now; `more` when the slice was cut.
+    Events { chat: Chat, events: Vec<Event>, messages: Vec<Message>, more: bool },
+    /// Too far behind: the chat as it is now and its newest messages; the
+    /// device drops what it has of the chat and starts from `chat.pts`.
+    TooLong { chat: Chat, messages: Vec<Message>, read_max_id: u64 },
+    /// Not (any more) a member: the device forgets the chat.
+    Gone { chat: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Created(Chat),
+    /// What a change did: the chat after it, the event(s), and the message
+    /// concerned (for live delivery).
+    Changed { chat: Chat, events: Vec<Event>, message: Option<Message> },
+    Messages(Vec<Message>),
+    Difference(Vec<ChatDiff>),
+    Dialogs(Vec<Dialog>),
+    Chats(Vec<u64>),
+    Members(Vec<(u64, Member)>),
+    Done,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ChatError {
+    /// Also the answer for a chat that does not exist: no leak of which.
+    #[error("you are not a member of this chat")]
+    NotAMember,
+    #[error("only admins can do that")]
+    AdminRequired,
+    #[error("message text is over {MESSAGE_MAX} characters")]
+    MessageTooLong,
+    #[error("no such message in this chat")]
+    MessageNotFound,
+    #[error("messages can be edited for 48 hours")]
+    EditTimeExpired,
+    #[error("only the sender can do that to a message")]
+    AuthorRequired,
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl ChatError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ChatError::NotAMember => "NOT_A_MEMBER",
+            ChatError::AdminRequired => "ADMIN_REQUIRED",
+            ChatError::MessageTooLong => "MESSAGE_TOO_LONG",
+            ChatError::MessageNotFound => "MESSAGE_NOT_FOUND",
+            ChatError::EditTimeExpired => "EDIT_TIME_EXPIRED",
+            ChatError::AuthorRequired => "MESSAGE_AUTHOR_REQUIRED",
+            ChatError::BadRequest(_) => "BAD_REQUEST",
+        }
+    }
+}
+
+pub type Outcome = std::result::Result<Reply, ChatError>;
+
+// ---- keys ----
+
+fn chat_key(chat: u64) -> Vec<u8> {
+    key(b"m/c/", &[chat])
+}
+fn member_key(chat: u64, user: u64) -> Vec<u8> {
+    key(b"m/mem/", &[chat, user])
+}
+fn msg_key(chat: u64, id: u64) -> Vec<u8> {
+    key(b"m/msg/", &[chat, id])
+}
+fn event_key(chat: u64, pts: u64) -> Vec<u8> {
+    key(b"m/ev/", &[chat, pts])
+}
+fn rid_key(chat: u64, user: u64, random_id: u64) -> Vec<u8> {
+    key(b"m/rid/", &[chat, user, random_id])
+}
+fn user_chats_key(user: u64) -> Vec<u8> {
+    key(b"m/uchats/", &[user])
+}
+
+/// Text the brief allows: at most `max` characters, not blank.
+pub fn check_text(text: &str, max: usize) -> std::result::Result<(), ChatError> {
+    if text.chars().count() > max {
+        return Err(if max == MESSAGE_MAX { ChatError::MessageTooLong } else { ChatError::BadRequest(format!("at most {max} characters")) });
+    }
+    if text.trim().is_empty() {
+        return Err(ChatError::BadRequest("empty text".into()));
+    }
+    Ok(())
+}
+
+/// The chat and the caller's membership, or `NotAMember` (for a chat that
+/// does not exist too).
+fn membership(view: &dyn StateRead, chat: u64, user: u64) -> Result<std::result::Result<(Chat, Member), ChatError>> {
+    let Some(c) = get::<Chat>(view, &chat_key(chat))? else { return Ok(Err(ChatError::NotAMember)) };
+    Ok(match get::<Member>(view, &member_key(chat, user))? {
+        Some(m) => Ok((c, m)),
+        None => Err(ChatError::NotAMember),
+    })
+}
+
+/// Appends an event and saves the chat.
+fn record(view: &mut dyn StateView, chat: &mut Chat, kind: EventKind, now_ms: u64) -> Event {
+    chat.pts += 1;
+    let ev = Event { pts: chat.pts, date_ms: now_ms, kind };
+    put(view, &event_key(chat.id, ev.pts), &ev);
+    put(view, &chat_key(chat.id), chat);
+    ev
+}
+
+fn changed(chat: Chat, events: Vec<Event>, message: Option<Message>) -> Result<Outcome> {
+    Ok(Ok(Reply::Changed { chat, events, message }))
+}
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+}
+
+/// Applies one messaging command. `Err` only for storage failures; every
+/// refusal is an `Ok(Err(..))` and writes nothing. Each command recognizes a
+/// repeat of itself (a retried request) and answers as the first time.
+pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
+    match cmd {
+        Cmd::Create { id, kind, title, creator, members, now_ms } => {
+            if let Some(c) = get::<Chat>(view, &chat_key(*id))? {
+                return Ok(if c.creator == *creator && c.kind == *kind { Ok(Reply::Created(c)) } else { Err(ChatError::BadRequest("chat id taken; try again".into())) });
+            }
+            let mut all: Vec<u64> = vec![*creator];
+            for m in members {
+                if !all.contains(m) {
+                    all.push(*m);
+                }
+            }
+            match kind {
+                ChatKind::Private if all.len() != 2 => return Ok(Err(ChatError::BadRequest("a private chat has two members".into()))),
+                ChatKind::Group if all.len() as u64 > GROUP_MAX => return Ok(Err(ChatError::BadRequest(format!("a group has at most {GROUP_MAX} members")))),
+                ChatKind::Group | ChatKind::Channel => tri!(check_text(title, TITLE_MAX)),
+                ChatKind::Private => {}
+            }
+            let mut chat = Chat { id: *id, kind: *kind, title: title.clone(), creator: *creator, created_ms: *now_ms, last_id: 0, pts: 0, members: all.len() as u64, last_ms: *now_ms };
+            for u in &all {
+                let role = if *u == *creator && *kind != ChatKind::Private { Role::Creator } else { Role::Member };
+                put(view, &member_key(*id, *u), &Member { role, joined_ms: *now_ms, read_max_id: 0 });
+            }
+            record(view, &mut chat, EventKind::Joined(all), *now_ms);
+            Ok(Ok(Reply::Created(chat)))
+        }
+        Cmd::Send { chat, from, random_id, text, reply_to, now_ms } => {
+            let (mut c, me) = tri!(membership(view, *chat, *from)?);
+            if let Some(id) = get::<u64>(view, &rid_key(*chat, *from, *random_id))? {
+                let first = get::<Message>(view, &msg_key(*chat, id))?;
+                return Ok(Ok(Reply::Changed { chat: c, events: Vec::new(), message: first }));
+            }
+            if c.kind == ChatKind::Channel && me.role == Role::Member {
+                return Ok(Err(ChatError::AdminRequired));
+            }
+            tri!(check_text(text, MESSAGE_MAX));
+            if *reply_to > c.last_id {
+                return Ok(Err(ChatError::MessageNotFound));
+            }
+            c.last_id += 1;
+            c.last_ms = *now_ms;
+            let m = Message { id: c.last_id, from: *from, date_ms: *now_ms, text: text.clone(), reply_to: *reply_to, edit_ms: 0, deleted: false };
+            put(view, &msg_key(*chat, m.id), &m);
+            put(view, &rid_key(*chat, *from, *random_id), &m.id);
+            // The sender has read their own message.
+            put(view, &member_key(*chat, *from), &Member { read_max_id: m.id, ..me });
+            let ev = record(view, &mut c, EventKind::New(m.id), *now_ms);
+            changed(c, vec![ev], Some(m))
+        }
+        Cmd::Edit { chat, by, id, text, now_ms } => {
+            let (mut c, _) = tri!(membership(view, *chat, *by)?);
+            let Some(mut m) = get::<Message>(view, &msg_key(*chat, *id))?.filter(|m| !m.deleted) else {
+                return Ok(Err(ChatError::MessageNotFound));
+            };
+            if m.from != *by {
+                return Ok(Err(ChatError::AuthorRequired));
+            }
+            if m.text == *text {
+                return changed(c, Vec::new(), Some(m)); // a repeat, or nothing to change
+            }
+            if now_ms.saturating_sub(m.date_ms) > EDIT_WINDOW_MS {
+                return Ok(Err(ChatError::EditTimeExpired));
+            }
+            tri!(check_text(text, MESSAGE_MAX));
+            m.text = text.clone();
+            m.edit_ms = *now_ms;
+            put(view, &msg_key(*chat, *id), &m);
+            let ev = record(view, &mut c, EventKind::Edited(*id), *now_ms);
+            changed(c, vec![ev], Some(m))
+        }
+        Cmd::Delete { chat, by, ids, now_ms } => {
+            let (mut c, me) = tri!(membership(view, *chat, *by)?);
+            if ids.is_empty() || ids.len() > PAGE_MAX {
+                return Ok(Err(ChatError::BadRequest(format!("delete 1 to {PAGE_MAX} messages at once"))));
+            }
+            let mut doomed = Vec::new();
+            for id in ids {
+                let Some(m) = get::<Message>(view, &msg_key(*chat, *id))? else { return Ok(Err(ChatError::MessageNotFound)) };
+                if m.deleted || doomed.iter().any(|d: &Message| d.id == m.id) {
+                    continue; // already a tombstone: a repeat
+                }
+                if m.from != *by && me.role == Role::Member {
+                    return Ok(Err(ChatError::AdminRequired));
+                }
+                doomed.push(m);
+            }
+            if doomed.is_empty() {
+                return changed(c, Vec::new(), None);
+            }
+            let gone: Vec<u64> = doomed.iter().map(|m| m.id).collect();
+            for m in doomed {
+                put(view, &msg_key(*chat, m.id), &Message { text: String::new(), deleted: true, edit_ms: *now_ms, ..m });
+            }
+            let ev = record(view, &mut c, EventKind::Deleted(gone), *now_ms);
+            changed(c, vec![ev], None)
+        }
+        Cmd::Read { chat, user, max_id, now_ms } => {
+            let (mut c, me) = tri!(membership(view, *chat, *user)?);
+            let max_id = (*max_id).min(c.last_id);
+            if max_id <= me.read_max_id {
+                return changed(c, Vec::new(), None);
+            }
+            put(view, &member_key(*chat, *user), &Member { read_max_id: max_id, ..me });
+            let ev = record(view, &mut c, EventKind::Read { user: *user, max_id }, *now_ms);
+            changed(c, vec![ev], None)
+        }
+        Cmd::Invite { chat, by, users, now_ms } => {
+            let (mut c, me) = tri!(membership(view, *chat, *by)?);
+            match c.kind {
+                ChatKind::Private => return Ok(Err(ChatError::BadRequest("a private chat has two members".into()))),
+                ChatKind::Channel if me.role == Role::Member => return Ok(Err(ChatError::AdminRequired)),
+                _ => {}
+            }
+            let mut added = Vec::new();
+            for u in users {
+                if get::<Member>(view, &member_key(*chat, *u))?.is_none() && !added.contains(u) {
+                    added.push(*u);
+                }
+            }
+            if c.kind == ChatKind::Group && c.members + added.len() as u64 > GROUP_MAX {
+                return Ok(Err(ChatError::BadRequest(format!("a group has at most {GROUP_MAX} members"))));
+            }
+            if added.is_empty() {
+                return changed(c, Vec::new(), None);
+            }
+            for u in &added {
+                // New members see the history from here on as unread only from now.
+                put(view, &member_key(*chat, *u), &Member { role: Role::Member, joined_ms: *now_ms, read_max_id: c.last_id });
+            }
+            c.members += added.len() as u64;
+            let ev = record(view, &mut c, EventKind::Joined(added), *now_ms);
+            changed(c, vec![ev], None)
+        }
+        Cmd::Remove { chat, by, user, now_ms } => {
+            let (mut c, me) = tri!(membership(view, *chat, *by)?);
+            if c.kind == ChatKind::Private {
+                return Ok(Err(ChatError::BadRequest("you cannot leave a private chat; delete it instead".into())));
+            }
+            let Some(them) = get::<Member>(view, &member_key(*chat, *user))? else { return changed(c, Vec::new(), None) };
+            if by != user && (me.role == Role::Member || them.role >= me.role) {
+                return Ok(Err(ChatError::AdminRequired));
+            }
+            view.delete(&member_key(*chat, *user));
+            c.members -= 1;
+            let ev = record(view, &mut c, EventKind::Left(*user), *now_ms);
+            changed(c, vec![ev], None)
+        }
+        Cmd::SetTitle { chat, by, title, now_ms } => {
+            let (mut c, me) = tri!(membership(view, *chat, *by)?);
+            if c.kind == ChatKind::Private {
+                return Ok(Err(ChatError::BadRequest("a private chat has no title".into())));
+            }
+            if me.role == Role::Member {
+                return Ok(Err(ChatError::AdminRequired));
+            }
+            tri!(check_text(title, TITLE_MAX));
+            if c.title == *title {
+                return changed(c, Vec::new(), None);
+            }
+            c.title = title.clone();
+            let ev = record(view, &mut c, EventKind::Title(title.clone()), *now_ms);
+            changed(c, vec![ev], None)
+        }
+        Cmd::SetRole { chat, by, user, role, now_ms } => {
+            let (mut c, me) = tri!(membership(view, *chat, *by)?);
+            if me.role != Role::Creator || *role == Role::Creator || c.kind == ChatKind::Private {
+                return Ok(Err(ChatError::AdminRequired));
+            }
+            let Some(them) = get::<Member>(view, &member_key(*chat, *user))? else { return Ok(Err(ChatError::BadRequest("not a member of the chat".into()))) };
+            if them.role == *role || them.role == Role::Creator {
+                return changed(c, Vec::new(), None);
+            }
+            put(view, &member_key(*chat, *user), &Member { role: *role, ..them });
+            let ev = record(view, &mut c, EventKind::Role { user: *user, role: *role }, *now_ms);
+            changed(c, vec![ev], None)
+        }
+        Cmd::AddUserChat { user, chat } => {
+            let mut list: Vec<u64> = get(view, &user_chats_key(*user))?.unwrap_or_default();
+            if !list.contains(chat) {
+                list.push(*chat);
+                put(view, &user_chats_key(*user), &list);
+            }
+            Ok(Ok(Reply::Done))
+        }
+        Cmd::RemoveUserChat { user, chat } => {
+            let mut list: Vec<u64> = get(view, &user_chats_key(*user))?.unwrap_or_default();
+            if list.contains(chat) {
+                list.retain(|c| c != chat);
+                put(view, &user_chats_key(*user), &list);
+            }
+            Ok(Ok(Reply::Done))
+        }
+    }
+}
+
+fn messages(view: &dyn StateRead, chat: u64, ids: impl Iterator<Item = u64>) -> Result<Vec<Message>> {
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(m) = get::<Message>(view, &msg_key(chat, id))? {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// Messages after `read_max_id` not sent by `user` (bounded by what a badge shows).
+fn unread(view: &dyn StateRead, chat: &Chat, user: u64, read_max_id: u64) -> Result<u64> {
+    let from = read_max_id.max(chat.last_id.saturating_sub(999)) + 1;
+    let mut n = 0;
+    for m in messages(view, chat.id, from..=chat.last_id)? {
+        if m.from != user && !m.deleted {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Answers one messaging query from the (linearizably read) state.
+pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
+    match q {
+        Query::History { chat, user, before, after, limit } => {
+            let (c, _) = tri!(membership(view, *chat, *user)?);
+            let limit = (*limit as u64).clamp(1, PAGE_MAX as u64);
+            let top = if *before == 0 { c.last_id } else { (*before - 1).min(c.last_id) };
+            let out = if *after > 0 && *before == 0 {
+                // Paging forward from `after`.
+                let hi = after.saturating_add(limit).min(c.last_id);
+                messages(view, *chat, (after + 1)..=hi)?
+            } else {
+                let lo = top.saturating_sub(limit - 1).max(after + 1).max(1);
+                let mut v = messages(view, *chat, lo..=top)?;
+                v.reverse();
+                v
+            };
+            Ok(Ok(Reply::Messages(out)))
+        }
+        Query::Difference { user, chats } => {
+            let mut out = Vec::new();
+            for (chat, pts) in chats {
+                let (c, me) = match membership(view, *chat, *user)? {
+                    Ok(x) => x,
+                    Err(_) => {
+                        out.push(ChatDiff::Gone { chat: *chat });
+                        continue;
+                    }
+                };
+                if *pts > c.pts || c.pts - pts > DIFF_TOO_LONG {
+                    let lo = c.last_id.saturating_sub(PAGE_MAX as u64 - 1).max(1);
+                    let messages = messages(view, *chat, lo..=c.last_id)?;
+                    out.push(ChatDiff::TooLong { chat: c, messages, read_max_id: me.read_max_id });
+                    continue;
+                }
+                let hi = c.pts.min(pts + DIFF_SLICE as u64);
+                let mut events = Vec::new();
+                for p in (pts + 1)..=hi {
+                    if let Some(e) = get::<Event>(view, &event_key(*chat, p))? {
+                        events.push(e);
+                    }
+                }
+                let mut ids: Vec<u64> = events
+                    .iter()
+                    .flat_map(|e| match &e.kind {
+                        EventKind::New(id) | EventKind::Edited(id) => vec![*id],
+                        _ => vec![],
+                    })
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let msgs = messages(view, *chat, ids.into_iter())?;
+                let more = hi < c.pts;
+                out.push(ChatDiff::Events { chat: c, events, messages: msgs, more });
+            }
+            Ok(Ok(Reply::Difference(out)))
+        }
+        Query::Dialogs { user, chats } => {
+            let mut out = Vec::new();
+            for chat in chats {
+                let Ok((c, me)) = membership(view, *chat, *user)? else { continue };
+                let last = if c.last_id > 0 { get::<Message>(view, &msg_key(*chat, c.last_id))? } else { None };
+                let unread = unread(view, &c, *user, me.read_max_id)?;
+                out.push(Dialog { chat: c, me, last, unread });
+            }
+            Ok(Ok(Reply::Dialogs(out)))
+        }
+        Query::UserChats { user } => Ok(Ok(Reply::Chats(get(view, &user_chats_key(*user))?.unwrap_or_default()))),
+        Query::Memberships { user, chats } => {
+            let mut out = Vec::new();
+            for chat in chats {
+                if get::<Member>(view, &member_key(*chat, *user))?.is_some() {
+                    out.push(*chat);
+                }
+            }
+            Ok(Ok(Reply::Chats(out)))
+        }
+        Query::Members { chat, user, limit } => {
+            let _ = tri!(membership(view, *chat, *user)?);
+            // Member rows are keyed by user id; without a range scan the
+            // chat's Joined/Left events are the index (bounded by `limit`).
+            let c = get::<Chat>(view, &chat_key(*chat))?.expect("membership checked");
+            let mut seen = std::collections::BTreeMap::new();
+            for p in 1..=c.pts {
+                if let Some(e) = get::<Event>(view, &event_key(*chat, p))? {
+                    match e.kind {
+                        EventKind::Joined(us) => us.into_iter().for_each(|u| {
+                            seen.insert(u, ());
+                        }),
+                        EventKind::Left(u) => {
+                            seen.remove(&u);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            for u in seen.into_keys().take(*limit as usize) {
+                if let Some(m) = get::<Member>(view, &member_key(*chat, u))? {
+                    out.push((u, m));
+                }
+            }
+            Ok(Ok(Reply::Members(out)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use courier_raft::logic::MemView;
+
+    const A: u64 = 1 << 16 | 1;
+    const B: u64 = 2 << 16 | 1;
+    const C: u64 = 3 << 16 | 2;
+    const CHAT: u64 = 77 << 16 | 5;
+    const H: u64 = 3600 * 1000;
+
+    fn ok(v: &mut MemView, cmd: Cmd) -> Reply {
+        apply(v, &cmd).unwrap().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+    }
+    fn err(v: &mut MemView, cmd: Cmd) -> ChatError {
+        let before = v.clone();
+        let e = apply(v, &cmd).unwrap().expect_err("refused");
+        assert_eq!(*v, before, "a refused command wrote nothing: {cmd:?}");
+        e
+    }
+    fn group(v: &mut MemView) -> Chat {
+        let Reply::Created(c) = ok(v, Cmd::Create { id: CHAT, kind: ChatKind::Group, title: "Team".into(), creator: A, members: vec![B], now_ms: 0 }) else { panic!() };
+        c
+    }
+    fn send(v: &mut MemView, from: u64, rid: u64, text: &str, now: u64) -> std::result::Result<Message, ChatError> {
+        match apply(v, &Cmd::Send { chat: CHAT, from, random_id: rid, text: text.into(), reply_to: 0, now_ms: now }).unwrap()? {
+            Reply::Changed { message: Some(m), .. } => Ok(m),
+            other => panic!("{other:?}"),
+        }
+    }
+    fn diff(v: &MemView, user: u64, pts: u64) -> ChatDiff {
+        let Ok(Reply::Difference(mut d)) = query(v, &Query::Difference { user, chats: vec![(CHAT, pts)] }).unwrap() else { panic!() };
+        d.pop().unwrap()
+    }
+
+    #[test]
+    fn ids_are_gap_free_and_a_retried_send_is_the_first_message() {
+        let mut v = MemView::default();
+        assert_eq!(group(&mut v).members, 2);
+        let m1 = send(&mut v, A, 10, "one", 1).unwrap();
+        let m2 = send(&mut v, B, 10, "two", 2).unwrap(); // same random_id, other sender
+        let again = send(&mut v, A, 10, "one (retry)", 3).unwrap();
+        assert_eq!((m1.id, m2.id), (1, 2));
+        assert_eq!(again, m1, "the retry answers the first message");
+        let m3 = send(&mut v, A, 11, "three", 4).unwrap();
+        assert_eq!(m3.id, 3);
+        let Ok(Reply::Messages(page)) = query(&v, &Query::History { chat: CHAT, user: B, before: 0, after: 0, limit: 2 }).unwrap() else { panic!() };
+        assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), vec![3, 2], "newest first");
+        let Ok(Reply::Messages(page)) = query(&v, &Query::History { chat: CHAT, user: B, before: 2, after: 0, limit: 50 }).unwrap() else { panic!() };
+        assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1]);
+        let Ok(Reply::Messages(page)) = query(&v, &Query::History { chat: CHAT, user: B, before: 0, after: 1, limit: 50 }).unwrap() else { panic!() };
+        assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), vec![2, 3], "paging forward");
+    }
+
+    #[test]
+    fn members_only_and_the_brief_s_limits() {
+        let mut v = MemView::default();
+        group(&mut v);
+        assert_eq!(err(&mut v, Cmd::Send { chat: CHAT, from: C, random_id: 1, text: "hi".into(), reply_to: 0, now_ms: 1 }), ChatError::NotAMember);
+        let forged = Cmd::Send { chat: CHAT + (1 << 16), from: A, random_id: 1, text: "hi".into(), reply_to: 0, now_ms: 1 };
+        assert_eq!(err(&mut v, forged), ChatError::NotAMember, "a chat that does not exist looks the same");
+        assert_eq!(query(&v, &Query::History { chat: CHAT, user: C, before: 0, after: 0, limit: 5 }).unwrap(), Err(ChatError::NotAMember));
+        let long = "é".repeat(MESSAGE_MAX + 1);
+        assert_eq!(err(&mut v, Cmd::Send { chat: CHAT, from: A, random_id: 1, text: long, reply_to: 0, now_ms: 1 }), ChatError::MessageTooLong);
+        assert!(send(&mut v, A, 2, &"é".repeat(MESSAGE_MAX), 1).is_ok(), "4096 characters fit");
+        assert!(matches!(err(&mut v, Cmd::Send { chat: CHAT, from: A, random_id: 3, text: " ".into(), reply_to: 0, now_ms: 1 }), ChatError::BadRequest(_)));
+        assert_eq!(err(&mut v, Cmd::Send { chat: CHAT, from: A, random_id: 4, text: "x".into(), reply_to: 9, now_ms: 1 }), ChatError::MessageNotFound);
+    }
+
+    #[test]
+    fn edit_own_within_48_hours_delete_leaves_tombstones() {
+        let mut v = MemView::default();
+        group(&mut v);
+        let m = send(&mut v, A, 1, "helo", 0).unwrap();
+        send(&mut v, B, 1, "hi", 1).unwrap();
+        assert_eq!(err(&mut v, Cmd::Edit { chat: CHAT, by: B, id: 1, text: "x".into(), now_ms: 2 }), ChatError::AuthorRequired);
+        ok(&mut v, Cmd::Edit { chat: CHAT, by: A, id: 1, text: "hello".into(), now_ms: 47 * H });
+        assert_eq!(err(&mut v, Cmd::Edit { chat: CHAT, by: A, id: 1, text: "hello!".into(), now_ms: m.date_ms + 48 * H + 1 }), ChatError::EditTimeExpired);
+        assert_eq!(err(&mut v, Cmd::Edit { chat: CHAT, by: A, id: 9, text: "x".into(), now_ms: 3 }), ChatError::MessageNotFound);
+        // B (a member) cannot delete A's message; A can; the id stays.
+        assert_eq!(err(&mut v, Cmd::Delete { chat: CHAT, by: B, ids: vec![1], now_ms: 4 }), ChatError::AdminRequired);
+        ok(&mut v, Cmd::Delete { chat: CHAT, by: A, ids: vec![1], now_ms: 5 });
+        let Reply::Changed { events, .. } = ok(&mut v, Cmd::Delete { chat: CHAT, by: A, ids: vec![1], now_ms: 6 }) else { panic!() };
+        assert!(events.is_empty(), "deleting again is a no-op");
+        // The creator (an admin) deletes B's message.
+        ok(&mut v, Cmd::Delete { chat: CHAT, by: A, ids: vec![2], now_ms: 7 });
+        assert_eq!(send(&mut v, B, 2, "after", 8).unwrap().id, 3, "ids continue past tombstones");
+        let Ok(Reply::Messages(page)) = query(&v, &Query::History { chat: CHAT, user: B, before: 0, after: 0, limit: 10 }).unwrap() else { panic!() };
+        assert_eq!(page.iter().map(|m| (m.id, m.deleted, m.text.as_str())).collect::<Vec<_>>(), vec![(3, false, "after"), (2, true, ""), (1, true, "")]);
+    }
+
+    #[test]
+    fn difference_replays_every_change_in_order_and_says_too_long() {
+        let mut v = MemView::default();
+        group(&mut v);
+        let start = match diff(&v, B, 0) {
+            ChatDiff::Events { chat, .. } => chat.pts,
+            other => panic!("{other:?}"),
+        };
+        send(&mut v, A, 1, "a", 1).unwrap();
+        send(&mut v, A, 2, "b", 2).unwrap();
+        ok(&mut v, Cmd::Edit { chat: CHAT, by: A, id: 1, text: "a2".into(), now_ms: 3 });
+        ok(&mut v, Cmd::Delete { chat: CHAT, by: A, ids: vec![2], now_ms: 4 });
+        ok(&mut v, Cmd::Read { chat: CHAT, user: B, max_id: 2, now_ms: 5 });
+        let ChatDiff::Events { chat, events, messages, more } = diff(&v, B, start) else { panic!() };
+        assert!(!more);
+        assert_eq!(chat.pts, start + 5);
+        let kinds: Vec<_> = events.iter().map(|e| (e.pts, e.kind.clone())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (start + 1, EventKind::New(1)),
+                (start + 2, EventKind::New(2)),
+                (start + 3, EventKind::Edited(1)),
+                (start + 4, EventKind::Deleted(vec![2])),
+                (start + 5, EventKind::Read { user: B, max_id: 2 }),
+            ]
+        );
+        assert_eq!(messages.iter().map(|m| (m.id, m.text.as_str(), m.deleted)).collect::<Vec<_>>(), vec![(1, "a2", false), (2, "", true)], "messages as they are now");
+        // Reading backwards is a no-op; reading past the end stops at the end.
+        for again in [1, 2] {
+            let Reply::Changed { events, .. } = ok(&mut v, Cmd::Read { chat: CHAT, user: B, max_id: again, now_ms: 6 }) else { panic!() };
+            assert!(events.is_empty(), "reading up to {again} again changes nothing");
+        }
+        // A slice is bounded.
+        for i in 0..(DIFF_SLICE as u64 + 10) {
+            send(&mut v, A, 100 + i, "m", 10 + i).unwrap();
+        }
+        let ChatDiff::Events { events, more, .. } = diff(&v, B, start) else { panic!() };
+        assert!(more);
+        assert_eq!(events.len(), DIFF_SLICE);
+        // Far behind, or from the future: too_long with the newest messages.
+        assert!(matches!(diff(&v, B, 1_000_000), ChatDiff::TooLong { .. }));
+        assert_eq!(diff(&v, C, 0), ChatDiff::Gone { chat: CHAT });
+    }
+
+    #[test]
+    fn unread_counts_and_dialogs() {
+        let mut v = MemView::default();
+        group(&mut v);
+        send(&mut v, A, 1, "a", 1).unwrap();
+        send(&mut v, A, 2, "b", 2).unwrap();
+        send(&mut v, B, 3, "c", 3).unwrap();
+        let dialogs = |v: &MemView, u: u64| {
+            let Ok(Reply::Dialogs(d)) = query(v, &Query::Dialogs { user: u, chats: vec![CHAT, 12345] }).unwrap() else { panic!() };
+            d
+        };
+        let d = dialogs(&v, B);
+        assert_eq!(d.len(), 1, "only chats the user is in");
+        assert_eq!((d[0].unread, d[0].last.as_ref().unwrap().text.as_str()), (0, "c"), "B's own message read what came before");
+        let d = dialogs(&v, A);
+        assert_eq!(d[0].unread, 1);
+        ok(&mut v, Cmd::Read { chat: CHAT, user: A, max_id: 3, now_ms: 4 });
+        assert_eq!(dialogs(&v, A)[0].unread, 0);
+    }
+
+    #[test]
+    fn membership_admins_and_channels() {
+        let mut v = MemView::default();
+        group(&mut v);
+        // A member invites; only admins remove; anyone leaves.
+        ok(&mut v, Cmd::Invite { chat: CHAT, by: B, users: vec![C, C], now_ms: 1 });
+        let Reply::Changed { chat, .. } = ok(&mut v, Cmd::Invite { chat: CHAT, by: B, users: vec![C], now_ms: 2 }) else { panic!() };
+        assert_eq!(chat.members, 3, "inviting twice adds once");
+        assert_eq!(err(&mut v, Cmd::Remove { chat: CHAT, by: B, user: C, now_ms: 3 }), ChatError::AdminRequired);
+        assert_eq!(err(&mut v, Cmd::SetTitle { chat: CHAT, by: B, title: "x".into(), now_ms: 3 }), ChatError::AdminRequired);
+        assert_eq!(err(&mut v, Cmd::SetRole { chat: CHAT, by: B, user: C, role: Role::Admin, now_ms: 3 }), ChatError::AdminRequired);
+        ok(&mut v, Cmd::SetRole { chat: CHAT, by: A, user: B, role: Role::Admin, now_ms: 4 });
+        ok(&mut v, Cmd::Remove { chat: CHAT, by: B, user: C, now_ms: 5 });
+        assert_eq!(err(&mut v, Cmd::Remove { chat: CHAT, by: B, user: A, now_ms: 6 }), ChatError::AdminRequired, "an admin cannot remove the creator");
+        ok(&mut v, Cmd::Remove { chat: CHAT, by: B, user: B, now_ms: 7 });
+        assert_eq!(err(&mut v, Cmd::Send { chat: CHAT, from: B, random_id: 9, text: "x".into(), reply_to: 0, now_ms: 8 }), ChatError::NotAMember);
+        let Ok(Reply::Members(m)) = query(&v, &Query::Members { chat: CHAT, user: A, limit: 10 }).unwrap() else { panic!() };
+        assert_eq!(m.iter().map(|(u, _)| *u).collect::<Vec<_>>(), vec![A]);
+        // Channels: admins post, subscribers read.
+        let ch = 5 << 16 | 5;
+        ok(&mut v, Cmd::Create { id: ch, kind: ChatKind::Channel, title: "News".into(), creator: A, members: vec![], now_ms: 9 });
+        assert_eq!(err(&mut v, Cmd::Invite { chat: ch, by: B, users: vec![B], now_ms: 10 }), ChatError::NotAMember);
+        ok(&mut v, Cmd::Invite { chat: ch, by: A, users: vec![B, C], now_ms: 10 });
+        assert_eq!(err(&mut v, Cmd::Send { chat: ch, from: B, random_id: 1, text: "x".into(), reply_to: 0, now_ms: 11 }), ChatError::AdminRequired);
+        let Reply::Changed { events, .. } = ok(&mut v, Cmd::Send { chat: ch, from: A, random_id: 1, text: "post".into(), reply_to: 0, now_ms: 12 }) else { panic!() };
+        assert_eq!(events.len(), 1, "one event however many subscribers");
+        // Private chats have exactly two members and no title.
+        let dm = 6 << 16 | 5;
+        assert!(matches!(err(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![A], now_ms: 13 }), ChatError::BadRequest(_)));
+        let first = ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![B], now_ms: 13 });
+        assert_eq!(ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![B], now_ms: 14 }), first, "a retry");
+        assert!(matches!(err(&mut v, Cmd::Invite { chat: dm, by: A, users: vec![C], now_ms: 15 }), ChatError::BadRequest(_)));
+    }
+
+    #[test]
+    fn user_chat_lists() {
+        let mut v = MemView::default();
+        ok(&mut v, Cmd::AddUserChat { user: A, chat: 1 });
+        ok(&mut v, Cmd::AddUserChat { user: A, chat: 2 });
+        ok(&mut v, Cmd::AddUserChat { user: A, chat: 1 });
+        ok(&mut v, Cmd::RemoveUserChat { user: A, chat: 2 });
+        assert_eq!(query(&v, &Query::UserChats { user: A }).unwrap(), Ok(Reply::Chats(vec![1])));
+        assert_eq!(query(&v, &Query::UserChats { user: B }).unwrap(), Ok(Reply::Chats(vec![])));
+    }
+}
