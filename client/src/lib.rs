@@ -18,6 +18,7 @@
 
 mod conn;
 pub mod error;
+pub mod sync;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -202,7 +203,28 @@ impl Client {
     /// retried once on another node; any other fails with `UNAVAILABLE`
     /// (it may or may not have happened) and the next call reconnects.
     pub async fn call(&self, method: M) -> Result<R> {
-        let idempotent = matches!(method, M::Ping(_) | M::GetSelf(_) | M::GetSessions(_));
+        // Safe to send twice: reads, and changes that recognize their repeat
+        // (a message's random_id, an edit to the same text, a deletion, …).
+        let idempotent = match &method {
+            M::CreateChat(c) => c.kind == pb::ChatKind::Private as i32,
+            m => matches!(
+                m,
+                M::Ping(_)
+                    | M::GetSelf(_)
+                    | M::GetSessions(_)
+                    | M::ResolvePhone(_)
+                    | M::Invite(_)
+                    | M::SetTitle(_)
+                    | M::SetAdmin(_)
+                    | M::SendMessage(_)
+                    | M::EditMessage(_)
+                    | M::DeleteMessages(_)
+                    | M::ReadHistory(_)
+                    | M::GetHistory(_)
+                    | M::GetDialogs(_)
+                    | M::GetDifference(_)
+            ),
+        };
         let req = pb::Request { method: Some(method) };
         let mut tried = 0;
         loop {
@@ -319,6 +341,110 @@ impl Client {
                 *self.inner.token.lock().expect("token lock") = None;
                 Ok(())
             }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Chats and messages.
+impl Client {
+    /// The account with this phone number.
+    pub async fn resolve_phone(&self, phone: &str) -> Result<pb::User> {
+        match self.call(M::ResolvePhone(pb::ResolvePhone { phone: phone.into() })).await? {
+            R::User(u) => Ok(u),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn chat_call(&self, m: M) -> Result<pb::Chat> {
+        match self.call(m).await? {
+            R::Chat(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The private chat with `user` (created on first use; both sides get the same chat).
+    pub async fn private_chat(&self, user: u64) -> Result<pb::Chat> {
+        self.chat_call(M::CreateChat(pb::CreateChat { kind: pb::ChatKind::Private.into(), title: String::new(), members: vec![user] })).await
+    }
+
+    pub async fn create_group(&self, title: &str, members: Vec<u64>) -> Result<pb::Chat> {
+        self.chat_call(M::CreateChat(pb::CreateChat { kind: pb::ChatKind::Group.into(), title: title.into(), members })).await
+    }
+
+    pub async fn create_channel(&self, title: &str) -> Result<pb::Chat> {
+        self.chat_call(M::CreateChat(pb::CreateChat { kind: pb::ChatKind::Channel.into(), title: title.into(), members: vec![] })).await
+    }
+
+    pub async fn invite(&self, chat: u64, users: Vec<u64>) -> Result<pb::Chat> {
+        self.chat_call(M::Invite(pb::Invite { chat_id: chat, users })).await
+    }
+
+    /// Removes a member (admins), or leaves when `user` is yourself.
+    pub async fn remove_member(&self, chat: u64, user: u64) -> Result<pb::Chat> {
+        self.chat_call(M::RemoveMember(pb::RemoveMember { chat_id: chat, user_id: user })).await
+    }
+
+    pub async fn set_title(&self, chat: u64, title: &str) -> Result<pb::Chat> {
+        self.chat_call(M::SetTitle(pb::SetTitle { chat_id: chat, title: title.into() })).await
+    }
+
+    pub async fn set_admin(&self, chat: u64, user: u64, admin: bool) -> Result<pb::Chat> {
+        self.chat_call(M::SetAdmin(pb::SetAdmin { chat_id: chat, user_id: user, admin })).await
+    }
+
+    /// Sends a message. Retrying with the same `random_id` (after a timeout,
+    /// on any node) returns the first message, never a second one.
+    pub async fn send_message(&self, chat: u64, random_id: u64, text: &str, reply_to: u64) -> Result<pb::Message> {
+        match self.call(M::SendMessage(pb::SendMessage { chat_id: chat, random_id, text: text.into(), reply_to })).await? {
+            R::Message(m) => Ok(m),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn edit_message(&self, chat: u64, id: u64, text: &str) -> Result<pb::Message> {
+        match self.call(M::EditMessage(pb::EditMessage { chat_id: chat, id, text: text.into() })).await? {
+            R::Message(m) => Ok(m),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes for everyone (leaves tombstones).
+    pub async fn delete_messages(&self, chat: u64, ids: Vec<u64>) -> Result<()> {
+        match self.call(M::DeleteMessages(pb::DeleteMessages { chat_id: chat, ids })).await? {
+            R::Done(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn read_history(&self, chat: u64, max_id: u64) -> Result<()> {
+        match self.call(M::ReadHistory(pb::ReadHistory { chat_id: chat, max_id })).await? {
+            R::Done(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Messages below `before` (0: the newest), newest first; or with
+    /// `before = 0, after > 0`, those after `after`, oldest first.
+    pub async fn history(&self, chat: u64, before: u64, after: u64, limit: u32) -> Result<Vec<pb::Message>> {
+        match self.call(M::GetHistory(pb::GetHistory { chat_id: chat, before, after, limit })).await? {
+            R::Messages(m) => Ok(m.messages),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn dialogs(&self) -> Result<Vec<pb::Dialog>> {
+        match self.call(M::GetDialogs(pb::GetDialogs {})).await? {
+            R::Dialogs(d) => Ok(d.dialogs),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// What happened in each chat after the given pts (chats not named come from 0).
+    pub async fn difference(&self, states: Vec<(u64, u64)>) -> Result<Vec<pb::ChatDifference>> {
+        let states = states.into_iter().map(|(chat_id, pts)| pb::ChatState { chat_id, pts }).collect();
+        match self.call(M::GetDifference(pb::GetDifference { states })).await? {
+            R::Difference(d) => Ok(d.chats),
             other => Err(unexpected(other)),
         }
     }

@@ -94,9 +94,10 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     };
     let http = tokio::spawn(http::serve(admin_listener, node.clone(), stop_rx.clone()));
     let clock = clock::Clock::new(cfg.clock_offset_file.clone());
-    let auth = std::sync::Arc::new(auth::Auth::new(node.clone(), cfg.auth.clone(), clock));
+    let auth = std::sync::Arc::new(auth::Auth::new(node.clone(), cfg.auth.clone(), clock.clone()));
     let (gw_stop_tx, gw_stop_rx) = tokio::sync::watch::channel(false);
-    let gateway = tokio::spawn(gateway::Gateway::new(node.clone(), auth, cfg.gateway.clone()).serve(endpoint, gw_stop_rx));
+    let chats = std::sync::Arc::new(messaging::Messaging::new(node.clone(), auth.clone(), clock.clone()));
+    let gateway = tokio::spawn(gateway::Gateway::new(node.clone(), auth, chats, cfg.gateway.clone()).serve(endpoint, gw_stop_rx));
 
     node.boot().await?;
     tracing::info!(name = %cfg.name, peer = %cfg.peer_addr, client = %cfg.client_addr, admin = %cfg.admin_addr, "node running");

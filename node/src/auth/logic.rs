@@ -130,6 +130,8 @@ pub enum Query {
     Code { phone: String },
     /// The devices the user of `phone` is logged in on (code delivery in-app).
     UserByPhone { phone: String },
+    /// An account by id (the account's own group).
+    UserById(u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -460,6 +462,7 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             };
             Ok(Ok(Reply::User(user)))
         }
+        Query::UserById(id) => Ok(Ok(Reply::User(get::<User>(view, &user_key(*id))?))),
     }
 }
 

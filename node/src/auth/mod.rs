@@ -248,6 +248,26 @@ impl Auth {
         Ok(hashes)
     }
 
+    /// The account of a phone number, if any.
+    pub async fn user_by_phone(&self, phone: &str) -> Result<Option<User>> {
+        match self.read(self.phone_group(phone)?, logic::Query::UserByPhone { phone: phone.into() }).await? {
+            Reply::User(u) => Ok(u),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// An account by id (its group is in the id).
+    pub async fn user_by_id(&self, id: u64) -> Result<Option<User>> {
+        let group = logic::user_group(id);
+        if group == 0 || group > self.node.raft()?.data_groups() {
+            return Ok(None);
+        }
+        match self.read(group, logic::Query::UserById(id)).await? {
+            Reply::User(u) => Ok(u),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
     /// The live code of a phone (operators; `log` delivery).
     pub async fn login_code(&self, phone: &str) -> Result<Option<logic::Code>> {
         if !logic::valid_phone(phone) {

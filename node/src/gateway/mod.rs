@@ -22,6 +22,7 @@ use crate::auth::{Auth, AuthError, Caller, NewAuthorization, Revoke, Validity};
 use crate::cluster::Node;
 use crate::config::{GatewayConfig, NodeConfig};
 use crate::error::{Error, Result};
+use crate::messaging::{Messaging, model as chat_model};
 use model::Method;
 use registry::{Authed, ConnCtx, close};
 
@@ -35,6 +36,7 @@ const TOUCH_AFTER_MS: u64 = 60_000;
 pub struct Gateway {
     node: Node,
     auth: Arc<Auth>,
+    chats: Arc<Messaging>,
     cfg: GatewayConfig,
 }
 
@@ -59,8 +61,8 @@ pub fn endpoint(cfg: &NodeConfig, socket: std::net::UdpSocket) -> Result<quinn::
 }
 
 impl Gateway {
-    pub fn new(node: Node, auth: Arc<Auth>, cfg: GatewayConfig) -> Arc<Gateway> {
-        Arc::new(Gateway { node, auth, cfg })
+    pub fn new(node: Node, auth: Arc<Auth>, chats: Arc<Messaging>, cfg: GatewayConfig) -> Arc<Gateway> {
+        Arc::new(Gateway { node, auth, chats, cfg })
     }
 
     fn timeout(&self) -> Duration {
@@ -207,7 +209,7 @@ impl Gateway {
         }
         reply(&mut send, Ok(R::Hello(out))).await;
         if ctx.authed().is_some() {
-            start_push(&ctx);
+            self.start_push(&ctx);
         }
         Ok(ctx)
     }
@@ -301,9 +303,45 @@ impl Gateway {
                         Ok(R::Done(pb::Done {}))
                     }
                     Method::LogOut => self.log_out(ctx, &me).await,
-                    _ => Err(Error::BadRequest("unexpected method".into())),
+                    m => self.chat_method(me.user.id, m).await,
                 }
             }
+        }
+    }
+
+    /// The messaging methods, for user `me`.
+    async fn chat_method(&self, me: u64, m: Method) -> Result<R> {
+        let c = &self.chats;
+        let chat = |c: crate::messaging::Chat| Ok(R::Chat(chat_model::chat(&c)));
+        match m {
+            Method::ResolvePhone { phone } => match self.auth.user_by_phone(&phone).await? {
+                Some(u) => Ok(R::User(user_to_proto(&u))),
+                None => Err(Error::BadRequest("no account has this phone number".into())),
+            },
+            Method::CreateChat { kind, title, members } => chat(c.create(me, kind, title, members).await?),
+            Method::Invite { chat: id, users } => chat(c.invite(me, id, users).await?),
+            Method::RemoveMember { chat: id, user } => chat(c.remove(me, id, user).await?),
+            Method::SetTitle { chat: id, title } => chat(c.set_title(me, id, title).await?),
+            Method::SetAdmin { chat: id, user, admin } => chat(c.set_admin(me, id, user, admin).await?),
+            Method::SendMessage { chat: id, random_id, text, reply_to } => Ok(R::Message(chat_model::message(id, &c.send(me, id, random_id, text, reply_to).await?))),
+            Method::EditMessage { chat: id, id: msg, text } => Ok(R::Message(chat_model::message(id, &c.edit(me, id, msg, text).await?))),
+            Method::DeleteMessages { chat: id, ids } => {
+                c.delete(me, id, ids).await?;
+                Ok(R::Done(pb::Done {}))
+            }
+            Method::ReadHistory { chat: id, max_id } => {
+                c.read_history(me, id, max_id).await?;
+                Ok(R::Done(pb::Done {}))
+            }
+            Method::GetHistory { chat: id, before, after, limit } => {
+                let list = c.history(me, id, before, after, limit).await?;
+                Ok(R::Messages(pb::Messages { messages: list.iter().map(|m| chat_model::message(id, m)).collect() }))
+            }
+            Method::GetDialogs => Ok(R::Dialogs(pb::Dialogs { dialogs: c.dialogs(me).await?.iter().map(chat_model::dialog).collect() })),
+            Method::GetDifference(states) => {
+                Ok(R::Difference(pb::Difference { chats: c.difference(me, states).await?.iter().map(chat_model::difference).collect() }))
+            }
+            other => Err(Error::BadRequest(format!("unexpected method {}", other.name()))),
         }
     }
 
@@ -318,7 +356,7 @@ impl Gateway {
         let group = crate::auth::token::token_group(&a.token, u32::MAX).unwrap_or(0);
         let authed = Authed { group, hash: crate::auth::token::token_hash(&a.token), user: a.user.clone(), session_id: a.session_id, checked_at: Instant::now() };
         if self.node.conns().accept_check(ctx, authed) {
-            start_push(ctx);
+            self.start_push(ctx);
         }
         R::Authorization(pb::Authorization { user: Some(user_to_proto(&a.user)), session_token: a.token, session_id: a.session_id })
     }
@@ -381,11 +419,26 @@ impl Gateway {
     }
 }
 
-/// Opens the server's push stream for a logged-in connection (once).
-fn start_push(ctx: &Arc<ConnCtx>) {
-    if ctx.has_push() {
-        return;
+impl Gateway {
+    /// Opens the push stream of a logged-in connection and subscribes it to
+    /// the user's chats.
+    fn start_push(&self, ctx: &Arc<ConnCtx>) {
+        if ctx.has_push() {
+            return;
+        }
+        open_push(ctx);
+        let (Some(me), chats, registry, ctx) = (ctx.authed(), self.chats.clone(), self.node.conns().clone(), ctx.clone()) else { return };
+        tokio::spawn(async move {
+            match chats.member_chats(me.user.id).await {
+                Ok(list) => registry.subscribe(&ctx, &list),
+                Err(e) => tracing::warn!(conn = ctx.id, "cannot load the user's chats for live updates: {e}"),
+            }
+        });
     }
+}
+
+/// Opens the server's push stream (the caller checked it is not open yet).
+fn open_push(ctx: &Arc<ConnCtx>) {
     let (tx, mut rx) = mpsc::channel::<pb::Update>(registry::PUSH_QUEUE);
     ctx.set_push(tx);
     let conn = ctx.conn.clone();

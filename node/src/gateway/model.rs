@@ -5,6 +5,8 @@ use courier_proto::client as pb;
 use courier_proto::client::request::Method as M;
 
 use crate::auth::AuthError;
+use crate::messaging::ChatKind;
+use crate::messaging::logic;
 use crate::error::{Error, Result};
 
 pub const PROTOCOL: u32 = 1;
@@ -30,12 +32,28 @@ pub enum Method {
     TerminateSession(u64),
     TerminateOthers,
     LogOut,
+    ResolvePhone { phone: String },
+    CreateChat { kind: ChatKind, title: String, members: Vec<u64> },
+    Invite { chat: u64, users: Vec<u64> },
+    RemoveMember { chat: u64, user: u64 },
+    SetTitle { chat: u64, title: String },
+    SetAdmin { chat: u64, user: u64, admin: bool },
+    SendMessage { chat: u64, random_id: u64, text: String, reply_to: u64 },
+    EditMessage { chat: u64, id: u64, text: String },
+    DeleteMessages { chat: u64, ids: Vec<u64> },
+    ReadHistory { chat: u64, max_id: u64 },
+    GetHistory { chat: u64, before: u64, after: u64, limit: u32 },
+    GetDialogs,
+    GetDifference(Vec<(u64, u64)>),
 }
+
+/// Chats one `get_difference` may name.
+pub const DIFF_CHATS_MAX: usize = 10_000;
 
 impl Method {
     /// Whether the method needs a logged-in connection.
     pub fn needs_session(&self) -> bool {
-        matches!(self, Method::GetSelf | Method::GetSessions | Method::TerminateSession(_) | Method::TerminateOthers | Method::LogOut)
+        !matches!(self, Method::Hello(_) | Method::Ping(_) | Method::SendCode { .. } | Method::SignIn { .. } | Method::SignUp { .. })
     }
 
     pub fn name(&self) -> &'static str {
@@ -50,6 +68,19 @@ impl Method {
             Method::TerminateSession(_) => "terminate_session",
             Method::TerminateOthers => "terminate_other_sessions",
             Method::LogOut => "log_out",
+            Method::ResolvePhone { .. } => "resolve_phone",
+            Method::CreateChat { .. } => "create_chat",
+            Method::Invite { .. } => "invite",
+            Method::RemoveMember { .. } => "remove_member",
+            Method::SetTitle { .. } => "set_title",
+            Method::SetAdmin { .. } => "set_admin",
+            Method::SendMessage { .. } => "send_message",
+            Method::EditMessage { .. } => "edit_message",
+            Method::DeleteMessages { .. } => "delete_messages",
+            Method::ReadHistory { .. } => "read_history",
+            Method::GetHistory { .. } => "get_history",
+            Method::GetDialogs => "get_dialogs",
+            Method::GetDifference(_) => "get_difference",
         }
     }
 }
@@ -110,6 +141,57 @@ impl TryFrom<pb::Request> for Method {
             Some(M::TerminateSession(t)) => Method::TerminateSession(t.session_id),
             Some(M::TerminateOtherSessions(_)) => Method::TerminateOthers,
             Some(M::LogOut(_)) => Method::LogOut,
+            Some(M::ResolvePhone(r)) => Method::ResolvePhone { phone: phone(r.phone)? },
+            Some(M::CreateChat(c)) => {
+                let kind = match pb::ChatKind::try_from(c.kind) {
+                    Ok(pb::ChatKind::Private) => ChatKind::Private,
+                    Ok(pb::ChatKind::Group) => ChatKind::Group,
+                    Ok(pb::ChatKind::Channel) => ChatKind::Channel,
+                    _ => return Err(Error::BadRequest("kind: PRIVATE, GROUP or CHANNEL".into())),
+                };
+                if c.members.len() as u64 > logic::GROUP_MAX {
+                    return Err(Error::BadRequest(format!("members: at most {}", logic::GROUP_MAX)));
+                }
+                if kind != ChatKind::Private {
+                    logic::check_text(&c.title, logic::TITLE_MAX)?;
+                }
+                Method::CreateChat { kind, title: c.title, members: c.members }
+            }
+            Some(M::Invite(i)) => {
+                if i.users.is_empty() || i.users.len() > 1000 {
+                    return Err(Error::BadRequest("users: 1 to 1000 at once".into()));
+                }
+                Method::Invite { chat: i.chat_id, users: i.users }
+            }
+            Some(M::RemoveMember(r)) => Method::RemoveMember { chat: r.chat_id, user: r.user_id },
+            Some(M::SetTitle(t)) => {
+                logic::check_text(&t.title, logic::TITLE_MAX)?;
+                Method::SetTitle { chat: t.chat_id, title: t.title }
+            }
+            Some(M::SetAdmin(a)) => Method::SetAdmin { chat: a.chat_id, user: a.user_id, admin: a.admin },
+            Some(M::SendMessage(s)) => {
+                logic::check_text(&s.text, logic::MESSAGE_MAX)?;
+                Method::SendMessage { chat: s.chat_id, random_id: s.random_id, text: s.text, reply_to: s.reply_to }
+            }
+            Some(M::EditMessage(e)) => {
+                logic::check_text(&e.text, logic::MESSAGE_MAX)?;
+                Method::EditMessage { chat: e.chat_id, id: e.id, text: e.text }
+            }
+            Some(M::DeleteMessages(d)) => {
+                if d.ids.is_empty() || d.ids.len() > logic::PAGE_MAX {
+                    return Err(Error::BadRequest(format!("ids: 1 to {} at once", logic::PAGE_MAX)));
+                }
+                Method::DeleteMessages { chat: d.chat_id, ids: d.ids }
+            }
+            Some(M::ReadHistory(r)) => Method::ReadHistory { chat: r.chat_id, max_id: r.max_id },
+            Some(M::GetHistory(h)) => Method::GetHistory { chat: h.chat_id, before: h.before, after: h.after, limit: h.limit },
+            Some(M::GetDialogs(_)) => Method::GetDialogs,
+            Some(M::GetDifference(d)) => {
+                if d.states.len() > DIFF_CHATS_MAX {
+                    return Err(Error::BadRequest(format!("states: at most {DIFF_CHATS_MAX} chats")));
+                }
+                Method::GetDifference(d.states.into_iter().map(|s| (s.chat_id, s.pts)).collect())
+            }
         })
     }
 }
@@ -137,5 +219,12 @@ mod tests {
         assert_eq!(bad(hello(1, "bad\u{7}device")), "BAD_REQUEST");
         assert_eq!(bad(hello(1, &"x".repeat(200))), "BAD_REQUEST");
         assert!(matches!(Method::try_from(hello(1, "laptop")).unwrap(), Method::Hello(Hello { token: None, .. })));
+        let msg = |t: String| pb::Request { method: Some(M::SendMessage(pb::SendMessage { chat_id: 1, random_id: 2, text: t, reply_to: 0 })) };
+        assert_eq!(bad(msg("x".repeat(4097))), "MESSAGE_TOO_LONG");
+        assert!(matches!(Method::try_from(msg("x".repeat(4096))).unwrap(), Method::SendMessage { chat: 1, random_id: 2, .. }));
+        let create = |k: i32| pb::Request { method: Some(M::CreateChat(pb::CreateChat { kind: k, title: "t".into(), members: vec![] })) };
+        assert_eq!(bad(create(0)), "BAD_REQUEST");
+        assert_eq!(bad(create(99)), "BAD_REQUEST");
+        assert!(Method::try_from(create(2)).unwrap().needs_session());
     }
 }

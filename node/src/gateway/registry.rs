@@ -35,6 +35,8 @@ pub enum Notice {
     Revoked(Vec<TokenHash>),
     /// A login code as a service message to the user's logged-in devices.
     LoginCode { user_id: u64, phone: String, code: String, device: String },
+    /// Committed changes of a chat, for its members' connected devices.
+    Chat { chat: u64, events: Vec<crate::messaging::Event>, message: Option<crate::messaging::Message> },
 }
 
 /// The session a connection is logged in with.
@@ -57,6 +59,8 @@ pub struct ConnCtx {
     pub app_version: String,
     auth: Mutex<Option<Authed>>,
     push: Mutex<Option<mpsc::Sender<pb::Update>>>,
+    /// The chats whose events this connection receives.
+    chats: Mutex<HashSet<u64>>,
 }
 
 impl ConnCtx {
@@ -106,19 +110,48 @@ struct Inner {
     /// Sessions revoked recently, kept for a lease so that a check that was
     /// in flight when the notice came cannot admit them afterwards.
     revoked: HashMap<TokenHash, Instant>,
+    /// Chat id → the connections that receive its events.
+    subs: HashMap<u64, HashSet<u64>>,
+}
+
+fn unsubscribe(subs: &mut HashMap<u64, HashSet<u64>>, chat: u64, conn: u64) {
+    if let Some(set) = subs.get_mut(&chat) {
+        set.remove(&conn);
+        if set.is_empty() {
+            subs.remove(&chat);
+        }
+    }
 }
 
 impl Registry {
     pub fn add(&self, conn: quinn::Connection, device: String, app_version: String) -> Arc<ConnCtx> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let remote = conn.remote_address();
-        let ctx = Arc::new(ConnCtx { id, conn, remote, device, app_version, auth: Mutex::new(None), push: Mutex::new(None) });
+        let ctx = Arc::new(ConnCtx { id, conn, remote, device, app_version, auth: Mutex::new(None), push: Mutex::new(None), chats: Default::default() });
         self.inner.lock().expect("registry lock").conns.insert(id, ctx.clone());
         ctx
     }
 
     pub fn remove(&self, id: u64) {
-        self.inner.lock().expect("registry lock").conns.remove(&id);
+        let mut inner = self.inner.lock().expect("registry lock");
+        if let Some(ctx) = inner.conns.remove(&id) {
+            for chat in ctx.chats.lock().expect("conn lock").drain() {
+                unsubscribe(&mut inner.subs, chat, id);
+            }
+        }
+    }
+
+    /// Starts delivering these chats' events to `ctx`.
+    pub fn subscribe(&self, ctx: &ConnCtx, chats: &[u64]) {
+        let mut inner = self.inner.lock().expect("registry lock");
+        if !inner.conns.contains_key(&ctx.id) {
+            return; // gone meanwhile
+        }
+        let mut mine = ctx.chats.lock().expect("conn lock");
+        for c in chats {
+            mine.insert(*c);
+            inner.subs.entry(*c).or_default().insert(ctx.id);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -166,6 +199,36 @@ impl Registry {
                 };
                 for ctx in self.user_conns(*user_id) {
                     ctx.push(update.clone());
+                }
+            }
+            Notice::Chat { chat, events, message } => self.chat_events(*chat, events, message.as_ref()),
+        }
+    }
+
+    /// Pushes a chat's events to its subscribers; members who joined start
+    /// receiving (this event included), members who left stop (after it).
+    fn chat_events(&self, chat: u64, events: &[crate::messaging::Event], message: Option<&crate::messaging::Message>) {
+        use crate::messaging::logic::EventKind;
+        let messages: Vec<_> = message.into_iter().cloned().collect();
+        for e in events {
+            if let EventKind::Joined(users) = &e.kind {
+                for ctx in users.iter().flat_map(|u| self.user_conns(*u)) {
+                    self.subscribe(&ctx, &[chat]);
+                }
+            }
+            let update = pb::Update { kind: Some(pb::update::Kind::ChatEvent(crate::messaging::model::event(chat, e, &messages))) };
+            let targets: Vec<Arc<ConnCtx>> = {
+                let inner = self.inner.lock().expect("registry lock");
+                inner.subs.get(&chat).map(|s| s.iter().filter_map(|id| inner.conns.get(id).cloned()).collect()).unwrap_or_default()
+            };
+            for ctx in &targets {
+                ctx.push(update.clone());
+            }
+            if let EventKind::Left(user) = &e.kind {
+                let mut inner = self.inner.lock().expect("registry lock");
+                for ctx in targets.iter().filter(|c| c.authed().is_some_and(|a| a.user.id == *user)) {
+                    ctx.chats.lock().expect("conn lock").remove(&chat);
+                    unsubscribe(&mut inner.subs, chat, ctx.id);
                 }
             }
         }

@@ -1,6 +1,288 @@
 //! The messaging service: chats as replicated ordered logs (see `logic.rs`
-//! for the model and `docs/architecture.md` for the design).
+//! for the model and `docs/architecture.md` for the design). It turns client
+//! methods into commands for the chat's group (or the user's group for the
+//! chat list), and publishes what committed to every node, which pushes it to
+//! the connected devices of the chat's members.
 
 pub mod logic;
+pub mod model;
 
-pub use logic::{ChatError, ChatKind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use courier_raft::codec::{decode, encode};
+use courier_raft::multi::group_for_key;
+use courier_raft::{Command, Query, QueryResult, Response};
+
+use crate::app::{AppCommand, AppQuery, AppReply};
+use crate::auth::Auth;
+use crate::clock::Clock;
+use crate::cluster::Node;
+use crate::error::{Error, Result};
+use crate::gateway::registry::Notice;
+pub use logic::{Chat, ChatDiff, ChatError, ChatKind, Dialog, Event, Message, Reply, Role};
+
+/// How long publishing one change to the other nodes may take.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Messaging {
+    node: Node,
+    auth: Arc<Auth>,
+    clock: Clock,
+}
+
+impl Messaging {
+    pub fn new(node: Node, auth: Arc<Auth>, clock: Clock) -> Messaging {
+        Messaging { node, auth, clock }
+    }
+
+    async fn exec(&self, group: u32, cmd: logic::Cmd) -> Result<Reply> {
+        let bytes = encode(&AppCommand::Chat(cmd));
+        match self.node.raft()?.write(group, Command::App(bytes)).await? {
+            Response::App(b) => unwrap_reply(&b),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn read(&self, group: u32, q: logic::Query) -> Result<Reply> {
+        let bytes = encode(&AppQuery::Chat(q));
+        match self.node.raft()?.read(group, Query::App(bytes)).await? {
+            QueryResult::App(b) => unwrap_reply(&b),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// The group of a chat id, or `NotAMember` for an id no chat can have.
+    fn group_of(&self, chat: u64) -> Result<u32> {
+        let g = logic::chat_group(chat);
+        if g == 0 || g > self.node.raft()?.data_groups() {
+            return Err(ChatError::NotAMember.into());
+        }
+        Ok(g)
+    }
+
+    /// Runs a change in the chat's group and publishes what it did.
+    async fn change(&self, chat: u64, cmd: logic::Cmd) -> Result<(Chat, Option<Message>)> {
+        match self.exec(self.group_of(chat)?, cmd).await? {
+            Reply::Changed { chat, events, message } => {
+                if !events.is_empty() {
+                    self.publish(&chat, events, message.clone());
+                }
+                Ok((chat, message))
+            }
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Hands committed events to every node (this one first), without making
+    /// the sender wait; a device that misses one catches up by difference.
+    fn publish(&self, chat: &Chat, events: Vec<Event>, message: Option<Message>) {
+        let notice = Notice::Chat { chat: chat.id, events, message };
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            node.broadcast(&notice, PUBLISH_TIMEOUT).await;
+        });
+    }
+
+    /// Adds the chat to each user's list (their own groups) before they join:
+    /// the list is a superset, the chat's member rows decide.
+    async fn list_chat(&self, users: &[u64], chat: u64) -> Result<()> {
+        let writes = users.iter().map(|u| self.exec(crate::auth::logic::user_group(*u), logic::Cmd::AddUserChat { user: *u, chat }));
+        for r in futures::future::join_all(writes).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    pub async fn create(&self, me: u64, kind: ChatKind, title: String, members: Vec<u64>) -> Result<Chat> {
+        let groups = self.node.raft()?.data_groups();
+        let mut all = vec![me];
+        for m in members {
+            if !all.contains(&m) {
+                all.push(m);
+            }
+        }
+        for u in &all[1..] {
+            if self.auth.user_by_id(*u).await?.is_none() {
+                return Err(ChatError::BadRequest(format!("no user {u}")).into());
+            }
+        }
+        let id = match kind {
+            ChatKind::Private => {
+                if all.len() != 2 {
+                    return Err(ChatError::BadRequest("a private chat has exactly one other member".into()).into());
+                }
+                let (a, b) = (all[0].min(all[1]), all[0].max(all[1]));
+                let key = format!("dm:{a}:{b}");
+                let g = group_for_key(key.as_bytes(), groups);
+                // Deterministic: both sides find the same chat.
+                (fnv(key.as_bytes()) & ((1 << 47) - 1)).max(1) << 16 | u64::from(g)
+            }
+            _ => {
+                let g = 1 + rand::random_range(0..groups);
+                (rand::random::<u64>() & ((1 << 47) - 1)).max(1) << 16 | u64::from(g)
+            }
+        };
+        self.list_chat(&all, id).await?;
+        let creator = if kind == ChatKind::Private { all[0].min(all[1]) } else { me };
+        let others = all.iter().copied().filter(|u| *u != creator).collect();
+        let cmd = logic::Cmd::Create { id, kind, title, creator, members: others, now_ms: self.clock.now_ms() };
+        match self.exec(self.group_of(id)?, cmd).await? {
+            Reply::Created(chat) => {
+                // Members' connections subscribe through the Joined event.
+                if let Some(ev) = self.first_event(&chat).await {
+                    self.publish(&chat, vec![ev], None);
+                }
+                Ok(chat)
+            }
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn first_event(&self, chat: &Chat) -> Option<Event> {
+        let q = logic::Query::Difference { user: chat.creator, chats: vec![(chat.id, 0)] };
+        match self.read(self.group_of(chat.id).ok()?, q).await.ok()? {
+            Reply::Difference(mut d) => match d.pop()? {
+                ChatDiff::Events { events, .. } => events.into_iter().next(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    pub async fn invite(&self, me: u64, chat: u64, users: Vec<u64>) -> Result<Chat> {
+        // The inviter's membership first (no hint about a chat one is not
+        // in), and before anything is listed.
+        self.history(me, chat, 0, 0, 1).await?;
+        for u in &users {
+            if self.auth.user_by_id(*u).await?.is_none() {
+                return Err(ChatError::BadRequest(format!("no user {u}")).into());
+            }
+        }
+        self.list_chat(&users, chat).await?;
+        Ok(self.change(chat, logic::Cmd::Invite { chat, by: me, users, now_ms: self.clock.now_ms() }).await?.0)
+    }
+
+    pub async fn remove(&self, me: u64, chat: u64, user: u64) -> Result<Chat> {
+        let (c, _) = self.change(chat, logic::Cmd::Remove { chat, by: me, user, now_ms: self.clock.now_ms() }).await?;
+        self.exec(crate::auth::logic::user_group(user), logic::Cmd::RemoveUserChat { user, chat }).await?;
+        Ok(c)
+    }
+
+    pub async fn set_title(&self, me: u64, chat: u64, title: String) -> Result<Chat> {
+        Ok(self.change(chat, logic::Cmd::SetTitle { chat, by: me, title, now_ms: self.clock.now_ms() }).await?.0)
+    }
+
+    pub async fn set_admin(&self, me: u64, chat: u64, user: u64, admin: bool) -> Result<Chat> {
+        let role = if admin { Role::Admin } else { Role::Member };
+        Ok(self.change(chat, logic::Cmd::SetRole { chat, by: me, user, role, now_ms: self.clock.now_ms() }).await?.0)
+    }
+
+    pub async fn send(&self, me: u64, chat: u64, random_id: u64, text: String, reply_to: u64) -> Result<Message> {
+        let cmd = logic::Cmd::Send { chat, from: me, random_id, text, reply_to, now_ms: self.clock.now_ms() };
+        self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("send answered no message".into()))
+    }
+
+    pub async fn edit(&self, me: u64, chat: u64, id: u64, text: String) -> Result<Message> {
+        let cmd = logic::Cmd::Edit { chat, by: me, id, text, now_ms: self.clock.now_ms() };
+        self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("edit answered no message".into()))
+    }
+
+    pub async fn delete(&self, me: u64, chat: u64, ids: Vec<u64>) -> Result<()> {
+        self.change(chat, logic::Cmd::Delete { chat, by: me, ids, now_ms: self.clock.now_ms() }).await?;
+        Ok(())
+    }
+
+    pub async fn read_history(&self, me: u64, chat: u64, max_id: u64) -> Result<()> {
+        self.change(chat, logic::Cmd::Read { chat, user: me, max_id, now_ms: self.clock.now_ms() }).await?;
+        Ok(())
+    }
+
+    pub async fn history(&self, me: u64, chat: u64, before: u64, after: u64, limit: u32) -> Result<Vec<Message>> {
+        match self.read(self.group_of(chat)?, logic::Query::History { chat, user: me, before, after, limit }).await? {
+            Reply::Messages(m) => Ok(m),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// The user's chat list (a superset; see [`Messaging::list_chat`]).
+    async fn user_chats(&self, me: u64) -> Result<Vec<u64>> {
+        match self.read(crate::auth::logic::user_group(me), logic::Query::UserChats { user: me }).await? {
+            Reply::Chats(c) => Ok(c),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Runs one query per group over `chats`, concurrently.
+    async fn per_group<T>(&self, chats: Vec<u64>, q: impl Fn(Vec<u64>) -> logic::Query, take: impl Fn(Reply) -> Option<Vec<T>>) -> Result<Vec<T>> {
+        let mut by_group: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
+        for c in chats {
+            if let Ok(g) = self.group_of(c) {
+                by_group.entry(g).or_default().push(c);
+            }
+        }
+        let reads = by_group.into_iter().map(|(g, cs)| self.read(g, q(cs)));
+        let mut out = Vec::new();
+        for r in futures::future::join_all(reads).await {
+            out.extend(take(r?).ok_or_else(|| Error::Io("unexpected reply".into()))?);
+        }
+        Ok(out)
+    }
+
+    /// Every chat of the user with its last message and unread count, most recent first.
+    pub async fn dialogs(&self, me: u64) -> Result<Vec<Dialog>> {
+        let chats = self.user_chats(me).await?;
+        let mut out = self
+            .per_group(chats, |cs| logic::Query::Dialogs { user: me, chats: cs }, |r| if let Reply::Dialogs(d) = r { Some(d) } else { None })
+            .await?;
+        out.sort_by_key(|d| std::cmp::Reverse((d.chat.last_ms, d.chat.id)));
+        Ok(out)
+    }
+
+    /// The chats the user is a member of now (the list checked against the chats).
+    pub async fn member_chats(&self, me: u64) -> Result<Vec<u64>> {
+        let chats = self.user_chats(me).await?;
+        self.per_group(chats, |cs| logic::Query::Memberships { user: me, chats: cs }, |r| if let Reply::Chats(c) = r { Some(c) } else { None }).await
+    }
+
+    /// What the device missed: for each chat it names, the events after its
+    /// pts; chats it does not name but the user is in come from pts 0.
+    pub async fn difference(&self, me: u64, states: Vec<(u64, u64)>) -> Result<Vec<ChatDiff>> {
+        let mut states = states;
+        for c in self.user_chats(me).await? {
+            if !states.iter().any(|(s, _)| *s == c) {
+                states.push((c, 0));
+            }
+        }
+        let mut by_group: std::collections::BTreeMap<u32, Vec<(u64, u64)>> = Default::default();
+        let mut out = Vec::new();
+        for (c, pts) in states {
+            match self.group_of(c) {
+                Ok(g) => by_group.entry(g).or_default().push((c, pts)),
+                Err(_) => out.push(ChatDiff::Gone { chat: c }),
+            }
+        }
+        let reads = by_group.into_iter().map(|(g, cs)| self.read(g, logic::Query::Difference { user: me, chats: cs }));
+        for r in futures::future::join_all(reads).await {
+            match r? {
+                Reply::Difference(d) => out.extend(d),
+                other => return Err(Error::Io(format!("unexpected reply {other:?}"))),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn unwrap_reply(bytes: &[u8]) -> Result<Reply> {
+    match decode::<AppReply>(bytes)? {
+        AppReply::Chat(Ok(r)) => Ok(r),
+        AppReply::Chat(Err(e)) => Err(e.into()),
+        AppReply::Undecodable(why) => Err(Error::BadRequest(format!("the cluster cannot read this request: {why}"))),
+        other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// FNV-1a: a pinned hash for deterministic private-chat ids.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+}

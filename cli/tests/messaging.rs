@@ -1,0 +1,248 @@
+//! Messaging, end to end: real nodes, devices on different nodes, through the SDK.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use courier_client::sync::{Applied, SyncState};
+use courier_client::{Client, ClientConfig, Event, pb};
+use tokio::sync::mpsc;
+
+const EXTRA: &str = "[raft]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n[placement]\ntick_ms = 300\n[auth]\ntest_numbers = true\ncodes_per_address_per_minute = 0\n";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn client_addr(c: &Cluster, i: u32) -> String {
+    format!("{}:7002", c.host(i))
+}
+
+/// A device of the account with test number `phone`, connected to `node`.
+async fn device(c: &Cluster, node: u32, phone: &str, name: &str) -> (Client, mpsc::Receiver<Event>, pb::User) {
+    let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
+    let mut cfg = ClientConfig::new(vec![client_addr(c, node)], ca);
+    cfg.device = format!("{name}@n{node}");
+    let (client, events) = Client::connect(cfg).await.unwrap();
+    let sent = client.send_code(phone).await.unwrap();
+    let code = phone[6..7].repeat(5);
+    let auth = match client.sign_in(phone, &sent.phone_code_hash, &code).await {
+        Ok(a) => a,
+        Err(e) if e.code() == "SIGN_UP_REQUIRED" => client.sign_up(phone, &sent.phone_code_hash, name, "").await.unwrap(),
+        Err(e) => panic!("{e}"),
+    };
+    (client, events, auth.user.unwrap())
+}
+
+/// Waits (bounded) for a chat event matching `f`.
+async fn must_see(events: &mut mpsc::Receiver<Event>, what: &str, f: impl Fn(&pb::ChatEvent) -> bool) -> pb::ChatEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(Event::Update(pb::Update { kind: Some(pb::update::Kind::ChatEvent(e)) }))) if f(&e) => return e,
+            Ok(Some(_)) => continue,
+            _ => panic!("no {what} within 10 s"),
+        }
+    }
+}
+
+/// Keeps a device's view from its live events (and syncs on a gap).
+fn follow(client: std::sync::Arc<Client>, mut events: mpsc::Receiver<Event>) -> tokio::task::JoinHandle<SyncState> {
+    tokio::spawn(async move {
+        let mut state = SyncState::default();
+        state.sync(&client).await.unwrap();
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(3), events.recv()).await {
+            if let Event::Update(pb::Update { kind: Some(pb::update::Kind::ChatEvent(e)) }) = ev
+                && state.on_event(&e) == Applied::Gap
+            {
+                state.sync(&client).await.unwrap();
+            }
+        }
+        state
+    })
+}
+
+#[test]
+fn live_delivery_read_receipts_and_sync_on_another_node() {
+    let c = Cluster::start_settled(60, 3, EXTRA);
+    let rt = rt();
+    rt.block_on(async {
+        let (a1, mut a1_ev, ann) = device(&c, 1, "+9996610001", "Ann").await;
+        let (_a2, mut a2_ev, _) = device(&c, 3, "+9996610001", "Ann").await;
+        let (b1, mut b1_ev, bob) = device(&c, 2, "+9996620002", "Bob").await;
+        let (b2, mut b2_ev, _) = device(&c, 3, "+9996620002", "Bob").await;
+
+        // Ann opens the private chat with Bob (found by phone); Bob finds the same chat.
+        let found = a1.resolve_phone("+9996620002").await.unwrap();
+        assert_eq!(found.id, bob.id);
+        let chat = a1.private_chat(bob.id).await.unwrap();
+        assert_eq!(b1.private_chat(ann.id).await.unwrap().id, chat.id, "one private chat for the pair");
+        tokio::time::sleep(Duration::from_millis(500)).await; // subscriptions from the Joined event
+
+        // A message from Ann's first device reaches Bob's two devices and Ann's other one, same id.
+        let sent = a1.send_message(chat.id, 42, "hello Bob", 0).await.unwrap();
+        assert_eq!(sent.id, 1);
+        for (who, ev) in [("Bob on n2", &mut b1_ev), ("Bob on n3", &mut b2_ev), ("Ann on n3", &mut a2_ev)] {
+            let e = must_see(ev, &format!("the message on {who}"), |e| matches!(&e.kind, Some(pb::chat_event::Kind::NewMessage(_)))).await;
+            let Some(pb::chat_event::Kind::NewMessage(m)) = e.kind else { unreachable!() };
+            assert_eq!((m.chat_id, m.id, m.text.as_str(), m.from), (chat.id, sent.id, "hello Bob", ann.id), "{who}");
+        }
+        // Bob reads it; Ann's devices see it read.
+        b1.read_history(chat.id, sent.id).await.unwrap();
+        for ev in [&mut a1_ev, &mut a2_ev] {
+            let e = must_see(ev, "the read receipt", |e| matches!(&e.kind, Some(pb::chat_event::Kind::Read(_)))).await;
+            let Some(pb::chat_event::Kind::Read(r)) = e.kind else { unreachable!() };
+            assert_eq!((r.user, r.max_id), (bob.id, sent.id));
+        }
+        let d = a1.dialogs().await.unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].last.as_ref().unwrap().text, "hello Bob");
+        assert_eq!(b2.dialogs().await.unwrap()[0].unread, 0, "read on one device is read on all");
+
+        // Bob's second device goes away; Bob's first stays online and follows live.
+        let mut offline = SyncState::default();
+        offline.sync(&b2).await.unwrap();
+        drop(b2);
+        drop(b2_ev);
+        let b1 = std::sync::Arc::new(b1);
+        let online = follow(b1.clone(), b1_ev);
+        // 1,000 messages, 20 edits and 10 deletions, from both sides.
+        let t = Instant::now();
+        let a = std::sync::Arc::new(a1);
+        let mut sends = tokio::task::JoinSet::new();
+        for w in 0..8u64 {
+            let a = a.clone();
+            sends.spawn(async move {
+                for i in 0..125u64 {
+                    a.send_message(chat.id, 1000 + w * 1000 + i, &format!("m{w}-{i}"), 0).await.unwrap();
+                }
+            });
+        }
+        while let Some(r) = sends.join_next().await {
+            r.unwrap();
+        }
+        for id in (2..=40).step_by(2) {
+            a.edit_message(chat.id, id, &format!("edited {id}")).await.unwrap();
+        }
+        a.delete_messages(chat.id, (100..110).collect()).await.unwrap();
+        eprintln!("1,000 sends, 20 edits, 10 deletions in {:?}", t.elapsed());
+
+        // The offline device comes back through node 1 and syncs.
+        let (b3, _b3_ev, _) = device(&c, 1, "+9996620002", "Bob").await;
+        offline.sync(&b3).await.unwrap();
+        let online = online.await.unwrap();
+        let mine = &offline.chats[&chat.id];
+        let theirs = &online.chats[&chat.id];
+        assert_eq!(mine.pts, theirs.pts);
+        assert_eq!(mine.lines(), theirs.lines(), "the synced view equals the always-online view");
+        assert_eq!(mine.messages.len(), 1001);
+        assert_eq!(mine.messages.keys().copied().collect::<Vec<_>>(), (1..=1001).collect::<Vec<_>>(), "ids 1..=1001, no gaps");
+        assert_eq!(mine.messages.values().filter(|m| m.deleted).count(), 10);
+        assert_eq!(mine.messages.values().filter(|m| m.text.starts_with("edited")).count(), 20);
+        // And both equal the server's history.
+        let mut history = Vec::new();
+        let mut before = 0;
+        loop {
+            let page = b3.history(chat.id, before, 0, 100).await.unwrap();
+            let Some(last) = page.last() else { break };
+            before = last.id;
+            history.extend(page);
+        }
+        history.reverse();
+        let server: Vec<_> = history.iter().map(|m| (m.id, m.from, m.text.clone(), m.deleted)).collect();
+        assert_eq!(mine.lines(), server);
+    });
+}
+
+#[test]
+fn one_order_for_concurrent_senders_retries_and_the_brief_s_errors() {
+    let mut c = Cluster::start_settled(61, 3, EXTRA);
+    let rt = rt();
+    let (chat, users) = rt.block_on(async {
+        let (a, _, ann) = device(&c, 1, "+9996630001", "Ann").await;
+        let (b, _, bob) = device(&c, 2, "+9996630002", "Bob").await;
+        let (cc, _, cid) = device(&c, 3, "+9996630003", "Cid").await;
+        let (eve, _, _) = device(&c, 1, "+9996630004", "Eve").await;
+        let chat = a.create_group("Team", vec![bob.id]).await.unwrap();
+        a.invite(chat.id, vec![cid.id]).await.unwrap();
+        assert_eq!(chat.members, 2);
+
+        // Three senders on three nodes, concurrently.
+        let clients = [std::sync::Arc::new(a), std::sync::Arc::new(b), std::sync::Arc::new(cc)];
+        let mut set = tokio::task::JoinSet::new();
+        for (k, cl) in clients.iter().enumerate() {
+            let cl = cl.clone();
+            set.spawn(async move {
+                for i in 0..40u64 {
+                    cl.send_message(chat.id, i + 1, &format!("{k}:{i}"), 0).await.unwrap();
+                }
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+        // Every member sees one order, ids 1..=120.
+        let mut views = Vec::new();
+        for cl in &clients {
+            let mut s = SyncState::default();
+            s.sync(cl).await.unwrap();
+            views.push(s.chats[&chat.id].lines());
+        }
+        assert_eq!(views[0].iter().map(|l| l.0).collect::<Vec<_>>(), (1..=120).collect::<Vec<_>>());
+        assert!(views.iter().all(|v| *v == views[0]), "every member sees the same order");
+        // Each sender's own messages keep their order.
+        for k in 0..3 {
+            let mine: Vec<u64> = views[0].iter().filter(|l| l.2.starts_with(&format!("{k}:"))).map(|l| l.2[2..].parse().unwrap()).collect();
+            assert_eq!(mine, (0..40).collect::<Vec<_>>());
+        }
+
+        // The brief's errors.
+        let [a, _, _] = &clients;
+        assert_eq!(eve.send_message(chat.id, 1, "let me in", 0).await.unwrap_err().code(), "NOT_A_MEMBER");
+        assert_eq!(eve.history(chat.id, 0, 0, 10).await.unwrap_err().code(), "NOT_A_MEMBER");
+        let forged = chat.id ^ (12345 << 16);
+        assert_eq!(a.send_message(forged, 1, "x", 0).await.unwrap_err().code(), "NOT_A_MEMBER", "a forged chat id looks like any chat you are not in");
+        assert_eq!(a.history(u64::MAX, 0, 0, 10).await.unwrap_err().code(), "NOT_A_MEMBER");
+        assert_eq!(a.send_message(chat.id, 999, &"x".repeat(4097), 0).await.unwrap_err().code(), "MESSAGE_TOO_LONG");
+        assert_eq!(a.edit_message(chat.id, 99_999, "x").await.unwrap_err().code(), "MESSAGE_NOT_FOUND");
+        assert_eq!(eve.invite(chat.id, vec![1]).await.unwrap_err().code(), "NOT_A_MEMBER");
+        assert_eq!(clients[1].set_title(chat.id, "mine now").await.unwrap_err().code(), "ADMIN_REQUIRED");
+        let anns = views[0].iter().find(|l| l.1 == ann.id).unwrap().0;
+        assert_eq!(clients[1].delete_messages(chat.id, vec![anns]).await.unwrap_err().code(), "ADMIN_REQUIRED", "a member deletes only their own");
+        assert_eq!(clients[1].edit_message(chat.id, anns, "mine").await.unwrap_err().code(), "MESSAGE_AUTHOR_REQUIRED");
+        (chat, (ann, bob))
+    });
+
+    // A send whose node dies before the answer, retried with the same random_id on another node: one message.
+    let (ann, _) = users;
+    let before = rt.block_on(async {
+        let (a, _, _) = device(&c, 3, "+9996630001", "Ann").await;
+        let msg = a.send_message(chat.id, 777, "exactly once", 0).await.unwrap();
+        (a, msg)
+    });
+    let (a_on_3, first) = before;
+    // Now the same send again, racing the death of the node it went to.
+    let racer = rt.spawn(async move {
+        let r = a_on_3.send_message(chat.id, 778, "racing", 0).await;
+        (a_on_3, r)
+    });
+    std::thread::sleep(Duration::from_millis(2));
+    c.kill9(3);
+    let (_gone, raced) = rt.block_on(racer).unwrap();
+    rt.block_on(async {
+        let (a, _, _) = device(&c, 1, "+9996630001", "Ann").await;
+        let retried = a.send_message(chat.id, 778, "racing", 0).await.unwrap();
+        if let Ok(m) = &raced {
+            assert_eq!(m.id, retried.id, "the retry answers the first send");
+        }
+        assert_eq!(a.send_message(chat.id, 777, "exactly once", 0).await.unwrap().id, first.id);
+        let mut s = SyncState::default();
+        s.sync(&a).await.unwrap();
+        let lines = s.chats[&chat.id].lines();
+        assert_eq!(lines.iter().filter(|l| l.2 == "racing").count(), 1, "exactly one message for random_id 778");
+        assert_eq!(lines.iter().filter(|l| l.2 == "exactly once").count(), 1);
+        assert_eq!(lines.iter().map(|l| l.0).collect::<Vec<_>>(), (1..=lines.len() as u64).collect::<Vec<_>>(), "no gaps");
+        assert!(lines.iter().all(|l| l.1 == ann.id || l.0 <= 120));
+    });
+}

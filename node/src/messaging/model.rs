@@ -1,0 +1,91 @@
+//! The messaging model as the client protocol shows it.
+
+use courier_proto::client as pb;
+
+use super::logic::{Chat, ChatDiff, ChatKind, Dialog, Event, EventKind, Message, Role};
+
+pub fn chat(c: &Chat) -> pb::Chat {
+    let kind = match c.kind {
+        ChatKind::Private => pb::ChatKind::Private,
+        ChatKind::Group => pb::ChatKind::Group,
+        ChatKind::Channel => pb::ChatKind::Channel,
+    };
+    pb::Chat {
+        id: c.id,
+        kind: kind.into(),
+        title: c.title.clone(),
+        creator: c.creator,
+        members: c.members,
+        last_id: c.last_id,
+        pts: c.pts,
+        created_ms: c.created_ms,
+    }
+}
+
+pub fn message(chat: u64, m: &Message) -> pb::Message {
+    pb::Message {
+        chat_id: chat,
+        id: m.id,
+        from: m.from,
+        date_ms: m.date_ms,
+        text: m.text.clone(),
+        reply_to: m.reply_to,
+        edit_ms: m.edit_ms,
+        deleted: m.deleted,
+    }
+}
+
+fn role(r: Role) -> pb::Role {
+    match r {
+        Role::Member => pb::Role::Member,
+        Role::Admin => pb::Role::Admin,
+        Role::Creator => pb::Role::Creator,
+    }
+}
+
+/// One event as a client sees it; `messages` holds the messages it names
+/// (as they are now).
+pub fn event(chat: u64, e: &Event, messages: &[Message]) -> pb::ChatEvent {
+    use pb::chat_event::Kind;
+    let find = |id: u64| messages.iter().find(|m| m.id == id).map(|m| message(chat, m)).unwrap_or(pb::Message { chat_id: chat, id, ..Default::default() });
+    let kind = match &e.kind {
+        EventKind::New(id) => Kind::NewMessage(find(*id)),
+        EventKind::Edited(id) => Kind::Edited(find(*id)),
+        EventKind::Deleted(ids) => Kind::Deleted(pb::Ids { ids: ids.clone() }),
+        EventKind::Read { user, max_id } => Kind::Read(pb::ReadUpTo { user: *user, max_id: *max_id }),
+        EventKind::Joined(users) => Kind::Joined(pb::Ids { ids: users.clone() }),
+        EventKind::Left(u) => Kind::Left(*u),
+        EventKind::Title(t) => Kind::Title(t.clone()),
+        EventKind::Role { user, role: r } => Kind::Role(pb::RoleChange { user: *user, role: role(*r).into() }),
+    };
+    pb::ChatEvent { chat_id: chat, pts: e.pts, date_ms: e.date_ms, kind: Some(kind) }
+}
+
+pub fn dialog(d: &Dialog) -> pb::Dialog {
+    pb::Dialog {
+        chat: Some(chat(&d.chat)),
+        last: d.last.as_ref().map(|m| message(d.chat.id, m)),
+        unread: d.unread,
+        read_max_id: d.me.read_max_id,
+        role: role(d.me.role).into(),
+    }
+}
+
+pub fn difference(d: &ChatDiff) -> pb::ChatDifference {
+    match d {
+        ChatDiff::Events { chat: c, events, messages, more } => pb::ChatDifference {
+            chat: Some(chat(c)),
+            events: events.iter().map(|e| event(c.id, e, messages)).collect(),
+            more: *more,
+            ..Default::default()
+        },
+        ChatDiff::TooLong { chat: c, messages, read_max_id } => pb::ChatDifference {
+            chat: Some(chat(c)),
+            too_long: true,
+            messages: messages.iter().map(|m| message(c.id, m)).collect(),
+            read_max_id: *read_max_id,
+            ..Default::default()
+        },
+        ChatDiff::Gone { chat } => pb::ChatDifference { chat: Some(pb::Chat { id: *chat, ..Default::default() }), gone: true, ..Default::default() },
+    }
+}
