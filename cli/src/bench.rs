@@ -294,3 +294,119 @@ pub async fn sign_ins(args: SignInBenchArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct MessagesBenchArgs {
+    #[command(flatten)]
+    conn: UserConn,
+    /// Concurrent senders, each its own user in its own group chat, spread over the nodes.
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Message text size in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Then: this many messages from a sender on the first node to a
+    /// recipient on the second, one at a time, timing send → push.
+    #[arg(long, default_value_t = 200)]
+    delivery: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn messages(args: MessagesBenchArgs) -> Result<()> {
+    if args.senders == 0 || args.senders > 1024 || args.conn.nodes.is_empty() {
+        bail!("--senders must be between 1 and 1024, and at least one --node given");
+    }
+    let ca_path = args.conn.ca.clone().context("pass --ca FILE or set COURIER_CA")?;
+    let ca = std::fs::read(&ca_path).with_context(|| format!("read {}", ca_path.display()))?;
+    let base = rand::random_range(0..90_000u64);
+    let connect = |node: &str| ClientConfig::new(vec![node.to_string()], ca.clone());
+    // Set-up: one user and one group per sender.
+    let mut senders = Vec::new();
+    for w in 0..args.senders {
+        let (c, _) = Client::connect(connect(&args.conn.nodes[w % args.conn.nodes.len()])).await?;
+        log_in(&c, base + w as u64).await.context("sign-in (is test_numbers on?)")?;
+        let chat = c.create_group(&format!("bench {w}"), vec![]).await?.id;
+        senders.push((c, chat));
+    }
+    let text = "x".repeat(args.size);
+    let end = Instant::now() + Duration::from_secs(args.seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, chat) in senders {
+        let text = text.clone();
+        tasks.spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).expect("histogram");
+            let mut errors = 0u64;
+            while Instant::now() < end {
+                let t = Instant::now();
+                match c.send_message(chat, rand::random(), &text, 0).await {
+                    Ok(_) => hist.record(t.elapsed().as_micros() as u64).expect("record"),
+                    Err(_) => errors += 1,
+                }
+            }
+            (hist, errors)
+        });
+    }
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut errors = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (h, e) = r?;
+        hist.add(h)?;
+        errors += e;
+    }
+    let rate = hist.len() as f64 / args.seconds as f64;
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+
+    // Delivery latency: sender on the first node, recipient on the last.
+    let mut lat = Histogram::<u64>::new(3)?;
+    if args.delivery > 0 {
+        let (a, _) = Client::connect(connect(&args.conn.nodes[0])).await?;
+        log_in(&a, base + 90_000 - 1).await?;
+        let (b, mut events) = Client::connect(connect(args.conn.nodes.last().expect("a node"))).await?;
+        log_in(&b, base + 90_000 - 2).await?;
+        let b_id = b.get_self().await?.id;
+        let chat = a.private_chat(b_id).await?.id;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        while events.try_recv().is_ok() {}
+        for _ in 0..args.delivery {
+            let t = Instant::now();
+            let sent = a.send_message(chat, rand::random(), &text, 0).await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Ok(Some(courier_client::Event::Update(courier_client::pb::Update {
+                        kind: Some(courier_client::pb::update::Kind::ChatEvent(e)),
+                    }))) if matches!(&e.kind, Some(courier_client::pb::chat_event::Kind::NewMessage(m)) if m.id == sent.id && m.chat_id == chat) => {
+                        lat.record(t.elapsed().as_micros() as u64)?;
+                        break;
+                    }
+                    Ok(Some(_)) => continue,
+                    _ => bail!("message {} was not delivered within 5 s", sent.id),
+                }
+            }
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"senders": args.senders, "sends_per_sec": rate, "p50_ms": ms(&hist, 0.5), "p99_ms": ms(&hist, 0.99), "errors": errors,
+                "delivery_p50_ms": ms(&lat, 0.5), "delivery_p99_ms": ms(&lat, 0.99), "delivered": lat.len()})
+        );
+    } else {
+        println!(
+            "senders {:>4}: {:>7.0} durable sends/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} sends, {} errors)",
+            args.senders,
+            rate,
+            ms(&hist, 0.5),
+            ms(&hist, 0.99),
+            hist.len(),
+            errors
+        );
+        if args.delivery > 0 {
+            println!("delivery send → push on another node: p50 {:.2} ms  p99 {:.2} ms  ({} messages)", ms(&lat, 0.5), ms(&lat, 0.99), lat.len());
+        }
+    }
+    Ok(())
+}

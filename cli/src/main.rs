@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod chat;
 mod dev;
 mod user;
 
@@ -64,6 +65,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: Option<SessionsCmd>,
     },
+    /// Send a message to a chat (a chat id, or a phone number: the private chat).
+    Send(chat::SendArgs),
+    /// The newest messages of a chat, oldest first.
+    History(chat::HistoryArgs),
+    /// Your chats, most recent first, with unread counts.
+    Dialogs {
+        #[command(flatten)]
+        conn: user::UserConn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create groups and channels, invite, leave.
+    #[command(subcommand)]
+    Group(chat::GroupCmd),
     /// Benchmarks (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -187,6 +202,8 @@ enum BenchCmd {
     Connections(bench::ConnBenchArgs),
     /// Logins per second (send_code + sign_in, sign_up for new numbers) with test numbers.
     SignIns(bench::SignInBenchArgs),
+    /// Durable message sends per second, and delivery latency to another node.
+    Messages(bench::MessagesBenchArgs),
 }
 
 fn main() {
@@ -248,9 +265,14 @@ async fn dispatch(cmd: Cmd, profile: &str) -> Result<()> {
         Cmd::Bench(BenchCmd::Kv(args)) => bench::kv(args).await,
         Cmd::Bench(BenchCmd::Connections(args)) => bench::connections(args).await,
         Cmd::Bench(BenchCmd::SignIns(args)) => bench::sign_ins(args).await,
+        Cmd::Bench(BenchCmd::Messages(args)) => bench::messages(args).await,
         Cmd::Login(args) => user::login(&user::ProfileDir::open(profile)?, args).await,
         Cmd::Logout { conn } => user::logout(&user::ProfileDir::open(profile)?, &conn).await,
         Cmd::Whoami { conn, json } => user::whoami(&user::ProfileDir::open(profile)?, &conn, json).await,
+        Cmd::Send(args) => chat::send(&user::ProfileDir::open(profile)?, args).await,
+        Cmd::History(args) => chat::history(&user::ProfileDir::open(profile)?, args).await,
+        Cmd::Dialogs { conn, json } => chat::dialogs(&user::ProfileDir::open(profile)?, &conn, json).await,
+        Cmd::Group(cmd) => chat::group(&user::ProfileDir::open(profile)?, cmd).await,
         Cmd::Sessions { conn, json, cmd: None } => user::sessions(&user::ProfileDir::open(profile)?, &conn, json).await,
         Cmd::Sessions { cmd: Some(SessionsCmd::Terminate { id, others, conn }), .. } => {
             user::terminate(&user::ProfileDir::open(profile)?, &conn, id, others).await

@@ -86,7 +86,7 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// A client for `profile` with flags and environment applied.
-async fn client(profile: &ProfileDir, conn: &UserConn, with_token: bool) -> Result<(Client, mpsc::Receiver<Event>, Vec<u8>)> {
+pub async fn client(profile: &ProfileDir, conn: &UserConn, with_token: bool) -> Result<(Client, mpsc::Receiver<Event>, Vec<u8>)> {
     let saved = profile.load()?;
     let nodes = if conn.nodes.is_empty() { saved.nodes.clone() } else { conn.nodes.clone() };
     if nodes.is_empty() {
@@ -209,7 +209,7 @@ pub async fn whoami(profile: &ProfileDir, conn: &UserConn, json: bool) -> Result
     Ok(())
 }
 
-fn when(ms: u64) -> String {
+pub fn when(ms: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())

@@ -246,3 +246,53 @@ fn one_order_for_concurrent_senders_retries_and_the_brief_s_errors() {
         assert!(lines.iter().all(|l| l.1 == ann.id || l.0 <= 120));
     });
 }
+
+#[test]
+fn cli_send_history_dialogs_and_groups() {
+    let c = Cluster::start_settled(62, 3, EXTRA);
+    let home = tempfile::tempdir().unwrap();
+    let nodes = (1..=3).map(|i| client_addr(&c, i)).collect::<Vec<_>>().join(",");
+    let ca = c.certs.join("ca.pem");
+    let courier = |profile: &str, args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .env("XDG_CONFIG_HOME", home.path())
+            .env("COURIER_PROFILE", profile)
+            .env("COURIER_NODES", &nodes)
+            .env("COURIER_CA", &ca)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let ok = |r: (bool, String, String)| {
+        assert!(r.0, "courier failed: {}{}", r.1, r.2);
+        r.1
+    };
+    ok(courier("ann", &["login", "--phone", "+9996640001", "--code", "44444", "--name", "Ann"]));
+    ok(courier("bob", &["login", "--phone", "+9996640002", "--code", "44444", "--name", "Bob"]));
+    ok(courier("cid", &["login", "--phone", "+9996640003", "--code", "44444", "--name", "Cid"]));
+    // A private chat by phone number, from both sides.
+    assert!(ok(courier("ann", &["send", "+9996640002", "hi Bob"])).contains("sent message 1"));
+    assert!(ok(courier("bob", &["send", "+9996640001", "hi Ann"])).contains("sent message 2"));
+    let h: serde_json::Value = serde_json::from_str(&ok(courier("ann", &["history", "+9996640002", "--json"]))).unwrap();
+    let texts: Vec<&str> = h["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["hi Bob", "hi Ann"], "oldest first");
+    // A group: create with a member, post, the member sees it unread, the outsider cannot read.
+    let group = ok(courier("ann", &["group", "create", "Team", "--member", "+9996640002"])).trim().to_string();
+    ok(courier("ann", &["send", &group, "hello team"]));
+    let d: serde_json::Value = serde_json::from_str(&ok(courier("bob", &["dialogs", "--json"]))).unwrap();
+    let first = &d["dialogs"][0];
+    assert_eq!(first["chat"]["id"].as_u64().unwrap().to_string(), group, "the newest chat first");
+    assert_eq!((first["chat"]["kind"].as_str(), first["unread"].as_u64()), (Some("group"), Some(1)));
+    assert_eq!(first["last"]["text"], "hello team");
+    let (okay, _, err) = courier("cid", &["history", &group]);
+    assert!(!okay && err.contains("NOT_A_MEMBER"), "{err}");
+    ok(courier("bob", &["group", "invite", &group, "+9996640003"]));
+    assert!(ok(courier("cid", &["history", &group])).contains("hello team"));
+    ok(courier("cid", &["group", "leave", &group]));
+    let (okay, _, err) = courier("cid", &["send", &group, "still here?"]);
+    assert!(!okay && err.contains("NOT_A_MEMBER"), "{err}");
+    let (okay, _, err) = courier("ann", &["send", &group, &"x".repeat(4097)]);
+    assert!(!okay && err.contains("MESSAGE_TOO_LONG"), "{err}");
+}

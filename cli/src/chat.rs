@@ -1,0 +1,200 @@
+//! One-shot chat commands for people and scripts: `send`, `history`,
+//! `dialogs`, `group create|invite|leave`. A CHAT is a chat id or a phone
+//! number (the private chat with that user); a USER is a user id or a phone.
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use courier_client::{Client, pb};
+
+use crate::user::{ProfileDir, UserConn, client, when};
+
+/// A user named by id or phone number.
+async fn user_id(c: &Client, who: &str) -> Result<u64> {
+    if who.starts_with('+') {
+        return Ok(c.resolve_phone(who).await?.id);
+    }
+    who.parse().map_err(|_| anyhow::anyhow!("{who:?} is neither a user id nor a phone number (+…)"))
+}
+
+/// A chat named by id, or by phone number (the private chat with that user).
+async fn chat_id(c: &Client, chat: &str) -> Result<u64> {
+    if chat.starts_with('@') {
+        bail!("usernames are not supported yet; name the chat by id or phone number");
+    }
+    if chat.starts_with('+') {
+        let u = c.resolve_phone(chat).await?;
+        return Ok(c.private_chat(u.id).await?.id);
+    }
+    chat.parse().map_err(|_| anyhow::anyhow!("{chat:?} is neither a chat id nor a phone number (+…)"))
+}
+
+fn kind(c: &pb::Chat) -> &'static str {
+    match pb::ChatKind::try_from(c.kind) {
+        Ok(pb::ChatKind::Private) => "private",
+        Ok(pb::ChatKind::Group) => "group",
+        Ok(pb::ChatKind::Channel) => "channel",
+        _ => "?",
+    }
+}
+
+fn message_json(m: &pb::Message) -> serde_json::Value {
+    serde_json::json!({
+        "chat_id": m.chat_id, "id": m.id, "from": m.from, "date_ms": m.date_ms, "text": m.text,
+        "reply_to": m.reply_to, "edit_ms": m.edit_ms, "deleted": m.deleted,
+    })
+}
+
+fn chat_json(c: &pb::Chat) -> serde_json::Value {
+    serde_json::json!({"id": c.id, "kind": kind(c), "title": c.title, "members": c.members, "last_id": c.last_id, "pts": c.pts})
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// A chat id, or a phone number for the private chat with that user.
+    chat: String,
+    text: String,
+    /// Reply to this message id.
+    #[arg(long, default_value_t = 0)]
+    reply_to: u64,
+    #[command(flatten)]
+    conn: UserConn,
+}
+
+pub async fn send(profile: &ProfileDir, a: SendArgs) -> Result<()> {
+    let (c, _, _) = client(profile, &a.conn, true).await?;
+    let chat = chat_id(&c, &a.chat).await?;
+    // One random_id for this send: a retry inside the SDK cannot duplicate it.
+    let m = c.send_message(chat, rand::random(), &a.text, a.reply_to).await?;
+    println!("sent message {} to chat {}", m.id, chat);
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    chat: String,
+    /// How many of the newest messages.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: UserConn,
+}
+
+pub async fn history(profile: &ProfileDir, a: HistoryArgs) -> Result<()> {
+    let (c, _, _) = client(profile, &a.conn, true).await?;
+    let chat = chat_id(&c, &a.chat).await?;
+    let mut list = Vec::new();
+    let mut before = 0;
+    while list.len() < a.limit as usize {
+        let page = c.history(chat, before, 0, (a.limit as usize - list.len()).min(100) as u32).await?;
+        let Some(last) = page.last() else { break };
+        before = last.id;
+        list.extend(page);
+    }
+    list.reverse();
+    if a.json {
+        println!("{}", serde_json::json!({"chat_id": chat, "messages": list.iter().map(message_json).collect::<Vec<_>>()}));
+        return Ok(());
+    }
+    for m in &list {
+        let text = if m.deleted { "(deleted)".to_string() } else { m.text.clone() };
+        let edited = if m.edit_ms > 0 && !m.deleted { " (edited)" } else { "" };
+        println!("#{:<6} {}  user {}: {text}{edited}", m.id, when(m.date_ms), m.from);
+    }
+    Ok(())
+}
+
+pub async fn dialogs(profile: &ProfileDir, conn: &UserConn, json: bool) -> Result<()> {
+    let (c, _, _) = client(profile, conn, true).await?;
+    let list = c.dialogs().await?;
+    if json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|d| {
+                let chat = d.chat.clone().unwrap_or_default();
+                serde_json::json!({"chat": chat_json(&chat), "unread": d.unread, "read_max_id": d.read_max_id, "last": d.last.as_ref().map(message_json)})
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "dialogs": v }));
+        return Ok(());
+    }
+    println!("{:<22} {:<8} {:<20} {:>6}  LAST", "CHAT", "KIND", "TITLE", "UNREAD");
+    for d in &list {
+        let chat = d.chat.clone().unwrap_or_default();
+        let last = d.last.as_ref().map(|m| if m.deleted { "(deleted)".into() } else { m.text.chars().take(40).collect::<String>() }).unwrap_or_default();
+        println!("{:<22} {:<8} {:<20} {:>6}  {last}", chat.id, kind(&chat), chat.title, d.unread);
+    }
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCmd {
+    /// Create a group (you are its creator) and print its id.
+    Create {
+        title: String,
+        /// A member to add, by user id or phone number (repeatable).
+        #[arg(long = "member")]
+        members: Vec<String>,
+        /// A channel instead: admins post, members read.
+        #[arg(long)]
+        channel: bool,
+        #[command(flatten)]
+        conn: UserConn,
+    },
+    /// Add members (by user id or phone number).
+    Invite {
+        chat: u64,
+        #[arg(required = true)]
+        users: Vec<String>,
+        #[command(flatten)]
+        conn: UserConn,
+    },
+    /// Leave a group or channel.
+    Leave {
+        chat: u64,
+        #[command(flatten)]
+        conn: UserConn,
+    },
+}
+
+pub async fn group(profile: &ProfileDir, cmd: GroupCmd) -> Result<()> {
+    match cmd {
+        GroupCmd::Create { title, members, channel, conn } => {
+            let (c, _, _) = client(profile, &conn, true).await?;
+            let mut ids = Vec::new();
+            for m in &members {
+                ids.push(user_id(&c, m).await?);
+            }
+            let chat = if channel {
+                let ch = c.create_channel(&title).await?;
+                if !ids.is_empty() {
+                    c.invite(ch.id, ids).await?
+                } else {
+                    ch
+                }
+            } else {
+                c.create_group(&title, ids).await?
+            };
+            println!("{}", chat.id);
+            Ok(())
+        }
+        GroupCmd::Invite { chat, users, conn } => {
+            let (c, _, _) = client(profile, &conn, true).await?;
+            let mut ids = Vec::new();
+            for u in &users {
+                ids.push(user_id(&c, u).await?);
+            }
+            let after = c.invite(chat, ids).await?;
+            println!("chat {}: {} members", after.id, after.members);
+            Ok(())
+        }
+        GroupCmd::Leave { chat, conn } => {
+            let (c, _, _) = client(profile, &conn, true).await?;
+            let me = c.hello().and_then(|h| h.user).map(|u| u.id).unwrap_or_default();
+            c.remove_member(chat, me).await?;
+            println!("left chat {chat}");
+            Ok(())
+        }
+    }
+}
