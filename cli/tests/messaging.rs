@@ -95,10 +95,45 @@ fn live_delivery_read_receipts_and_sync_on_another_node() {
             let Some(pb::chat_event::Kind::Read(r)) = e.kind else { unreachable!() };
             assert_eq!((r.user, r.max_id), (bob.id, sent.id));
         }
+        // Typing reaches Bob (not Ann's own devices); a reaction is an event like any other.
+        a1.set_typing(chat.id).await.unwrap();
+        let typing = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(Event::Update(pb::Update { kind: Some(pb::update::Kind::Typing(t)) })) = b1_ev.recv().await {
+                    return t;
+                }
+            }
+        })
+        .await
+        .expect("Bob sees Ann typing");
+        assert_eq!((typing.chat_id, typing.user), (chat.id, ann.id));
+        assert!(typing.until_ms > 0);
+        b1.send_reaction(chat.id, sent.id, "👍").await.unwrap();
+        let e = must_see(&mut a2_ev, "the reaction", |e| matches!(&e.kind, Some(pb::chat_event::Kind::Reactions(_)))).await;
+        let Some(pb::chat_event::Kind::Reactions(m)) = e.kind else { unreachable!() };
+        assert_eq!((m.reactions[0].emoji.as_str(), m.reactions[0].users.clone()), ("👍", vec![bob.id]));
+        assert!(tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                if let Some(Event::Update(pb::Update { kind: Some(pb::update::Kind::Typing(_)) })) = a2_ev.recv().await {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_err(), "Ann's other device is not told she is typing");
+        // Forwarding into a group the message came from elsewhere keeps its origin.
+        let team = a1.create_group("Team", vec![bob.id]).await.unwrap();
+        let fwd = a1.forward_messages(team.id, chat.id, vec![sent.id], 7).await.unwrap();
+        assert_eq!((fwd.id, fwd.text.as_str()), (1, "hello Bob"));
+        let origin = fwd.fwd.clone().unwrap();
+        assert_eq!((origin.from, origin.chat_id, origin.id), (ann.id, chat.id, sent.id));
+        assert_eq!(a1.search(team.id, "HELLO", 10).await.unwrap().len(), 1);
+
         let d = a1.dialogs().await.unwrap();
-        assert_eq!(d.len(), 1);
+        assert_eq!(d.len(), 2);
+        let d: Vec<_> = d.into_iter().filter(|d| d.chat.as_ref().unwrap().id == chat.id).collect();
         assert_eq!(d[0].last.as_ref().unwrap().text, "hello Bob");
-        assert_eq!(b2.dialogs().await.unwrap()[0].unread, 0, "read on one device is read on all");
+        assert!(b2.dialogs().await.unwrap().iter().all(|d| d.chat.as_ref().unwrap().id != chat.id || d.unread == 0), "read on one device is read on all");
 
         // Bob's second device goes away; Bob's first stays online and follows live.
         let mut offline = SyncState::default();

@@ -223,6 +223,11 @@ impl Client {
                     | M::GetHistory(_)
                     | M::GetDialogs(_)
                     | M::GetDifference(_)
+                    | M::ForwardMessages(_)
+                    | M::PinMessage(_)
+                    | M::SendReaction(_)
+                    | M::Search(_)
+                    | M::SetTyping(_)
             ),
         };
         let req = pb::Request { method: Some(method) };
@@ -429,6 +434,43 @@ impl Client {
     pub async fn history(&self, chat: u64, before: u64, after: u64, limit: u32) -> Result<Vec<pb::Message>> {
         match self.call(M::GetHistory(pb::GetHistory { chat_id: chat, before, after, limit })).await? {
             R::Messages(m) => Ok(m.messages),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Copies messages of `from_chat` into `chat`, in order (one `random_id`
+    /// for the whole forward); answers the last new message.
+    pub async fn forward_messages(&self, chat: u64, from_chat: u64, ids: Vec<u64>, random_id: u64) -> Result<pb::Message> {
+        match self.call(M::ForwardMessages(pb::ForwardMessages { chat_id: chat, from_chat, ids, random_id })).await? {
+            R::Message(m) => Ok(m),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Pins a message (0 unpins).
+    pub async fn pin_message(&self, chat: u64, id: u64) -> Result<pb::Chat> {
+        self.chat_call(M::PinMessage(pb::PinMessage { chat_id: chat, id })).await
+    }
+
+    /// Your reaction to a message; an empty emoji removes it.
+    pub async fn send_reaction(&self, chat: u64, id: u64, emoji: &str) -> Result<pb::Message> {
+        match self.call(M::SendReaction(pb::SendReaction { chat_id: chat, id, emoji: emoji.into() })).await? {
+            R::Message(m) => Ok(m),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn search(&self, chat: u64, text: &str, limit: u32) -> Result<Vec<pb::Message>> {
+        match self.call(M::Search(pb::Search { chat_id: chat, text: text.into(), limit })).await? {
+            R::Messages(m) => Ok(m.messages),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Shows "typing…" to the chat's other members for 6 s.
+    pub async fn set_typing(&self, chat: u64) -> Result<()> {
+        match self.call(M::SetTyping(pb::SetTyping { chat_id: chat })).await? {
+            R::Done(_) => Ok(()),
             other => Err(unexpected(other)),
         }
     }

@@ -42,7 +42,7 @@ impl ChatView {
             return Applied::Gap;
         }
         match &e.kind {
-            Some(Kind::NewMessage(m)) | Some(Kind::Edited(m)) => {
+            Some(Kind::NewMessage(m)) | Some(Kind::Edited(m)) | Some(Kind::Reactions(m)) => {
                 self.messages.insert(m.id, m.clone());
                 self.chat.last_id = self.chat.last_id.max(m.id);
             }
@@ -63,6 +63,7 @@ impl ChatView {
                 self.members.remove(u);
             }
             Some(Kind::Title(t)) => self.chat.title = t.clone(),
+            Some(Kind::Pinned(id)) => self.chat.pinned = *id,
             Some(Kind::Role(_)) | None => {}
         }
         self.pts = e.pts;

@@ -337,6 +337,17 @@ impl Gateway {
                 let list = c.history(me, id, before, after, limit).await?;
                 Ok(R::Messages(pb::Messages { messages: list.iter().map(|m| chat_model::message(id, m)).collect() }))
             }
+            Method::Forward { chat: id, from_chat, ids, random_id } => Ok(R::Message(chat_model::message(id, &c.forward(me, id, from_chat, ids, random_id).await?))),
+            Method::Pin { chat: id, id: msg } => chat(c.pin(me, id, msg).await?),
+            Method::React { chat: id, id: msg, emoji } => Ok(R::Message(chat_model::message(id, &c.react(me, id, msg, emoji).await?))),
+            Method::Search { chat: id, text, limit } => {
+                let list = c.search(me, id, text, limit).await?;
+                Ok(R::Messages(pb::Messages { messages: list.iter().map(|m| chat_model::message(id, m)).collect() }))
+            }
+            Method::Typing { chat: id } => {
+                c.typing(me, id).await?;
+                Ok(R::Done(pb::Done {}))
+            }
             Method::GetDialogs => Ok(R::Dialogs(pb::Dialogs { dialogs: c.dialogs(me).await?.iter().map(chat_model::dialog).collect() })),
             Method::GetDifference(states) => {
                 Ok(R::Difference(pb::Difference { chats: c.difference(me, states).await?.iter().map(chat_model::difference).collect() }))

@@ -45,6 +45,11 @@ pub enum Method {
     GetHistory { chat: u64, before: u64, after: u64, limit: u32 },
     GetDialogs,
     GetDifference(Vec<(u64, u64)>),
+    Forward { chat: u64, from_chat: u64, ids: Vec<u64>, random_id: u64 },
+    Pin { chat: u64, id: u64 },
+    React { chat: u64, id: u64, emoji: String },
+    Search { chat: u64, text: String, limit: u32 },
+    Typing { chat: u64 },
 }
 
 /// Chats one `get_difference` may name.
@@ -81,6 +86,11 @@ impl Method {
             Method::GetHistory { .. } => "get_history",
             Method::GetDialogs => "get_dialogs",
             Method::GetDifference(_) => "get_difference",
+            Method::Forward { .. } => "forward_messages",
+            Method::Pin { .. } => "pin_message",
+            Method::React { .. } => "send_reaction",
+            Method::Search { .. } => "search",
+            Method::Typing { .. } => "set_typing",
         }
     }
 }
@@ -192,6 +202,16 @@ impl TryFrom<pb::Request> for Method {
                 }
                 Method::GetDifference(d.states.into_iter().map(|s| (s.chat_id, s.pts)).collect())
             }
+            Some(M::ForwardMessages(f)) => {
+                if f.ids.is_empty() || f.ids.len() > logic::FORWARD_MAX {
+                    return Err(Error::BadRequest(format!("ids: 1 to {} at once", logic::FORWARD_MAX)));
+                }
+                Method::Forward { chat: f.chat_id, from_chat: f.from_chat, ids: f.ids, random_id: f.random_id }
+            }
+            Some(M::PinMessage(p)) => Method::Pin { chat: p.chat_id, id: p.id },
+            Some(M::SendReaction(r)) => Method::React { chat: r.chat_id, id: r.id, emoji: text("emoji", r.emoji, logic::REACTION_CHARS)? },
+            Some(M::Search(s)) => Method::Search { chat: s.chat_id, text: text("text", s.text, 256)?, limit: s.limit },
+            Some(M::SetTyping(t)) => Method::Typing { chat: t.chat_id },
         })
     }
 }

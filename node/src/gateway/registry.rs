@@ -37,6 +37,8 @@ pub enum Notice {
     LoginCode { user_id: u64, phone: String, code: String, device: String },
     /// Committed changes of a chat, for its members' connected devices.
     Chat { chat: u64, events: Vec<crate::messaging::Event>, message: Option<crate::messaging::Message> },
+    /// A member is typing in a chat (ephemeral).
+    Typing { chat: u64, user: u64, until_ms: u64 },
 }
 
 /// The session a connection is logged in with.
@@ -202,6 +204,14 @@ impl Registry {
                 }
             }
             Notice::Chat { chat, events, message } => self.chat_events(*chat, events, message.as_ref()),
+            Notice::Typing { chat, user, until_ms } => {
+                let update = pb::Update { kind: Some(pb::update::Kind::Typing(pb::Typing { chat_id: *chat, user: *user, until_ms: *until_ms })) };
+                for ctx in self.subscribers(*chat) {
+                    if !ctx.authed().is_some_and(|a| a.user.id == *user) {
+                        ctx.push(update.clone());
+                    }
+                }
+            }
         }
     }
 
@@ -217,10 +227,7 @@ impl Registry {
                 }
             }
             let update = pb::Update { kind: Some(pb::update::Kind::ChatEvent(crate::messaging::model::event(chat, e, &messages))) };
-            let targets: Vec<Arc<ConnCtx>> = {
-                let inner = self.inner.lock().expect("registry lock");
-                inner.subs.get(&chat).map(|s| s.iter().filter_map(|id| inner.conns.get(id).cloned()).collect()).unwrap_or_default()
-            };
+            let targets = self.subscribers(chat);
             for ctx in &targets {
                 ctx.push(update.clone());
             }
@@ -232,6 +239,11 @@ impl Registry {
                 }
             }
         }
+    }
+
+    fn subscribers(&self, chat: u64) -> Vec<Arc<ConnCtx>> {
+        let inner = self.inner.lock().expect("registry lock");
+        inner.subs.get(&chat).map(|s| s.iter().filter_map(|id| inner.conns.get(id).cloned()).collect()).unwrap_or_default()
     }
 
     fn user_conns(&self, user_id: u64) -> Vec<Arc<ConnCtx>> {

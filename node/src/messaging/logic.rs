@@ -65,6 +65,8 @@ pub struct Chat {
     pub members: u64,
     /// When the last message was sent (dialog order).
     pub last_ms: u64,
+    /// The pinned message (0: none).
+    pub pinned: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -91,7 +93,27 @@ pub struct Message {
     pub reply_to: u64,
     pub edit_ms: u64,
     pub deleted: bool,
+    /// Where a forwarded message came from.
+    pub fwd: Option<Forwarded>,
+    /// Emoji → the users who reacted with it.
+    pub reactions: Vec<(String, Vec<u64>)>,
 }
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forwarded {
+    pub from: u64,
+    pub chat: u64,
+    pub id: u64,
+    pub date_ms: u64,
+}
+
+/// Forwards one request may carry.
+pub const FORWARD_MAX: usize = 100;
+/// Distinct reactions a message holds, and characters in one.
+pub const REACTIONS_MAX: usize = 16;
+pub const REACTION_CHARS: usize = 8;
+/// Messages a search looks through (newest first) and returns.
+pub const SEARCH_SCAN: u64 = 10_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
@@ -105,6 +127,9 @@ pub enum EventKind {
     Left(u64),
     Title(String),
     Role { user: u64, role: Role },
+    Pinned(u64),
+    /// The message's reactions changed (the message carries them).
+    Reactions(u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +155,14 @@ pub enum Cmd {
     Remove { chat: u64, by: u64, user: u64, now_ms: u64 },
     SetTitle { chat: u64, by: u64, title: String, now_ms: u64 },
     SetRole { chat: u64, by: u64, user: u64, role: Role, now_ms: u64 },
+    /// Copies of messages (read from their chats by the proposer, which
+    /// checked the sender may read them), posted in order; `random_id` names
+    /// the whole forward.
+    Forward { chat: u64, from: u64, random_id: u64, items: Vec<(String, Forwarded)>, now_ms: u64 },
+    /// Pins a message (admins in groups and channels; either side in a private chat); 0 unpins.
+    Pin { chat: u64, by: u64, id: u64, now_ms: u64 },
+    /// Sets the user's reaction to a message (empty: removes it).
+    React { chat: u64, user: u64, id: u64, emoji: String, now_ms: u64 },
     /// The user's chat list, in the user's group.
     AddUserChat { user: u64, chat: u64 },
     RemoveUserChat { user: u64, chat: u64 },
@@ -149,6 +182,10 @@ pub enum Query {
     Memberships { user: u64, chats: Vec<u64> },
     /// A chat's members (bounded), for admins and clients.
     Members { chat: u64, user: u64, limit: u32 },
+    /// Messages whose text contains `text` (case-insensitive), newest first.
+    Search { chat: u64, user: u64, text: String, limit: u32 },
+    /// Messages of a chat by id (forwarding reads its sources with this).
+    Get { chat: u64, user: u64, ids: Vec<u64> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,7 +343,7 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
                 ChatKind::Group | ChatKind::Channel => tri!(check_text(title, TITLE_MAX)),
                 ChatKind::Private => {}
             }
-            let mut chat = Chat { id: *id, kind: *kind, title: title.clone(), creator: *creator, created_ms: *now_ms, last_id: 0, pts: 0, members: all.len() as u64, last_ms: *now_ms };
+            let mut chat = Chat { id: *id, kind: *kind, title: title.clone(), creator: *creator, created_ms: *now_ms, last_id: 0, pts: 0, members: all.len() as u64, last_ms: *now_ms, pinned: 0 };
             for u in &all {
                 let role = if *u == *creator && *kind != ChatKind::Private { Role::Creator } else { Role::Member };
                 put(view, &member_key(*id, *u), &Member { role, joined_ms: *now_ms, read_max_id: 0 });
@@ -329,7 +366,7 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             }
             c.last_id += 1;
             c.last_ms = *now_ms;
-            let m = Message { id: c.last_id, from: *from, date_ms: *now_ms, text: text.clone(), reply_to: *reply_to, edit_ms: 0, deleted: false };
+            let m = Message { id: c.last_id, from: *from, date_ms: *now_ms, text: text.clone(), reply_to: *reply_to, edit_ms: 0, deleted: false, fwd: None, reactions: Vec::new() };
             put(view, &msg_key(*chat, m.id), &m);
             put(view, &rid_key(*chat, *from, *random_id), &m.id);
             // The sender has read their own message.
@@ -379,7 +416,7 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             }
             let gone: Vec<u64> = doomed.iter().map(|m| m.id).collect();
             for m in doomed {
-                put(view, &msg_key(*chat, m.id), &Message { text: String::new(), deleted: true, edit_ms: *now_ms, ..m });
+                put(view, &msg_key(*chat, m.id), &Message { text: String::new(), deleted: true, edit_ms: *now_ms, reactions: Vec::new(), fwd: None, ..m });
             }
             let ev = record(view, &mut c, EventKind::Deleted(gone), *now_ms);
             changed(c, vec![ev], None)
@@ -463,6 +500,77 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             put(view, &member_key(*chat, *user), &Member { role: *role, ..them });
             let ev = record(view, &mut c, EventKind::Role { user: *user, role: *role }, *now_ms);
             changed(c, vec![ev], None)
+        }
+        Cmd::Forward { chat, from, random_id, items, now_ms } => {
+            let (mut c, me) = tri!(membership(view, *chat, *from)?);
+            if let Some(first) = get::<u64>(view, &rid_key(*chat, *from, *random_id))? {
+                let n = items.len() as u64;
+                let last = get::<Message>(view, &msg_key(*chat, first + n.saturating_sub(1)))?;
+                return changed(c, Vec::new(), last);
+            }
+            if c.kind == ChatKind::Channel && me.role == Role::Member {
+                return Ok(Err(ChatError::AdminRequired));
+            }
+            if items.is_empty() || items.len() > FORWARD_MAX {
+                return Ok(Err(ChatError::BadRequest(format!("forward 1 to {FORWARD_MAX} messages at once"))));
+            }
+            let mut events = Vec::new();
+            let mut last = None;
+            for (text, fwd) in items {
+                c.last_id += 1;
+                let m = Message { id: c.last_id, from: *from, date_ms: *now_ms, text: text.clone(), reply_to: 0, edit_ms: 0, deleted: false, fwd: Some(fwd.clone()), reactions: Vec::new() };
+                put(view, &msg_key(*chat, m.id), &m);
+                events.push(record(view, &mut c, EventKind::New(m.id), *now_ms));
+                last = Some(m);
+            }
+            let first = c.last_id + 1 - items.len() as u64;
+            put(view, &rid_key(*chat, *from, *random_id), &first);
+            c.last_ms = *now_ms;
+            put(view, &chat_key(*chat), &c);
+            put(view, &member_key(*chat, *from), &Member { read_max_id: c.last_id, ..me });
+            changed(c, events, last)
+        }
+        Cmd::Pin { chat, by, id, now_ms } => {
+            let (mut c, me) = tri!(membership(view, *chat, *by)?);
+            if c.kind != ChatKind::Private && me.role == Role::Member {
+                return Ok(Err(ChatError::AdminRequired));
+            }
+            if *id != 0 && !get::<Message>(view, &msg_key(*chat, *id))?.is_some_and(|m| !m.deleted) {
+                return Ok(Err(ChatError::MessageNotFound));
+            }
+            if c.pinned == *id {
+                return changed(c, Vec::new(), None);
+            }
+            c.pinned = *id;
+            let ev = record(view, &mut c, EventKind::Pinned(*id), *now_ms);
+            changed(c, vec![ev], None)
+        }
+        Cmd::React { chat, user, id, emoji, now_ms } => {
+            let (mut c, _) = tri!(membership(view, *chat, *user)?);
+            if emoji.chars().count() > REACTION_CHARS || emoji.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
+                return Ok(Err(ChatError::BadRequest(format!("a reaction is up to {REACTION_CHARS} characters, no spaces"))));
+            }
+            let Some(mut m) = get::<Message>(view, &msg_key(*chat, *id))?.filter(|m| !m.deleted) else {
+                return Ok(Err(ChatError::MessageNotFound));
+            };
+            let before = m.reactions.clone();
+            for (_, users) in m.reactions.iter_mut() {
+                users.retain(|u| u != user);
+            }
+            m.reactions.retain(|(_, users)| !users.is_empty());
+            if !emoji.is_empty() {
+                match m.reactions.iter().position(|(e, _)| e == emoji) {
+                    Some(i) => m.reactions[i].1.push(*user),
+                    None if m.reactions.len() < REACTIONS_MAX => m.reactions.push((emoji.clone(), vec![*user])),
+                    None => return Ok(Err(ChatError::BadRequest(format!("a message holds at most {REACTIONS_MAX} different reactions")))),
+                }
+            }
+            if m.reactions == before {
+                return changed(c, Vec::new(), Some(m));
+            }
+            put(view, &msg_key(*chat, *id), &m);
+            let ev = record(view, &mut c, EventKind::Reactions(*id), *now_ms);
+            changed(c, vec![ev], Some(m))
         }
         Cmd::AddUserChat { user, chat } => {
             let mut list: Vec<u64> = get(view, &user_chats_key(*user))?.unwrap_or_default();
@@ -550,7 +658,7 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
                 let mut ids: Vec<u64> = events
                     .iter()
                     .flat_map(|e| match &e.kind {
-                        EventKind::New(id) | EventKind::Edited(id) => vec![*id],
+                        EventKind::New(id) | EventKind::Edited(id) | EventKind::Reactions(id) => vec![*id],
                         _ => vec![],
                     })
                     .collect();
@@ -571,6 +679,39 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
                 out.push(Dialog { chat: c, me, last, unread });
             }
             Ok(Ok(Reply::Dialogs(out)))
+        }
+        Query::Search { chat, user, text, limit } => {
+            let (c, _) = tri!(membership(view, *chat, *user)?);
+            let needle = text.to_lowercase();
+            if needle.trim().is_empty() {
+                return Ok(Err(ChatError::BadRequest("search for some text".into())));
+            }
+            let limit = (*limit as usize).clamp(1, PAGE_MAX);
+            let mut out = Vec::new();
+            let lo = c.last_id.saturating_sub(SEARCH_SCAN - 1).max(1);
+            for id in (lo..=c.last_id).rev() {
+                if let Some(m) = get::<Message>(view, &msg_key(*chat, id))?
+                    && !m.deleted
+                    && m.text.to_lowercase().contains(&needle)
+                {
+                    out.push(m);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok(Ok(Reply::Messages(out)))
+        }
+        Query::Get { chat, user, ids } => {
+            let _ = tri!(membership(view, *chat, *user)?);
+            let mut out = Vec::new();
+            for id in ids {
+                match get::<Message>(view, &msg_key(*chat, *id))? {
+                    Some(m) if !m.deleted => out.push(m),
+                    _ => return Ok(Err(ChatError::MessageNotFound)),
+                }
+            }
+            Ok(Ok(Reply::Messages(out)))
         }
         Query::UserChats { user } => Ok(Ok(Reply::Chats(get(view, &user_chats_key(*user))?.unwrap_or_default()))),
         Query::Memberships { user, chats } => {
@@ -800,6 +941,54 @@ mod tests {
         let first = ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![B], now_ms: 13 });
         assert_eq!(ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![B], now_ms: 14 }), first, "a retry");
         assert!(matches!(err(&mut v, Cmd::Invite { chat: dm, by: A, users: vec![C], now_ms: 15 }), ChatError::BadRequest(_)));
+    }
+
+    #[test]
+    fn forward_pin_react_and_search() {
+        let mut v = MemView::default();
+        group(&mut v);
+        send(&mut v, A, 1, "Hello World", 1).unwrap();
+        send(&mut v, B, 2, "second", 2).unwrap();
+        // Forward both into a private chat, as one request: consecutive ids, one retry-safe random_id.
+        let dm = 9 << 16 | 5;
+        ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![C], now_ms: 3 });
+        let Ok(Reply::Messages(src)) = query(&v, &Query::Get { chat: CHAT, user: A, ids: vec![1, 2] }).unwrap() else { panic!() };
+        assert_eq!(query(&v, &Query::Get { chat: CHAT, user: C, ids: vec![1] }).unwrap(), Err(ChatError::NotAMember), "only readers may forward");
+        let items: Vec<_> = src.iter().map(|m| (m.text.clone(), Forwarded { from: m.from, chat: CHAT, id: m.id, date_ms: m.date_ms })).collect();
+        let fwd = Cmd::Forward { chat: dm, from: A, random_id: 5, items, now_ms: 4 };
+        let Reply::Changed { events, message: Some(last), .. } = ok(&mut v, fwd.clone()) else { panic!() };
+        assert_eq!((events.len(), last.id, last.fwd.as_ref().unwrap().from), (2, 2, B));
+        let Reply::Changed { events, message: Some(again), .. } = ok(&mut v, fwd) else { panic!() };
+        assert!(events.is_empty() && again == last, "a retried forward is the first one");
+        let too_many = Cmd::Forward { chat: dm, from: A, random_id: 6, items: vec![(String::from("x"), last.fwd.clone().unwrap()); 101], now_ms: 5 };
+        assert!(matches!(err(&mut v, too_many), ChatError::BadRequest(_)));
+        // Pins: admins in groups; either side of a private chat.
+        assert_eq!(err(&mut v, Cmd::Pin { chat: CHAT, by: B, id: 1, now_ms: 6 }), ChatError::AdminRequired);
+        let Reply::Changed { chat, .. } = ok(&mut v, Cmd::Pin { chat: CHAT, by: A, id: 1, now_ms: 6 }) else { panic!() };
+        assert_eq!(chat.pinned, 1);
+        ok(&mut v, Cmd::Pin { chat: dm, by: C, id: 2, now_ms: 7 });
+        assert_eq!(err(&mut v, Cmd::Pin { chat: CHAT, by: A, id: 99, now_ms: 7 }), ChatError::MessageNotFound);
+        // Reactions: one per user, replaced, removed.
+        let react = |v: &mut MemView, user: u64, emoji: &str| match ok(v, Cmd::React { chat: CHAT, user, id: 1, emoji: emoji.into(), now_ms: 8 }) {
+            Reply::Changed { message: Some(m), .. } => m.reactions,
+            other => panic!("{other:?}"),
+        };
+        react(&mut v, A, "👍");
+        assert_eq!(react(&mut v, B, "👍"), vec![("👍".to_string(), vec![A, B])]);
+        assert_eq!(react(&mut v, A, "🔥"), vec![("👍".to_string(), vec![B]), ("🔥".to_string(), vec![A])]);
+        assert_eq!(react(&mut v, B, ""), vec![("🔥".to_string(), vec![A])]);
+        assert!(matches!(err(&mut v, Cmd::React { chat: CHAT, user: A, id: 1, emoji: "no way".into(), now_ms: 9 }), ChatError::BadRequest(_)));
+        assert_eq!(err(&mut v, Cmd::React { chat: CHAT, user: C, id: 1, emoji: "x".into(), now_ms: 9 }), ChatError::NotAMember);
+        // Search: case-insensitive, newest first, members only, deleted ones excluded.
+        send(&mut v, A, 3, "hello again", 10).unwrap();
+        let found = |v: &MemView| match query(v, &Query::Search { chat: CHAT, user: B, text: "HELLO".into(), limit: 10 }).unwrap() {
+            Ok(Reply::Messages(m)) => m.iter().map(|m| m.id).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(found(&v), vec![3, 1]);
+        ok(&mut v, Cmd::Delete { chat: CHAT, by: A, ids: vec![3], now_ms: 11 });
+        assert_eq!(found(&v), vec![1]);
+        assert_eq!(query(&v, &Query::Search { chat: CHAT, user: C, text: "hello".into(), limit: 10 }).unwrap(), Err(ChatError::NotAMember));
     }
 
     #[test]

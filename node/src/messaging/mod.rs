@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 use crate::gateway::registry::Notice;
 pub use logic::{Chat, ChatDiff, ChatError, ChatKind, Dialog, Event, Message, Reply, Role};
 
+/// How long a typing notice shows.
+pub const TYPING_MS: u64 = 6_000;
+
 /// How long publishing one change to the other nodes may take.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -203,6 +206,51 @@ impl Messaging {
             Reply::Messages(m) => Ok(m),
             other => Err(Error::Io(format!("unexpected reply {other:?}"))),
         }
+    }
+
+    /// Copies messages of `from_chat` (which `me` must be able to read) into `chat`.
+    pub async fn forward(&self, me: u64, chat: u64, from_chat: u64, ids: Vec<u64>, random_id: u64) -> Result<Message> {
+        let sources = match self.read(self.group_of(from_chat)?, logic::Query::Get { chat: from_chat, user: me, ids }).await? {
+            Reply::Messages(m) => m,
+            other => return Err(Error::Io(format!("unexpected reply {other:?}"))),
+        };
+        let items = sources
+            .into_iter()
+            .map(|m| {
+                // A forward of a forward names the original.
+                let origin = m.fwd.clone().unwrap_or(logic::Forwarded { from: m.from, chat: from_chat, id: m.id, date_ms: m.date_ms });
+                (m.text, origin)
+            })
+            .collect();
+        let cmd = logic::Cmd::Forward { chat, from: me, random_id, items, now_ms: self.clock.now_ms() };
+        self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("forward answered no message".into()))
+    }
+
+    pub async fn pin(&self, me: u64, chat: u64, id: u64) -> Result<Chat> {
+        Ok(self.change(chat, logic::Cmd::Pin { chat, by: me, id, now_ms: self.clock.now_ms() }).await?.0)
+    }
+
+    pub async fn react(&self, me: u64, chat: u64, id: u64, emoji: String) -> Result<Message> {
+        let cmd = logic::Cmd::React { chat, user: me, id, emoji, now_ms: self.clock.now_ms() };
+        self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("reaction answered no message".into()))
+    }
+
+    pub async fn search(&self, me: u64, chat: u64, text: String, limit: u32) -> Result<Vec<Message>> {
+        match self.read(self.group_of(chat)?, logic::Query::Search { chat, user: me, text, limit }).await? {
+            Reply::Messages(m) => Ok(m),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// "typing…": checked against membership, sent to every node, not stored.
+    pub async fn typing(&self, me: u64, chat: u64) -> Result<()> {
+        self.history(me, chat, 0, 0, 1).await?;
+        let notice = Notice::Typing { chat, user: me, until_ms: self.clock.now_ms() + TYPING_MS };
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            node.broadcast(&notice, PUBLISH_TIMEOUT).await;
+        });
+        Ok(())
     }
 
     /// The user's chat list (a superset; see [`Messaging::list_chat`]).

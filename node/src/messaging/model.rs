@@ -19,6 +19,7 @@ pub fn chat(c: &Chat) -> pb::Chat {
         last_id: c.last_id,
         pts: c.pts,
         created_ms: c.created_ms,
+        pinned: c.pinned,
     }
 }
 
@@ -32,6 +33,8 @@ pub fn message(chat: u64, m: &Message) -> pb::Message {
         reply_to: m.reply_to,
         edit_ms: m.edit_ms,
         deleted: m.deleted,
+        fwd: m.fwd.as_ref().map(|f| pb::ForwardedFrom { from: f.from, chat_id: f.chat, id: f.id, date_ms: f.date_ms }),
+        reactions: m.reactions.iter().map(|(emoji, users)| pb::Reaction { emoji: emoji.clone(), users: users.clone() }).collect(),
     }
 }
 
@@ -57,6 +60,8 @@ pub fn event(chat: u64, e: &Event, messages: &[Message]) -> pb::ChatEvent {
         EventKind::Left(u) => Kind::Left(*u),
         EventKind::Title(t) => Kind::Title(t.clone()),
         EventKind::Role { user, role: r } => Kind::Role(pb::RoleChange { user: *user, role: role(*r).into() }),
+        EventKind::Pinned(id) => Kind::Pinned(*id),
+        EventKind::Reactions(id) => Kind::Reactions(find(*id)),
     };
     pb::ChatEvent { chat_id: chat, pts: e.pts, date_ms: e.date_ms, kind: Some(kind) }
 }
