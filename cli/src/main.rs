@@ -5,6 +5,7 @@ mod admin;
 mod bench;
 mod chat;
 mod dev;
+mod tui;
 mod user;
 
 use std::path::PathBuf;
@@ -64,6 +65,11 @@ enum Cmd {
         json: bool,
         #[command(subcommand)]
         cmd: Option<SessionsCmd>,
+    },
+    /// The interactive terminal client: dialogs, chats, live messages.
+    Chat {
+        #[command(flatten)]
+        conn: user::UserConn,
     },
     /// Send a message to a chat (a chat id, or a phone number: the private chat).
     Send(chat::SendArgs),
@@ -269,6 +275,7 @@ async fn dispatch(cmd: Cmd, profile: &str) -> Result<()> {
         Cmd::Login(args) => user::login(&user::ProfileDir::open(profile)?, args).await,
         Cmd::Logout { conn } => user::logout(&user::ProfileDir::open(profile)?, &conn).await,
         Cmd::Whoami { conn, json } => user::whoami(&user::ProfileDir::open(profile)?, &conn, json).await,
+        Cmd::Chat { conn } => tui::run(&user::ProfileDir::open(profile)?, &conn).await,
         Cmd::Send(args) => chat::send(&user::ProfileDir::open(profile)?, args).await,
         Cmd::History(args) => chat::history(&user::ProfileDir::open(profile)?, args).await,
         Cmd::Dialogs { conn, json } => chat::dialogs(&user::ProfileDir::open(profile)?, &conn, json).await,

@@ -331,3 +331,92 @@ fn cli_send_history_dialogs_and_groups() {
     let (okay, _, err) = courier("ann", &["send", &group, &"x".repeat(4097)]);
     assert!(!okay && err.contains("MESSAGE_TOO_LONG"), "{err}");
 }
+
+/// A tmux server on its own socket, killed when dropped.
+struct Tmux(String);
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("tmux").arg("-L").arg(&self.0).args(args).output().expect("tmux (scripts/setup installs it)")
+    }
+    fn keys(&self, text: &str) {
+        assert!(self.cmd(&["send-keys", "-t", "t", "-l", text]).status.success());
+        assert!(self.cmd(&["send-keys", "-t", "t", "Enter"]).status.success());
+    }
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "t", "-S", "-200"]).stdout).to_string()
+    }
+    fn must_show(&self, what: &str) -> String {
+        must_wait(Duration::from_secs(20), &format!("{what:?} on the terminal"), || {
+            let s = self.screen();
+            s.contains(what).then_some(s)
+        })
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- terminal ----\n{}", self.screen());
+        }
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+#[test]
+fn terminal_client_in_tmux_logs_in_opens_a_chat_sends_and_sees_the_reply() {
+    let c = Cluster::start_settled(63, 3, EXTRA);
+    let home = tempfile::tempdir().unwrap();
+    let nodes = (1..=3).map(|i| client_addr(&c, i)).collect::<Vec<_>>().join(",");
+    let ca = c.certs.join("ca.pem");
+    let courier = |profile: &str, args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .env("XDG_CONFIG_HOME", home.path())
+            .env("COURIER_PROFILE", profile)
+            .env("COURIER_NODES", &nodes)
+            .env("COURIER_CA", &ca)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    courier("ann", &["login", "--phone", "+9996650001", "--code", "55555", "--name", "Ann"]);
+
+    let t = Tmux(format!("courier-test-{}", std::process::id()));
+    let env = |k: &str, v: &str| format!("{k}={v}");
+    let started = t.cmd(&[
+        "new-session", "-d", "-s", "t", "-x", "160", "-y", "50",
+        "-e", &env("XDG_CONFIG_HOME", home.path().to_str().unwrap()),
+        "-e", &env("COURIER_NODES", &client_addr(&c, 2)),
+        "-e", &env("COURIER_CA", ca.to_str().unwrap()),
+        "-e", "COURIER_PROFILE=bob",
+        "-e", "PS1=$ ",
+        "sh",
+    ]);
+    assert!(started.status.success(), "tmux: {}", String::from_utf8_lossy(&started.stderr));
+    let bin = bin();
+    // Log in inside the terminal, then start the chat client.
+    t.keys(&format!("{} login --phone +9996650002 --code 55555 --name Bob", bin.display()));
+    t.must_show("Logged in as Bob");
+    t.keys(&format!("{} chat", bin.display()));
+    t.must_show("/help for commands");
+    t.keys("/open +9996650001");
+    t.must_show("── Ann ── (type to send");
+    t.keys("hi Ann, from the terminal");
+    t.must_show("you: hi Ann, from the terminal");
+    // Ann (another node) sees it and answers; the reply shows up live.
+    let h = courier("ann", &["history", "+9996650002"]);
+    assert!(h.contains("hi Ann, from the terminal"), "{h}");
+    courier("ann", &["send", "+9996650002", "hello Bob, reply from node 1"]);
+    let screen = t.must_show("Ann: hello Bob, reply from node 1");
+    // Bob's client marked it read: Ann's dialog shows the chat read by Bob.
+    must_wait(Duration::from_secs(10), "Bob's read mark", || {
+        let d: serde_json::Value = serde_json::from_str(&courier("bob", &["dialogs", "--json"])).ok()?;
+        (d["dialogs"][0]["unread"] == 0).then_some(())
+    });
+    eprintln!("---- the terminal ----\n{screen}");
+    t.keys("/quit");
+    t.must_show("bye");
+}

@@ -228,6 +228,7 @@ impl Client {
                     | M::SendReaction(_)
                     | M::Search(_)
                     | M::SetTyping(_)
+                    | M::GetUsers(_)
             ),
         };
         let req = pb::Request { method: Some(method) };
@@ -357,6 +358,14 @@ impl Client {
     pub async fn resolve_phone(&self, phone: &str) -> Result<pb::User> {
         match self.call(M::ResolvePhone(pb::ResolvePhone { phone: phone.into() })).await? {
             R::User(u) => Ok(u),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Accounts by id (at most 100; unknown ids are left out).
+    pub async fn users(&self, ids: Vec<u64>) -> Result<Vec<pb::User>> {
+        match self.call(M::GetUsers(pb::GetUsers { ids })).await? {
+            R::Users(u) => Ok(u.users),
             other => Err(unexpected(other)),
         }
     }

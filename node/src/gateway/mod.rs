@@ -318,6 +318,14 @@ impl Gateway {
                 Some(u) => Ok(R::User(user_to_proto(&u))),
                 None => Err(Error::BadRequest("no account has this phone number".into())),
             },
+            Method::GetUsers(ids) => {
+                let found = futures::future::join_all(ids.iter().map(|id| self.auth.user_by_id(*id))).await;
+                let mut users = Vec::new();
+                for u in found {
+                    users.extend(u?.map(|u| user_to_proto(&u)));
+                }
+                Ok(R::Users(pb::Users { users }))
+            }
             Method::CreateChat { kind, title, members } => chat(c.create(me, kind, title, members).await?),
             Method::Invite { chat: id, users } => chat(c.invite(me, id, users).await?),
             Method::RemoveMember { chat: id, user } => chat(c.remove(me, id, user).await?),

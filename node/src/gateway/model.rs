@@ -50,6 +50,7 @@ pub enum Method {
     React { chat: u64, id: u64, emoji: String },
     Search { chat: u64, text: String, limit: u32 },
     Typing { chat: u64 },
+    GetUsers(Vec<u64>),
 }
 
 /// Chats one `get_difference` may name.
@@ -91,6 +92,7 @@ impl Method {
             Method::React { .. } => "send_reaction",
             Method::Search { .. } => "search",
             Method::Typing { .. } => "set_typing",
+            Method::GetUsers(_) => "get_users",
         }
     }
 }
@@ -212,6 +214,12 @@ impl TryFrom<pb::Request> for Method {
             Some(M::SendReaction(r)) => Method::React { chat: r.chat_id, id: r.id, emoji: text("emoji", r.emoji, logic::REACTION_CHARS)? },
             Some(M::Search(s)) => Method::Search { chat: s.chat_id, text: text("text", s.text, 256)?, limit: s.limit },
             Some(M::SetTyping(t)) => Method::Typing { chat: t.chat_id },
+            Some(M::GetUsers(u)) => {
+                if u.ids.len() > 100 {
+                    return Err(Error::BadRequest("ids: at most 100".into()));
+                }
+                Method::GetUsers(u.ids)
+            }
         })
     }
 }
