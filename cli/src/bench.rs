@@ -48,31 +48,20 @@ pub async fn kv(args: KvBenchArgs) -> Result<()> {
     let end = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..args.writers {
-        let mut client = clients[w % clients.len()].clone();
+        let client = clients[w % clients.len()].clone();
         let value = vec![b'x'; args.value_size];
         tasks.spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).expect("histogram");
-            let mut errors = 0u64;
             let mut i = 0u64;
-            while Instant::now() < end {
-                let t = Instant::now();
-                let r = client.kv_put(KvPutRequest { key: format!("bench/{w}/{i}"), value: value.clone() }).await;
-                match r {
-                    Ok(_) => hist.record(t.elapsed().as_micros() as u64).expect("record"),
-                    Err(_) => errors += 1,
-                }
+            until(end, || {
                 i += 1;
-            }
-            (hist, errors)
+                let mut client = client.clone();
+                let req = KvPutRequest { key: format!("bench/{w}/{i}"), value: value.clone() };
+                async move { client.kv_put(req).await }
+            })
+            .await
         });
     }
-    let mut hist = Histogram::<u64>::new(3)?;
-    let mut errors = 0;
-    while let Some(r) = tasks.join_next().await {
-        let (h, e) = r?;
-        hist.add(h)?;
-        errors += e;
-    }
+    let (hist, errors) = merge(tasks).await?;
     let ops = hist.len() as f64 / args.seconds as f64;
     let (p50, p99) = (hist.value_at_quantile(0.5) as f64 / 1000.0, hist.value_at_quantile(0.99) as f64 / 1000.0);
     if args.json {
@@ -337,25 +326,15 @@ pub async fn messages(args: MessagesBenchArgs) -> Result<()> {
     for (c, chat) in senders {
         let text = text.clone();
         tasks.spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).expect("histogram");
-            let mut errors = 0u64;
-            while Instant::now() < end {
-                let t = Instant::now();
-                match c.send_message(chat, rand::random(), &text, 0).await {
-                    Ok(_) => hist.record(t.elapsed().as_micros() as u64).expect("record"),
-                    Err(_) => errors += 1,
-                }
-            }
-            (hist, errors)
+            let c = Arc::new(c);
+            until(end, || {
+                let (c, text) = (c.clone(), text.clone());
+                async move { c.send_message(chat, rand::random(), &text, 0).await }
+            })
+            .await
         });
     }
-    let mut hist = Histogram::<u64>::new(3)?;
-    let mut errors = 0;
-    while let Some(r) = tasks.join_next().await {
-        let (h, e) = r?;
-        hist.add(h)?;
-        errors += e;
-    }
+    let (hist, errors) = merge(tasks).await?;
     let rate = hist.len() as f64 / args.seconds as f64;
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
 
@@ -409,4 +388,34 @@ pub async fn messages(args: MessagesBenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `op` again and again until `end`; the latency of each success in µs, and the failures.
+async fn until<F, Fut, T, E>(end: Instant, mut op: F) -> (Histogram<u64>, u64)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, E>>,
+{
+    let mut hist = Histogram::<u64>::new(3).expect("a 3-digit histogram");
+    let mut errors = 0;
+    while Instant::now() < end {
+        let t = Instant::now();
+        match op().await {
+            Ok(_) => hist.saturating_record(t.elapsed().as_micros() as u64),
+            Err(_) => errors += 1,
+        }
+    }
+    (hist, errors)
+}
+
+/// The workers' latencies and failures, together.
+async fn merge(mut tasks: tokio::task::JoinSet<(Histogram<u64>, u64)>) -> Result<(Histogram<u64>, u64)> {
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut errors = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (h, e) = r?;
+        hist.add(h)?;
+        errors += e;
+    }
+    Ok((hist, errors))
 }

@@ -35,6 +35,22 @@ async fn device(c: &Cluster, node: u32, phone: &str, name: &str) -> (Client, mps
     (client, events, auth.user.unwrap())
 }
 
+/// Runs `courier ARGS` as `profile` (config under `home`) against every node:
+/// (success, stdout, stderr).
+fn user_cli(c: &Cluster, home: &std::path::Path, profile: &str, args: &[&str]) -> (bool, String, String) {
+    let nodes = (1..=3).map(|i| client_addr(c, i)).collect::<Vec<_>>().join(",");
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .env("XDG_CONFIG_HOME", home)
+        .env("COURIER_PROFILE", profile)
+        .env("COURIER_NODES", nodes)
+        .env("COURIER_CA", c.certs.join("ca.pem"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
 /// Waits (bounded) for a chat event matching `f`.
 async fn must_see(events: &mut mpsc::Receiver<Event>, what: &str, f: impl Fn(&pb::ChatEvent) -> bool) -> pb::ChatEvent {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -286,20 +302,7 @@ fn one_order_for_concurrent_senders_retries_and_the_brief_s_errors() {
 fn cli_send_history_dialogs_and_groups() {
     let c = Cluster::start_settled(62, 3, EXTRA);
     let home = tempfile::tempdir().unwrap();
-    let nodes = (1..=3).map(|i| client_addr(&c, i)).collect::<Vec<_>>().join(",");
-    let ca = c.certs.join("ca.pem");
-    let courier = |profile: &str, args: &[&str]| {
-        let out = std::process::Command::new(bin())
-            .args(args)
-            .env("XDG_CONFIG_HOME", home.path())
-            .env("COURIER_PROFILE", profile)
-            .env("COURIER_NODES", &nodes)
-            .env("COURIER_CA", &ca)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
-    };
+    let courier = |profile: &str, args: &[&str]| user_cli(&c, home.path(), profile, args);
     let ok = |r: (bool, String, String)| {
         assert!(r.0, "courier failed: {}{}", r.1, r.2);
         r.1
@@ -367,20 +370,11 @@ impl Drop for Tmux {
 fn terminal_client_in_tmux_logs_in_opens_a_chat_sends_and_sees_the_reply() {
     let c = Cluster::start_settled(63, 3, EXTRA);
     let home = tempfile::tempdir().unwrap();
-    let nodes = (1..=3).map(|i| client_addr(&c, i)).collect::<Vec<_>>().join(",");
     let ca = c.certs.join("ca.pem");
     let courier = |profile: &str, args: &[&str]| {
-        let out = std::process::Command::new(bin())
-            .args(args)
-            .env("XDG_CONFIG_HOME", home.path())
-            .env("COURIER_PROFILE", profile)
-            .env("COURIER_NODES", &nodes)
-            .env("COURIER_CA", &ca)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).to_string()
+        let (ok, out, err) = user_cli(&c, home.path(), profile, args);
+        assert!(ok, "{err}");
+        out
     };
     courier("ann", &["login", "--phone", "+9996650001", "--code", "55555", "--name", "Ann"]);
 

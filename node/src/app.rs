@@ -61,3 +61,19 @@ fn into_raft(e: crate::Error) -> courier_raft::Error {
         other => courier_raft::Error::Fatal(other.to_string()),
     }
 }
+
+/// Runs a command in `group` (through its leader) and decodes the answer.
+pub async fn write(node: &crate::Node, group: u32, cmd: &AppCommand) -> crate::Result<AppReply> {
+    match node.raft()?.write(group, courier_raft::Command::App(encode(cmd))).await? {
+        courier_raft::Response::App(b) => Ok(decode(&b)?),
+        other => Err(crate::Error::Io(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// A linearizable query of `group`'s state, decoded.
+pub async fn read(node: &crate::Node, group: u32, query: &AppQuery) -> crate::Result<AppReply> {
+    match node.raft()?.read(group, courier_raft::Query::App(encode(query))).await? {
+        courier_raft::QueryResult::App(b) => Ok(decode(&b)?),
+        other => Err(crate::Error::Io(format!("unexpected reply {other:?}"))),
+    }
+}

@@ -11,10 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use courier_raft::codec::{decode, encode};
-use courier_raft::{Command, Query, QueryResult, Response};
-
-use crate::app::{AppCommand, AppQuery, AppReply};
+use crate::app::{self, AppCommand, AppQuery, AppReply};
 use crate::clock::Clock;
 use crate::cluster::Node;
 use crate::config::AuthConfig;
@@ -73,19 +70,11 @@ impl Auth {
     }
 
     async fn exec(&self, group: u32, cmd: logic::Cmd) -> Result<Reply> {
-        let bytes = encode(&AppCommand::Auth(cmd));
-        match self.node.raft()?.write(group, Command::App(bytes)).await? {
-            Response::App(b) => unwrap_reply(&b),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        unwrap_reply(app::write(&self.node, group, &AppCommand::Auth(cmd)).await?)
     }
 
     async fn read(&self, group: u32, q: logic::Query) -> Result<Reply> {
-        let bytes = encode(&AppQuery::Auth(q));
-        match self.node.raft()?.read(group, Query::App(bytes)).await? {
-            QueryResult::App(b) => unwrap_reply(&b),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        unwrap_reply(app::read(&self.node, group, &AppQuery::Auth(q)).await?)
     }
 
     fn new_session(&self, token: &[u8], caller: &Caller) -> logic::NewSession {
@@ -280,8 +269,8 @@ impl Auth {
     }
 }
 
-fn unwrap_reply(bytes: &[u8]) -> Result<Reply> {
-    match decode::<AppReply>(bytes)? {
+fn unwrap_reply(reply: AppReply) -> Result<Reply> {
+    match reply {
         AppReply::Auth(Ok(r)) => Ok(r),
         AppReply::Auth(Err(e)) => Err(e.into()),
         AppReply::Undecodable(why) => Err(Error::BadRequest(format!("the cluster cannot read this request: {why}"))),

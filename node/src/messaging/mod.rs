@@ -10,11 +10,9 @@ pub mod model;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_raft::codec::{decode, encode};
 use courier_raft::multi::group_for_key;
-use courier_raft::{Command, Query, QueryResult, Response};
 
-use crate::app::{AppCommand, AppQuery, AppReply};
+use crate::app::{self, AppCommand, AppQuery, AppReply};
 use crate::auth::Auth;
 use crate::clock::Clock;
 use crate::cluster::Node;
@@ -40,19 +38,11 @@ impl Messaging {
     }
 
     async fn exec(&self, group: u32, cmd: logic::Cmd) -> Result<Reply> {
-        let bytes = encode(&AppCommand::Chat(cmd));
-        match self.node.raft()?.write(group, Command::App(bytes)).await? {
-            Response::App(b) => unwrap_reply(&b),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        unwrap_reply(app::write(&self.node, group, &AppCommand::Chat(cmd)).await?)
     }
 
     async fn read(&self, group: u32, q: logic::Query) -> Result<Reply> {
-        let bytes = encode(&AppQuery::Chat(q));
-        match self.node.raft()?.read(group, Query::App(bytes)).await? {
-            QueryResult::App(b) => unwrap_reply(&b),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        unwrap_reply(app::read(&self.node, group, &AppQuery::Chat(q)).await?)
     }
 
     /// The group of a chat id, or `NotAMember` for an id no chat can have.
@@ -321,8 +311,8 @@ impl Messaging {
     }
 }
 
-fn unwrap_reply(bytes: &[u8]) -> Result<Reply> {
-    match decode::<AppReply>(bytes)? {
+fn unwrap_reply(reply: AppReply) -> Result<Reply> {
+    match reply {
         AppReply::Chat(Ok(r)) => Ok(r),
         AppReply::Chat(Err(e)) => Err(e.into()),
         AppReply::Undecodable(why) => Err(Error::BadRequest(format!("the cluster cannot read this request: {why}"))),
