@@ -396,7 +396,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, E>>,
 {
-    let mut hist = Histogram::<u64>::new(3).expect("a 3-digit histogram");
+    let mut hist = latencies();
     let mut errors = 0;
     while Instant::now() < end {
         let t = Instant::now();
@@ -418,4 +418,102 @@ async fn merge(mut tasks: tokio::task::JoinSet<(Histogram<u64>, u64)>) -> Result
         errors += e;
     }
     Ok((hist, errors))
+}
+
+#[derive(Args)]
+pub struct GroupBenchArgs {
+    #[command(flatten)]
+    conn: UserConn,
+    /// Online members of the group, each its own user and connection, spread over the nodes.
+    #[arg(long, default_value_t = 1000)]
+    members: usize,
+    /// Messages to time, one after another.
+    #[arg(long, default_value_t = 5)]
+    messages: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+/// One message to every online member of a large group: the time until the
+/// last member has it on its push stream.
+pub async fn group(args: GroupBenchArgs) -> Result<()> {
+    if args.members == 0 || args.members > 20_000 || args.conn.nodes.is_empty() {
+        bail!("--members must be between 1 and 20000, and at least one --node given");
+    }
+    let ca_path = args.conn.ca.clone().context("pass --ca FILE or set COURIER_CA")?;
+    let ca = std::fs::read(&ca_path).with_context(|| format!("read {}", ca_path.display()))?;
+    let base = rand::random_range(0..80_000u64);
+    let endpoints: Vec<_> = (0..8).map(|_| courier_client::shared_endpoint()).collect::<Result<_, _>>()?;
+    let t = Instant::now();
+    let mut logins = tokio::task::JoinSet::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    for i in 0..args.members {
+        let mut cfg = ClientConfig::new(vec![args.conn.nodes[i % args.conn.nodes.len()].clone()], ca.clone());
+        cfg.endpoint = Some(endpoints[i % endpoints.len()].clone());
+        let sem = sem.clone();
+        logins.spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore");
+            let (c, events) = Client::connect(cfg).await?;
+            log_in(&c, base + 1 + i as u64).await?;
+            let id = c.get_self().await?.id;
+            anyhow::Ok((c, events, id))
+        });
+    }
+    let mut members = Vec::new();
+    while let Some(r) = logins.join_next().await {
+        members.push(r??);
+    }
+    let (owner, _) = Client::connect(ClientConfig::new(vec![args.conn.nodes[0].clone()], ca.clone())).await?;
+    log_in(&owner, base).await?;
+    let chat = owner.create_group("bench group", members.iter().map(|m| m.2).collect()).await?.id;
+    eprintln!("{} members logged in and in the group in {:.1} s", members.len(), t.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(2)).await; // the Joined event subscribes their connections
+    let mut rounds = Vec::new();
+    for k in 0..args.messages {
+        let mut waits = tokio::task::JoinSet::new();
+        let start = Instant::now();
+        let sent = owner.send_message(chat, rand::random(), &format!("to everyone #{k}"), 0).await?;
+        for (i, (_, events, _)) in members.iter_mut().enumerate() {
+            let mut events = std::mem::replace(events, tokio::sync::mpsc::channel(1).1);
+            waits.spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    match tokio::time::timeout_at(deadline, events.recv()).await {
+                        Ok(Some(courier_client::Event::Update(courier_client::pb::Update {
+                            kind: Some(courier_client::pb::update::Kind::ChatEvent(e)),
+                        }))) if matches!(&e.kind, Some(courier_client::pb::chat_event::Kind::NewMessage(m)) if m.id == sent.id && m.chat_id == chat) => {
+                            return (i, events, Some(start.elapsed()));
+                        }
+                        Ok(Some(_)) => continue,
+                        _ => return (i, events, None),
+                    }
+                }
+            });
+        }
+        let mut hist = latencies();
+        let mut missed = 0;
+        while let Some(r) = waits.join_next().await {
+            let (i, events, took) = r?;
+            members[i].1 = events;
+            match took {
+                Some(d) => hist.saturating_record(d.as_micros() as u64),
+                None => missed += 1,
+            }
+        }
+        rounds.push((hist.value_at_quantile(0.5) as f64 / 1000.0, hist.max() as f64 / 1000.0, missed));
+    }
+    if args.json {
+        let v: Vec<_> = rounds.iter().map(|(p50, all, missed)| serde_json::json!({"p50_ms": p50, "all_ms": all, "missed": missed})).collect();
+        println!("{}", serde_json::json!({"members": args.members, "nodes": args.conn.nodes.len(), "rounds": v}));
+    } else {
+        for (k, (p50, all, missed)) in rounds.iter().enumerate() {
+            println!("message {k}: half the {} members had it after {p50:.1} ms, all after {all:.1} ms ({missed} missed)", args.members);
+        }
+    }
+    Ok(())
+}
+
+/// Latencies in µs from 1 µs to 10 minutes, 3 significant digits (longer ones count as 10 minutes).
+fn latencies() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }

@@ -210,6 +210,8 @@ enum BenchCmd {
     SignIns(bench::SignInBenchArgs),
     /// Durable message sends per second, and delivery latency to another node.
     Messages(bench::MessagesBenchArgs),
+    /// One message to every online member of a large group: time to the last member.
+    Group(bench::GroupBenchArgs),
 }
 
 fn main() {
@@ -272,6 +274,7 @@ async fn dispatch(cmd: Cmd, profile: &str) -> Result<()> {
         Cmd::Bench(BenchCmd::Connections(args)) => bench::connections(args).await,
         Cmd::Bench(BenchCmd::SignIns(args)) => bench::sign_ins(args).await,
         Cmd::Bench(BenchCmd::Messages(args)) => bench::messages(args).await,
+        Cmd::Bench(BenchCmd::Group(args)) => bench::group(args).await,
         Cmd::Login(args) => user::login(&user::ProfileDir::open(profile)?, args).await,
         Cmd::Logout { conn } => user::logout(&user::ProfileDir::open(profile)?, &conn).await,
         Cmd::Whoami { conn, json } => user::whoami(&user::ProfileDir::open(profile)?, &conn, json).await,

@@ -414,3 +414,32 @@ fn terminal_client_in_tmux_logs_in_opens_a_chat_sends_and_sees_the_reply() {
     t.keys("/quit");
     t.must_show("bye");
 }
+
+#[test]
+fn edits_end_after_48_hours_on_every_node() {
+    let mut c = Cluster::new(64);
+    let offset = c.dir.path().join("clock-offset");
+    let extra = format!("clock_offset_file = \"{}\"\n{EXTRA}", offset.display());
+    c.add_node(1, &extra);
+    must_wait(Duration::from_secs(30), "cluster init", || c.run_on(&[1], &["cluster", "init"]).status.success().then_some(()));
+    for i in 2..=3 {
+        c.add_node(i, &extra);
+    }
+    c.must_settle(3, Duration::from_secs(120));
+    let rt = rt();
+    rt.block_on(async {
+        let (a, _, _) = device(&c, 1, "+9996670001", "Ann").await;
+        let (b, _, bob) = device(&c, 2, "+9996670002", "Bob").await;
+        let chat = a.private_chat(bob.id).await.unwrap();
+        let m = a.send_message(chat.id, 1, "tpyo", 0).await.unwrap();
+        std::fs::write(&offset, (47 * 3600).to_string()).unwrap();
+        assert_eq!(a.edit_message(chat.id, m.id, "typo, 47 h later").await.unwrap().text, "typo, 47 h later");
+        assert_eq!(b.edit_message(chat.id, m.id, "not mine").await.unwrap_err().code(), "MESSAGE_AUTHOR_REQUIRED");
+        std::fs::write(&offset, (48 * 3600 + 60).to_string()).unwrap();
+        let e = a.edit_message(chat.id, m.id, "too late").await.unwrap_err();
+        assert_eq!(e.code(), "EDIT_TIME_EXPIRED", "{e}");
+        // Deleting your own message has no time limit.
+        a.delete_messages(chat.id, vec![m.id]).await.unwrap();
+        assert!(b.history(chat.id, 0, 0, 1).await.unwrap()[0].deleted);
+    });
+}
