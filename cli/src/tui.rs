@@ -130,7 +130,13 @@ impl Ui {
 
     async fn open(&mut self, chat: pb::Chat) -> Result<()> {
         let title = self.title(&chat).await;
-        println!("── {title} ── (type to send, /help)");
+        let mut status = String::new();
+        if let Some(peer) = self.peers.get(&chat.id).copied()
+            && let Ok(Some(u)) = self.c.users(vec![peer]).await.map(|mut v| v.pop())
+        {
+            status = if u.online { " (online)".into() } else if u.last_seen_ms > 0 { format!(" (last seen {})", clock(u.last_seen_ms)) } else { String::new() };
+        }
+        println!("── {title}{status} ── (type to send, /help)");
         let mut page = self.c.history(chat.id, 0, 0, 20).await?;
         page.reverse();
         self.oldest = page.first().map_or(0, |m| m.id);

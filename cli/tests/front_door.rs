@@ -350,8 +350,8 @@ fn login_codes_end_after_three_tries_expire_and_are_limited_per_phone_and_addres
         std::fs::write(&offset, "0").unwrap();
 
         // 3rd to 5th through different nodes: the limit is the cluster's, not a node's.
-        for i in 0..3 {
-            clients[i].send_code(phone).await.unwrap();
+        for client in &clients {
+            client.send_code(phone).await.unwrap();
         }
         let e = clients[1].send_code(phone).await.unwrap_err();
         assert_eq!(e.code(), "FLOOD_WAIT", "6th code in a day");
@@ -580,7 +580,7 @@ fn untrusted_servers_and_clients_never_meet() {
     let other_certs = other.path().join("certs");
     courier_node::certs::create_ca(&other_certs).unwrap();
     let impostor_host = c.host(9);
-    let (cert, key) = courier_node::certs::create_node(&other_certs, "impostor", &[impostor_host.clone()]).unwrap();
+    let (cert, key) = courier_node::certs::create_node(&other_certs, "impostor", std::slice::from_ref(&impostor_host)).unwrap();
     rt.block_on(async {
         // A client that trusts another CA cannot connect to the real node.
         let mut cfg = config(&c, &[1], "stranger");

@@ -141,9 +141,14 @@ fn live_delivery_read_receipts_and_sync_on_another_node() {
         let team = a1.create_group("Team", vec![bob.id]).await.unwrap();
         let fwd = a1.forward_messages(team.id, chat.id, vec![sent.id], 7).await.unwrap();
         assert_eq!((fwd.id, fwd.text.as_str()), (1, "hello Bob"));
-        let origin = fwd.fwd.clone().unwrap();
+        let origin = fwd.fwd.unwrap();
         assert_eq!((origin.from, origin.chat_id, origin.id), (ann.id, chat.id, sent.id));
         assert_eq!(a1.search(team.id, "HELLO", 10).await.unwrap().len(), 1);
+
+        // Bob is online (connected to nodes 2 and 3); Ann asks through node 1.
+        let seen = a1.users(vec![bob.id, 999_999 << 16 | 1]).await.unwrap();
+        assert_eq!(seen.len(), 1, "unknown ids are left out");
+        assert!(seen[0].online, "Bob has live connections");
 
         let d = a1.dialogs().await.unwrap();
         assert_eq!(d.len(), 2);
@@ -397,7 +402,8 @@ fn terminal_client_in_tmux_logs_in_opens_a_chat_sends_and_sees_the_reply() {
     t.keys(&format!("{} chat", bin.display()));
     t.must_show("/help for commands");
     t.keys("/open +9996650001");
-    t.must_show("── Ann ── (type to send");
+    t.must_show("── Ann");
+    t.must_show("(type to send");
     t.keys("hi Ann, from the terminal");
     t.must_show("you: hi Ann, from the terminal");
     // Ann (another node) sees it and answers; the reply shows up live.
@@ -441,5 +447,29 @@ fn edits_end_after_48_hours_on_every_node() {
         // Deleting your own message has no time limit.
         a.delete_messages(chat.id, vec![m.id]).await.unwrap();
         assert!(b.history(chat.id, 0, 0, 1).await.unwrap()[0].deleted);
+    });
+}
+
+#[test]
+fn last_seen_when_every_device_left() {
+    let c = Cluster::start_settled(65, 3, EXTRA);
+    let rt = rt();
+    rt.block_on(async {
+        let (a, _, _) = device(&c, 1, "+9996680001", "Ann").await;
+        let (b, _, bob) = device(&c, 3, "+9996680002", "Bob").await;
+        assert!(a.users(vec![bob.id]).await.unwrap()[0].online);
+        let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        b.close().await;
+        drop(b);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let u = loop {
+            let u = a.users(vec![bob.id]).await.unwrap().pop().unwrap();
+            if !u.online || Instant::now() > deadline {
+                break u;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(!u.online, "Bob went offline");
+        assert!(u.last_seen_ms >= before, "last seen when he left: {} vs {before}", u.last_seen_ms);
     });
 }

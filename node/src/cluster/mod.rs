@@ -4,7 +4,7 @@
 mod controller;
 pub mod service;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -162,6 +162,34 @@ impl Node {
             }
         });
         futures::future::join_all(sends).await.iter().all(Option::is_some)
+    }
+
+    /// Online users among `users` (a connection on any node that answers
+    /// within a second) and the others' last-seen times, newest over the nodes.
+    pub async fn presence(&self, users: &[u64]) -> (HashSet<u64>, HashMap<u64, u64>) {
+        let (online, seen) = self.inner.conns.presence(users);
+        let mut online: HashSet<u64> = online.into_iter().collect();
+        let mut last: HashMap<u64, u64> = seen.into_iter().collect();
+        let me = self.raft().map(|r| r.id()).unwrap_or(0);
+        let Ok(cluster) = self.registry().await else { return (online, last) };
+        let asks = cluster.nodes.values().filter(|n| n.id != me && n.state != NodeState::Removed).map(|n| {
+            let router = self.inner.router.clone();
+            let addr = n.info.peer_addr.clone();
+            let users = users.to_vec();
+            async move {
+                let mut client = router.peer(&addr).ok()?;
+                let call = client.presence(courier_proto::peer::PresenceRequest { users });
+                Some(tokio::time::timeout(Duration::from_secs(1), call).await.ok()?.ok()?.into_inner())
+            }
+        });
+        for reply in futures::future::join_all(asks).await.into_iter().flatten() {
+            online.extend(reply.online);
+            for s in reply.last_seen {
+                let at = last.entry(s.user).or_default();
+                *at = (*at).max(s.at_ms);
+            }
+        }
+        (online, last)
     }
 
     pub fn raft(&self) -> Result<&MultiRaft> {

@@ -126,6 +126,17 @@ impl Peer for PeerService {
         self.0.conns().apply(&notice);
         Ok(tonic::Response::new(NotifyReply {}))
     }
+
+    async fn presence(&self, req: Request<PresenceRequest>) -> Result<tonic::Response<PresenceReply>, Status> {
+        require_node(&req)?;
+        let users = req.into_inner().users;
+        if users.len() > 1000 {
+            return Err(Error::BadRequest("presence: at most 1000 users".into()).into());
+        }
+        let (online, seen) = self.0.conns().presence(&users);
+        let last_seen = seen.into_iter().map(|(user, at_ms)| LastSeen { user, at_ms }).collect();
+        Ok(tonic::Response::new(PresenceReply { online, last_seen }))
+    }
 }
 
 pub struct AdminService(pub Node);

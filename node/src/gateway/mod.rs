@@ -320,9 +320,14 @@ impl Gateway {
             },
             Method::GetUsers(ids) => {
                 let found = futures::future::join_all(ids.iter().map(|id| self.auth.user_by_id(*id))).await;
+                let (online, seen) = self.node.presence(&ids).await;
                 let mut users = Vec::new();
                 for u in found {
-                    users.extend(u?.map(|u| user_to_proto(&u)));
+                    users.extend(u?.map(|u| pb::User {
+                        online: online.contains(&u.id),
+                        last_seen_ms: seen.get(&u.id).copied().unwrap_or(0),
+                        ..user_to_proto(&u)
+                    }));
                 }
                 Ok(R::Users(pb::Users { users }))
             }
@@ -492,5 +497,5 @@ async fn reply(send: &mut quinn::SendStream, result: std::result::Result<R, &Err
 }
 
 fn user_to_proto(u: &crate::auth::User) -> pb::User {
-    pb::User { id: u.id, phone: u.phone.clone(), first_name: u.first_name.clone(), last_name: u.last_name.clone() }
+    pb::User { id: u.id, phone: u.phone.clone(), first_name: u.first_name.clone(), last_name: u.last_name.clone(), ..Default::default() }
 }

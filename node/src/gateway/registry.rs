@@ -114,6 +114,8 @@ struct Inner {
     revoked: HashMap<TokenHash, Instant>,
     /// Chat id → the connections that receive its events.
     subs: HashMap<u64, HashSet<u64>>,
+    /// When each user's last logged-in connection here ended (ms since the epoch).
+    last_seen: HashMap<u64, u64>,
 }
 
 fn unsubscribe(subs: &mut HashMap<u64, HashSet<u64>>, chat: u64, conn: u64) {
@@ -140,7 +142,21 @@ impl Registry {
             for chat in ctx.chats.lock().expect("conn lock").drain() {
                 unsubscribe(&mut inner.subs, chat, id);
             }
+            if let Some(a) = ctx.authed() {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                inner.last_seen.insert(a.user.id, now);
+            }
         }
+    }
+
+    /// Which of `users` have a logged-in connection here, and when the
+    /// others last had one.
+    pub fn presence(&self, users: &[u64]) -> (Vec<u64>, Vec<(u64, u64)>) {
+        let inner = self.inner.lock().expect("registry lock");
+        let here: HashSet<u64> = inner.conns.values().filter_map(|c| c.authed().map(|a| a.user.id)).collect();
+        let online: Vec<u64> = users.iter().copied().filter(|u| here.contains(u)).collect();
+        let seen = users.iter().filter(|u| !here.contains(u)).filter_map(|u| inner.last_seen.get(u).map(|t| (*u, *t))).collect();
+        (online, seen)
     }
 
     /// Starts delivering these chats' events to `ctx`.
@@ -207,7 +223,7 @@ impl Registry {
             Notice::Typing { chat, user, until_ms } => {
                 let update = pb::Update { kind: Some(pb::update::Kind::Typing(pb::Typing { chat_id: *chat, user: *user, until_ms: *until_ms })) };
                 for ctx in self.subscribers(*chat) {
-                    if !ctx.authed().is_some_and(|a| a.user.id == *user) {
+                    if ctx.authed().is_none_or(|a| a.user.id != *user) {
                         ctx.push(update.clone());
                     }
                 }

@@ -535,7 +535,7 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             if c.kind != ChatKind::Private && me.role == Role::Member {
                 return Ok(Err(ChatError::AdminRequired));
             }
-            if *id != 0 && !get::<Message>(view, &msg_key(*chat, *id))?.is_some_and(|m| !m.deleted) {
+            if *id != 0 && get::<Message>(view, &msg_key(*chat, *id))?.is_none_or(|m| m.deleted) {
                 return Ok(Err(ChatError::MessageNotFound));
             }
             if c.pinned == *id {
