@@ -167,8 +167,20 @@ fn killing_the_busiest_leader_loses_nothing_and_the_node_catches_up() {
     assert!(led.values().any(|l| *l == Some(busiest as u64)));
     c.stop(busiest);
     let others: Vec<u32> = (1..=3).filter(|i| *i != busiest).collect();
-    let s = c.status_on(&others).unwrap();
-    let orphaned: Vec<u64> = leaders(&s).iter().filter(|(_, l)| l.is_none_or(|l| l == busiest as u64)).map(|(g, _)| *g).collect();
+    // A handed-over group's new leader runs its election at once when told
+    // (it may still be finishing as the old node exits), so look for up to
+    // 350 ms: less than the 400 ms minimum election timeout an orphaned group
+    // would need before anyone even starts an election.
+    let gone = Instant::now();
+    let mut orphaned;
+    loop {
+        let s = c.status_on(&others).unwrap();
+        orphaned = leaders(&s).iter().filter(|(_, l)| l.is_none_or(|l| l == busiest as u64)).map(|(g, _)| *g).collect::<Vec<u64>>();
+        if orphaned.is_empty() || gone.elapsed() > Duration::from_millis(350) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(orphaned.is_empty(), "groups without a leader right after SIGTERM of node {busiest}: {orphaned:?}");
     assert!(c.log(busiest).contains("handing over leadership"));
 }

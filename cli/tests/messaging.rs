@@ -24,6 +24,8 @@ async fn device(c: &Cluster, node: u32, phone: &str, name: &str) -> (Client, mps
     let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
     let mut cfg = ClientConfig::new(vec![client_addr(c, node)], ca);
     cfg.device = format!("{name}@n{node}");
+    // A request to a node that was killed fails after this (QUIC sees no reset).
+    cfg.request_timeout = Duration::from_secs(5);
     let (client, events) = Client::connect(cfg).await.unwrap();
     let sent = client.send_code(phone).await.unwrap();
     let code = phone[6..7].repeat(5);
