@@ -229,6 +229,7 @@ impl Client {
                     | M::Search(_)
                     | M::SetTyping(_)
                     | M::GetUsers(_)
+                    | M::DeleteForMe(_)
             ),
         };
         let req = pb::Request { method: Some(method) };
@@ -426,6 +427,14 @@ impl Client {
     /// Deletes for everyone (leaves tombstones).
     pub async fn delete_messages(&self, chat: u64, ids: Vec<u64>) -> Result<()> {
         match self.call(M::DeleteMessages(pb::DeleteMessages { chat_id: chat, ids })).await? {
+            R::Done(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes messages for you only; your other devices drop them too.
+    pub async fn delete_for_me(&self, chat: u64, ids: Vec<u64>) -> Result<()> {
+        match self.call(M::DeleteForMe(pb::DeleteForMe { chat_id: chat, ids })).await? {
             R::Done(_) => Ok(()),
             other => Err(unexpected(other)),
         }

@@ -21,6 +21,9 @@ pub struct ChatView {
     /// Read position of each member who read something.
     pub reads: BTreeMap<u64, u64>,
     pub members: BTreeSet<u64>,
+    /// Messages deleted for this user only: gone from `messages`, and later
+    /// edits of them are ignored.
+    pub hidden: BTreeSet<u64>,
 }
 
 /// What applying one live event did.
@@ -42,7 +45,7 @@ impl ChatView {
             return Applied::Gap;
         }
         match &e.kind {
-            Some(Kind::NewMessage(m)) | Some(Kind::Edited(m)) | Some(Kind::Reactions(m)) => {
+            Some(Kind::NewMessage(m)) | Some(Kind::Edited(m)) | Some(Kind::Reactions(m)) if !self.hidden.contains(&m.id) => {
                 self.messages.insert(m.id, m.clone());
                 self.chat.last_id = self.chat.last_id.max(m.id);
             }
@@ -62,6 +65,13 @@ impl ChatView {
             Some(Kind::Left(u)) => {
                 self.members.remove(u);
             }
+            Some(Kind::Hidden(ids)) => {
+                for id in &ids.ids {
+                    self.messages.remove(id);
+                    self.hidden.insert(*id);
+                }
+            }
+            Some(Kind::NewMessage(_)) | Some(Kind::Edited(_)) | Some(Kind::Reactions(_)) => {}
             Some(Kind::Title(t)) => self.chat.title = t.clone(),
             Some(Kind::Pinned(id)) => self.chat.pinned = *id,
             Some(Kind::Role(_)) | None => {}

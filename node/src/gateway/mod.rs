@@ -342,6 +342,10 @@ impl Gateway {
                 c.delete(me, id, ids).await?;
                 Ok(R::Done(pb::Done {}))
             }
+            Method::DeleteForMe { chat: id, ids } => {
+                c.delete_for_me(me, id, ids).await?;
+                Ok(R::Done(pb::Done {}))
+            }
             Method::ReadHistory { chat: id, max_id } => {
                 c.read_history(me, id, max_id).await?;
                 Ok(R::Done(pb::Done {}))

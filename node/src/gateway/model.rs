@@ -51,6 +51,7 @@ pub enum Method {
     Search { chat: u64, text: String, limit: u32 },
     Typing { chat: u64 },
     GetUsers(Vec<u64>),
+    DeleteForMe { chat: u64, ids: Vec<u64> },
 }
 
 /// Chats one `get_difference` may name.
@@ -93,6 +94,7 @@ impl Method {
             Method::Search { .. } => "search",
             Method::Typing { .. } => "set_typing",
             Method::GetUsers(_) => "get_users",
+            Method::DeleteForMe { .. } => "delete_for_me",
         }
     }
 }
@@ -214,6 +216,12 @@ impl TryFrom<pb::Request> for Method {
             Some(M::SendReaction(r)) => Method::React { chat: r.chat_id, id: r.id, emoji: text("emoji", r.emoji, logic::REACTION_CHARS)? },
             Some(M::Search(s)) => Method::Search { chat: s.chat_id, text: text("text", s.text, 256)?, limit: s.limit },
             Some(M::SetTyping(t)) => Method::Typing { chat: t.chat_id },
+            Some(M::DeleteForMe(d)) => {
+                if d.ids.is_empty() || d.ids.len() > logic::PAGE_MAX {
+                    return Err(Error::BadRequest(format!("ids: 1 to {} at once", logic::PAGE_MAX)));
+                }
+                Method::DeleteForMe { chat: d.chat_id, ids: d.ids }
+            }
             Some(M::GetUsers(u)) => {
                 if u.ids.len() > 100 {
                     return Err(Error::BadRequest("ids: at most 100".into()));

@@ -245,7 +245,15 @@ impl Registry {
             let update = pb::Update { kind: Some(pb::update::Kind::ChatEvent(crate::messaging::model::event(chat, e, &messages))) };
             let targets = self.subscribers(chat);
             for ctx in &targets {
-                ctx.push(update.clone());
+                match (&e.kind, ctx.authed()) {
+                    // Another member's delete-for-me: only the pts moves.
+                    (EventKind::Hidden { user, .. }, Some(a)) if a.user.id != *user => {
+                        let seen = crate::messaging::logic::event_for(e.clone(), a.user.id);
+                        let update = pb::Update { kind: Some(pb::update::Kind::ChatEvent(crate::messaging::model::event(chat, &seen, &messages))) };
+                        ctx.push(update);
+                    }
+                    _ => ctx.push(update.clone()),
+                }
             }
             if let EventKind::Left(user) = &e.kind {
                 let mut inner = self.inner.lock().expect("registry lock");

@@ -121,6 +121,11 @@ pub enum EventKind {
     New(u64),
     Edited(u64),
     Deleted(Vec<u64>),
+    /// `user` deleted these for themselves only; other members are told
+    /// nothing (their difference and pushes show an empty event instead).
+    Hidden { user: u64, ids: Vec<u64> },
+    /// What another member's `Hidden` looks like to you.
+    Nothing,
     /// `user` has read up to `max_id`.
     Read { user: u64, max_id: u64 },
     Joined(Vec<u64>),
@@ -149,6 +154,8 @@ pub enum Cmd {
     Edit { chat: u64, by: u64, id: u64, text: String, now_ms: u64 },
     /// Deletes for everyone: the sender's own messages, or any as an admin.
     Delete { chat: u64, by: u64, ids: Vec<u64>, now_ms: u64 },
+    /// Deletes for `user` only (any messages of the chat).
+    Hide { chat: u64, user: u64, ids: Vec<u64>, now_ms: u64 },
     Read { chat: u64, user: u64, max_id: u64, now_ms: u64 },
     Invite { chat: u64, by: u64, users: Vec<u64>, now_ms: u64 },
     /// `by` removes `user` (an admin), or leaves (`by == user`).
@@ -274,6 +281,9 @@ fn event_key(chat: u64, pts: u64) -> Vec<u8> {
 }
 fn rid_key(chat: u64, user: u64, random_id: u64) -> Vec<u8> {
     key(b"m/rid/", &[chat, user, random_id])
+}
+fn hidden_key(chat: u64, user: u64) -> Vec<u8> {
+    key(b"m/hide/", &[chat, user])
 }
 fn user_chats_key(user: u64) -> Vec<u8> {
     key(b"m/uchats/", &[user])
@@ -419,6 +429,27 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
                 put(view, &msg_key(*chat, m.id), &Message { text: String::new(), deleted: true, edit_ms: *now_ms, reactions: Vec::new(), fwd: None, ..m });
             }
             let ev = record(view, &mut c, EventKind::Deleted(gone), *now_ms);
+            changed(c, vec![ev], None)
+        }
+        Cmd::Hide { chat, user, ids, now_ms } => {
+            let (mut c, _) = tri!(membership(view, *chat, *user)?);
+            if ids.is_empty() || ids.len() > PAGE_MAX {
+                return Ok(Err(ChatError::BadRequest(format!("delete 1 to {PAGE_MAX} messages at once"))));
+            }
+            if ids.iter().any(|id| *id == 0 || *id > c.last_id) {
+                return Ok(Err(ChatError::MessageNotFound));
+            }
+            let mut hidden: Vec<u64> = get(view, &hidden_key(*chat, *user))?.unwrap_or_default();
+            let mut new: Vec<u64> = ids.iter().copied().filter(|id| hidden.binary_search(id).is_err()).collect();
+            new.sort_unstable();
+            new.dedup();
+            if new.is_empty() {
+                return changed(c, Vec::new(), None);
+            }
+            hidden.extend(&new);
+            hidden.sort_unstable();
+            put(view, &hidden_key(*chat, *user), &hidden);
+            let ev = record(view, &mut c, EventKind::Hidden { user: *user, ids: new }, *now_ms);
             changed(c, vec![ev], None)
         }
         Cmd::Read { chat, user, max_id, now_ms } => {
@@ -591,6 +622,37 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
     }
 }
 
+/// The messages `user` deleted for themselves in `chat` (sorted).
+fn hidden(view: &dyn StateRead, chat: u64, user: u64) -> Result<Vec<u64>> {
+    Ok(get(view, &hidden_key(chat, user))?.unwrap_or_default())
+}
+
+/// Messages with these ids that `user` has not hidden, up to `limit`.
+fn visible(view: &dyn StateRead, chat: u64, user: u64, ids: impl Iterator<Item = u64>, limit: usize) -> Result<Vec<Message>> {
+    let hidden = hidden(view, chat, user)?;
+    let mut out = Vec::new();
+    for id in ids {
+        if out.len() == limit {
+            break;
+        }
+        if hidden.binary_search(&id).is_ok() {
+            continue;
+        }
+        if let Some(m) = get::<Message>(view, &msg_key(chat, id))? {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// How one member sees an event: another member's `Hidden` is `Nothing`.
+pub fn event_for(e: Event, user: u64) -> Event {
+    match e.kind {
+        EventKind::Hidden { user: u, .. } if u != user => Event { kind: EventKind::Nothing, ..e },
+        _ => e,
+    }
+}
+
 fn messages(view: &dyn StateRead, chat: u64, ids: impl Iterator<Item = u64>) -> Result<Vec<Message>> {
     let mut out = Vec::new();
     for id in ids {
@@ -620,15 +682,15 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             let (c, _) = tri!(membership(view, *chat, *user)?);
             let limit = (*limit as u64).clamp(1, PAGE_MAX as u64);
             let top = if *before == 0 { c.last_id } else { (*before - 1).min(c.last_id) };
+            // Hidden messages are skipped; a page looks at most 10 pages' worth of ids.
+            let span = limit * 10;
             let out = if *after > 0 && *before == 0 {
                 // Paging forward from `after`.
-                let hi = after.saturating_add(limit).min(c.last_id);
-                messages(view, *chat, (after + 1)..=hi)?
+                let hi = after.saturating_add(span).min(c.last_id);
+                visible(view, *chat, *user, (after + 1)..=hi, limit as usize)?
             } else {
-                let lo = top.saturating_sub(limit - 1).max(after + 1).max(1);
-                let mut v = messages(view, *chat, lo..=top)?;
-                v.reverse();
-                v
+                let lo = top.saturating_sub(span - 1).max(after + 1).max(1);
+                visible(view, *chat, *user, (lo..=top).rev(), limit as usize)?
             };
             Ok(Ok(Reply::Messages(out)))
         }
@@ -643,8 +705,9 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
                     }
                 };
                 if *pts > c.pts || c.pts - pts > DIFF_TOO_LONG {
-                    let lo = c.last_id.saturating_sub(PAGE_MAX as u64 - 1).max(1);
-                    let messages = messages(view, *chat, lo..=c.last_id)?;
+                    let lo = c.last_id.saturating_sub(PAGE_MAX as u64 * 10).max(1);
+                    let mut messages = visible(view, *chat, *user, (lo..=c.last_id).rev(), PAGE_MAX)?;
+                    messages.reverse();
                     out.push(ChatDiff::TooLong { chat: c, messages, read_max_id: me.read_max_id });
                     continue;
                 }
@@ -652,7 +715,7 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
                 let mut events = Vec::new();
                 for p in (pts + 1)..=hi {
                     if let Some(e) = get::<Event>(view, &event_key(*chat, p))? {
-                        events.push(e);
+                        events.push(event_for(e, *user));
                     }
                 }
                 let mut ids: Vec<u64> = events
@@ -674,7 +737,8 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             let mut out = Vec::new();
             for chat in chats {
                 let Ok((c, me)) = membership(view, *chat, *user)? else { continue };
-                let last = if c.last_id > 0 { get::<Message>(view, &msg_key(*chat, c.last_id))? } else { None };
+                let lo = c.last_id.saturating_sub(99).max(1);
+                let last = if c.last_id > 0 { visible(view, *chat, *user, (lo..=c.last_id).rev(), 1)?.pop() } else { None };
                 let unread = unread(view, &c, *user, me.read_max_id)?;
                 out.push(Dialog { chat: c, me, last, unread });
             }
@@ -689,7 +753,11 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             let limit = (*limit as usize).clamp(1, PAGE_MAX);
             let mut out = Vec::new();
             let lo = c.last_id.saturating_sub(SEARCH_SCAN - 1).max(1);
+            let hidden = hidden(view, *chat, *user)?;
             for id in (lo..=c.last_id).rev() {
+                if hidden.binary_search(&id).is_ok() {
+                    continue;
+                }
                 if let Some(m) = get::<Message>(view, &msg_key(*chat, id))?
                     && !m.deleted
                     && m.text.to_lowercase().contains(&needle)
@@ -989,6 +1057,37 @@ mod tests {
         ok(&mut v, Cmd::Delete { chat: CHAT, by: A, ids: vec![3], now_ms: 11 });
         assert_eq!(found(&v), vec![1]);
         assert_eq!(query(&v, &Query::Search { chat: CHAT, user: C, text: "hello".into(), limit: 10 }).unwrap(), Err(ChatError::NotAMember));
+    }
+
+    #[test]
+    fn delete_for_me_hides_from_one_member_only() {
+        let mut v = MemView::default();
+        group(&mut v);
+        send(&mut v, A, 1, "one", 1).unwrap();
+        send(&mut v, B, 2, "two", 2).unwrap();
+        let pts = match diff(&v, A, 0) {
+            ChatDiff::Events { chat, .. } => chat.pts,
+            other => panic!("{other:?}"),
+        };
+        // A hides B's message 2 (anyone's message can be hidden for oneself).
+        ok(&mut v, Cmd::Hide { chat: CHAT, user: A, ids: vec![2], now_ms: 3 });
+        let Reply::Changed { events, .. } = ok(&mut v, Cmd::Hide { chat: CHAT, user: A, ids: vec![2], now_ms: 4 }) else { panic!() };
+        assert!(events.is_empty(), "hiding again is a no-op");
+        assert_eq!(err(&mut v, Cmd::Hide { chat: CHAT, user: A, ids: vec![9], now_ms: 4 }), ChatError::MessageNotFound);
+        assert_eq!(err(&mut v, Cmd::Hide { chat: CHAT, user: C, ids: vec![1], now_ms: 4 }), ChatError::NotAMember);
+        let history = |v: &MemView, u: u64| match query(v, &Query::History { chat: CHAT, user: u, before: 0, after: 0, limit: 10 }).unwrap() {
+            Ok(Reply::Messages(m)) => m.iter().map(|m| m.id).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(history(&v, A), vec![1]);
+        assert_eq!(history(&v, B), vec![2, 1], "B still has it");
+        // A's devices learn it; B sees only that the pts moved.
+        let ChatDiff::Events { events, .. } = diff(&v, A, pts) else { panic!() };
+        assert_eq!(events[0].kind, EventKind::Hidden { user: A, ids: vec![2] });
+        let ChatDiff::Events { events, .. } = diff(&v, B, pts) else { panic!() };
+        assert_eq!((events[0].pts, events[0].kind.clone()), (pts + 1, EventKind::Nothing));
+        let Ok(Reply::Dialogs(d)) = query(&v, &Query::Dialogs { user: A, chats: vec![CHAT] }).unwrap() else { panic!() };
+        assert_eq!(d[0].last.as_ref().map(|m| m.id), Some(1), "the dialog shows the last message A still has");
     }
 
     #[test]

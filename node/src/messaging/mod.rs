@@ -186,6 +186,11 @@ impl Messaging {
         Ok(())
     }
 
+    pub async fn delete_for_me(&self, me: u64, chat: u64, ids: Vec<u64>) -> Result<()> {
+        self.change(chat, logic::Cmd::Hide { chat, user: me, ids, now_ms: self.clock.now_ms() }).await?;
+        Ok(())
+    }
+
     pub async fn read_history(&self, me: u64, chat: u64, max_id: u64) -> Result<()> {
         self.change(chat, logic::Cmd::Read { chat, user: me, max_id, now_ms: self.clock.now_ms() }).await?;
         Ok(())

@@ -61,6 +61,8 @@ pub fn event(chat: u64, e: &Event, messages: &[Message]) -> pb::ChatEvent {
         EventKind::Title(t) => Kind::Title(t.clone()),
         EventKind::Role { user, role: r } => Kind::Role(pb::RoleChange { user: *user, role: role(*r).into() }),
         EventKind::Pinned(id) => Kind::Pinned(*id),
+        EventKind::Hidden { ids, .. } => Kind::Hidden(pb::Ids { ids: ids.clone() }),
+        EventKind::Nothing => return pb::ChatEvent { chat_id: chat, pts: e.pts, date_ms: e.date_ms, kind: None },
         EventKind::Reactions(id) => Kind::Reactions(find(*id)),
     };
     pb::ChatEvent { chat_id: chat, pts: e.pts, date_ms: e.date_ms, kind: Some(kind) }
