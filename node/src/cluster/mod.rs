@@ -138,30 +138,36 @@ impl Node {
     /// Sends `notice` to every node of the cluster (this one included) and
     /// waits at most `timeout`. Returns whether every node confirmed it.
     pub async fn broadcast(&self, notice: &crate::gateway::registry::Notice, timeout: Duration) -> bool {
-        let me = match self.raft() {
-            Ok(r) => r.id(),
-            Err(_) => return false,
-        };
+        if self.raft().is_err() {
+            return false;
+        }
         self.inner.conns.apply(notice);
-        let cluster = match self.registry().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("cannot list nodes for a notice: {e}");
-                return false;
-            }
-        };
         let payload = courier_raft::codec::encode(notice);
-        let sends = cluster.nodes.values().filter(|n| n.id != me && n.state != NodeState::Removed).map(|n| {
-            let router = self.inner.router.clone();
-            let addr = n.info.peer_addr.clone();
-            let payload = payload.clone();
-            async move {
-                let mut client = router.peer(&addr).ok()?;
-                let call = client.notify(courier_proto::peer::NotifyRequest { payload });
-                tokio::time::timeout(timeout, call).await.ok()?.ok()
-            }
+        let answers = self
+            .ask_peers(timeout, move |mut client| {
+                let payload = payload.clone();
+                async move { client.notify(courier_proto::peer::NotifyRequest { payload }).await }
+            })
+            .await;
+        answers.map(|a| a.iter().all(Option::is_some)).unwrap_or(false)
+    }
+
+    /// Calls every other node of the cluster (not removed) concurrently, each
+    /// within `timeout`: the answers in no particular order, `None` for a
+    /// node that failed or was late; `Err` if the node list is unknown.
+    async fn ask_peers<T, F, Fut>(&self, timeout: Duration, call: F) -> Result<Vec<Option<T>>>
+    where
+        F: Fn(courier_proto::peer::peer_client::PeerClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let me = self.raft()?.id();
+        let cluster = self.registry().await.inspect_err(|e| tracing::warn!("cannot list the nodes: {e}"))?;
+        let asks = cluster.nodes.values().filter(|n| n.id != me && n.state != NodeState::Removed).map(|n| {
+            let client = self.inner.router.peer(&n.info.peer_addr).ok();
+            let call = client.map(&call);
+            async move { tokio::time::timeout(timeout, call?).await.ok()?.ok().map(tonic::Response::into_inner) }
         });
-        futures::future::join_all(sends).await.iter().all(Option::is_some)
+        Ok(futures::future::join_all(asks).await)
     }
 
     /// Online users among `users` (a connection on any node that answers
@@ -170,19 +176,13 @@ impl Node {
         let (online, seen) = self.inner.conns.presence(users);
         let mut online: HashSet<u64> = online.into_iter().collect();
         let mut last: HashMap<u64, u64> = seen.into_iter().collect();
-        let me = self.raft().map(|r| r.id()).unwrap_or(0);
-        let Ok(cluster) = self.registry().await else { return (online, last) };
-        let asks = cluster.nodes.values().filter(|n| n.id != me && n.state != NodeState::Removed).map(|n| {
-            let router = self.inner.router.clone();
-            let addr = n.info.peer_addr.clone();
-            let users = users.to_vec();
-            async move {
-                let mut client = router.peer(&addr).ok()?;
-                let call = client.presence(courier_proto::peer::PresenceRequest { users });
-                Some(tokio::time::timeout(Duration::from_secs(1), call).await.ok()?.ok()?.into_inner())
-            }
-        });
-        for reply in futures::future::join_all(asks).await.into_iter().flatten() {
+        let asks = self
+            .ask_peers(Duration::from_secs(1), |mut client| {
+                let users = users.to_vec();
+                async move { client.presence(courier_proto::peer::PresenceRequest { users }).await }
+            })
+            .await;
+        for reply in asks.unwrap_or_default().into_iter().flatten() {
             online.extend(reply.online);
             for s in reply.last_seen {
                 let at = last.entry(s.user).or_default();
