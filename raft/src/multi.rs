@@ -488,19 +488,23 @@ impl MultiRaft {
     /// Hands leadership of every group this node leads to another voter, then
     /// stops all groups.
     pub async fn shutdown(&self) {
+        let mut handed = Vec::new();
         for (g, raft) in &self.inner.groups {
             if raft.is_leader() {
                 let m = raft.metrics().borrow_watched().clone();
                 if let Some(to) = m.membership_config.membership().voter_ids().find(|v| *v != self.inner.id) {
                     let _ = raft.trigger().transfer_leader(to).await;
                     tracing::info!(group = g, to, "handing over leadership");
+                    handed.push(raft);
                 }
             }
         }
-        // Give the new leaders a moment to take over before we stop answering.
+        // Stay until each handed-over group knows its new leader (stepping
+        // down comes before the new leader's election ends), at most 2 s.
+        let me = self.inner.id;
         let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline && self.inner.groups.values().any(|r| r.is_leader() && r.voter_ids().count() > 1) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        while Instant::now() < deadline && handed.iter().any(|r| r.metrics().borrow_watched().current_leader.is_none_or(|l| l == me)) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for raft in self.inner.groups.values() {
             let _ = raft.shutdown().await;
