@@ -215,7 +215,7 @@ impl Registry {
                 let update = pb::Update {
                     kind: Some(pb::update::Kind::LoginCode(pb::LoginCode { phone: phone.clone(), code: code.clone(), device: device.clone() })),
                 };
-                for ctx in self.user_conns(*user_id) {
+                for ctx in self.user_conns(&[*user_id]) {
                     ctx.push(update.clone());
                 }
             }
@@ -238,7 +238,7 @@ impl Registry {
         let messages: Vec<_> = message.into_iter().cloned().collect();
         for e in events {
             if let EventKind::Joined(users) = &e.kind {
-                for ctx in users.iter().flat_map(|u| self.user_conns(*u)) {
+                for ctx in self.user_conns(users) {
                     self.subscribe(&ctx, &[chat]);
                 }
             }
@@ -270,9 +270,11 @@ impl Registry {
         inner.subs.get(&chat).map(|s| s.iter().filter_map(|id| inner.conns.get(id).cloned()).collect()).unwrap_or_default()
     }
 
-    fn user_conns(&self, user_id: u64) -> Vec<Arc<ConnCtx>> {
+    /// The logged-in connections of these users (one pass over the connections).
+    fn user_conns(&self, users: &[u64]) -> Vec<Arc<ConnCtx>> {
+        let users: HashSet<u64> = users.iter().copied().collect();
         let inner = self.inner.lock().expect("registry lock");
-        inner.conns.values().filter(|c| c.authed().is_some_and(|a| a.user.id == user_id)).cloned().collect()
+        inner.conns.values().filter(|c| c.authed().is_some_and(|a| users.contains(&a.user.id))).cloned().collect()
     }
 
     /// Logged-in connections whose last check is older than `age`, by group.

@@ -218,7 +218,6 @@ pub enum ChatDiff {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
-    Created(Chat),
     /// What a change did: the chat after it, the event(s), and the message
     /// concerned (for live delivery).
     Changed { chat: Chat, events: Vec<Event>, message: Option<Message> },
@@ -339,7 +338,10 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
     match cmd {
         Cmd::Create { id, kind, title, creator, members, now_ms } => {
             if let Some(c) = get::<Chat>(view, &chat_key(*id))? {
-                return Ok(if c.creator == *creator && c.kind == *kind { Ok(Reply::Created(c)) } else { Err(ChatError::BadRequest("chat id taken; try again".into())) });
+                if c.creator == *creator && c.kind == *kind {
+                    return changed(c, Vec::new(), None);
+                }
+                return Ok(Err(ChatError::BadRequest("chat id taken; try again".into())));
             }
             let mut all: Vec<u64> = vec![*creator];
             for m in members {
@@ -358,8 +360,8 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
                 let role = if *u == *creator && *kind != ChatKind::Private { Role::Creator } else { Role::Member };
                 put(view, &member_key(*id, *u), &Member { role, joined_ms: *now_ms, read_max_id: 0 });
             }
-            record(view, &mut chat, EventKind::Joined(all), *now_ms);
-            Ok(Ok(Reply::Created(chat)))
+            let ev = record(view, &mut chat, EventKind::Joined(all), *now_ms);
+            changed(chat, vec![ev], None)
         }
         Cmd::Send { chat, from, random_id, text, reply_to, now_ms } => {
             let (mut c, me) = tri!(membership(view, *chat, *from)?);
@@ -842,7 +844,7 @@ mod tests {
         e
     }
     fn group(v: &mut MemView) -> Chat {
-        let Reply::Created(c) = ok(v, Cmd::Create { id: CHAT, kind: ChatKind::Group, title: "Team".into(), creator: A, members: vec![B], now_ms: 0 }) else { panic!() };
+        let Reply::Changed { chat: c, .. } = ok(v, Cmd::Create { id: CHAT, kind: ChatKind::Group, title: "Team".into(), creator: A, members: vec![B], now_ms: 0 }) else { panic!() };
         c
     }
     fn send(v: &mut MemView, from: u64, rid: u64, text: &str, now: u64) -> std::result::Result<Message, ChatError> {
@@ -1006,8 +1008,12 @@ mod tests {
         // Private chats have exactly two members and no title.
         let dm = 6 << 16 | 5;
         assert!(matches!(err(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![A], now_ms: 13 }), ChatError::BadRequest(_)));
-        let first = ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![B], now_ms: 13 });
-        assert_eq!(ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![B], now_ms: 14 }), first, "a retry");
+        let chat_of = |r: Reply| match r {
+            Reply::Changed { chat, .. } => chat,
+            other => panic!("{other:?}"),
+        };
+        let first = chat_of(ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![B], now_ms: 13 }));
+        assert_eq!(chat_of(ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![B], now_ms: 14 })), first, "a retry");
         assert!(matches!(err(&mut v, Cmd::Invite { chat: dm, by: A, users: vec![C], now_ms: 15 }), ChatError::BadRequest(_)));
     }
 

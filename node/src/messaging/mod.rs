@@ -120,33 +120,14 @@ impl Messaging {
         let creator = if kind == ChatKind::Private { all[0].min(all[1]) } else { me };
         let others = all.iter().copied().filter(|u| *u != creator).collect();
         let cmd = logic::Cmd::Create { id, kind, title, creator, members: others, now_ms: self.clock.now_ms() };
-        match self.exec(self.group_of(id)?, cmd).await? {
-            Reply::Created(chat) => {
-                // Members' connections subscribe through the Joined event.
-                if let Some(ev) = self.first_event(&chat).await {
-                    self.publish(&chat, vec![ev], None);
-                }
-                Ok(chat)
-            }
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
-    }
-
-    async fn first_event(&self, chat: &Chat) -> Option<Event> {
-        let q = logic::Query::Difference { user: chat.creator, chats: vec![(chat.id, 0)] };
-        match self.read(self.group_of(chat.id).ok()?, q).await.ok()? {
-            Reply::Difference(mut d) => match d.pop()? {
-                ChatDiff::Events { events, .. } => events.into_iter().next(),
-                _ => None,
-            },
-            _ => None,
-        }
+        // Published like any change: members' connections subscribe through its Joined event.
+        Ok(self.change(id, cmd).await?.0)
     }
 
     pub async fn invite(&self, me: u64, chat: u64, users: Vec<u64>) -> Result<Chat> {
         // The inviter's membership first (no hint about a chat one is not
         // in), and before anything is listed.
-        self.history(me, chat, 0, 0, 1).await?;
+        self.must_be_member(me, chat).await?;
         for u in &users {
             if self.auth.user_by_id(*u).await?.is_none() {
                 return Err(ChatError::BadRequest(format!("no user {u}")).into());
@@ -239,13 +220,22 @@ impl Messaging {
 
     /// "typing…": checked against membership, sent to every node, not stored.
     pub async fn typing(&self, me: u64, chat: u64) -> Result<()> {
-        self.history(me, chat, 0, 0, 1).await?;
+        self.must_be_member(me, chat).await?;
         let notice = Notice::Typing { chat, user: me, until_ms: self.clock.now_ms() + TYPING_MS };
         let node = self.node.clone();
         tokio::spawn(async move {
             node.broadcast(&notice, PUBLISH_TIMEOUT).await;
         });
         Ok(())
+    }
+
+    /// `NotAMember` unless `me` is in `chat` (one read of the member row).
+    async fn must_be_member(&self, me: u64, chat: u64) -> Result<()> {
+        match self.read(self.group_of(chat)?, logic::Query::Memberships { user: me, chats: vec![chat] }).await? {
+            Reply::Chats(c) if c == [chat] => Ok(()),
+            Reply::Chats(_) => Err(ChatError::NotAMember.into()),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
     }
 
     /// The user's chat list (a superset; see [`Messaging::list_chat`]).
