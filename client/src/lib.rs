@@ -29,6 +29,8 @@ use courier_proto::client::response::Result as R;
 use tokio::sync::mpsc;
 
 pub use conn::{ALPN, PROTOCOL};
+/// The UDP endpoint type of [`shared_endpoint`] and [`ClientConfig::endpoint`].
+pub use quinn::Endpoint;
 pub use error::{Error, Result};
 
 /// How to reach and identify to a cluster.

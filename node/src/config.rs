@@ -34,6 +34,17 @@ pub struct NodeConfig {
     /// Testing only: a file holding seconds (may be negative) added to this
     /// node's wall clock, re-read on every use. Lets tests expire login codes.
     pub clock_offset_file: Option<PathBuf>,
+    pub debug: DebugConfig,
+}
+
+/// Deliberate faults, accepted only by debug builds: they exist so the chaos
+/// harness (`courier-jepsen`) can show that its checkers catch a broken node.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugConfig {
+    /// Forget the client's `random_id` on sends: a retried send makes a
+    /// second message (breaks G3).
+    pub unsafe_ignore_random_id: bool,
 }
 
 /// The client QUIC front door.
@@ -124,6 +135,7 @@ impl Default for NodeConfig {
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
             clock_offset_file: None,
+            debug: DebugConfig::default(),
         }
     }
 }
@@ -231,6 +243,9 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<()> {
         if self.name.is_empty() || self.name.len() > 64 {
             return Err(bad("name", "must be 1 to 64 characters"));
+        }
+        if self.debug.unsafe_ignore_random_id && !cfg!(debug_assertions) {
+            return Err(bad("debug.unsafe_ignore_random_id", "deliberately breaks the node; only debug builds accept it"));
         }
         check_addr("peer_addr", &self.peer_addr)?;
         check_addr("client_addr", &self.client_addr)?;

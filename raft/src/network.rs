@@ -34,6 +34,9 @@ pub struct Router {
 
 struct RouterInner {
     tls: Option<ClientTlsConfig>,
+    /// The address this node's peer connections leave from (its own peer
+    /// address), so a peer sees which node a connection comes from.
+    local: Option<std::net::IpAddr>,
     channels: Mutex<HashMap<String, Channel>>,
     addrs: Mutex<HashMap<NodeId, String>>,
 }
@@ -41,7 +44,12 @@ struct RouterInner {
 impl Router {
     /// `tls`: the node's identity and the cluster CA; `None` only in tests.
     pub fn new(tls: Option<ClientTlsConfig>) -> Self {
-        Router { inner: Arc::new(RouterInner { tls, channels: Mutex::default(), addrs: Mutex::default() }) }
+        Router::with_local_address(tls, None)
+    }
+
+    /// Like [`Router::new`]; connections to peers are made from `local`.
+    pub fn with_local_address(tls: Option<ClientTlsConfig>, local: Option<std::net::IpAddr>) -> Self {
+        Router { inner: Arc::new(RouterInner { tls, local, channels: Mutex::default(), addrs: Mutex::default() }) }
     }
 
     /// The shared channel to a peer address, created on first use; it
@@ -59,7 +67,8 @@ impl Router {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
             .initial_connection_window_size(Some(8 << 20))
-            .initial_stream_window_size(Some(4 << 20));
+            .initial_stream_window_size(Some(4 << 20))
+            .local_address(self.inner.local);
         if let Some(tls) = &self.inner.tls {
             ep = ep.tls_config(tls.clone()).map_err(|e| Error::Invalid(format!("tls: {e}")))?;
         }

@@ -101,7 +101,11 @@ impl Node {
             }
         };
         let tls = crate::tls::client_tls(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)?;
-        let router = Router::new(Some(tls));
+        // Peer connections leave from this node's own peer address (when it
+        // names one), so firewall rules and peers' logs can tell nodes apart
+        // on a host with several addresses.
+        let local = cfg.peer_addr.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified());
+        let router = Router::with_local_address(Some(tls), local);
         Ok(Node {
             inner: Arc::new(NodeInner {
                 cfg,

@@ -30,11 +30,17 @@ pub struct Messaging {
     node: Node,
     auth: Arc<Auth>,
     clock: Clock,
+    /// `debug.unsafe_ignore_random_id`: a deliberate G3 bug for the chaos harness.
+    ignore_random_id: bool,
 }
 
 impl Messaging {
     pub fn new(node: Node, auth: Arc<Auth>, clock: Clock) -> Messaging {
-        Messaging { node, auth, clock }
+        let ignore_random_id = node.config().debug.unsafe_ignore_random_id;
+        if ignore_random_id {
+            tracing::warn!("debug.unsafe_ignore_random_id is set: retried sends WILL duplicate messages");
+        }
+        Messaging { node, auth, clock, ignore_random_id }
     }
 
     async fn exec(&self, group: u32, cmd: logic::Cmd) -> Result<Reply> {
@@ -153,6 +159,7 @@ impl Messaging {
     }
 
     pub async fn send(&self, me: u64, chat: u64, random_id: u64, text: String, reply_to: u64) -> Result<Message> {
+        let random_id = if self.ignore_random_id { rand::random() } else { random_id };
         let cmd = logic::Cmd::Send { chat, from: me, random_id, text, reply_to, now_ms: self.clock.now_ms() };
         self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("send answered no message".into()))
     }

@@ -1,0 +1,528 @@
+//! Cluster control: real `courier` processes, each on its own loopback
+//! address (127.0.SLOT.I), set up with the commands an operator uses
+//! (`courier cert …`, `courier node --config`, `courier cluster init|status|
+//! remove-node`). Faults act on the processes (signals), their data
+//! directories, their clock offset files, and the network (nftables).
+//!
+//! Everything here blocks: the nemesis runs it on its own thread.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// Ports every node uses on its own address.
+const PEER_PORT: u16 = 7001;
+const CLIENT_PORT: u16 = 7002;
+const ADMIN_PORT: u16 = 7003;
+
+pub struct NodeProc {
+    pub config: PathBuf,
+    pub data: PathBuf,
+    pub log: PathBuf,
+    pub clock: PathBuf,
+    pub child: Option<Child>,
+    pub paused: bool,
+    /// Decommissioned by `remove-node`: not restarted, not counted.
+    pub retired: bool,
+}
+
+/// What every node's config adds to the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The deliberate G3 bug (`debug.unsafe_ignore_random_id`).
+    pub unsafe_ignore_random_id: bool,
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub slot: u8,
+    bin: PathBuf,
+    certs: PathBuf,
+    opts: Options,
+    pub nodes: BTreeMap<u32, NodeProc>,
+    /// nftables rules in place.
+    partitioned: bool,
+}
+
+impl Cluster {
+    /// Certificates, `n` nodes, `cluster init`; returns once placement settled.
+    pub fn create(dir: &Path, slot: u8, n: u32, bin: &Path, opts: Options) -> Result<Cluster> {
+        std::fs::create_dir_all(dir)?;
+        let dir = std::fs::canonicalize(dir)?;
+        let certs = dir.join("certs");
+        let mut c = Cluster {
+            dir,
+            slot,
+            bin: bin.into(),
+            certs,
+            opts,
+            nodes: BTreeMap::new(),
+            partitioned: false,
+        };
+        c.heal_network()?; // rules a crashed earlier run left behind
+        let certs = c.certs.to_string_lossy().to_string();
+        c.must_cli(&["cert", "create-ca", "--certs-dir", &certs])?;
+        c.must_cli(&[
+            "cert",
+            "create-client",
+            "--certs-dir",
+            &certs,
+            "--name",
+            "operator",
+        ])?;
+        c.add_node(1, &[])?;
+        wait(Duration::from_secs(30), "cluster init", || {
+            let out = c.cli_on(&[1], &["cluster", "init"], Duration::from_secs(10))?;
+            (out.status.success()
+                || String::from_utf8_lossy(&out.stderr).contains("already belongs"))
+            .then_some(())
+        })?;
+        for i in 2..=n {
+            c.add_node(i, &[c.peer(1)])?;
+            c.wait_registered(i)?;
+        }
+        c.wait_settled(Duration::from_secs(120))?;
+        Ok(c)
+    }
+
+    pub fn host(&self, i: u32) -> String {
+        format!("127.0.{}.{}", self.slot, i)
+    }
+
+    pub fn peer(&self, i: u32) -> String {
+        format!("{}:{PEER_PORT}", self.host(i))
+    }
+
+    pub fn client_addr(&self, i: u32) -> String {
+        format!("{}:{CLIENT_PORT}", self.host(i))
+    }
+
+    pub fn ca_pem(&self) -> Result<Vec<u8>> {
+        Ok(std::fs::read(self.certs.join("ca.pem"))?)
+    }
+
+    /// Nodes that are part of the cluster (not decommissioned).
+    pub fn members(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| !n.retired)
+            .map(|(i, _)| *i)
+            .collect()
+    }
+
+    /// Members whose process runs and is not paused.
+    pub fn live(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| !n.retired && n.child.is_some() && !n.paused)
+            .map(|(i, _)| *i)
+            .collect()
+    }
+
+    /// Writes node `i`'s config, joining through `join` (empty: the first node), and starts it.
+    pub fn add_node(&mut self, i: u32, join: &[String]) -> Result<()> {
+        let name = format!("n{i}");
+        let certs = self.certs.to_string_lossy().to_string();
+        self.must_cli(&[
+            "cert",
+            "create-node",
+            "--certs-dir",
+            &certs,
+            "--name",
+            &name,
+            "--host",
+            &self.host(i),
+        ])?;
+        let data = self.dir.join(&name);
+        std::fs::create_dir_all(&data)?;
+        let node = NodeProc {
+            config: self.dir.join(format!("{name}.toml")),
+            data,
+            log: self.dir.join(format!("{name}.log")),
+            clock: self.dir.join(format!("{name}.clock")),
+            child: None,
+            paused: false,
+            retired: false,
+        };
+        std::fs::write(&node.clock, "0")?;
+        self.nodes.insert(i, node);
+        self.write_config(i, join)?;
+        self.start(i)
+    }
+
+    fn write_config(&self, i: u32, join: &[String]) -> Result<()> {
+        let n = &self.nodes[&i];
+        let join: Vec<String> = join.iter().map(|j| format!("{j:?}")).collect();
+        let text = format!(
+            "# Written by courier-jepsen.\nname = \"n{i}\"\ndata_dir = {data:?}\npeer_addr = \"{h}:{PEER_PORT}\"\nclient_addr = \"{h}:{CLIENT_PORT}\"\nadmin_addr = \"{h}:{ADMIN_PORT}\"\njoin = [{join}]\nclock_offset_file = {clock:?}\n\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n[auth]\ntest_numbers = true\ncodes_per_day = 1000000\ncodes_per_address_per_minute = 0\n\n# Short kills do not move replicas; a wiped node's old id is repaired soon.\n[placement]\ndead_after_secs = 20\n\n[debug]\nunsafe_ignore_random_id = {bug}\n",
+            data = n.data.to_string_lossy(),
+            h = self.host(i),
+            join = join.join(", "),
+            clock = n.clock.to_string_lossy(),
+            ca = self.certs.join("ca.pem").to_string_lossy(),
+            cert = self.certs.join(format!("n{i}.pem")).to_string_lossy(),
+            key = self.certs.join(format!("n{i}-key.pem")).to_string_lossy(),
+            bug = self.opts.unsafe_ignore_random_id,
+        );
+        std::fs::write(&n.config, text)?;
+        Ok(())
+    }
+
+    pub fn start(&mut self, i: u32) -> Result<()> {
+        let bin = self.bin.clone();
+        let n = self.nodes.get_mut(&i).context("no such node")?;
+        if n.child.is_some() {
+            return Ok(());
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)?;
+        let child = Command::new(bin)
+            .args(["node", "--config"])
+            .arg(&n.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start node {i}"))?;
+        n.child = Some(child);
+        n.paused = false;
+        Ok(())
+    }
+
+    fn signal(&mut self, i: u32, sig: i32) -> bool {
+        match self.nodes.get(&i).and_then(|n| n.child.as_ref()) {
+            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+            Some(c) => unsafe { libc::kill(c.id() as i32, sig) == 0 },
+            None => false,
+        }
+    }
+
+    pub fn kill(&mut self, i: u32) {
+        self.signal(i, libc::SIGKILL);
+        if let Some(n) = self.nodes.get_mut(&i)
+            && let Some(mut c) = n.child.take()
+        {
+            let _ = c.wait();
+            n.paused = false;
+        }
+    }
+
+    pub fn pause(&mut self, i: u32) {
+        if self.signal(i, libc::SIGSTOP) {
+            self.nodes.get_mut(&i).expect("node").paused = true;
+        }
+    }
+
+    pub fn resume(&mut self, i: u32) {
+        if self.signal(i, libc::SIGCONT) {
+            self.nodes.get_mut(&i).expect("node").paused = false;
+        }
+    }
+
+    /// SIGTERM, and SIGKILL after 15 s.
+    pub fn stop(&mut self, i: u32) {
+        self.resume(i);
+        self.signal(i, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        if let Some(n) = self.nodes.get_mut(&i)
+            && let Some(mut c) = n.child.take()
+        {
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills node `i`, empties its data directory and starts it again: it
+    /// joins as a new node (a new id) through the other members.
+    pub fn wipe(&mut self, i: u32) -> Result<()> {
+        self.kill(i);
+        let data = self.nodes[&i].data.clone();
+        std::fs::remove_dir_all(&data)?;
+        std::fs::create_dir_all(&data)?;
+        let join: Vec<String> = self
+            .members()
+            .into_iter()
+            .filter(|j| *j != i)
+            .map(|j| self.peer(j))
+            .collect();
+        self.write_config(i, &join)?;
+        self.start(i)
+    }
+
+    /// Shifts node `i`'s clock by `secs` (its `clock_offset_file`).
+    pub fn set_clock(&self, i: u32, secs: i64) -> Result<()> {
+        Ok(std::fs::write(&self.nodes[&i].clock, secs.to_string())?)
+    }
+
+    /// Drops every packet between the two nodes of each pair (both ways).
+    pub fn partition(&mut self, cuts: &[(u32, u32)]) -> Result<()> {
+        let table = self.table();
+        let mut script = format!(
+            "table inet {table} {{\n chain input {{ type filter hook input priority -10; policy accept; }}\n}}\nflush table inet {table}\n"
+        );
+        for (a, b) in cuts {
+            for (x, y) in [(a, b), (b, a)] {
+                script.push_str(&format!(
+                    "add rule inet {table} input ip saddr {} ip daddr {} drop\n",
+                    self.host(*x),
+                    self.host(*y)
+                ));
+            }
+        }
+        nft(&script)?;
+        self.partitioned = true;
+        Ok(())
+    }
+
+    pub fn heal_network(&mut self) -> Result<()> {
+        let table = self.table();
+        // Declaring the table first makes the delete succeed when it is absent.
+        nft(&format!("table inet {table}\ndelete table inet {table}\n"))?;
+        self.partitioned = false;
+        Ok(())
+    }
+
+    fn table(&self) -> String {
+        format!("courier_jepsen_{}", self.slot)
+    }
+
+    /// Runs a `courier` command against the given nodes' peer ports, at most `timeout`.
+    pub fn cli_on(&self, nodes: &[u32], args: &[&str], timeout: Duration) -> Option<Output> {
+        let admin: Vec<String> = nodes.iter().map(|i| self.peer(*i)).collect();
+        let mut child = Command::new(&self.bin)
+            .args(args)
+            .env("COURIER_CA", self.certs.join("ca.pem"))
+            .env("COURIER_CERT", self.certs.join("operator.pem"))
+            .env("COURIER_KEY", self.certs.join("operator-key.pem"))
+            .env("COURIER_ADMIN_NODES", admin.join(","))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let deadline = Instant::now() + timeout;
+        while child.try_wait().ok()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().ok()
+    }
+
+    fn must_cli(&self, args: &[&str]) -> Result<String> {
+        let out = self
+            .cli_on(&self.live(), args, Duration::from_secs(60))
+            .with_context(|| format!("courier {args:?} timed out"))?;
+        if !out.status.success() {
+            bail!(
+                "courier {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into())
+    }
+
+    /// `courier cluster status --json` through the live nodes.
+    pub fn status(&self) -> Option<Value> {
+        let out = self.cli_on(
+            &self.live(),
+            &["cluster", "status", "--json"],
+            Duration::from_secs(10),
+        )?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// The cluster id node `i` runs under now (a wiped node gets a new one).
+    pub fn node_id(&self, status: &Value, i: u32) -> Option<u64> {
+        let peer = self.peer(i);
+        status["nodes"]
+            .as_array()?
+            .iter()
+            .filter(|n| n["peer_addr"] == peer.as_str() && n["state"] != "removed")
+            .filter_map(|n| n["id"].as_u64())
+            .max()
+    }
+
+    /// The node leading the most groups.
+    pub fn busiest_leader(&self) -> Option<u32> {
+        let s = self.status()?;
+        let mut led: BTreeMap<u64, usize> = BTreeMap::new();
+        for g in s["groups"].as_array()? {
+            if let Some(l) = g["leader"].as_u64() {
+                *led.entry(l).or_default() += 1;
+            }
+        }
+        let (id, _) = led.into_iter().max_by_key(|(_, n)| *n)?;
+        self.members()
+            .into_iter()
+            .find(|i| self.node_id(&s, *i) == Some(id))
+    }
+
+    fn wait_registered(&self, i: u32) -> Result<u64> {
+        wait(
+            Duration::from_secs(60),
+            &format!("node {i} to join"),
+            || {
+                let s = self.status()?;
+                let id = self.node_id(&s, i)?;
+                s["nodes"]
+                    .as_array()?
+                    .iter()
+                    .any(|n| n["id"] == id && n["state"] == "up")
+                    .then_some(id)
+            },
+        )
+    }
+
+    /// Until every member is up, every group has a leader and placement settled.
+    pub fn wait_settled(&self, timeout: Duration) -> Result<Value> {
+        let want = self.members().len();
+        wait(
+            timeout,
+            &format!("{want} nodes up and placement settled"),
+            || {
+                let s = self.status()?;
+                let up = s["nodes"]
+                    .as_array()?
+                    .iter()
+                    .filter(|n| n["state"] == "up")
+                    .count();
+                let led = s["groups"]
+                    .as_array()?
+                    .iter()
+                    .all(|g| g["leader"].as_u64().is_some());
+                (up == want && led && s["placement_settled"] == true).then_some(s)
+            },
+        )
+    }
+
+    /// Adds node `i` under load and waits until it joined; returns its id.
+    pub fn join_new(&mut self, i: u32) -> Result<u64> {
+        let join: Vec<String> = self.members().into_iter().map(|j| self.peer(j)).collect();
+        self.add_node(i, &join)?;
+        self.wait_registered(i)
+    }
+
+    /// `courier cluster remove-node ID`, then waits (bounded) until the node
+    /// is `removed`.
+    pub fn remove_node(&self, id: u64, timeout: Duration) -> Result<()> {
+        let id_s = id.to_string();
+        let out = self
+            .cli_on(
+                &self.live(),
+                &["cluster", "remove-node", &id_s],
+                Duration::from_secs(20),
+            )
+            .context("remove-node timed out")?;
+        if !out.status.success() {
+            bail!(
+                "remove-node {id}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        wait(timeout, &format!("node {id} to be removed"), || {
+            let s = self.status()?;
+            s["nodes"]
+                .as_array()?
+                .iter()
+                .any(|n| n["id"] == id && n["state"] == "removed")
+                .then_some(())
+        })
+    }
+
+    /// Stops every node (graceful first) and removes the firewall rules.
+    pub fn shutdown(&mut self) {
+        let _ = self.heal_network();
+        let ids: Vec<u32> = self.nodes.keys().copied().collect();
+        for i in &ids {
+            self.resume(*i);
+            self.signal(*i, libc::SIGTERM);
+        }
+        for i in ids {
+            self.stop(i);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.partitioned {
+            let _ = self.heal_network();
+        }
+        let ids: Vec<u32> = self.nodes.keys().copied().collect();
+        for i in ids {
+            self.kill(i);
+        }
+    }
+}
+
+/// Kills every node under `dir` by the pid it wrote, and removes the
+/// firewall rules of `slot` (used when the harness is interrupted).
+pub fn kill_all(dir: &Path, slot: u8) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let pid = std::fs::read_to_string(entry.path().join("courier.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) on a node this run started (its pid file is in our directory).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let table = format!("courier_jepsen_{slot}");
+    let _ = nft(&format!("table inet {table}\ndelete table inet {table}\n"));
+}
+
+fn nft(script: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context(
+            "run nft (partitions need nftables and root; `scripts/setup` installs nftables)",
+        )?;
+    child
+        .stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "nft failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Polls `f` every 250 ms until it answers, at most `timeout`.
+pub fn wait<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
