@@ -19,13 +19,10 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-fn client_addr(c: &Cluster, i: u32) -> String {
-    format!("{}:7002", c.host(i))
-}
 
 fn config(c: &Cluster, nodes: &[u32], device: &str) -> ClientConfig {
     let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
-    let mut cfg = ClientConfig::new(nodes.iter().map(|i| client_addr(c, *i)).collect(), ca);
+    let mut cfg = ClientConfig::new(nodes.iter().map(|i| c.client_addr(*i)).collect(), ca);
     cfg.device = device.into();
     cfg.client_version = "front-door-test/1".into();
     cfg.request_timeout = Duration::from_secs(10);
@@ -142,7 +139,7 @@ fn sessions_work_on_every_node_and_revocation_closes_them_everywhere() {
 fn cli_login_sessions_terminate_and_logout() {
     let c = Cluster::start_settled(55, 3, &format!("{FAST}[auth]\ntest_numbers = true\ncodes_per_address_per_minute = 0\n"));
     let home = tempfile::tempdir().unwrap();
-    let nodes = (1..=3).map(|i| client_addr(&c, i)).collect::<Vec<_>>().join(",");
+    let nodes = (1..=3).map(|i| c.client_addr(i)).collect::<Vec<_>>().join(",");
     let ca = c.certs.join("ca.pem");
     let courier = |profile: &str, args: &[&str], with_env: bool| {
         let mut cmd = std::process::Command::new(bin());
@@ -162,7 +159,7 @@ fn cli_login_sessions_terminate_and_logout() {
     let token = home.path().join("courier/desk/token");
     assert_eq!(std::fs::metadata(&token).unwrap().permissions().mode() & 0o777, 0o600, "token file is private");
     assert!(home.path().join("courier/desk/ca.pem").exists(), "the CA is saved in the profile");
-    ok(courier("pocket", &["login", "--phone", "+9996620002", "--code", "22222", "--device", "pocket", "--node", &client_addr(&c, 3), "--ca", ca.to_str().unwrap()], false));
+    ok(courier("pocket", &["login", "--phone", "+9996620002", "--code", "22222", "--device", "pocket", "--node", &c.client_addr(3), "--ca", ca.to_str().unwrap()], false));
 
     // Later commands need nothing but the profile.
     let who: serde_json::Value = serde_json::from_str(&ok(courier("desk", &["whoami", "--json"], false))).unwrap();
@@ -285,14 +282,14 @@ fn leader_killed_during_sign_up_leaves_no_half_made_account() {
         cfg.request_timeout = Duration::from_secs(3);
         let (mover, _) = Client::connect(cfg).await.unwrap();
         let node = mover.node().await.unwrap();
-        (mover, (1..=3).find(|i| client_addr(&c, *i) == node).unwrap())
+        (mover, (1..=3).find(|i| c.client_addr(*i) == node).unwrap())
     });
     c.kill9(first_node);
     rt.block_on(async {
         let me = mover.get_self().await.expect("get_self moves to a live node");
         assert_eq!(me.first_name, "Mover");
         let now = mover.node().await.unwrap();
-        assert_ne!(now, client_addr(&c, first_node), "reconnected elsewhere");
+        assert_ne!(now, c.client_addr(first_node), "reconnected elsewhere");
         assert!(mover.hello().unwrap().authorized, "the session came along");
     });
 }
@@ -456,7 +453,7 @@ fn hostile_input_gets_errors_writes_nothing_and_others_are_served() {
     let c = Cluster::start_settled(53, 1, &format!("{FAST}[auth]\ntest_numbers = true\ncodes_per_address_per_minute = 0\n"));
     let rt = rt();
     let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
-    let addr: SocketAddr = client_addr(&c, 1).parse().unwrap();
+    let addr: SocketAddr = c.client_addr(1).parse().unwrap();
     let host = c.host(1);
     rt.block_on(async {
         // A good client, logged in, and a revoked token, before the baseline.

@@ -6,51 +6,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use courier_client::sync::{Applied, SyncState};
-use courier_client::{Client, ClientConfig, Event, pb};
+use courier_client::{Client, Event, pb};
 use tokio::sync::mpsc;
 
 const EXTRA: &str = "[raft]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n[placement]\ntick_ms = 300\n[auth]\ntest_numbers = true\ncodes_per_address_per_minute = 0\n";
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-fn client_addr(c: &Cluster, i: u32) -> String {
-    format!("{}:7002", c.host(i))
-}
-
-/// A device of the account with test number `phone`, connected to `node`.
-async fn device(c: &Cluster, node: u32, phone: &str, name: &str) -> (Client, mpsc::Receiver<Event>, pb::User) {
-    let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
-    let mut cfg = ClientConfig::new(vec![client_addr(c, node)], ca);
-    cfg.device = format!("{name}@n{node}");
-    // A request to a node that was killed fails after this (QUIC sees no reset).
-    cfg.request_timeout = Duration::from_secs(5);
-    let (client, events) = Client::connect(cfg).await.unwrap();
-    let sent = client.send_code(phone).await.unwrap();
-    let code = phone[6..7].repeat(5);
-    let auth = match client.sign_in(phone, &sent.phone_code_hash, &code).await {
-        Ok(a) => a,
-        Err(e) if e.code() == "SIGN_UP_REQUIRED" => client.sign_up(phone, &sent.phone_code_hash, name, "").await.unwrap(),
-        Err(e) => panic!("{e}"),
-    };
-    (client, events, auth.user.unwrap())
-}
-
-/// Runs `courier ARGS` as `profile` (config under `home`) against every node:
-/// (success, stdout, stderr).
-fn user_cli(c: &Cluster, home: &std::path::Path, profile: &str, args: &[&str]) -> (bool, String, String) {
-    let nodes = (1..=3).map(|i| client_addr(c, i)).collect::<Vec<_>>().join(",");
-    let out = std::process::Command::new(bin())
-        .args(args)
-        .env("XDG_CONFIG_HOME", home)
-        .env("COURIER_PROFILE", profile)
-        .env("COURIER_NODES", nodes)
-        .env("COURIER_CA", c.certs.join("ca.pem"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
 }
 
 /// Waits (bounded) for a chat event matching `f`.
@@ -313,7 +275,7 @@ fn one_order_for_concurrent_senders_retries_and_the_brief_s_errors() {
 fn cli_send_history_dialogs_and_groups() {
     let c = Cluster::start_settled(62, 3, EXTRA);
     let home = tempfile::tempdir().unwrap();
-    let courier = |profile: &str, args: &[&str]| user_cli(&c, home.path(), profile, args);
+    let courier = |profile: &str, args: &[&str]| c.user_cli(home.path(), profile, args);
     let ok = |r: (bool, String, String)| {
         assert!(r.0, "courier failed: {}{}", r.1, r.2);
         r.1
@@ -383,7 +345,7 @@ fn terminal_client_in_tmux_logs_in_opens_a_chat_sends_and_sees_the_reply() {
     let home = tempfile::tempdir().unwrap();
     let ca = c.certs.join("ca.pem");
     let courier = |profile: &str, args: &[&str]| {
-        let (ok, out, err) = user_cli(&c, home.path(), profile, args);
+        let (ok, out, err) = c.user_cli(home.path(), profile, args);
         assert!(ok, "{err}");
         out
     };
@@ -394,7 +356,7 @@ fn terminal_client_in_tmux_logs_in_opens_a_chat_sends_and_sees_the_reply() {
     let started = t.cmd(&[
         "new-session", "-d", "-s", "t", "-x", "160", "-y", "50",
         "-e", &env("XDG_CONFIG_HOME", home.path().to_str().unwrap()),
-        "-e", &env("COURIER_NODES", &client_addr(&c, 2)),
+        "-e", &env("COURIER_NODES", &c.client_addr(2)),
         "-e", &env("COURIER_CA", ca.to_str().unwrap()),
         "-e", "COURIER_PROFILE=bob",
         "-e", "PS1=$ ",

@@ -20,11 +20,17 @@ const CLIENT_PORT: u16 = 7002;
 const ADMIN_PORT: u16 = 7003;
 
 pub struct NodeProc {
+    /// The node's address (partitions act on it), peer and client `ip:port`.
+    pub host: String,
+    pub peer: String,
+    pub client: String,
     pub config: PathBuf,
     pub data: PathBuf,
     pub log: PathBuf,
     pub clock: PathBuf,
     pub child: Option<Child>,
+    /// A running node this harness attached to (not its child): its pid.
+    pub external: Option<i32>,
     pub paused: bool,
     /// Decommissioned by `remove-node`: not restarted, not counted.
     pub retired: bool,
@@ -46,6 +52,8 @@ pub struct Cluster {
     pub nodes: BTreeMap<u32, NodeProc>,
     /// nftables rules in place.
     partitioned: bool,
+    /// Attached to a cluster someone else started: it keeps running after the run.
+    pub attached: bool,
 }
 
 impl Cluster {
@@ -62,6 +70,7 @@ impl Cluster {
             opts,
             nodes: BTreeMap::new(),
             partitioned: false,
+            attached: false,
         };
         c.heal_network()?; // rules a crashed earlier run left behind
         let certs = c.certs.to_string_lossy().to_string();
@@ -89,16 +98,73 @@ impl Cluster {
         Ok(c)
     }
 
+    /// Attaches to a running `courier dev --dir DIR` cluster: its `env` file
+    /// names the nodes, `nI/courier.pid` their processes, `nI/courier.toml`
+    /// how to restart them.
+    pub fn attach(dir: &Path, bin: &Path) -> Result<Cluster> {
+        let dir = std::fs::canonicalize(dir).with_context(|| format!("no cluster directory {}", dir.display()))?;
+        let env = std::fs::read_to_string(dir.join("env")).with_context(|| format!("{}/env (written by `courier dev`)", dir.display()))?;
+        let var = |name: &str| -> Vec<String> {
+            env.lines()
+                .filter_map(|l| l.trim().trim_start_matches("export ").strip_prefix(&format!("{name}=")))
+                .flat_map(|v| v.split(',').map(str::to_string))
+                .filter(|v| !v.is_empty())
+                .collect()
+        };
+        let (clients, peers) = (var("COURIER_NODES"), var("COURIER_ADMIN_NODES"));
+        if clients.is_empty() || clients.len() != peers.len() {
+            bail!("{}/env must list COURIER_NODES and COURIER_ADMIN_NODES, node 1 first", dir.display());
+        }
+        let mut nodes = BTreeMap::new();
+        for (k, (client, peer)) in clients.into_iter().zip(peers).enumerate() {
+            let i = k as u32 + 1;
+            let data = dir.join(format!("n{i}"));
+            let external = std::fs::read_to_string(data.join("courier.pid")).ok().and_then(|p| p.trim().parse().ok());
+            let host = peer.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default();
+            let node = NodeProc {
+                host,
+                peer,
+                client,
+                config: data.join("courier.toml"),
+                log: data.join("node.log"),
+                clock: data.join("jepsen.clock"),
+                data,
+                child: None,
+                external,
+                paused: false,
+                retired: false,
+            };
+            nodes.insert(i, node);
+        }
+        Ok(Cluster {
+            certs: dir.join("certs"),
+            dir,
+            slot: 0,
+            bin: bin.into(),
+            opts: Options::default(),
+            nodes,
+            partitioned: false,
+            attached: true,
+        })
+    }
+
+    /// Whether partitions can tell the nodes apart: each on its own address,
+    /// none on the address clients come from.
+    pub fn partitionable(&self) -> bool {
+        let hosts: std::collections::BTreeSet<&str> = self.nodes.values().map(|n| n.host.as_str()).collect();
+        hosts.len() == self.nodes.len() && !hosts.contains("127.0.0.1")
+    }
+
     pub fn host(&self, i: u32) -> String {
-        format!("127.0.{}.{}", self.slot, i)
+        self.nodes.get(&i).map_or_else(|| format!("127.0.{}.{}", self.slot, i), |n| n.host.clone())
     }
 
     pub fn peer(&self, i: u32) -> String {
-        format!("{}:{PEER_PORT}", self.host(i))
+        self.nodes.get(&i).map_or_else(|| format!("{}:{PEER_PORT}", self.host(i)), |n| n.peer.clone())
     }
 
     pub fn client_addr(&self, i: u32) -> String {
-        format!("{}:{CLIENT_PORT}", self.host(i))
+        self.nodes.get(&i).map_or_else(|| format!("{}:{CLIENT_PORT}", self.host(i)), |n| n.client.clone())
     }
 
     pub fn ca_pem(&self) -> Result<Vec<u8>> {
@@ -118,7 +184,7 @@ impl Cluster {
     pub fn live(&self) -> Vec<u32> {
         self.nodes
             .iter()
-            .filter(|(_, n)| !n.retired && n.child.is_some() && !n.paused)
+            .filter(|(_, n)| !n.retired && (n.child.is_some() || n.external.is_some()) && !n.paused)
             .map(|(i, _)| *i)
             .collect()
     }
@@ -140,6 +206,10 @@ impl Cluster {
         let data = self.dir.join(&name);
         std::fs::create_dir_all(&data)?;
         let node = NodeProc {
+            host: self.host(i),
+            peer: self.peer(i),
+            client: self.client_addr(i),
+            external: None,
             config: self.dir.join(format!("{name}.toml")),
             data,
             log: self.dir.join(format!("{name}.log")),
@@ -175,7 +245,7 @@ impl Cluster {
     pub fn start(&mut self, i: u32) -> Result<()> {
         let bin = self.bin.clone();
         let n = self.nodes.get_mut(&i).context("no such node")?;
-        if n.child.is_some() {
+        if n.child.is_some() || n.external.is_some() {
             return Ok(());
         }
         let log = std::fs::OpenOptions::new()
@@ -196,15 +266,29 @@ impl Cluster {
     }
 
     fn signal(&mut self, i: u32, sig: i32) -> bool {
-        match self.nodes.get(&i).and_then(|n| n.child.as_ref()) {
-            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-            Some(c) => unsafe { libc::kill(c.id() as i32, sig) == 0 },
+        let n = self.nodes.get(&i);
+        match n.and_then(|n| n.child.as_ref().map(|c| c.id() as i32).or(n.external)) {
+            // SAFETY: kill(2) on the pid of a node of this cluster (our child, not
+            // yet reaped, or the pid an attached node wrote).
+            Some(pid) => unsafe { libc::kill(pid, sig) == 0 },
             None => false,
         }
     }
 
+    /// Waits (at most `limit`) until an attached node's process is gone
+    /// (or a zombie its parent has not reaped).
+    fn forget_external(&mut self, i: u32, limit: Duration) -> Option<i32> {
+        let pid = self.nodes.get_mut(&i).and_then(|n| n.external.take())?;
+        let deadline = Instant::now() + limit;
+        while !gone(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (!gone(pid)).then_some(pid)
+    }
+
     pub fn kill(&mut self, i: u32) {
         self.signal(i, libc::SIGKILL);
+        self.forget_external(i, Duration::from_secs(5));
         if let Some(n) = self.nodes.get_mut(&i)
             && let Some(mut c) = n.child.take()
         {
@@ -229,6 +313,10 @@ impl Cluster {
     pub fn stop(&mut self, i: u32) {
         self.resume(i);
         self.signal(i, libc::SIGTERM);
+        if let Some(pid) = self.forget_external(i, Duration::from_secs(15)) {
+            // SAFETY: kill(2) on the attached node's pid, which has not exited.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         let deadline = Instant::now() + Duration::from_secs(15);
         if let Some(n) = self.nodes.get_mut(&i)
             && let Some(mut c) = n.child.take()
@@ -448,6 +536,14 @@ impl Cluster {
     /// Stops every node (graceful first) and removes the firewall rules.
     pub fn shutdown(&mut self) {
         let _ = self.heal_network();
+        if self.attached {
+            // Leave someone else's cluster as it was found: running.
+            for i in self.members() {
+                self.resume(i);
+                let _ = self.start(i);
+            }
+            return;
+        }
         let ids: Vec<u32> = self.nodes.keys().copied().collect();
         for i in &ids {
             self.resume(*i);
@@ -464,6 +560,9 @@ impl Drop for Cluster {
         if self.partitioned {
             let _ = self.heal_network();
         }
+        if self.attached {
+            return;
+        }
         let ids: Vec<u32> = self.nodes.keys().copied().collect();
         for i in ids {
             self.kill(i);
@@ -471,10 +570,17 @@ impl Drop for Cluster {
     }
 }
 
-/// Kills every node under `dir` by the pid it wrote, and removes the
-/// firewall rules of `slot` (used when the harness is interrupted).
-pub fn kill_all(dir: &Path, slot: u8) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+/// Whether a process has exited (or is a zombie its parent has not reaped).
+fn gone(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty() || stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'))
+}
+
+/// Removes the firewall rules of `slot` and, with `kill_nodes`, kills every
+/// node under `dir` by the pid it wrote (used when the harness is interrupted).
+pub fn kill_all(dir: &Path, slot: u8, kill_nodes: bool) {
+    let entries = if kill_nodes { std::fs::read_dir(dir).ok() } else { None };
+    for entry in entries.into_iter().flatten().flatten() {
         let pid = std::fs::read_to_string(entry.path().join("courier.pid"))
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok());

@@ -60,6 +60,11 @@ struct Args {
     /// Workload operations per second, over all senders.
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
+    /// Instead of starting a cluster, attach to a running `courier dev --dir
+    /// DIR` (faults: kill and pause; partitions when every node has its own
+    /// address other than 127.0.0.1). Nodes it restarts keep running after.
+    #[arg(long, value_name = "DIR")]
+    attach: Option<PathBuf>,
     /// Testing the harness: start the nodes with `debug.unsafe_ignore_random_id`
     /// (a deliberate G3 bug; debug builds only). The run must then fail.
     #[arg(long)]
@@ -87,7 +92,7 @@ fn main() -> ExitCode {
 
 /// On Ctrl-C or SIGTERM: kill every node this run started (by the pid in
 /// its data directory), remove the firewall rules, exit 2.
-async fn clean_up_on_signal(cluster_dir: PathBuf, slot: u8) {
+async fn clean_up_on_signal(cluster_dir: PathBuf, slot: u8, attached: bool) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -100,8 +105,18 @@ async fn clean_up_on_signal(cluster_dir: PathBuf, slot: u8) {
         _ = int.recv() => {}
     }
     eprintln!("courier-jepsen: interrupted; stopping the nodes");
-    cluster::kill_all(&cluster_dir, slot);
+    cluster::kill_all(&cluster_dir, slot, !attached);
     std::process::exit(2);
+}
+
+/// Faults that work on a cluster this harness attached to.
+fn attachable(f: nemesis::Fault, partitionable: bool) -> bool {
+    use nemesis::Fault::*;
+    match f {
+        Kill | KillLeader | KillMajority | Pause => true,
+        PartitionHalves | PartitionLeader | PartitionBridge => partitionable,
+        Membership | Wipe | Clock => false,
+    }
 }
 
 /// Runs the whole test; `Ok(valid)`.
@@ -128,18 +143,33 @@ fn run(args: Args) -> Result<bool> {
     std::fs::create_dir_all(&args.out)?;
     let out = std::fs::canonicalize(&args.out)?;
 
-    eprintln!("starting {} nodes on 127.0.{}.x …", args.nodes, args.slot);
-    let opts = cluster::Options {
-        unsafe_ignore_random_id: args.unsafe_ignore_random_id,
+    let mut cluster = match &args.attach {
+        Some(dir) => {
+            anyhow::ensure!(!args.unsafe_ignore_random_id, "--unsafe-ignore-random-id needs nodes started by courier-jepsen");
+            let c = cluster::Cluster::attach(dir, &bin)?;
+            let unsupported: Vec<&str> = faults.iter().filter(|f| !attachable(**f, c.partitionable())).map(|f| f.name()).collect();
+            anyhow::ensure!(
+                unsupported.is_empty(),
+                "attached to {}: cannot inject {} (membership, wipe and clock need nodes started by courier-jepsen; partitions need a distinct address per node, e.g. `courier dev --host 127.0.0.2` is not enough)",
+                dir.display(),
+                unsupported.join(", ")
+            );
+            eprintln!("attached to {} nodes of {}", c.members().len(), dir.display());
+            c
+        }
+        None => {
+            eprintln!("starting {} nodes on 127.0.{}.x …", args.nodes, args.slot);
+            let opts = cluster::Options { unsafe_ignore_random_id: args.unsafe_ignore_random_id };
+            cluster::Cluster::create(&out.join("cluster"), args.slot, args.nodes, &bin, opts)?
+        }
     };
-    let mut cluster =
-        cluster::Cluster::create(&out.join("cluster"), args.slot, args.nodes, &bin, opts)?;
+    let cluster_dir = cluster.dir.clone();
     let history = Arc::new(history::History::create(&out.join("history.jsonl"))?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.spawn(clean_up_on_signal(out.join("cluster"), args.slot));
+    rt.spawn(clean_up_on_signal(cluster_dir, cluster.slot, cluster.attached));
     let nodes: Vec<String> = cluster
         .members()
         .into_iter()
@@ -186,7 +216,7 @@ fn run(args: Args) -> Result<bool> {
     } else {
         Duration::ZERO
     };
-    let members = args.nodes;
+    let members = cluster.members().len() as u32;
 
     let (windows, settled, device_tasks) = std::thread::scope(|s| {
         let nemesis = s.spawn(|| {

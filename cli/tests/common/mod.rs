@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use courier_client::{Client, ClientConfig, Event, pb};
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_courier"))
@@ -60,6 +62,32 @@ impl Cluster {
 
     pub fn peer(&self, i: u32) -> String {
         format!("{}:7001", self.host(i))
+    }
+
+    pub fn client_addr(&self, i: u32) -> String {
+        format!("{}:7002", self.host(i))
+    }
+
+    /// Runs `courier ARGS` as `profile` (config under `home`) against every
+    /// node: (success, stdout, stderr).
+    pub fn user_cli(&self, home: &Path, profile: &str, args: &[&str]) -> (bool, String, String) {
+        let all: Vec<u32> = self.nodes.keys().copied().collect();
+        self.user_cli_on(&all, home, profile, args)
+    }
+
+    /// [`Cluster::user_cli`] against the client ports of `nodes` only.
+    pub fn user_cli_on(&self, nodes: &[u32], home: &Path, profile: &str, args: &[&str]) -> (bool, String, String) {
+        let nodes = nodes.iter().map(|i| self.client_addr(*i)).collect::<Vec<_>>().join(",");
+        let out = Command::new(bin())
+            .args(args)
+            .env("XDG_CONFIG_HOME", home)
+            .env("COURIER_PROFILE", profile)
+            .env("COURIER_NODES", nodes)
+            .env("COURIER_CA", self.certs.join("ca.pem"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
     }
 
     /// Writes node `i`'s config (joining node 1 unless `i == 1`) and starts it.
@@ -250,4 +278,23 @@ pub fn leaders(status: &Value) -> BTreeMap<u64, Option<u64>> {
 
 pub fn read_pid(data: &Path) -> Option<i32> {
     std::fs::read_to_string(data.join("courier.pid")).ok()?.trim().parse().ok()
+}
+
+/// A device of the account with test number `phone` (`+99966XYYYY`, code
+/// `XXXXX`), connected to node `node` only.
+pub async fn device(c: &Cluster, node: u32, phone: &str, name: &str) -> (Client, mpsc::Receiver<Event>, pb::User) {
+    let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
+    let mut cfg = ClientConfig::new(vec![c.client_addr(node)], ca);
+    cfg.device = format!("{name}@n{node}");
+    // A request to a node that was killed fails after this (QUIC sees no reset).
+    cfg.request_timeout = Duration::from_secs(5);
+    let (client, events) = Client::connect(cfg).await.unwrap();
+    let sent = client.send_code(phone).await.unwrap();
+    let code = phone[6..7].repeat(5);
+    let auth = match client.sign_in(phone, &sent.phone_code_hash, &code).await {
+        Ok(a) => a,
+        Err(e) if e.code() == "SIGN_UP_REQUIRED" => client.sign_up(phone, &sent.phone_code_hash, name, "").await.unwrap(),
+        Err(e) => panic!("{e}"),
+    };
+    (client, events, auth.user.unwrap())
 }
