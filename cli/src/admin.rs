@@ -55,6 +55,9 @@ pub fn status_json(s: &StatusReply) -> serde_json::Value {
         "cluster_id": s.cluster_id,
         "data_groups": s.data_groups,
         "placement_settled": s.placement_settled,
+        "chunks": s.chunks.as_ref().map(|c| json!({
+            "chunks": c.chunks, "under_replicated": c.under_replicated, "repaired": c.repaired, "stored": c.stored, "passes": c.passes,
+        })),
         "nodes": s.nodes.iter().map(|n| json!({
             "id": n.id, "name": n.name, "addr": n.addr, "peer_addr": n.peer_addr, "admin_addr": n.admin_addr,
             "state": n.state, "lifecycle": n.lifecycle, "replicas": n.replicas, "leads": n.leads,
@@ -89,6 +92,11 @@ pub async fn status(conn: &Conn, json: bool) -> Result<()> {
         let lag = g.replicas.iter().map(|r| if r.lag == u64::MAX { format!("{}:?", r.node) } else { format!("{}:{}", r.node, r.lag) }).collect::<Vec<_>>().join(" ");
         let name = if g.id == 0 { "meta".to_string() } else { g.id.to_string() };
         println!("{:<6} {:<7} {:<12} {:<10} {:>6} {:>9}  {}", name, leader, ids(&g.voters), ids(&g.learners), g.term, g.applied, lag);
+    }
+    if let Some(c) = &s.chunks {
+        println!();
+        let repair = if c.under_replicated == 0 { "every chunk on all its homes".to_string() } else { format!("repairing {} under-replicated", c.under_replicated) };
+        println!("chunks: {} in use, {} copies stored, {repair}; {} copies made by repair", c.chunks, c.stored, c.repaired);
     }
     Ok(())
 }

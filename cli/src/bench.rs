@@ -517,3 +517,80 @@ pub async fn group(args: GroupBenchArgs) -> Result<()> {
 fn latencies() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
+
+#[derive(Args)]
+pub struct MediaBenchArgs {
+    #[command(flatten)]
+    conn: UserConn,
+    /// File size in MiB (random bytes).
+    #[arg(long, default_value_t = 1024)]
+    mib: u64,
+    /// Where the test file and the `dd` probe are written (the disk the nodes use).
+    #[arg(long, default_value = ".")]
+    dir: std::path::PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Upload and download MB/s of one file, beside this disk's sequential
+/// write rate with fdatasync (`dd … conv=fdatasync`) measured in the same run.
+pub async fn media(args: MediaBenchArgs) -> Result<()> {
+    if args.mib == 0 || args.mib > 2000 || args.conn.nodes.is_empty() {
+        bail!("--mib must be 1 to 2000, and at least one --node given");
+    }
+    let ca_path = args.conn.ca.clone().context("pass --ca FILE or set COURIER_CA")?;
+    let ca = std::fs::read(&ca_path).with_context(|| format!("read {}", ca_path.display()))?;
+    let dir = tempfile::Builder::new().prefix("courier-bench-").tempdir_in(&args.dir)?;
+    let (src, dst) = (dir.path().join("file.bin"), dir.path().join("copy.bin"));
+    let bytes = args.mib << 20;
+    // Random bytes, so nothing deduplicates.
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&src)?);
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..args.mib {
+            rand::fill(&mut block[..]);
+            f.write_all(&block)?;
+        }
+    }
+    let dd = dd_rate(dir.path(), args.mib)?;
+
+    let (c, _) = Client::connect(ClientConfig::new(args.conn.nodes.clone(), ca)).await?;
+    log_in(&c, rand::random_range(0..90_000u64)).await.context("sign-in (is test_numbers on?)")?;
+    let path = src.clone();
+    let mut u = tokio::task::spawn_blocking(move || courier_client::media::Upload::prepare(&path, 0)).await??;
+    u.upload_id = rand::random::<u64>() >> 1;
+    let t = Instant::now();
+    let f = c.upload(&u, |_| {}).await?;
+    let up = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    c.download(f.id, &dst, |_, _| {}).await?;
+    let down = t.elapsed().as_secs_f64();
+    let mb = bytes as f64 / 1e6;
+    let (up_rate, down_rate) = (mb / up, mb / down);
+    if args.json {
+        println!("{}", serde_json::json!({"mib": args.mib, "upload_mb_s": up_rate, "download_mb_s": down_rate, "dd_fdatasync_mb_s": dd, "upload_vs_dd": up_rate / dd, "download_vs_dd": down_rate / dd}));
+    } else {
+        println!("{} MiB: upload {up_rate:.1} MB/s ({up:.1} s), download {down_rate:.1} MB/s ({down:.1} s)", args.mib);
+        println!("disk: dd conv=fdatasync {dd:.1} MB/s; upload/dd = {:.2}, download/dd = {:.2}", up_rate / dd, down_rate / dd);
+    }
+    Ok(())
+}
+
+/// `dd if=/dev/zero of=DIR/dd.bin bs=1M count=MIB conv=fdatasync`, in MB/s.
+fn dd_rate(dir: &std::path::Path, mib: u64) -> Result<f64> {
+    let out_file = dir.join("dd.bin");
+    let t = Instant::now();
+    let out = std::process::Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", out_file.display()))
+        .args(["bs=1M", &format!("count={mib}"), "conv=fdatasync"])
+        .output()
+        .context("run dd")?;
+    let secs = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&out_file);
+    if !out.status.success() {
+        bail!("dd failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((mib << 20) as f64 / 1e6 / secs)
+}

@@ -5,6 +5,7 @@ mod admin;
 mod bench;
 mod chat;
 mod dev;
+mod media;
 mod tui;
 mod user;
 
@@ -82,6 +83,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Upload a file (resumable: run it again after an interruption); prints its id.
+    Upload(media::UploadArgs),
+    /// Download a file by id (continues an interrupted download).
+    Download(media::DownloadArgs),
     /// Create groups and channels, invite, leave.
     #[command(subcommand)]
     Group(chat::GroupCmd),
@@ -212,6 +217,8 @@ enum BenchCmd {
     Messages(bench::MessagesBenchArgs),
     /// One message to every online member of a large group: time to the last member.
     Group(bench::GroupBenchArgs),
+    /// Upload and download MB/s of one file, beside the disk's fdatasync write rate.
+    Media(bench::MediaBenchArgs),
 }
 
 fn main() {
@@ -275,6 +282,7 @@ async fn dispatch(cmd: Cmd, profile: &str) -> Result<()> {
         Cmd::Bench(BenchCmd::SignIns(args)) => bench::sign_ins(args).await,
         Cmd::Bench(BenchCmd::Messages(args)) => bench::messages(args).await,
         Cmd::Bench(BenchCmd::Group(args)) => bench::group(args).await,
+        Cmd::Bench(BenchCmd::Media(args)) => bench::media(args).await,
         Cmd::Login(args) => user::login(&user::ProfileDir::open(profile)?, args).await,
         Cmd::Logout { conn } => user::logout(&user::ProfileDir::open(profile)?, &conn).await,
         Cmd::Whoami { conn, json } => user::whoami(&user::ProfileDir::open(profile)?, &conn, json).await,
@@ -283,6 +291,8 @@ async fn dispatch(cmd: Cmd, profile: &str) -> Result<()> {
         Cmd::History(args) => chat::history(&user::ProfileDir::open(profile)?, args).await,
         Cmd::Dialogs { conn, json } => chat::dialogs(&user::ProfileDir::open(profile)?, &conn, json).await,
         Cmd::Group(cmd) => chat::group(&user::ProfileDir::open(profile)?, cmd).await,
+        Cmd::Upload(args) => media::upload(&user::ProfileDir::open(profile)?, args).await,
+        Cmd::Download(args) => media::download(&user::ProfileDir::open(profile)?, args).await,
         Cmd::Sessions { conn, json, cmd: None } => user::sessions(&user::ProfileDir::open(profile)?, &conn, json).await,
         Cmd::Sessions { cmd: Some(SessionsCmd::Terminate { id, others, conn }), .. } => {
             user::terminate(&user::ProfileDir::open(profile)?, &conn, id, others).await

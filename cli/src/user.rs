@@ -44,7 +44,7 @@ impl ProfileDir {
         Ok(ProfileDir(base.join("courier").join(name)))
     }
 
-    fn path(&self, f: &str) -> PathBuf {
+    pub fn path(&self, f: &str) -> PathBuf {
         self.0.join(f)
     }
 

@@ -18,6 +18,7 @@
 
 mod conn;
 pub mod error;
+pub mod media;
 pub mod sync;
 
 use std::sync::{Arc, Mutex};
@@ -232,6 +233,9 @@ impl Client {
                     | M::SetTyping(_)
                     | M::GetUsers(_)
                     | M::DeleteForMe(_)
+                    | M::UploadPart(_)
+                    | M::FinishUpload(_)
+                    | M::GetFile(_)
             ),
         };
         let req = pb::Request { method: Some(method) };
@@ -498,6 +502,32 @@ impl Client {
     pub async fn dialogs(&self) -> Result<Vec<pb::Dialog>> {
         match self.call(M::GetDialogs(pb::GetDialogs {})).await? {
             R::Dialogs(d) => Ok(d.dialogs),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One part of an upload (see [`media`] for whole files).
+    pub async fn upload_part(&self, upload_id: u64, part: u32, part_size: u32, bytes: Vec<u8>) -> Result<()> {
+        match self.call(M::UploadPart(pb::UploadPart { upload_id, part, part_size, bytes })).await? {
+            R::Done(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Turns an upload into a file; `FILE_PART_MISSING` lists parts to send (again).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish_upload(&self, upload_id: u64, parts: u32, part_size: u32, size: u64, sha256: [u8; 32], name: &str, mime: &str) -> Result<pb::File> {
+        let req = pb::FinishUpload { upload_id, parts, part_size, size, sha256: sha256.to_vec(), name: name.into(), mime: mime.into() };
+        match self.call(M::FinishUpload(req)).await? {
+            R::File(f) => Ok(f),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Up to `limit` bytes (at most 512 KiB) of a file from `offset`.
+    pub async fn get_file(&self, file_id: u64, offset: u64, limit: u32) -> Result<pb::FileBytes> {
+        match self.call(M::GetFile(pb::GetFile { file_id, offset, limit })).await? {
+            R::FileBytes(b) => Ok(b),
             other => Err(unexpected(other)),
         }
     }

@@ -8,18 +8,21 @@ use courier_raft::logic::{App, StateRead, StateView};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::logic as auth;
+use crate::media::logic as media;
 use crate::messaging::logic as chat;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum AppCommand {
     Auth(auth::Cmd),
     Chat(chat::Cmd),
+    Media(media::Cmd),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum AppQuery {
     Auth(auth::Query),
     Chat(chat::Query),
+    Media(media::Query),
 }
 
 /// The answer to a command or query; `Undecodable` when a replica cannot read
@@ -29,6 +32,7 @@ pub enum AppReply {
     Auth(auth::Outcome),
     Undecodable(String),
     Chat(chat::Outcome),
+    Media(media::Outcome),
 }
 
 /// Every service's apply and query, behind the raft layer's [`App`].
@@ -39,6 +43,7 @@ impl App for Services {
         let reply = match decode::<AppCommand>(cmd) {
             Ok(AppCommand::Auth(c)) => AppReply::Auth(auth::apply(view, &c).map_err(into_raft)?),
             Ok(AppCommand::Chat(c)) => AppReply::Chat(chat::apply(view, &c).map_err(into_raft)?),
+            Ok(AppCommand::Media(c)) => AppReply::Media(media::apply(view, &c).map_err(into_raft)?),
             Err(e) => AppReply::Undecodable(e.to_string()),
         };
         Ok(encode(&reply))
@@ -48,6 +53,7 @@ impl App for Services {
         let reply = match decode::<AppQuery>(query) {
             Ok(AppQuery::Auth(q)) => AppReply::Auth(auth::query(view, &q).map_err(into_raft)?),
             Ok(AppQuery::Chat(q)) => AppReply::Chat(chat::query(view, &q).map_err(into_raft)?),
+            Ok(AppQuery::Media(q)) => AppReply::Media(media::query(view, &q).map_err(into_raft)?),
             Err(e) => AppReply::Undecodable(e.to_string()),
         };
         Ok(encode(&reply))

@@ -117,6 +117,9 @@ pub struct PlacementConfig {
     pub tick_ms: u64,
     /// Spread group leaders evenly over the nodes.
     pub balance_leaders: bool,
+    /// Replicas of every data group (odd): 3 survives one node lost at a
+    /// time, 5 two. Set the same on every node.
+    pub replicas: usize,
 }
 
 impl Default for NodeConfig {
@@ -188,7 +191,7 @@ impl Default for RaftConfig {
 
 impl Default for PlacementConfig {
     fn default() -> Self {
-        PlacementConfig { dead_after_secs: 60, tick_ms: 1000, balance_leaders: true }
+        PlacementConfig { dead_after_secs: 60, tick_ms: 1000, balance_leaders: true, replicas: courier_raft::placement::REPLICAS }
     }
 }
 
@@ -246,6 +249,9 @@ impl NodeConfig {
         }
         if self.debug.unsafe_ignore_random_id && !cfg!(debug_assertions) {
             return Err(bad("debug.unsafe_ignore_random_id", "deliberately breaks the node; only debug builds accept it"));
+        }
+        if !(1..=7).contains(&self.placement.replicas) || self.placement.replicas % 2 == 0 {
+            return Err(bad("placement.replicas", "an odd number from 1 to 7"));
         }
         check_addr("peer_addr", &self.peer_addr)?;
         check_addr("client_addr", &self.client_addr)?;

@@ -22,6 +22,11 @@ pub enum Error {
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
     Chat(#[from] crate::messaging::ChatError),
+    #[error(transparent)]
+    Media(#[from] crate::media::MediaError),
+    /// Retryable: a quorum of copies could not be reached right now.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -35,6 +40,8 @@ impl Error {
             Error::Unauthorized(_) => "UNAUTHORIZED",
             Error::Auth(e) => e.code(),
             Error::Chat(e) => e.code(),
+            Error::Media(e) => e.code(),
+            Error::Unavailable(_) => "UNAVAILABLE",
             _ => "INTERNAL",
         }
     }
@@ -53,7 +60,11 @@ impl Error {
             "INTERNAL" => "internal error; the node logged the cause".to_string(),
             _ => self.to_string(),
         };
-        courier_proto::client::Error { code: self.code().to_string(), message, retry_after_secs: self.retry_after_secs(), parts: Vec::new() }
+        let parts = match self {
+            Error::Media(crate::media::MediaError::PartMissing(p)) => p.clone(),
+            _ => Vec::new(),
+        };
+        courier_proto::client::Error { code: self.code().to_string(), message, retry_after_secs: self.retry_after_secs(), parts }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod media;
 mod http;
 pub mod messaging;
 pub mod metrics;
@@ -97,7 +98,9 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let auth = std::sync::Arc::new(auth::Auth::new(node.clone(), cfg.auth.clone(), clock.clone()));
     let (gw_stop_tx, gw_stop_rx) = tokio::sync::watch::channel(false);
     let chats = std::sync::Arc::new(messaging::Messaging::new(node.clone(), auth.clone(), clock.clone()));
-    let gateway = tokio::spawn(gateway::Gateway::new(node.clone(), auth, chats, cfg.gateway.clone()).serve(endpoint, gw_stop_rx));
+    let media = std::sync::Arc::new(media::Media::new(node.clone(), clock.clone()));
+    let repair = tokio::spawn(media.clone().run_repair(stop_rx.clone()));
+    let gateway = tokio::spawn(gateway::Gateway::new(node.clone(), auth, chats, media, cfg.gateway.clone()).serve(endpoint, gw_stop_rx));
 
     node.boot().await?;
     tracing::info!(name = %cfg.name, peer = %cfg.peer_addr, client = %cfg.client_addr, admin = %cfg.admin_addr, "node running");
@@ -110,6 +113,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(3), grpc).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), repair).await;
     tracing::info!("stopped");
     Ok(())
 }

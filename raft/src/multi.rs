@@ -57,6 +57,9 @@ pub enum ForwardOp {
     TransferLeader(NodeId),
     /// Drops learners (never voters) from the group.
     RemoveLearners(BTreeSet<NodeId>),
+    /// A read of the receiving node's own replica, without asking the
+    /// leader: for rows that never change once written.
+    ReadStale(Query),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -290,6 +293,26 @@ impl MultiRaft {
         self.route(group, ForwardOp::RemoveLearners(learners)).await.map(|_| ())
     }
 
+    /// Reads this node's own replica of `group` (possibly behind the
+    /// leader); `None` when it holds none. Only for rows that never change
+    /// once written: they are either absent or right.
+    pub fn read_stale(&self, group: GroupId, query: &Query) -> Result<Option<QueryResult>> {
+        let me = self.inner.id;
+        if !self.views().iter().any(|v| v.group == group && v.hosts(me)) {
+            return Ok(None);
+        }
+        self.read_local(group, query).map(Some)
+    }
+
+    /// [`MultiRaft::read_stale`] on the node at `addr`.
+    pub async fn read_stale_at(&self, addr: &str, group: GroupId, query: Query) -> Result<Option<QueryResult>> {
+        match self.forward(addr, group, &ForwardOp::ReadStale(query)).await? {
+            Ok(ForwardOk::Query(r)) => Ok(Some(r)),
+            Ok(_) => Err(Error::Rpc("unexpected reply to a stale read".into())),
+            Err(_) => Ok(None),
+        }
+    }
+
     pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<()> {
         self.route(group, ForwardOp::TransferLeader(to)).await.map(|_| ())
     }
@@ -392,6 +415,11 @@ impl MultiRaft {
     async fn exec_local(&self, group: GroupId, op: ForwardOp) -> ForwardReply {
         let raft = self.raft(group).map_err(|e| ForwardErr::Invalid(e.to_string()))?;
         match op {
+            ForwardOp::ReadStale(q) => match self.read_stale(group, &q) {
+                Ok(Some(r)) => Ok(ForwardOk::Query(r)),
+                Ok(None) => Err(ForwardErr::Invalid(format!("node {} holds no replica of group {group}", self.inner.id))),
+                Err(e) => Err(ForwardErr::Fatal(e.to_string())),
+            },
             ForwardOp::Write(cmd) => match raft.client_write(cmd).await {
                 Ok(resp) => Ok(ForwardOk::Response(resp.data)),
                 Err(e) => Err(write_err(e)),

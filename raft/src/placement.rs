@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::types::{GroupId, NodeId, NodeState};
 
-/// Replicas per data group.
+/// Replicas per data group by default (`placement.replicas`; 5 tolerates
+/// two nodes lost at once).
 pub const REPLICAS: usize = 3;
 /// Voters of the meta group at most.
 pub const META_VOTERS: usize = 5;
@@ -34,10 +35,10 @@ impl NodeHealth {
 }
 
 /// Target voter sets for the data groups whose target differs from `current`.
-pub fn plan_data_groups(nodes: &[NodeHealth], current: &BTreeMap<GroupId, BTreeSet<NodeId>>) -> BTreeMap<GroupId, BTreeSet<NodeId>> {
+pub fn plan_data_groups(nodes: &[NodeHealth], current: &BTreeMap<GroupId, BTreeSet<NodeId>>, replicas: usize) -> BTreeMap<GroupId, BTreeSet<NodeId>> {
     let keeps: BTreeSet<NodeId> = nodes.iter().filter(|n| n.keeps()).map(|n| n.id).collect();
     let candidates: BTreeSet<NodeId> = nodes.iter().filter(|n| n.candidate()).map(|n| n.id).collect();
-    let want = REPLICAS.min(keeps.len().max(candidates.len()));
+    let want = replicas.min(keeps.len().max(candidates.len()));
 
     let mut target: BTreeMap<GroupId, BTreeSet<NodeId>> =
         current.iter().map(|(g, v)| (*g, v.intersection(&keeps).copied().collect())).collect();
@@ -63,7 +64,7 @@ pub fn plan_data_groups(nodes: &[NodeHealth], current: &BTreeMap<GroupId, BTreeS
 
     // Even out: move one replica at a time from the most to the least loaded
     // candidate until loads differ by at most one.
-    for _ in 0..groups.len() * REPLICAS {
+    for _ in 0..groups.len() * replicas {
         let loads: Vec<(usize, NodeId)> = candidates.iter().map(|n| (load(&target, *n), *n)).collect();
         let (Some(&(max, from)), Some(&(min, to))) = (loads.iter().max(), loads.iter().min()) else { break };
         if max <= min + 1 {
@@ -162,17 +163,17 @@ mod tests {
     #[test]
     fn new_nodes_fill_groups_to_three() {
         let mut cur = groups(16, &[1]);
-        let p = plan_data_groups(&healthy(&[1, 2, 3]), &cur);
+        let p = plan_data_groups(&healthy(&[1, 2, 3]), &cur, REPLICAS);
         assert_eq!(p.len(), 16);
         apply(&mut cur, p);
         assert!(cur.values().all(|v| v.len() == 3));
-        assert!(plan_data_groups(&healthy(&[1, 2, 3]), &cur).is_empty(), "a settled placement plans nothing");
+        assert!(plan_data_groups(&healthy(&[1, 2, 3]), &cur, REPLICAS).is_empty(), "a settled placement plans nothing");
     }
 
     #[test]
     fn fourth_and_fifth_node_rebalance_within_bound() {
         let mut cur = groups(16, &[1, 2, 3]);
-        let p = plan_data_groups(&healthy(&[1, 2, 3, 4, 5]), &cur);
+        let p = plan_data_groups(&healthy(&[1, 2, 3, 4, 5]), &cur, REPLICAS);
         apply(&mut cur, p);
         let l = loads(&cur);
         let bound = (3 * 16usize).div_ceil(5) + 1;
@@ -189,10 +190,10 @@ mod tests {
     fn removing_node_loses_every_replica() {
         let mut cur = groups(16, &[1, 2, 3]);
         let mut nodes = healthy(&[1, 2, 3, 4]);
-        let p = plan_data_groups(&nodes, &cur);
+        let p = plan_data_groups(&nodes, &cur, REPLICAS);
         apply(&mut cur, p);
         nodes[1].state = NodeState::Removing;
-        let p = plan_data_groups(&nodes, &cur);
+        let p = plan_data_groups(&nodes, &cur, REPLICAS);
         apply(&mut cur, p);
         assert!(cur.values().all(|v| !v.contains(&2) && v.len() == 3), "{cur:?}");
     }
@@ -203,10 +204,10 @@ mod tests {
         let mut nodes = healthy(&[1, 2, 3, 4]);
         nodes[2].up = false;
         // While 3 is only down, nothing moves: balancing waits for every replica to be up.
-        assert!(plan_data_groups(&nodes, &cur).is_empty());
+        assert!(plan_data_groups(&nodes, &cur, REPLICAS).is_empty());
         nodes[2].dead = true;
         let mut cur2 = cur.clone();
-        let p = plan_data_groups(&nodes, &cur);
+        let p = plan_data_groups(&nodes, &cur, REPLICAS);
         apply(&mut cur2, p);
         assert!(cur2.values().all(|v| !v.contains(&3) && v.len() == 3), "{cur2:?}");
     }

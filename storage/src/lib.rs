@@ -366,6 +366,44 @@ impl Store {
         Ok((states, rows))
     }
 
+    // ---- media chunks ----
+    // Key: a format byte (1), then the chunk's SHA-256; value: its bytes.
+
+    /// Stores a chunk under its hash. Visible at once; durable after the
+    /// next [`Store::sync_wal`] (callers share that fsync).
+    pub fn put_chunk(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
+        self.db().put_cf_opt(self.cf(CF_CHUNKS), chunk_key(hash), bytes, &Self::write_opts(Durability::Buffered))?;
+        Ok(())
+    }
+
+    pub fn get_chunk(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db().get_cf(self.cf(CF_CHUNKS), chunk_key(hash))?)
+    }
+
+    pub fn has_chunk(&self, hash: &[u8; 32]) -> Result<bool> {
+        Ok(self.db().get_pinned_cf(self.cf(CF_CHUNKS), chunk_key(hash))?.is_some())
+    }
+
+    pub fn delete_chunk(&self, hash: &[u8; 32]) -> Result<()> {
+        self.db().delete_cf_opt(self.cf(CF_CHUNKS), chunk_key(hash), &Self::write_opts(Durability::Synced))?;
+        Ok(())
+    }
+
+    /// The hashes of every chunk stored here.
+    pub fn list_chunks(&self) -> Result<Vec<[u8; 32]>> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(vec![CHUNK_FORMAT + 1]);
+        let iter = self.db().iterator_cf_opt(self.cf(CF_CHUNKS), ro, IteratorMode::From(&[CHUNK_FORMAT], rocksdb::Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, _) = item?;
+            if let Ok(h) = k[1..].try_into() {
+                out.push(h);
+            }
+        }
+        Ok(out)
+    }
+
     /// Applies a [`WriteSet`] atomically.
     pub fn write(&self, set: WriteSet, durability: Durability) -> Result<()> {
         let mut batch = WriteBatch::default();
@@ -380,6 +418,15 @@ impl Store {
         self.db().write_opt(batch, &Self::write_opts(durability))?;
         Ok(())
     }
+}
+
+const CHUNK_FORMAT: u8 = 1;
+
+fn chunk_key(hash: &[u8; 32]) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = CHUNK_FORMAT;
+    k[1..].copy_from_slice(hash);
+    k
 }
 
 /// Helpers for tests that need to put a data directory into a given state.

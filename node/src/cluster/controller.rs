@@ -28,7 +28,7 @@ pub(super) struct Controller {
 /// Whether every group has a leader and its full replica set, no
 /// decommissioned node holds a replica, and the planner has nothing to move
 /// (treating the nodes in `up` as up and every other node as merely down).
-pub(super) fn is_settled(cluster: &ClusterState, groups: &[GroupStatus], up: &BTreeSet<NodeId>) -> bool {
+pub(super) fn is_settled(cluster: &ClusterState, groups: &[GroupStatus], up: &BTreeSet<NodeId>, replicas: usize) -> bool {
     let active = cluster.active_nodes().count();
     let leaving: BTreeSet<NodeId> = cluster.nodes.values().filter(|n| n.state != NodeState::Active).map(|n| n.id).collect();
     let nodes: Vec<NodeHealth> = cluster
@@ -39,7 +39,7 @@ pub(super) fn is_settled(cluster: &ClusterState, groups: &[GroupStatus], up: &BT
         .collect();
     let current: BTreeMap<GroupId, BTreeSet<NodeId>> =
         groups.iter().filter(|g| g.id != META_GROUP).map(|g| (g.id, g.voters.iter().copied().collect())).collect();
-    if !placement::plan_data_groups(&nodes, &current).is_empty() {
+    if !placement::plan_data_groups(&nodes, &current, replicas).is_empty() {
         return false;
     }
     if let Some(meta) = groups.iter().find(|g| g.id == META_GROUP) {
@@ -48,7 +48,7 @@ pub(super) fn is_settled(cluster: &ClusterState, groups: &[GroupStatus], up: &BT
         }
     }
     groups.iter().all(|g| {
-        let want = if g.id == META_GROUP { active.min(placement::META_VOTERS) } else { active.min(placement::REPLICAS) };
+        let want = if g.id == META_GROUP { active.min(placement::META_VOTERS) } else { active.min(replicas) };
         g.leader != 0
             && g.learners.is_empty()
             && g.voters.len() >= want.min(3)
@@ -96,7 +96,7 @@ impl Controller {
         let current: BTreeMap<GroupId, BTreeSet<NodeId>> = (1..=multi.data_groups())
             .filter_map(|g| leaders.get(&g).map(|(_, v)| (g, v.voters.iter().copied().collect())))
             .collect();
-        let plan = placement::plan_data_groups(&nodes, &current);
+        let plan = placement::plan_data_groups(&nodes, &current, node.config().placement.replicas);
         for (g, target) in &plan {
             self.spawn_move(multi, *g, current[g].clone(), target.clone(), &infos);
         }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use courier_proto::peer::{
+    ChunkHealth,
     GroupStatus, JoinReply, JoinRequest, NodeStatus, ProbeReply, ProbeRequest, ReplicaStatus, ReplicaView, StatusReply,
 };
 use courier_raft::logic::ClusterState;
@@ -57,6 +58,7 @@ struct NodeInner {
     metrics: Metrics,
     started: Instant,
     conns: Arc<crate::gateway::registry::Registry>,
+    chunk_health: Mutex<ChunkHealth>,
 }
 
 pub(crate) fn view_to_proto(v: &GroupView) -> ReplicaView {
@@ -118,6 +120,7 @@ impl Node {
                 metrics,
                 started: Instant::now(),
                 conns: Arc::default(),
+                chunk_health: Mutex::default(),
             }),
         })
     }
@@ -132,6 +135,11 @@ impl Node {
 
     pub fn router(&self) -> &Router {
         &self.inner.router
+    }
+
+    /// This node's database (media chunks are read and written here directly).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     /// This node's live client connections.
@@ -324,7 +332,7 @@ impl Node {
     /// group (current, and available without a meta quorum), else read
     /// through the meta leader (a node outside the group has no copy, or a
     /// stale one from before it left).
-    async fn registry(&self) -> Result<ClusterState> {
+    pub(crate) async fn registry(&self) -> Result<ClusterState> {
         let multi = self.raft()?;
         let meta_member = multi.views().iter().any(|v| v.group == META_GROUP && v.hosts(multi.id()));
         match multi.local_cluster() {
@@ -346,7 +354,13 @@ impl Node {
             Some(m) => (m.id(), m.views().iter().map(view_to_proto).collect()),
             None => (0, Vec::new()),
         };
-        ProbeReply { node_id, replicas, name: self.inner.cfg.name.clone() }
+        let chunks = Some(self.inner.chunk_health.lock().expect("chunk health").clone());
+        ProbeReply { node_id, replicas, name: self.inner.cfg.name.clone(), chunks }
+    }
+
+    /// What the media repair worker saw in its last pass (shown by `cluster status`).
+    pub fn set_chunk_health(&self, h: ChunkHealth) {
+        *self.inner.chunk_health.lock().expect("chunk health") = h;
     }
 
     /// Probes every registered node in parallel (itself locally).
@@ -468,8 +482,16 @@ impl Node {
             })
             .collect();
         let up: BTreeSet<NodeId> = probes.iter().filter(|(_, r)| r.is_some()).map(|(id, _)| *id).collect();
-        let settled = controller::is_settled(&cluster, &groups, &up);
-        Ok(StatusReply { cluster_id: cluster.cluster_id, nodes, groups, data_groups: multi.data_groups(), placement_settled: settled })
+        let settled = controller::is_settled(&cluster, &groups, &up, self.inner.cfg.placement.replicas);
+        let mut chunks = ChunkHealth::default();
+        for h in probes.values().flatten().filter_map(|r| r.chunks.as_ref()) {
+            chunks.chunks += h.chunks;
+            chunks.under_replicated += h.under_replicated;
+            chunks.repaired += h.repaired;
+            chunks.stored += h.stored;
+            chunks.passes += h.passes;
+        }
+        Ok(StatusReply { cluster_id: cluster.cluster_id, nodes, groups, data_groups: multi.data_groups(), placement_settled: settled, chunks: Some(chunks) })
     }
 
     /// `cluster remove-node`: mark it; the controller moves its replicas away

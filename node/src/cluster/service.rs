@@ -44,6 +44,10 @@ fn require_operator<T>(req: &Request<T>) -> Result<(), Status> {
     }
 }
 
+fn chunk_hash(b: &[u8]) -> Result<[u8; 32], Status> {
+    b.try_into().map_err(|_| Error::BadRequest("a chunk hash is 32 bytes".into()).into())
+}
+
 pub struct PeerService(pub Node);
 
 impl PeerService {
@@ -125,6 +129,44 @@ impl Peer for PeerService {
             courier_raft::codec::decode(&req.into_inner().payload).map_err(|e| Status::from(Error::BadRequest(format!("notice: {e}"))))?;
         self.0.conns().apply(&notice);
         Ok(tonic::Response::new(NotifyReply {}))
+    }
+
+    async fn put_chunk(&self, req: Request<PutChunkRequest>) -> Result<tonic::Response<PutChunkReply>, Status> {
+        require_node(&req)?;
+        let r = req.into_inner();
+        self.0.raft()?.check_target(r.target).map_err(raft_err)?;
+        let hash = chunk_hash(&r.hash)?;
+        if crate::media::sha256(&r.bytes) != hash {
+            return Err(Error::BadRequest("put_chunk: the bytes do not match the hash".into()).into());
+        }
+        crate::media::store_local(&self.0, hash, std::sync::Arc::new(r.bytes)).await?;
+        Ok(tonic::Response::new(PutChunkReply {}))
+    }
+
+    async fn get_chunk(&self, req: Request<GetChunkRequest>) -> Result<tonic::Response<GetChunkReply>, Status> {
+        require_node(&req)?;
+        let r = req.into_inner();
+        self.0.raft()?.check_target(r.target).map_err(raft_err)?;
+        let hash = chunk_hash(&r.hash)?;
+        let store = self.0.store().clone();
+        let bytes = tokio::task::spawn_blocking(move || store.get_chunk(&hash)).await.map_err(|e| Status::internal(e.to_string()))?.map_err(Error::from)?;
+        Ok(tonic::Response::new(GetChunkReply { found: bytes.is_some(), bytes: bytes.unwrap_or_default() }))
+    }
+
+    async fn has_chunks(&self, req: Request<HasChunksRequest>) -> Result<tonic::Response<HasChunksReply>, Status> {
+        require_node(&req)?;
+        let r = req.into_inner();
+        self.0.raft()?.check_target(r.target).map_err(raft_err)?;
+        if r.hashes.len() > 10_000 {
+            return Err(Error::BadRequest("has_chunks: at most 10000 hashes".into()).into());
+        }
+        let hashes = r.hashes.iter().map(|h| chunk_hash(h)).collect::<Result<Vec<_>, _>>()?;
+        let store = self.0.store().clone();
+        let has = tokio::task::spawn_blocking(move || hashes.iter().map(|h| store.has_chunk(h)).collect::<Result<Vec<bool>, _>>())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Error::from)?;
+        Ok(tonic::Response::new(HasChunksReply { has }))
     }
 
     async fn presence(&self, req: Request<PresenceRequest>) -> Result<tonic::Response<PresenceReply>, Status> {

@@ -37,6 +37,7 @@ pub struct Gateway {
     node: Node,
     auth: Arc<Auth>,
     chats: Arc<Messaging>,
+    media: Arc<crate::media::Media>,
     cfg: GatewayConfig,
 }
 
@@ -61,8 +62,8 @@ pub fn endpoint(cfg: &NodeConfig, socket: std::net::UdpSocket) -> Result<quinn::
 }
 
 impl Gateway {
-    pub fn new(node: Node, auth: Arc<Auth>, chats: Arc<Messaging>, cfg: GatewayConfig) -> Arc<Gateway> {
-        Arc::new(Gateway { node, auth, chats, cfg })
+    pub fn new(node: Node, auth: Arc<Auth>, chats: Arc<Messaging>, media: Arc<crate::media::Media>, cfg: GatewayConfig) -> Arc<Gateway> {
+        Arc::new(Gateway { node, auth, chats, media, cfg })
     }
 
     fn timeout(&self) -> Duration {
@@ -303,6 +304,18 @@ impl Gateway {
                         Ok(R::Done(pb::Done {}))
                     }
                     Method::LogOut => self.log_out(ctx, &me).await,
+                    Method::UploadPart { upload, part, part_size, bytes } => {
+                        self.media.upload_part(me.user.id, upload, part, part_size, bytes).await?;
+                        Ok(R::Done(pb::Done {}))
+                    }
+                    Method::FinishUpload { upload, parts, part_size, size, sha256, name, mime } => {
+                        let f = self.media.finish(me.user.id, upload, parts, part_size, size, sha256, name, mime).await?;
+                        Ok(R::File(file_to_proto(&f)))
+                    }
+                    Method::GetFile { file, offset, limit } => {
+                        let (f, bytes) = self.media.read_file(me.user.id, file, offset, limit).await?;
+                        Ok(R::FileBytes(pb::FileBytes { file: Some(file_to_proto(&f)), offset, bytes }))
+                    }
                     m => self.chat_method(me.user.id, m).await,
                 }
             }
@@ -502,4 +515,8 @@ async fn reply(send: &mut quinn::SendStream, result: std::result::Result<R, &Err
 
 fn user_to_proto(u: &crate::auth::User) -> pb::User {
     pb::User { id: u.id, phone: u.phone.clone(), first_name: u.first_name.clone(), last_name: u.last_name.clone(), ..Default::default() }
+}
+
+fn file_to_proto(f: &crate::media::File) -> pb::File {
+    pb::File { id: f.id, size: f.size, sha256: f.sha256.to_vec(), name: f.name.clone(), mime: f.mime.clone(), owner: f.owner, date_ms: f.created_ms }
 }

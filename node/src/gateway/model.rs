@@ -52,6 +52,9 @@ pub enum Method {
     Typing { chat: u64 },
     GetUsers(Vec<u64>),
     DeleteForMe { chat: u64, ids: Vec<u64> },
+    UploadPart { upload: u64, part: u32, part_size: u32, bytes: Vec<u8> },
+    FinishUpload { upload: u64, parts: u32, part_size: u32, size: u64, sha256: [u8; 32], name: String, mime: String },
+    GetFile { file: u64, offset: u64, limit: u32 },
 }
 
 /// Chats one `get_difference` may name.
@@ -95,6 +98,9 @@ impl Method {
             Method::Typing { .. } => "set_typing",
             Method::GetUsers(_) => "get_users",
             Method::DeleteForMe { .. } => "delete_for_me",
+            Method::UploadPart { .. } => "upload_part",
+            Method::FinishUpload { .. } => "finish_upload",
+            Method::GetFile { .. } => "get_file",
         }
     }
 }
@@ -221,6 +227,25 @@ impl TryFrom<pb::Request> for Method {
                     return Err(Error::BadRequest(format!("ids: 1 to {} at once", logic::PAGE_MAX)));
                 }
                 Method::DeleteForMe { chat: d.chat_id, ids: d.ids }
+            }
+            Some(M::UploadPart(u)) => {
+                crate::media::logic::check_part(u.part, u.part_size, u.bytes.len())?;
+                Method::UploadPart { upload: u.upload_id, part: u.part, part_size: u.part_size, bytes: u.bytes }
+            }
+            Some(M::FinishUpload(f)) => Method::FinishUpload {
+                upload: f.upload_id,
+                parts: f.parts,
+                part_size: f.part_size,
+                size: f.size,
+                sha256: f.sha256.as_slice().try_into().map_err(|_| Error::BadRequest("sha256: 32 bytes".into()))?,
+                name: text("name", f.name, crate::media::logic::MAX_NAME)?,
+                mime: text("mime", f.mime, crate::media::logic::MAX_MIME)?,
+            },
+            Some(M::GetFile(g)) => {
+                if g.limit == 0 || g.limit > crate::media::MAX_READ {
+                    return Err(Error::BadRequest(format!("limit: 1 to {}", crate::media::MAX_READ)));
+                }
+                Method::GetFile { file: g.file_id, offset: g.offset, limit: g.limit }
             }
             Some(M::GetUsers(u)) => {
                 if u.ids.len() > 100 {

@@ -1,0 +1,190 @@
+//! Media storage, end to end: real nodes, uploads and downloads through the
+//! CLI and the SDK, nodes killed in between.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+const EXTRA: &str = "[raft]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n[placement]\ntick_ms = 300\n[auth]\ntest_numbers = true\ncodes_per_address_per_minute = 0\n";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    let mut f = std::fs::File::open("/dev/urandom").unwrap();
+    std::io::Read::read_exact(&mut f, &mut out).unwrap();
+    out
+}
+
+fn must_ok((ok, out, err): (bool, String, String)) -> String {
+    assert!(ok, "courier failed: {err}");
+    out
+}
+
+#[test]
+fn a_file_on_five_nodes_survives_two_of_them_killed() {
+    // Five replicas of every Raft group (sessions, file records) survive two
+    // nodes lost, as the chunks' three homes do.
+    let mut c = Cluster::start_settled(70, 5, &EXTRA.replace("tick_ms = 300\n", "tick_ms = 300\nreplicas = 5\n"));
+    let home = tempfile::tempdir().unwrap();
+    let data = random_bytes(200 << 20);
+    let src = home.path().join("video.bin");
+    std::fs::write(&src, &data).unwrap();
+    must_ok(c.user_cli(home.path(), "ann", &["login", "--phone", "+9996610001", "--code", "11111", "--name", "Ann"]));
+    let out = must_ok(c.user_cli(home.path(), "ann", &["upload", src.to_str().unwrap(), "--json"]));
+    let file: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(file["size"], 200 << 20);
+    assert_eq!(file["sha256"], hex::encode(Sha256::digest(&data)));
+    let id = file["id"].as_u64().unwrap().to_string();
+
+    // Any two nodes: the chunks' third homes and the records' third replicas remain.
+    let mut nodes: Vec<u32> = (1..=5).collect();
+    let seed = std::process::id() as usize;
+    let (a, b) = (nodes.remove(seed % 5), nodes.remove(seed / 5 % 4));
+    c.kill9(a);
+    c.kill9(b);
+    eprintln!("killed n{a} and n{b}");
+    let survivor = nodes[0];
+    let dst = home.path().join("copy.bin");
+    must_ok(c.user_cli_on(&[survivor], home.path(), "ann", &["download", &id, dst.to_str().unwrap()]));
+    let copy = std::fs::read(&dst).unwrap();
+    assert!(copy == data, "the download differs from the upload ({} vs {} bytes)", copy.len(), data.len());
+}
+
+#[test]
+fn uploads_follow_the_part_rules_and_resume_on_another_node() {
+    let mut c = Cluster::start_settled(71, 3, EXTRA);
+    rt().block_on(async {
+        let (a1, _, _) = device(&c, 1, "+9996610001", "Ann").await;
+        let (a2, _, _) = device(&c, 2, "+9996610001", "Ann").await;
+        let (eve, _, _) = device(&c, 3, "+9996620002", "Eve").await;
+        let code = |r: courier_client::Result<()>| r.err().map(|e| e.code().to_string());
+
+        // The brief's part rules.
+        assert_eq!(code(a1.upload_part(1, 0, 1000, vec![0; 10]).await).as_deref(), Some("FILE_PART_INVALID"), "not a multiple of 1 KiB");
+        assert_eq!(code(a1.upload_part(1, 0, 3 << 10, vec![0; 10]).await).as_deref(), Some("FILE_PART_INVALID"), "does not divide 512 KiB");
+        assert_eq!(code(a1.upload_part(1, 0, 1 << 20, vec![0; 10]).await).as_deref(), Some("FILE_PART_INVALID"), "over 512 KiB");
+        assert_eq!(code(a1.upload_part(1, 0, 1024, vec![0; 1025]).await).as_deref(), Some("FILE_PART_INVALID"), "longer than its part size");
+        let too_big = a1.finish_upload(1, 4097, 512 << 10, (2 << 30) + 1, [0; 32], "big", "").await.unwrap_err();
+        assert_eq!(too_big.code(), "FILE_TOO_BIG");
+
+        // 5 MiB in 10 parts of 512 KiB = chunks {0,1} {2,3} {4,5} {6,7} {8,9}.
+        let part = 512 << 10;
+        let data = random_bytes(5 << 20);
+        let sha: [u8; 32] = Sha256::digest(&data).into();
+        let upload = 77;
+        for p in 0..7u32 {
+            a1.upload_part(upload, p, part as u32, data[p as usize * part..(p as usize + 1) * part].to_vec()).await.unwrap();
+        }
+        // Node 1 dies holding part 6 (its chunk is not complete): chunks 0-2 are stored.
+        c.kill9(1);
+        let missing = a2.finish_upload(upload, 10, part as u32, data.len() as u64, sha, "clip.bin", "").await.unwrap_err();
+        match &missing {
+            courier_client::Error::Api { code, parts, .. } => {
+                assert_eq!(code, "FILE_PART_MISSING");
+                assert_eq!(parts, &vec![6, 7, 8, 9], "exactly the parts of chunks not stored");
+            }
+            other => panic!("expected FILE_PART_MISSING, got {other}"),
+        }
+        for p in [6u32, 7, 8, 9] {
+            a2.upload_part(upload, p, part as u32, data[p as usize * part..(p as usize + 1) * part].to_vec()).await.unwrap();
+        }
+        let f = a2.finish_upload(upload, 10, part as u32, data.len() as u64, sha, "clip.bin", "").await.unwrap();
+        assert_eq!((f.size, f.name.as_str()), (data.len() as u64, "clip.bin"));
+        let again = a2.finish_upload(upload, 10, part as u32, data.len() as u64, sha, "clip.bin", "").await.unwrap();
+        assert_eq!(again.id, f.id, "a repeated finish answers the same file");
+
+        // Download by range through node 2, across a chunk boundary.
+        let slice = a2.get_file(f.id, (1 << 20) - 100, 300).await.unwrap();
+        assert_eq!(slice.bytes, data[(1 << 20) - 100..(1 << 20) + 200]);
+        let mut got = Vec::new();
+        while (got.len() as u64) < f.size {
+            got.extend(a2.get_file(f.id, got.len() as u64, part as u32).await.unwrap().bytes);
+        }
+        assert!(got == data, "the whole file, slice by slice");
+
+        // Another user learns nothing about it.
+        assert_eq!(eve.get_file(f.id, 0, 10).await.unwrap_err().code(), "FILE_NOT_FOUND");
+        assert_eq!(eve.get_file(f.id ^ (1 << 40), 0, 10).await.unwrap_err().code(), "FILE_NOT_FOUND");
+
+        // Bytes that are not the declared ones are refused, and forgotten.
+        let small = random_bytes(3000);
+        a2.upload_part(78, 0, 1024, small[..1024].to_vec()).await.unwrap();
+        a2.upload_part(78, 1, 1024, small[1024..2048].to_vec()).await.unwrap();
+        a2.upload_part(78, 2, 1024, small[2048..].to_vec()).await.unwrap();
+        let wrong = a2.finish_upload(78, 3, 1024, 3000, [7; 32], "x", "").await.unwrap_err();
+        assert_eq!(wrong.code(), "FILE_HASH_MISMATCH");
+        let after = a2.finish_upload(78, 3, 1024, 3000, Sha256::digest(&small).into(), "x", "").await.unwrap_err();
+        assert_eq!(after.code(), "FILE_PART_MISSING", "the upload starts over");
+    });
+}
+
+/// The cluster's chunk health from `cluster status --json`: (in use, under-replicated, stored copies, repaired).
+fn chunk_health(c: &Cluster) -> Option<(u64, u64, u64, u64)> {
+    let s = c.status()?;
+    let h = &s["chunks"];
+    Some((h["chunks"].as_u64()?, h["under_replicated"].as_u64()?, h["stored"].as_u64()?, h["repaired"].as_u64()?))
+}
+
+#[test]
+fn removing_a_node_repairs_its_chunks_and_a_new_node_takes_about_one_nth() {
+    let mut c = Cluster::start_settled(72, 4, EXTRA);
+    let home = tempfile::tempdir().unwrap();
+    let data = random_bytes(64 << 20);
+    let src = home.path().join("archive.bin");
+    std::fs::write(&src, &data).unwrap();
+    must_ok(c.user_cli(home.path(), "ann", &["login", "--phone", "+9996610001", "--code", "11111", "--name", "Ann"]));
+    let out = must_ok(c.user_cli(home.path(), "ann", &["upload", src.to_str().unwrap(), "--json"]));
+    let id = serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["id"].as_u64().unwrap().to_string();
+    must_wait(Duration::from_secs(30), "64 chunks with 3 copies each", || {
+        let (used, under, stored, _) = chunk_health(&c)?;
+        (used == 64 && under == 0 && stored == 192).then_some(())
+    });
+
+    // Decommission node 2: its copies get new homes among the other three.
+    let (_, _, _, repaired_before) = chunk_health(&c).unwrap();
+    let out = c.run(&["cluster", "remove-node", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut saw_repair = false;
+    must_wait(Duration::from_secs(90), "node 2 removed and every chunk on its 3 homes", || {
+        let s = c.status()?;
+        let removed = s["nodes"].as_array()?.iter().any(|n| n["id"] == 2 && n["state"] == "removed");
+        let (_, under, _, repaired) = chunk_health(&c)?;
+        saw_repair |= under > 0 || repaired > repaired_before;
+        (removed && under == 0 && repaired > repaired_before).then_some(())
+    });
+    assert!(saw_repair, "status showed the repair");
+    c.kill9(2);
+    must_wait(Duration::from_secs(30), "the three nodes left hold every chunk", || {
+        let (used, under, stored, _) = chunk_health(&c)?;
+        (used == 64 && under == 0 && stored == 192).then_some(())
+    });
+
+    // A fifth node: it becomes a home of about a quarter of the copies.
+    c.add_node(5, EXTRA);
+    // Done when nothing is under-replicated and the copies stopped growing
+    // for longer than two repair passes (every node's leaders looked).
+    let mut last = 0;
+    let stored_after = must_wait(Duration::from_secs(120), "the new node to take its chunks", || {
+        std::thread::sleep(Duration::from_secs(5));
+        let s = c.status()?;
+        let up = s["nodes"].as_array()?.iter().filter(|n| n["state"] == "up").count();
+        let (used, under, stored, _) = chunk_health(&c)?;
+        let stable = stored == last;
+        last = stored;
+        (up == 4 && used == 64 && under == 0 && stored > 192 && stable).then_some(stored)
+    });
+    let moved = (stored_after - 192) as f64 / 192.0;
+    eprintln!("adding a 4th active node moved {:.1} % of the chunk copies (1/N = 25 %)", moved * 100.0);
+    assert!(moved > 0.0 && moved <= 0.5, "moved {moved:.3}, at most 2/N");
+
+    // And the file still reads back whole through the new node.
+    let dst = home.path().join("copy.bin");
+    must_ok(c.user_cli_on(&[5], home.path(), "ann", &["download", &id, dst.to_str().unwrap()]));
+    assert!(std::fs::read(&dst).unwrap() == data);
+}

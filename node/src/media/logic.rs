@@ -1,0 +1,336 @@
+//! Media metadata as replicated state, and the upload rules, as pure
+//! functions (no I/O, the clock passed in).
+//!
+//! A file is uploaded in parts (the brief's rules: at most 512 KiB, a
+//! multiple of 1 KiB dividing 512 KiB, all equal but the last) and stored as
+//! 1 MiB chunks named by their SHA-256. Because every allowed part size
+//! divides 1 MiB, chunk `k` is exactly parts `k·p … (k+1)·p − 1` with
+//! `p = 1 MiB / part_size`.
+//!
+//! Rows, in the upload's group (`1 + upload_id % G`; the file id carries the
+//! same group in its low 16 bits, as chat ids do):
+//! `f/u/<upload>` the chunks recorded so far, `f/f/<file>` a finished file,
+//! `f/d/<upload>` the file an upload became (a repeated finish answers it).
+
+use std::collections::BTreeMap;
+
+use courier_raft::logic::{StateRead, StateView};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::state::{get, key, put};
+
+pub const CHUNK_SIZE: u64 = 1 << 20;
+pub const MAX_PART: u32 = 512 << 10;
+pub const MAX_PARTS: u32 = 4000;
+/// 4000 parts of 512 KiB (the brief's "2 GiB").
+pub const MAX_FILE: u64 = MAX_PARTS as u64 * MAX_PART as u64;
+pub const MAX_NAME: usize = 255;
+pub const MAX_MIME: usize = 127;
+
+pub type Hash = [u8; 32];
+
+/// Why a media request is refused (each maps to a brief code).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MediaError {
+    #[error("FILE_PART_INVALID: {0}")]
+    PartInvalid(String),
+    #[error("FILE_PART_MISSING: parts {0:?} are missing")]
+    PartMissing(Vec<u32>),
+    #[error("FILE_TOO_BIG: files are limited to {MAX_FILE} bytes")]
+    TooBig,
+    #[error("FILE_NOT_FOUND: no such file")]
+    NotFound,
+    #[error("FILE_HASH_MISMATCH: the uploaded bytes do not have the declared SHA-256; upload them again")]
+    HashMismatch,
+    #[error("BAD_REQUEST: {0}")]
+    BadRequest(String),
+}
+
+impl MediaError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            MediaError::PartInvalid(_) => "FILE_PART_INVALID",
+            MediaError::PartMissing(_) => "FILE_PART_MISSING",
+            MediaError::TooBig => "FILE_TOO_BIG",
+            MediaError::NotFound => "FILE_NOT_FOUND",
+            MediaError::HashMismatch => "FILE_HASH_MISMATCH",
+            MediaError::BadRequest(_) => "BAD_REQUEST",
+        }
+    }
+}
+
+/// A part's place in its upload, checked against the brief's rules.
+pub fn check_part(part: u32, part_size: u32, len: usize) -> Result<(), MediaError> {
+    check_part_size(part_size)?;
+    if part >= MAX_PARTS {
+        return Err(MediaError::TooBig);
+    }
+    if len == 0 || len > part_size as usize {
+        return Err(MediaError::PartInvalid(format!("part {part} has {len} bytes; parts have 1 to part_size ({part_size}) bytes")));
+    }
+    Ok(())
+}
+
+pub fn check_part_size(part_size: u32) -> Result<(), MediaError> {
+    if part_size == 0 || part_size > MAX_PART || part_size % 1024 != 0 || MAX_PART % part_size != 0 {
+        return Err(MediaError::PartInvalid(format!("part size {part_size}: a multiple of 1024 that divides 524288, at most 524288")));
+    }
+    Ok(())
+}
+
+/// Parts per chunk for a part size.
+pub fn parts_per_chunk(part_size: u32) -> u32 {
+    (CHUNK_SIZE / part_size as u64) as u32
+}
+
+/// The parts chunk `k` is made of, for an upload of `parts` parts.
+pub fn chunk_parts(k: u32, part_size: u32, parts: u32) -> std::ops::Range<u32> {
+    let p = parts_per_chunk(part_size);
+    (k * p).min(parts)..((k + 1) * p).min(parts)
+}
+
+/// Checks a finished upload's declared shape: `parts` parts of `part_size`
+/// (the last shorter) make exactly `size` bytes.
+pub fn check_shape(size: u64, parts: u32, part_size: u32) -> Result<u32, MediaError> {
+    check_part_size(part_size)?;
+    if size > MAX_FILE || parts > MAX_PARTS {
+        return Err(MediaError::TooBig);
+    }
+    if size == 0 || parts == 0 {
+        return Err(MediaError::PartInvalid("an empty file".into()));
+    }
+    if size.div_ceil(part_size as u64) != parts as u64 {
+        return Err(MediaError::PartInvalid(format!("{parts} parts of {part_size} bytes cannot make {size} bytes")));
+    }
+    Ok(size.div_ceil(CHUNK_SIZE) as u32)
+}
+
+/// One stored chunk of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub hash: Hash,
+    pub len: u32,
+}
+
+/// An upload in progress: the chunks already stored on their homes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    pub owner: u64,
+    pub part_size: u32,
+    pub chunks: BTreeMap<u32, ChunkRef>,
+    pub started_ms: u64,
+}
+
+/// A finished file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct File {
+    pub id: u64,
+    pub owner: u64,
+    pub size: u64,
+    pub sha256: Hash,
+    pub name: String,
+    pub mime: String,
+    pub chunks: Vec<ChunkRef>,
+    pub created_ms: u64,
+    /// Chats it was posted in: their members may download it.
+    pub chats: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Cmd {
+    /// Chunk `index` of `upload` is stored (2 of its homes synced it).
+    AddChunk { upload: u64, owner: u64, part_size: u32, index: u32, chunk: ChunkRef, now_ms: u64 },
+    /// The upload becomes file `file` (id chosen by the proposer).
+    Finish { upload: u64, owner: u64, file: u64, size: u64, sha256: Hash, name: String, mime: String, now_ms: u64 },
+    /// Forget an upload (its bytes did not match the declared hash).
+    Abort { upload: u64, owner: u64 },
+    /// The file was posted in `chat`.
+    Share { file: u64, chat: u64 },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Query {
+    Upload { upload: u64 },
+    File { file: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Done,
+    Upload(Option<Upload>),
+    File(Box<File>),
+}
+
+pub type Outcome = Result<Reply, MediaError>;
+
+fn upload_key(upload: u64) -> Vec<u8> {
+    key(b"f/u/", &[upload])
+}
+fn file_key(file: u64) -> Vec<u8> {
+    key(b"f/f/", &[file])
+}
+fn done_key(upload: u64) -> Vec<u8> {
+    key(b"f/d/", &[upload])
+}
+
+/// The group of a file id (its low 16 bits).
+pub fn file_group(file: u64) -> u32 {
+    (file & 0xffff) as u32
+}
+
+/// The group of a client-chosen upload id among `groups` data groups.
+pub fn upload_group(upload: u64, groups: u32) -> u32 {
+    1 + (upload % groups.max(1) as u64) as u32
+}
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+}
+
+/// Another user's upload id is treated as unknown (nothing leaks).
+fn own_upload(view: &dyn StateRead, upload: u64, owner: u64) -> Result<Result<Option<Upload>, MediaError>> {
+    Ok(match get::<Upload>(view, &upload_key(upload))? {
+        Some(u) if u.owner != owner => Err(MediaError::BadRequest("this upload id is taken; choose another".into())),
+        other => Ok(other),
+    })
+}
+
+pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
+    match cmd {
+        Cmd::AddChunk { upload, owner, part_size, index, chunk, now_ms } => {
+            if get::<u64>(view, &done_key(*upload))?.is_some() {
+                return Ok(Ok(Reply::Done));
+            }
+            let mut u = tri!(own_upload(view, *upload, *owner)?).unwrap_or(Upload { owner: *owner, part_size: *part_size, chunks: BTreeMap::new(), started_ms: *now_ms });
+            if u.part_size != *part_size {
+                return Ok(Err(MediaError::PartInvalid(format!("this upload's parts are {} bytes", u.part_size))));
+            }
+            if *index as u64 * CHUNK_SIZE >= MAX_FILE {
+                return Ok(Err(MediaError::TooBig));
+            }
+            u.chunks.entry(*index).or_insert(*chunk);
+            put(view, &upload_key(*upload), &u);
+            Ok(Ok(Reply::Done))
+        }
+        Cmd::Finish { upload, owner, file, size, sha256, name, mime, now_ms } => {
+            if let Some(id) = get::<u64>(view, &done_key(*upload))? {
+                return Ok(match get::<File>(view, &file_key(id))? {
+                    Some(f) if f.owner == *owner => Ok(Reply::File(Box::new(f))),
+                    _ => Err(MediaError::NotFound),
+                });
+            }
+            let Some(u) = tri!(own_upload(view, *upload, *owner)?) else {
+                return Ok(Err(MediaError::PartMissing(Vec::new())));
+            };
+            let n = tri!(check_shape(*size, size.div_ceil(u.part_size as u64) as u32, u.part_size));
+            let chunks: Vec<ChunkRef> = (0..n).filter_map(|k| u.chunks.get(&k).copied()).collect();
+            let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
+            if chunks.len() != n as usize || total != *size {
+                return Ok(Err(MediaError::PartInvalid(format!("the stored chunks hold {total} bytes, not {size}"))));
+            }
+            let f = File { id: *file, owner: *owner, size: *size, sha256: *sha256, name: name.clone(), mime: mime.clone(), chunks, created_ms: *now_ms, chats: Vec::new() };
+            put(view, &file_key(*file), &f);
+            put(view, &done_key(*upload), file);
+            view.delete(&upload_key(*upload));
+            Ok(Ok(Reply::File(Box::new(f))))
+        }
+        Cmd::Abort { upload, owner } => {
+            if tri!(own_upload(view, *upload, *owner)?).is_some() {
+                view.delete(&upload_key(*upload));
+            }
+            Ok(Ok(Reply::Done))
+        }
+        Cmd::Share { file, chat } => {
+            let Some(mut f) = get::<File>(view, &file_key(*file))? else { return Ok(Err(MediaError::NotFound)) };
+            if !f.chats.contains(chat) {
+                f.chats.push(*chat);
+                put(view, &file_key(*file), &f);
+            }
+            Ok(Ok(Reply::Done))
+        }
+    }
+}
+
+pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
+    match q {
+        Query::Upload { upload } => Ok(Ok(Reply::Upload(get(view, &upload_key(*upload))?))),
+        Query::File { file } => Ok(match get::<File>(view, &file_key(*file))? {
+            Some(f) => Ok(Reply::File(Box::new(f))),
+            None => Err(MediaError::NotFound),
+        }),
+    }
+}
+
+/// The parts still needed to finish: those of chunks neither stored nor
+/// completable from `staged` (parts held by this node).
+pub fn missing_parts(recorded: &BTreeMap<u32, ChunkRef>, staged: &std::collections::BTreeSet<u32>, parts: u32, part_size: u32) -> Vec<u32> {
+    let chunks = parts.div_ceil(parts_per_chunk(part_size));
+    (0..chunks).filter(|k| !recorded.contains_key(k)).flat_map(|k| chunk_parts(k, part_size, parts)).filter(|p| !staged.contains(p)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use courier_raft::logic::MemView;
+
+    use super::*;
+
+    #[test]
+    fn part_rules_follow_the_brief() {
+        assert!(check_part(0, 512 << 10, 512 << 10).is_ok());
+        assert!(check_part(3, 1024, 10).is_ok(), "a short last part");
+        for bad in [0, 1000, 3 << 10, 1 << 20, 768 << 10] {
+            assert!(matches!(check_part(0, bad, 10), Err(MediaError::PartInvalid(_))), "part size {bad}");
+        }
+        assert!(matches!(check_part(0, 1024, 1025), Err(MediaError::PartInvalid(_))));
+        assert!(matches!(check_part(0, 1024, 0), Err(MediaError::PartInvalid(_))));
+        assert_eq!(check_part(4000, 1024, 1), Err(MediaError::TooBig));
+        assert_eq!(check_shape(MAX_FILE + 1, 4001, 512 << 10), Err(MediaError::TooBig));
+        assert_eq!(check_shape(3 << 20, 6, 512 << 10), Ok(3));
+        assert!(check_shape(3 << 20, 7, 512 << 10).is_err(), "7 parts cannot make 3 MiB");
+    }
+
+    #[test]
+    fn chunks_are_whole_parts() {
+        assert_eq!(parts_per_chunk(512 << 10), 2);
+        assert_eq!(chunk_parts(1, 512 << 10, 5), 2..4);
+        assert_eq!(chunk_parts(2, 512 << 10, 5), 4..5);
+        assert_eq!(chunk_parts(0, 1024, 3), 0..3);
+        let mut recorded = BTreeMap::new();
+        recorded.insert(0, ChunkRef { hash: [0; 32], len: 1 << 20 });
+        let staged: BTreeSet<u32> = [2].into();
+        assert_eq!(missing_parts(&recorded, &staged, 5, 512 << 10), vec![3, 4]);
+    }
+
+    fn add(v: &mut MemView, upload: u64, owner: u64, index: u32, len: u32) -> Outcome {
+        apply(v, &Cmd::AddChunk { upload, owner, part_size: 512 << 10, index, chunk: ChunkRef { hash: [index as u8; 32], len }, now_ms: 1 }).unwrap()
+    }
+
+    fn finish(v: &mut MemView, upload: u64, owner: u64, size: u64) -> Outcome {
+        apply(v, &Cmd::Finish { upload, owner, file: 7 << 16 | 1, size, sha256: [9; 32], name: "a.bin".into(), mime: "application/octet-stream".into(), now_ms: 2 }).unwrap()
+    }
+
+    #[test]
+    fn an_upload_becomes_a_file_once() {
+        let mut v = MemView::default();
+        let size = (1 << 20) + 10;
+        assert!(add(&mut v, 5, 1, 0, 1 << 20).is_ok());
+        assert!(matches!(finish(&mut v, 5, 1, size), Err(MediaError::PartInvalid(_))), "chunk 1 is missing");
+        assert!(add(&mut v, 5, 1, 1, 10).is_ok());
+        assert!(matches!(add(&mut v, 5, 2, 1, 10), Err(MediaError::BadRequest(_))), "another user's upload id");
+        let Ok(Reply::File(f)) = finish(&mut v, 5, 1, size) else { panic!() };
+        assert_eq!((f.size, f.chunks.len()), (size, 2));
+        let Ok(Reply::File(again)) = finish(&mut v, 5, 1, size) else { panic!() };
+        assert_eq!(again, f, "a repeated finish answers the same file");
+        assert_eq!(finish(&mut v, 5, 2, size), Err(MediaError::NotFound), "not to another user");
+        assert!(matches!(query(&v, &Query::File { file: f.id }).unwrap(), Ok(Reply::File(_))));
+        assert_eq!(query(&v, &Query::File { file: 99 }).unwrap().err(), Some(MediaError::NotFound));
+    }
+}

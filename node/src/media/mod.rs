@@ -1,0 +1,622 @@
+//! The media service: uploads in parts, files as content-addressed 1 MiB
+//! chunks on R = 3 nodes chosen by rendezvous hashing (`ring.rs`), file
+//! metadata in Raft (`logic.rs`), downloads by byte range from any node.
+//!
+//! Write path of a chunk: the node that holds all of a chunk's parts (they
+//! are staged in its memory as they arrive) hashes the chunk, sends it to
+//! its three homes in parallel and answers once two have fsynced it (the
+//! third completes in the background; if homes are down, the next nodes in
+//! the chunk's ranking stand in), then records the chunk in the upload's
+//! Raft group. A part whose chunk is not complete yet is only in memory: a
+//! node crash loses it, and `finish` reports it in `FILE_PART_MISSING`, so
+//! the client sends it again (through any node).
+
+pub mod logic;
+pub mod ring;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use courier_proto::peer::{GetChunkRequest, PutChunkRequest};
+use sha2::{Digest, Sha256};
+
+use crate::app::{self, AppCommand, AppQuery, AppReply};
+use crate::clock::Clock;
+use crate::cluster::Node;
+use crate::error::{Error, Result};
+pub use logic::{File, Hash, MediaError};
+use logic::{CHUNK_SIZE, ChunkRef, Cmd, Query, Reply};
+
+/// Bytes of parts one node keeps for uploads whose chunks are not complete.
+const STAGING_MAX: usize = 512 << 20;
+/// Bytes of parts one upload may have waiting (parts far out of order).
+const STAGING_PER_UPLOAD: usize = 32 << 20;
+/// An upload untouched this long loses its staged parts.
+const STAGING_IDLE: Duration = Duration::from_secs(3600);
+/// Chunks kept in memory for downloads.
+const CACHE_BYTES: usize = 256 << 20;
+/// Copies that must be on disk before a chunk counts as stored (G1).
+const WRITE_QUORUM: usize = 2;
+const CHUNK_RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the repair worker looks at the chunks of this node's groups.
+pub const REPAIR_EVERY: Duration = Duration::from_secs(2);
+/// Bytes per second the repair worker copies at most.
+const REPAIR_BYTES_PER_SEC: u64 = 64 << 20;
+/// Hashes per `HasChunks` call.
+const HAS_BATCH: usize = 5_000;
+
+/// File records kept in memory.
+const FILES_CACHED: usize = 10_000;
+/// Largest slice one `get_file` answers.
+pub const MAX_READ: u32 = 512 << 10;
+
+struct Staged {
+    owner: u64,
+    part_size: u32,
+    parts: BTreeMap<u32, Vec<u8>>,
+    bytes: usize,
+    /// Chunks known to be stored (recorded in Raft).
+    stored: BTreeSet<u32>,
+    touched: Instant,
+}
+
+#[derive(Default)]
+struct Cache {
+    chunks: HashMap<Hash, (Arc<Vec<u8>>, u64)>,
+    bytes: usize,
+    tick: u64,
+}
+
+impl Cache {
+    fn get(&mut self, h: &Hash) -> Option<Arc<Vec<u8>>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.chunks.get_mut(h).map(|(b, t)| {
+            *t = tick;
+            b.clone()
+        })
+    }
+
+    fn put(&mut self, h: Hash, b: Arc<Vec<u8>>) {
+        self.tick += 1;
+        self.bytes += b.len();
+        if let Some((old, _)) = self.chunks.insert(h, (b, self.tick)) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > CACHE_BYTES {
+            let Some(oldest) = self.chunks.iter().min_by_key(|(_, (_, t))| *t).map(|(h, _)| *h) else { break };
+            if let Some((b, _)) = self.chunks.remove(&oldest) {
+                self.bytes -= b.len();
+            }
+        }
+    }
+}
+
+pub struct Media {
+    node: Node,
+    clock: Clock,
+    staging: Mutex<HashMap<u64, Staged>>,
+    cache: Mutex<Cache>,
+    /// File records read lately (a record's content never changes).
+    files: Mutex<HashMap<u64, File>>,
+    /// Copies the repair worker made since the node started, and its passes.
+    repaired: std::sync::atomic::AtomicU64,
+    passes: std::sync::atomic::AtomicU64,
+}
+
+pub fn sha256(bytes: &[u8]) -> Hash {
+    Sha256::digest(bytes).into()
+}
+
+impl Media {
+    pub fn new(node: Node, clock: Clock) -> Media {
+        Media {
+            node,
+            clock,
+            staging: Mutex::default(),
+            cache: Mutex::default(),
+            files: Mutex::default(),
+            repaired: Default::default(),
+            passes: Default::default(),
+        }
+    }
+
+    async fn exec(&self, group: u32, cmd: Cmd) -> Result<Reply> {
+        unwrap_reply(app::write(&self.node, group, &AppCommand::Media(cmd)).await?)
+    }
+
+    async fn read(&self, group: u32, q: Query) -> Result<Reply> {
+        unwrap_reply(app::read(&self.node, group, &AppQuery::Media(q)).await?)
+    }
+
+    fn upload_group(&self, upload: u64) -> Result<u32> {
+        Ok(logic::upload_group(upload, self.node.raft()?.data_groups()))
+    }
+
+    async fn recorded(&self, upload: u64, owner: u64) -> Result<Option<logic::Upload>> {
+        match self.read(self.upload_group(upload)?, Query::Upload { upload }).await? {
+            Reply::Upload(Some(u)) if u.owner != owner => Err(MediaError::BadRequest("this upload id is taken; choose another".into()).into()),
+            Reply::Upload(u) => Ok(u),
+            _ => Err(Error::Io("unexpected media reply".into())),
+        }
+    }
+
+    /// Stores one part; stores its chunk once the chunk's parts are all here.
+    pub async fn upload_part(&self, me: u64, upload: u64, part: u32, part_size: u32, bytes: Vec<u8>) -> Result<()> {
+        logic::check_part(part, part_size, bytes.len())?;
+        let known = self.staging.lock().expect("staging").contains_key(&upload);
+        if !known {
+            let rec = self.recorded(upload, me).await?;
+            if let Some(r) = &rec
+                && r.part_size != part_size
+            {
+                return Err(MediaError::PartInvalid(format!("this upload's parts are {} bytes", r.part_size)).into());
+            }
+            let stored = rec.map(|r| r.chunks.keys().copied().collect()).unwrap_or_default();
+            self.staging.lock().expect("staging").entry(upload).or_insert(Staged { owner: me, part_size, parts: BTreeMap::new(), bytes: 0, stored, touched: Instant::now() });
+        }
+        let ppc = logic::parts_per_chunk(part_size);
+        let k = part / ppc;
+        let ready = {
+            let mut staging = self.staging.lock().expect("staging");
+            let total: usize = staging.values().map(|s| s.bytes).sum();
+            staging.retain(|_, s| s.touched.elapsed() < STAGING_IDLE);
+            let s = staging.entry(upload).or_insert(Staged { owner: me, part_size, parts: BTreeMap::new(), bytes: 0, stored: BTreeSet::new(), touched: Instant::now() });
+            if s.owner != me {
+                return Err(MediaError::BadRequest("this upload id is taken; choose another".into()).into());
+            }
+            if s.part_size != part_size {
+                return Err(MediaError::PartInvalid(format!("this upload's parts are {} bytes", s.part_size)).into());
+            }
+            s.touched = Instant::now();
+            if s.stored.contains(&k) {
+                return Ok(());
+            }
+            if total + bytes.len() > STAGING_MAX || s.bytes + bytes.len() > STAGING_PER_UPLOAD {
+                return Err(Error::Unavailable("too many parts waiting on this node; send the parts in order and retry".into()));
+            }
+            s.bytes += bytes.len();
+            if let Some(old) = s.parts.insert(part, bytes) {
+                s.bytes -= old.len();
+            }
+            // A chunk is complete when it has all its parts at full size (the
+            // file's last, shorter chunk is completed by `finish`).
+            let range = k * ppc..(k + 1) * ppc;
+            let full = range.clone().all(|p| s.parts.get(&p).is_some_and(|b| b.len() == part_size as usize));
+            if full { Some(take_parts(s, range)) } else { None }
+        };
+        if let Some(parts) = ready {
+            self.store_staged(me, upload, part_size, k, parts).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores chunk `k` made of `parts`; on failure the parts go back to staging.
+    async fn store_staged(&self, me: u64, upload: u64, part_size: u32, k: u32, parts: BTreeMap<u32, Vec<u8>>) -> Result<ChunkRef> {
+        let bytes: Vec<u8> = parts.values().flatten().copied().collect();
+        let hash = sha256(&bytes);
+        let chunk = ChunkRef { hash, len: bytes.len() as u32 };
+        let stored = async {
+            self.store_chunk(hash, Arc::new(bytes)).await?;
+            let cmd = Cmd::AddChunk { upload, owner: me, part_size, index: k, chunk, now_ms: self.clock.now_ms() };
+            self.exec(self.upload_group(upload)?, cmd).await
+        }
+        .await;
+        let mut staging = self.staging.lock().expect("staging");
+        let s = staging.entry(upload).or_insert(Staged { owner: me, part_size, parts: BTreeMap::new(), bytes: 0, stored: BTreeSet::new(), touched: Instant::now() });
+        match stored {
+            Ok(_) => {
+                s.stored.insert(k);
+                Ok(chunk)
+            }
+            Err(e) => {
+                for (p, b) in parts {
+                    s.bytes += b.len();
+                    s.parts.entry(p).or_insert(b);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Turns an upload into a file (see `FinishUpload` in client.proto).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish(&self, me: u64, upload: u64, parts: u32, part_size: u32, size: u64, sha: Hash, name: String, mime: String) -> Result<File> {
+        let chunks = logic::check_shape(size, parts, part_size)?;
+        let group = self.upload_group(upload)?;
+        let rec = self.recorded(upload, me).await?;
+        let mut stored: BTreeMap<u32, ChunkRef> = rec.map(|r| r.chunks).unwrap_or_default();
+        if stored.is_empty()
+            && let Ok(Reply::File(f)) = self.exec(group, self.finish_cmd(me, upload, size, sha, &name, &mime)).await
+        {
+            return Ok(*f); // finished before (a retry)
+        }
+        // Store every chunk this node has all the parts of.
+        let last_len = size - (parts as u64 - 1) * part_size as u64;
+        for k in 0..chunks {
+            if stored.contains_key(&k) {
+                continue;
+            }
+            let range = logic::chunk_parts(k, part_size, parts);
+            let taken = {
+                let mut staging = self.staging.lock().expect("staging");
+                match staging.get_mut(&upload) {
+                    Some(s) if s.owner == me && range.clone().all(|p| s.parts.contains_key(&p)) => {
+                        for p in range.clone() {
+                            let want = if p + 1 == parts { last_len as usize } else { part_size as usize };
+                            if s.parts[&p].len() != want {
+                                return Err(MediaError::PartInvalid(format!("part {p} has {} bytes, not {want}", s.parts[&p].len())).into());
+                            }
+                        }
+                        Some(take_parts(s, range))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(p) = taken {
+                let chunk = self.store_staged(me, upload, part_size, k, p).await?;
+                stored.insert(k, chunk);
+            }
+        }
+        let staged: BTreeSet<u32> = self.staging.lock().expect("staging").get(&upload).map(|s| s.parts.keys().copied().collect()).unwrap_or_default();
+        let missing = logic::missing_parts(&stored, &staged, parts, part_size);
+        if !missing.is_empty() {
+            return Err(MediaError::PartMissing(missing).into());
+        }
+        // The declared hash, over the chunks in order.
+        let mut h = Sha256::new();
+        for k in 0..chunks {
+            h.update(&*self.chunk(&stored[&k].hash).await?);
+        }
+        let actual: Hash = h.finalize().into();
+        if actual != sha {
+            self.exec(group, Cmd::Abort { upload, owner: me }).await?;
+            self.staging.lock().expect("staging").remove(&upload);
+            return Err(MediaError::HashMismatch.into());
+        }
+        let file = match self.exec(group, self.finish_cmd(me, upload, size, sha, &name, &mime)).await? {
+            Reply::File(f) => *f,
+            _ => return Err(Error::Io("unexpected media reply".into())),
+        };
+        self.staging.lock().expect("staging").remove(&upload);
+        Ok(file)
+    }
+
+    fn finish_cmd(&self, me: u64, upload: u64, size: u64, sha256: Hash, name: &str, mime: &str) -> Cmd {
+        let group = logic::upload_group(upload, self.node.raft().map(|r| r.data_groups()).unwrap_or(1));
+        let file = (rand::random::<u64>() & !0xffff) | (1 << 16) | group as u64;
+        Cmd::Finish { upload, owner: me, file, size, sha256, name: name.into(), mime: mime.into(), now_ms: self.clock.now_ms() }
+    }
+
+    /// A file's record, if `me` may read it.
+    pub async fn file(&self, me: u64, id: u64) -> Result<File> {
+        let g = logic::file_group(id);
+        if g == 0 || g > self.node.raft()?.data_groups() {
+            return Err(MediaError::NotFound.into());
+        }
+        let cached = self.files.lock().expect("files").get(&id).cloned();
+        let f = match cached {
+            Some(f) if f.owner == me => return Ok(f),
+            _ => self.read(g, Query::File { file: id }).await,
+        };
+        let f = match f {
+            Ok(Reply::File(f)) => *f,
+            Ok(_) => return Err(Error::Io("unexpected media reply".into())),
+            // The group has no quorum: a file's record never changes once
+            // written, so any replica's copy will do.
+            Err(e) if e.code() == "UNAVAILABLE" => self.file_from_any_replica(g, id).await.ok_or(e)?,
+            Err(e) => return Err(e),
+        };
+        // Only its uploader for now; chats it is posted in come with media in messages.
+        if f.owner != me {
+            return Err(MediaError::NotFound.into());
+        }
+        let mut files = self.files.lock().expect("files");
+        if files.len() >= FILES_CACHED {
+            files.clear();
+        }
+        files.insert(id, f.clone());
+        Ok(f)
+    }
+
+    async fn file_from_any_replica(&self, group: u32, id: u64) -> Option<File> {
+        let q = courier_raft::Query::App(courier_raft::codec::encode(&AppQuery::Media(Query::File { file: id })));
+        let decode = |r: Option<courier_raft::QueryResult>| match r {
+            Some(courier_raft::QueryResult::App(b)) => match courier_raft::codec::decode::<AppReply>(&b) {
+                Ok(AppReply::Media(Ok(Reply::File(f)))) => Some(*f),
+                _ => None,
+            },
+            _ => None,
+        };
+        let raft = self.node.raft().ok()?;
+        if let Some(f) = decode(raft.read_stale(group, &q).ok().flatten()) {
+            return Some(f);
+        }
+        let me = raft.id();
+        for (id_, addr) in self.nodes().await.ok()? {
+            if id_ == me {
+                continue;
+            }
+            let r = tokio::time::timeout(Duration::from_secs(2), raft.read_stale_at(&addr, group, q.clone())).await;
+            if let Some(f) = decode(r.ok().and_then(Result::ok).flatten()) {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    /// Up to `limit` bytes of a file from `offset`.
+    pub async fn read_file(&self, me: u64, id: u64, offset: u64, limit: u32) -> Result<(File, Vec<u8>)> {
+        let f = self.file(me, id).await?;
+        if offset > f.size {
+            return Err(MediaError::BadRequest(format!("offset {offset} is past the end ({} bytes)", f.size)).into());
+        }
+        let end = (offset + limit.min(MAX_READ) as u64).min(f.size);
+        if end == offset {
+            return Ok((f, Vec::new()));
+        }
+        let (first, last) = ((offset / CHUNK_SIZE) as usize, ((end - 1) / CHUNK_SIZE) as usize);
+        let fetched = futures::future::join_all((first..=last).map(|k| self.chunk(&f.chunks[k].hash))).await;
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for (k, c) in (first..=last).zip(fetched) {
+            let c = c?;
+            let start = k as u64 * CHUNK_SIZE;
+            let (a, b) = (offset.max(start) - start, end.min(start + c.len() as u64) - start);
+            out.extend_from_slice(&c[a as usize..b as usize]);
+        }
+        Ok((f, out))
+    }
+
+    /// The nodes chunks may live on, and their peer addresses.
+    async fn nodes(&self) -> Result<BTreeMap<u64, String>> {
+        let cluster = self.node.registry().await?;
+        Ok(cluster.active_nodes().map(|n| (n.id, n.info.peer_addr.clone())).collect())
+    }
+
+    /// Puts a chunk on its homes; returns once [`WRITE_QUORUM`] have it on disk.
+    pub async fn store_chunk(&self, hash: Hash, bytes: Arc<Vec<u8>>) -> Result<()> {
+        let nodes = self.nodes().await?;
+        let ids: Vec<u64> = nodes.keys().copied().collect();
+        let ranked = ring::rank(&hash, &ids);
+        let need = WRITE_QUORUM.min(ranked.len());
+        self.cache.lock().expect("cache").put(hash, bytes.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::channel(ring::REPLICAS);
+        let homes = ranked.iter().take(ring::REPLICAS).count();
+        for &id in ranked.iter().take(ring::REPLICAS) {
+            let (tx, this, addr, bytes) = (tx.clone(), self.node.clone(), nodes[&id].clone(), bytes.clone());
+            // Spawned: the third copy completes after the caller was answered.
+            tokio::spawn(async move {
+                let r = put_on(&this, id, &addr, hash, bytes).await;
+                if let Err(e) = &r {
+                    tracing::warn!(node = id, chunk = %hex::encode(&hash[..8]), "chunk copy failed: {e}");
+                }
+                let _ = tx.send(r.is_ok()).await;
+            });
+        }
+        drop(tx);
+        let mut ok = 0;
+        for _ in 0..homes {
+            if rx.recv().await == Some(true) {
+                ok += 1;
+                if ok >= need {
+                    return Ok(());
+                }
+            }
+        }
+        // Homes are down: the next nodes in the ranking stand in (repair moves them home).
+        for &id in ranked.iter().skip(ring::REPLICAS) {
+            if put_on(&self.node, id, &nodes[&id], hash, bytes.clone()).await.is_ok() {
+                ok += 1;
+                if ok >= need {
+                    return Ok(());
+                }
+            }
+        }
+        Err(Error::Unavailable(format!("only {ok} of {need} copies of a chunk could be stored; retry")))
+    }
+
+    /// A chunk's bytes, verified against its hash: from the cache, this
+    /// node's disk, or its homes (then any other node), in that order.
+    pub async fn chunk(&self, hash: &Hash) -> Result<Arc<Vec<u8>>> {
+        if let Some(b) = self.cache.lock().expect("cache").get(hash) {
+            return Ok(b);
+        }
+        let store = self.node.store().clone();
+        let h = *hash;
+        let local = tokio::task::spawn_blocking(move || store.get_chunk(&h)).await.map_err(|e| Error::Io(e.to_string()))??;
+        if let Some(b) = local {
+            if sha256(&b) == *hash {
+                let b = Arc::new(b);
+                self.cache.lock().expect("cache").put(*hash, b.clone());
+                return Ok(b);
+            }
+            tracing::error!(chunk = %hex::encode(&hash[..8]), "a stored chunk does not match its hash; reading another copy");
+        }
+        let nodes = self.nodes().await?;
+        let me = self.node.raft()?.id();
+        let ids: Vec<u64> = nodes.keys().copied().collect();
+        for id in ring::rank(hash, &ids).into_iter().filter(|id| *id != me) {
+            let Ok(mut client) = self.node.router().peer(&nodes[&id]) else { continue };
+            let req = GetChunkRequest { target: id, hash: hash.to_vec() };
+            let Ok(Ok(reply)) = tokio::time::timeout(CHUNK_RPC_TIMEOUT, client.get_chunk(req)).await else { continue };
+            let reply = reply.into_inner();
+            if reply.found && sha256(&reply.bytes) == *hash {
+                let b = Arc::new(reply.bytes);
+                self.cache.lock().expect("cache").put(*hash, b.clone());
+                return Ok(b);
+            }
+            if reply.found {
+                tracing::error!(node = id, chunk = %hex::encode(&hash[..8]), "a node answered a chunk that does not match its hash");
+            }
+        }
+        Err(Error::Unavailable("no node could provide a chunk of this file right now; retry".into()))
+    }
+}
+
+impl Media {
+    /// The repair worker, for the life of the node: every [`REPAIR_EVERY`],
+    /// one [`Media::repair_pass`]; what it saw goes to `cluster status`.
+    pub async fn run_repair(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(REPAIR_EVERY) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if self.node.raft().is_err() {
+                continue;
+            }
+            match self.repair_pass().await {
+                Ok(h) => self.node.set_chunk_health(h),
+                Err(e) => tracing::warn!("chunk repair pass failed: {e}"),
+            }
+        }
+    }
+
+    /// Makes sure every chunk used by the groups this node leads has a copy
+    /// on each of its homes (the active nodes' ranking): asks each home
+    /// which chunks it has, and copies the missing ones from any copy
+    /// (verified), at most [`REPAIR_BYTES_PER_SEC`]. A node removed from the
+    /// cluster stops being a home, so its chunks get new homes at once.
+    pub async fn repair_pass(&self) -> Result<courier_proto::peer::ChunkHealth> {
+        let raft = self.node.raft()?;
+        let me = raft.id();
+        let nodes = self.nodes().await?;
+        let ids: Vec<u64> = nodes.keys().copied().collect();
+        let led: Vec<u32> = raft.views().iter().filter(|v| v.group != courier_raft::META_GROUP && v.leader == Some(me)).map(|v| v.group).collect();
+        let store = self.node.store().clone();
+        let (used, stored) = tokio::task::spawn_blocking(move || -> Result<(BTreeSet<Hash>, usize)> {
+            let mut used = BTreeSet::new();
+            for g in led {
+                for (_, v) in store.scan_sm(g, b"f/f/")? {
+                    used.extend(courier_raft::codec::decode::<File>(&v)?.chunks.iter().map(|c| c.hash));
+                }
+                for (_, v) in store.scan_sm(g, b"f/u/")? {
+                    used.extend(courier_raft::codec::decode::<logic::Upload>(&v)?.chunks.values().map(|c| c.hash));
+                }
+            }
+            Ok((used, store.list_chunks()?.len()))
+        })
+        .await
+        .map_err(|e| Error::Io(e.to_string()))??;
+
+        // Which homes lack which chunks (a home that does not answer is not counted).
+        let mut by_home: BTreeMap<u64, Vec<Hash>> = BTreeMap::new();
+        for h in &used {
+            for home in ring::homes(h, &ids) {
+                by_home.entry(home).or_default().push(*h);
+            }
+        }
+        let mut missing: Vec<(Hash, u64)> = Vec::new();
+        for (home, hashes) in by_home {
+            for batch in hashes.chunks(HAS_BATCH) {
+                let has = self.has_chunks(home, &nodes[&home], batch).await.unwrap_or_else(|e| {
+                    tracing::debug!(node = home, "cannot ask which chunks it has: {e}");
+                    vec![true; batch.len()]
+                });
+                missing.extend(batch.iter().zip(has).filter(|(_, has)| !has).map(|(h, _)| (*h, home)));
+            }
+        }
+        let under: BTreeSet<Hash> = missing.iter().map(|(h, _)| *h).collect();
+        let started = Instant::now();
+        let mut copied_bytes = 0u64;
+        for (h, home) in &missing {
+            let Ok(bytes) = self.chunk(h).await else {
+                tracing::warn!(chunk = %hex::encode(&h[..8]), "no readable copy of a chunk to repair from");
+                continue;
+            };
+            copied_bytes += bytes.len() as u64;
+            if put_on(&self.node, *home, &nodes[home], *h, bytes).await.is_ok() {
+                self.repaired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            // Rate limit: never ahead of REPAIR_BYTES_PER_SEC.
+            let due = Duration::from_secs_f64(copied_bytes as f64 / REPAIR_BYTES_PER_SEC as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        if !missing.is_empty() {
+            tracing::info!(chunks = under.len(), copies = missing.len(), "repaired under-replicated chunks");
+        }
+        let passes = self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        Ok(courier_proto::peer::ChunkHealth {
+            chunks: used.len() as u64,
+            under_replicated: under.len() as u64,
+            repaired: self.repaired.load(std::sync::atomic::Ordering::Relaxed),
+            stored: stored as u64,
+            passes,
+        })
+    }
+
+    async fn has_chunks(&self, id: u64, addr: &str, hashes: &[Hash]) -> Result<Vec<bool>> {
+        if id == self.node.raft()?.id() {
+            let store = self.node.store().clone();
+            let hashes = hashes.to_vec();
+            return tokio::task::spawn_blocking(move || hashes.iter().map(|h| store.has_chunk(h).map_err(Error::from)).collect())
+                .await
+                .map_err(|e| Error::Io(e.to_string()))?;
+        }
+        let mut client = self.node.router().peer(addr)?;
+        let req = courier_proto::peer::HasChunksRequest { target: id, hashes: hashes.iter().map(|h| h.to_vec()).collect() };
+        match tokio::time::timeout(CHUNK_RPC_TIMEOUT, client.has_chunks(req)).await {
+            Ok(Ok(r)) if r.get_ref().has.len() == hashes.len() => Ok(r.into_inner().has),
+            Ok(Ok(_)) => Err(Error::Io(format!("node {id} answered has_chunks for the wrong number of chunks"))),
+            Ok(Err(s)) => Err(Error::Unavailable(format!("node {id}: {}", s.message()))),
+            Err(_) => Err(Error::Unavailable(format!("node {id}: timed out"))),
+        }
+    }
+}
+
+fn take_parts(s: &mut Staged, range: std::ops::Range<u32>) -> BTreeMap<u32, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for p in range {
+        if let Some(b) = s.parts.remove(&p) {
+            s.bytes -= b.len();
+            out.insert(p, b);
+        }
+    }
+    out
+}
+
+/// Stores a chunk on node `id` (this node: its own disk), fsynced.
+async fn put_on(node: &Node, id: u64, addr: &str, hash: Hash, bytes: Arc<Vec<u8>>) -> Result<()> {
+    if id == node.raft()?.id() {
+        return store_local(node, hash, bytes).await;
+    }
+    let mut client = node.router().peer(addr)?;
+    let req = PutChunkRequest { target: id, hash: hash.to_vec(), bytes: bytes.to_vec() };
+    match tokio::time::timeout(CHUNK_RPC_TIMEOUT, client.put_chunk(req)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(s)) => Err(Error::Unavailable(format!("node {id}: {}", s.message()))),
+        Err(_) => Err(Error::Unavailable(format!("node {id}: timed out"))),
+    }
+}
+
+/// Writes a chunk to this node's disk and waits for the fsync (shared with
+/// every other write waiting for it).
+pub async fn store_local(node: &Node, hash: Hash, bytes: Arc<Vec<u8>>) -> Result<()> {
+    let store = node.store().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        if !store.has_chunk(&hash)? {
+            store.put_chunk(&hash, &bytes)?;
+        }
+        store.sync_wal(Box::new(move |r| {
+            let _ = tx.send(r);
+        }))?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::Io(e.to_string()))??;
+    rx.await.map_err(|_| Error::Io("the WAL sync was dropped".into()))??;
+    Ok(())
+}
+
+fn unwrap_reply(r: AppReply) -> Result<Reply> {
+    match r {
+        AppReply::Media(Ok(r)) => Ok(r),
+        AppReply::Media(Err(e)) => Err(e.into()),
+        AppReply::Undecodable(e) => Err(Error::BadRequest(format!("a replica could not decode the request: {e}"))),
+        other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+    }
+}
