@@ -57,6 +57,7 @@ pub fn status_json(s: &StatusReply) -> serde_json::Value {
         "placement_settled": s.placement_settled,
         "chunks": s.chunks.as_ref().map(|c| json!({
             "chunks": c.chunks, "under_replicated": c.under_replicated, "repaired": c.repaired, "stored": c.stored, "passes": c.passes,
+            "scrubbed": c.scrubbed, "corrupt_repaired": c.corrupt_repaired,
         })),
         "nodes": s.nodes.iter().map(|n| json!({
             "id": n.id, "name": n.name, "addr": n.addr, "peer_addr": n.peer_addr, "admin_addr": n.admin_addr,
@@ -97,6 +98,7 @@ pub async fn status(conn: &Conn, json: bool) -> Result<()> {
         println!();
         let repair = if c.under_replicated == 0 { "every chunk on all its homes".to_string() } else { format!("repairing {} under-replicated", c.under_replicated) };
         println!("chunks: {} in use, {} copies stored, {repair}; {} copies made by repair", c.chunks, c.stored, c.repaired);
+        println!("scrub: {} chunks re-read, {} damaged copies replaced", c.scrubbed, c.corrupt_repaired);
     }
     Ok(())
 }

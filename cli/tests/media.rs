@@ -175,6 +175,7 @@ fn removing_a_node_repairs_its_chunks_and_a_new_node_takes_about_one_nth() {
         let s = c.status()?;
         let up = s["nodes"].as_array()?.iter().filter(|n| n["state"] == "up").count();
         let (used, under, stored, _) = chunk_health(&c)?;
+        eprintln!("up {up}, chunks in use {used}, under-replicated {under}, stored {stored}");
         let stable = stored == last;
         last = stored;
         (up == 4 && used == 64 && under == 0 && stored > 192 && stable).then_some(stored)
@@ -187,4 +188,70 @@ fn removing_a_node_repairs_its_chunks_and_a_new_node_takes_about_one_nth() {
     let dst = home.path().join("copy.bin");
     must_ok(c.user_cli_on(&[5], home.path(), "ann", &["download", &id, dst.to_str().unwrap()]));
     assert!(std::fs::read(&dst).unwrap() == data);
+}
+
+#[test]
+fn a_damaged_chunk_is_never_served_and_the_scrub_replaces_it() {
+    let mut c = Cluster::start_settled(73, 3, EXTRA);
+    let data = random_bytes(3 << 20);
+    let sha: [u8; 32] = Sha256::digest(&data).into();
+    let file = rt().block_on(async {
+        let (a, _, _) = device(&c, 1, "+9996610001", "Ann").await;
+        for p in 0..6u32 {
+            let part = 512 << 10;
+            a.upload_part(5, p, part as u32, data[p as usize * part..(p as usize + 1) * part].to_vec()).await.unwrap();
+        }
+        a.finish_upload(5, 6, 512 << 10, data.len() as u64, sha, "scan.bin", "").await.unwrap()
+    });
+
+    // Flip bytes in every chunk node 3 stores (with 3 nodes it is a home of all).
+    let data_dir = c.nodes[&3].data.clone();
+    let damage = |c: &mut Cluster| -> Vec<[u8; 32]> {
+        c.stop(3);
+        let store = courier_storage::Store::open(&data_dir).unwrap();
+        let hashes = store.list_chunks().unwrap();
+        assert_eq!(hashes.len(), 3, "node 3 holds the file's 3 chunks");
+        for h in &hashes {
+            let mut b = store.get_chunk(h).unwrap().unwrap();
+            b[1000] ^= 0xff;
+            b[500_000] ^= 0x01;
+            store.put_chunk(h, &b).unwrap();
+        }
+        drop(store);
+        c.start(3);
+        must_wait(Duration::from_secs(60), "node 3 back", || c.status_on(&[3]).filter(|s| s["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "up")));
+        hashes
+    };
+    let must_be_good = |hashes: &[[u8; 32]]| {
+        let store = courier_storage::Store::open(&data_dir).unwrap();
+        for h in hashes {
+            let b = store.get_chunk(h).unwrap().unwrap();
+            assert_eq!(<[u8; 32]>::from(Sha256::digest(&b)), *h, "the copy on disk is good again");
+        }
+    };
+    let replaced = |c: &Cluster| c.status().and_then(|s| s["chunks"]["corrupt_repaired"].as_u64());
+
+    // The scrub alone (nothing reads the file) finds and replaces them.
+    let damaged = damage(&mut c);
+    must_wait(Duration::from_secs(60), "the scrub to replace the damaged copies", || (replaced(&c)? >= 3).then_some(()));
+    c.stop(3);
+    must_be_good(&damaged);
+    c.start(3);
+
+    // Damaged again, and read at once through node 3:
+    let damaged = damage(&mut c);
+    let before = replaced(&c).unwrap();
+
+    // Reading through node 3 never returns the damaged bytes.
+    rt().block_on(async {
+        let (a, _, _) = device(&c, 3, "+9996610001", "Ann").await;
+        let mut got = Vec::new();
+        while (got.len() as u64) < file.size {
+            got.extend(a.get_file(file.id, got.len() as u64, 512 << 10).await.unwrap().bytes);
+        }
+        assert!(got == data, "the download through the node with damaged copies is the original");
+    });
+    must_wait(Duration::from_secs(60), "the damaged copies replaced", || (replaced(&c)? >= before + 3).then_some(()));
+    c.stop(3);
+    must_be_good(&damaged);
 }

@@ -367,12 +367,17 @@ impl Store {
     }
 
     // ---- media chunks ----
-    // Key: a format byte (1), then the chunk's SHA-256; value: its bytes.
+    // `1 ‖ SHA-256` → the chunk's bytes (1 is the format); `0 ‖ SHA-256` → ""
+    // indexes them, so listing the chunks reads small keys, not the data.
 
-    /// Stores a chunk under its hash. Visible at once; durable after the
-    /// next [`Store::sync_wal`] (callers share that fsync).
+    /// Stores a chunk under its hash (replacing a damaged copy). Visible at
+    /// once; durable after the next [`Store::sync_wal`] (callers share that fsync).
     pub fn put_chunk(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
-        self.db().put_cf_opt(self.cf(CF_CHUNKS), chunk_key(hash), bytes, &Self::write_opts(Durability::Buffered))?;
+        let cf = self.cf(CF_CHUNKS);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, chunk_key(hash), bytes);
+        batch.put_cf(cf, chunk_index_key(hash), b"");
+        self.db().write_opt(batch, &Self::write_opts(Durability::Buffered))?;
         Ok(())
     }
 
@@ -385,15 +390,19 @@ impl Store {
     }
 
     pub fn delete_chunk(&self, hash: &[u8; 32]) -> Result<()> {
-        self.db().delete_cf_opt(self.cf(CF_CHUNKS), chunk_key(hash), &Self::write_opts(Durability::Synced))?;
+        let cf = self.cf(CF_CHUNKS);
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(cf, chunk_key(hash));
+        batch.delete_cf(cf, chunk_index_key(hash));
+        self.db().write_opt(batch, &Self::write_opts(Durability::Synced))?;
         Ok(())
     }
 
-    /// The hashes of every chunk stored here.
+    /// The hashes of every chunk stored here, in order (from the index).
     pub fn list_chunks(&self) -> Result<Vec<[u8; 32]>> {
         let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(vec![CHUNK_FORMAT + 1]);
-        let iter = self.db().iterator_cf_opt(self.cf(CF_CHUNKS), ro, IteratorMode::From(&[CHUNK_FORMAT], rocksdb::Direction::Forward));
+        ro.set_iterate_upper_bound(vec![CHUNK_INDEX + 1]);
+        let iter = self.db().iterator_cf_opt(self.cf(CF_CHUNKS), ro, IteratorMode::From(&[CHUNK_INDEX], rocksdb::Direction::Forward));
         let mut out = Vec::new();
         for item in iter {
             let (k, _) = item?;
@@ -421,6 +430,14 @@ impl Store {
 }
 
 const CHUNK_FORMAT: u8 = 1;
+const CHUNK_INDEX: u8 = 0;
+
+fn chunk_index_key(hash: &[u8; 32]) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = CHUNK_INDEX;
+    k[1..].copy_from_slice(hash);
+    k
+}
 
 fn chunk_key(hash: &[u8; 32]) -> [u8; 33] {
     let mut k = [0u8; 33];

@@ -484,12 +484,21 @@ impl Node {
         let up: BTreeSet<NodeId> = probes.iter().filter(|(_, r)| r.is_some()).map(|(id, _)| *id).collect();
         let settled = controller::is_settled(&cluster, &groups, &up, self.inner.cfg.placement.replicas);
         let mut chunks = ChunkHealth::default();
+        // Each group's chunks as its current leader counted them (a node that
+        // led it before may still report it).
+        for (g, (leader, _)) in &leaders {
+            let report = probes.get(leader).and_then(|r| r.as_ref()).and_then(|r| r.chunks.as_ref());
+            if let Some(gc) = report.and_then(|h| h.groups.iter().find(|gc| gc.group == *g)) {
+                chunks.chunks += gc.chunks;
+                chunks.under_replicated += gc.under_replicated;
+            }
+        }
         for h in probes.values().flatten().filter_map(|r| r.chunks.as_ref()) {
-            chunks.chunks += h.chunks;
-            chunks.under_replicated += h.under_replicated;
             chunks.repaired += h.repaired;
             chunks.stored += h.stored;
             chunks.passes += h.passes;
+            chunks.scrubbed += h.scrubbed;
+            chunks.corrupt_repaired += h.corrupt_repaired;
         }
         Ok(StatusReply { cluster_id: cluster.cluster_id, nodes, groups, data_groups: multi.data_groups(), placement_settled: settled, chunks: Some(chunks) })
     }

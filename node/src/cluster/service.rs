@@ -139,7 +139,7 @@ impl Peer for PeerService {
         if crate::media::sha256(&r.bytes) != hash {
             return Err(Error::BadRequest("put_chunk: the bytes do not match the hash".into()).into());
         }
-        crate::media::store_local(&self.0, hash, std::sync::Arc::new(r.bytes)).await?;
+        crate::media::store_local(&self.0, hash, std::sync::Arc::new(r.bytes), false).await?;
         Ok(tonic::Response::new(PutChunkReply {}))
     }
 

@@ -43,6 +43,8 @@ const CHUNK_RPC_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REPAIR_EVERY: Duration = Duration::from_secs(2);
 /// Bytes per second the repair worker copies at most.
 const REPAIR_BYTES_PER_SEC: u64 = 64 << 20;
+/// Chunks the scrub re-reads per pass (16 MiB/s at one pass every 2 s).
+const SCRUB_PER_PASS: usize = 32;
 /// Hashes per `HasChunks` call.
 const HAS_BATCH: usize = 5_000;
 
@@ -103,6 +105,11 @@ pub struct Media {
     /// Copies the repair worker made since the node started, and its passes.
     repaired: std::sync::atomic::AtomicU64,
     passes: std::sync::atomic::AtomicU64,
+    /// Damaged copies on this node replaced (by the scrub or a read).
+    corrupt_repaired: std::sync::atomic::AtomicU64,
+    scrubbed: std::sync::atomic::AtomicU64,
+    /// The scrub's position: the last chunk it checked.
+    scrub_cursor: Mutex<Option<Hash>>,
 }
 
 pub fn sha256(bytes: &[u8]) -> Hash {
@@ -119,6 +126,9 @@ impl Media {
             files: Mutex::default(),
             repaired: Default::default(),
             passes: Default::default(),
+            corrupt_repaired: Default::default(),
+            scrubbed: Default::default(),
+            scrub_cursor: Mutex::default(),
         }
     }
 
@@ -424,15 +434,37 @@ impl Media {
         }
         let store = self.node.store().clone();
         let h = *hash;
-        let local = tokio::task::spawn_blocking(move || store.get_chunk(&h)).await.map_err(|e| Error::Io(e.to_string()))??;
-        if let Some(b) = local {
-            if sha256(&b) == *hash {
+        let local = tokio::task::spawn_blocking(move || store.get_chunk(&h)).await.map_err(|e| Error::Io(e.to_string()))?;
+        let damaged = match local {
+            Ok(Some(b)) if sha256(&b) == *hash => {
                 let b = Arc::new(b);
                 self.cache.lock().expect("cache").put(*hash, b.clone());
                 return Ok(b);
             }
-            tracing::error!(chunk = %hex::encode(&hash[..8]), "a stored chunk does not match its hash; reading another copy");
+            Ok(None) => false,
+            Ok(Some(_)) | Err(_) => true,
+        };
+        let good = self.remote_chunk(hash).await?;
+        if damaged {
+            // Read repair: the good copy replaces the damaged one.
+            self.replace_damaged(hash, good.clone()).await;
         }
+        Ok(good)
+    }
+
+    /// Replaces this node's damaged copy of a chunk with good bytes.
+    async fn replace_damaged(&self, hash: &Hash, good: Arc<Vec<u8>>) {
+        tracing::error!(chunk = %hex::encode(&hash[..8]), "a stored chunk did not match its hash; replaced it with a good copy");
+        match store_local(&self.node, *hash, good, true).await {
+            Ok(()) => {
+                self.corrupt_repaired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(chunk = %hex::encode(&hash[..8]), "cannot replace a damaged chunk: {e}"),
+        }
+    }
+
+    /// A verified copy of a chunk from another node: its homes first.
+    async fn remote_chunk(&self, hash: &Hash) -> Result<Arc<Vec<u8>>> {
         let nodes = self.nodes().await?;
         let me = self.node.raft()?.id();
         let ids: Vec<u64> = nodes.keys().copied().collect();
@@ -466,6 +498,9 @@ impl Media {
             if self.node.raft().is_err() {
                 continue;
             }
+            if let Err(e) = self.scrub_pass().await {
+                tracing::warn!("chunk scrub pass failed: {e}");
+            }
             match self.repair_pass().await {
                 Ok(h) => self.node.set_chunk_health(h),
                 Err(e) => tracing::warn!("chunk repair pass failed: {e}"),
@@ -485,9 +520,10 @@ impl Media {
         let ids: Vec<u64> = nodes.keys().copied().collect();
         let led: Vec<u32> = raft.views().iter().filter(|v| v.group != courier_raft::META_GROUP && v.leader == Some(me)).map(|v| v.group).collect();
         let store = self.node.store().clone();
-        let (used, stored) = tokio::task::spawn_blocking(move || -> Result<(BTreeSet<Hash>, usize)> {
-            let mut used = BTreeSet::new();
+        let (per_group, stored) = tokio::task::spawn_blocking(move || -> Result<(BTreeMap<u32, BTreeSet<Hash>>, usize)> {
+            let mut per_group: BTreeMap<u32, BTreeSet<Hash>> = BTreeMap::new();
             for g in led {
+                let used = per_group.entry(g).or_default();
                 for (_, v) in store.scan_sm(g, b"f/f/")? {
                     used.extend(courier_raft::codec::decode::<File>(&v)?.chunks.iter().map(|c| c.hash));
                 }
@@ -495,10 +531,11 @@ impl Media {
                     used.extend(courier_raft::codec::decode::<logic::Upload>(&v)?.chunks.values().map(|c| c.hash));
                 }
             }
-            Ok((used, store.list_chunks()?.len()))
+            Ok((per_group, store.list_chunks()?.len()))
         })
         .await
         .map_err(|e| Error::Io(e.to_string()))??;
+        let used: BTreeSet<Hash> = per_group.values().flatten().copied().collect();
 
         // Which homes lack which chunks (a home that does not answer is not counted).
         let mut by_home: BTreeMap<u64, Vec<Hash>> = BTreeMap::new();
@@ -539,13 +576,54 @@ impl Media {
             tracing::info!(chunks = under.len(), copies = missing.len(), "repaired under-replicated chunks");
         }
         let passes = self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let groups = per_group
+            .iter()
+            .map(|(g, hs)| courier_proto::peer::GroupChunks { group: *g, chunks: hs.len() as u64, under_replicated: hs.intersection(&under).count() as u64 })
+            .collect();
         Ok(courier_proto::peer::ChunkHealth {
+            groups,
             chunks: used.len() as u64,
             under_replicated: under.len() as u64,
             repaired: self.repaired.load(std::sync::atomic::Ordering::Relaxed),
             stored: stored as u64,
             passes,
+            scrubbed: self.scrubbed.load(std::sync::atomic::Ordering::Relaxed),
+            corrupt_repaired: self.corrupt_repaired.load(std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// Re-reads the next [`SCRUB_PER_PASS`] chunks on this node's disk (in
+    /// hash order, round and round) and replaces any whose bytes no longer
+    /// match their hash with a good copy from another node.
+    pub async fn scrub_pass(&self) -> Result<()> {
+        let store = self.node.store().clone();
+        let after = *self.scrub_cursor.lock().expect("scrub cursor");
+        let batch = tokio::task::spawn_blocking(move || -> Result<Vec<(Hash, bool)>> {
+            let all = store.list_chunks()?;
+            let start = after.map_or(0, |a| all.partition_point(|h| *h <= a));
+            let mut out = Vec::new();
+            for h in all.iter().skip(start).chain(all.iter().take(start)).take(SCRUB_PER_PASS) {
+                let good = matches!(store.get_chunk(h), Ok(Some(b)) if sha256(&b) == *h);
+                out.push((*h, good));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Io(e.to_string()))??;
+        for (h, good) in &batch {
+            self.scrubbed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !good {
+                self.cache.lock().expect("cache").chunks.remove(h);
+                match self.remote_chunk(h).await {
+                    Ok(b) => self.replace_damaged(h, b).await,
+                    Err(e) => tracing::error!(chunk = %hex::encode(&h[..8]), "a damaged chunk has no good copy to repair it from now: {e}"),
+                }
+            }
+        }
+        if let Some((h, _)) = batch.last() {
+            *self.scrub_cursor.lock().expect("scrub cursor") = Some(*h);
+        }
+        Ok(())
     }
 
     async fn has_chunks(&self, id: u64, addr: &str, hashes: &[Hash]) -> Result<Vec<bool>> {
@@ -581,7 +659,7 @@ fn take_parts(s: &mut Staged, range: std::ops::Range<u32>) -> BTreeMap<u32, Vec<
 /// Stores a chunk on node `id` (this node: its own disk), fsynced.
 async fn put_on(node: &Node, id: u64, addr: &str, hash: Hash, bytes: Arc<Vec<u8>>) -> Result<()> {
     if id == node.raft()?.id() {
-        return store_local(node, hash, bytes).await;
+        return store_local(node, hash, bytes, false).await;
     }
     let mut client = node.router().peer(addr)?;
     let req = PutChunkRequest { target: id, hash: hash.to_vec(), bytes: bytes.to_vec() };
@@ -594,11 +672,12 @@ async fn put_on(node: &Node, id: u64, addr: &str, hash: Hash, bytes: Arc<Vec<u8>
 
 /// Writes a chunk to this node's disk and waits for the fsync (shared with
 /// every other write waiting for it).
-pub async fn store_local(node: &Node, hash: Hash, bytes: Arc<Vec<u8>>) -> Result<()> {
+/// `replace`: write even if a (damaged) copy is there.
+pub async fn store_local(node: &Node, hash: Hash, bytes: Arc<Vec<u8>>, replace: bool) -> Result<()> {
     let store = node.store().clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || -> Result<()> {
-        if !store.has_chunk(&hash)? {
+        if replace || !store.has_chunk(&hash)? {
             store.put_chunk(&hash, &bytes)?;
         }
         store.sync_wal(Box::new(move |r| {
