@@ -83,3 +83,15 @@ pub async fn read(node: &crate::Node, group: u32, query: &AppQuery) -> crate::Re
         other => Err(crate::Error::Io(format!("unexpected reply {other:?}"))),
     }
 }
+
+/// One service's answer out of an [`AppReply`]: `pick` takes the service's
+/// own variant (or hands the reply back); the answers every service shares
+/// are mapped here.
+pub fn service_reply<T, E: Into<crate::Error>>(reply: AppReply, pick: impl FnOnce(AppReply) -> Result<Result<T, E>, AppReply>) -> crate::Result<T> {
+    match pick(reply) {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(e.into()),
+        Err(AppReply::Undecodable(why)) => Err(crate::Error::BadRequest(format!("the cluster cannot read this request: {why}"))),
+        Err(other) => Err(crate::Error::Io(format!("unexpected reply {other:?}"))),
+    }
+}

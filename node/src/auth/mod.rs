@@ -270,10 +270,5 @@ impl Auth {
 }
 
 fn unwrap_reply(reply: AppReply) -> Result<Reply> {
-    match reply {
-        AppReply::Auth(Ok(r)) => Ok(r),
-        AppReply::Auth(Err(e)) => Err(e.into()),
-        AppReply::Undecodable(why) => Err(Error::BadRequest(format!("the cluster cannot read this request: {why}"))),
-        other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-    }
+    crate::app::service_reply(reply, |r| if let AppReply::Auth(o) = r { Ok(o) } else { Err(r) })
 }

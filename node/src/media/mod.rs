@@ -691,11 +691,6 @@ pub async fn store_local(node: &Node, hash: Hash, bytes: Arc<Vec<u8>>, replace: 
     Ok(())
 }
 
-fn unwrap_reply(r: AppReply) -> Result<Reply> {
-    match r {
-        AppReply::Media(Ok(r)) => Ok(r),
-        AppReply::Media(Err(e)) => Err(e.into()),
-        AppReply::Undecodable(e) => Err(Error::BadRequest(format!("a replica could not decode the request: {e}"))),
-        other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-    }
+fn unwrap_reply(reply: AppReply) -> Result<Reply> {
+    app::service_reply(reply, |r| if let AppReply::Media(o) = r { Ok(o) } else { Err(r) })
 }

@@ -314,12 +314,7 @@ impl Messaging {
 }
 
 fn unwrap_reply(reply: AppReply) -> Result<Reply> {
-    match reply {
-        AppReply::Chat(Ok(r)) => Ok(r),
-        AppReply::Chat(Err(e)) => Err(e.into()),
-        AppReply::Undecodable(why) => Err(Error::BadRequest(format!("the cluster cannot read this request: {why}"))),
-        other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-    }
+    app::service_reply(reply, |r| if let AppReply::Chat(o) = r { Ok(o) } else { Err(r) })
 }
 
 /// FNV-1a: a pinned hash for deterministic private-chat ids.
