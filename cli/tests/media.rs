@@ -255,3 +255,25 @@ fn a_damaged_chunk_is_never_served_and_the_scrub_replaces_it() {
     c.stop(3);
     must_be_good(&damaged);
 }
+
+#[test]
+fn a_node_down_past_the_grace_period_loses_its_chunks_to_new_homes() {
+    let extra = EXTRA.replace("tick_ms = 300\n", "tick_ms = 300\ndead_after_secs = 3\n");
+    let mut c = Cluster::start_settled(74, 4, &extra);
+    let home = tempfile::tempdir().unwrap();
+    let src = home.path().join("notes.bin");
+    std::fs::write(&src, random_bytes(16 << 20)).unwrap();
+    must_ok(c.user_cli(home.path(), "ann", &["login", "--phone", "+9996610001", "--code", "11111", "--name", "Ann"]));
+    must_ok(c.user_cli(home.path(), "ann", &["upload", src.to_str().unwrap()]));
+    must_wait(Duration::from_secs(30), "16 chunks with 3 copies each", || {
+        let (used, under, stored, _) = chunk_health(&c)?;
+        (used == 16 && under == 0 && stored == 48).then_some(())
+    });
+    // Node 4 dies and stays dead: after 3 s its chunks get new homes among
+    // the three left, which then hold every chunk 3 times (48 copies).
+    c.kill9(4);
+    must_wait(Duration::from_secs(90), "the three nodes left to hold 3 copies of every chunk", || {
+        let (used, under, stored, _) = chunk_health(&c)?;
+        (used == 16 && under == 0 && stored == 48).then_some(())
+    });
+}

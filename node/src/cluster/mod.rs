@@ -358,6 +358,15 @@ impl Node {
         ProbeReply { node_id, replicas, name: self.inner.cfg.name.clone(), chunks }
     }
 
+    /// Nodes this node's probes have found down for longer than
+    /// `placement.dead_after_secs`: their replicas and chunks get new homes.
+    pub fn dead_nodes(&self) -> BTreeSet<NodeId> {
+        let dead_after = Duration::from_secs(self.inner.cfg.placement.dead_after_secs);
+        let now = Instant::now();
+        let health = self.inner.health.lock().expect("health lock");
+        health.iter().filter(|(_, h)| h.down_since.is_some_and(|t| now.duration_since(t) > dead_after)).map(|(id, _)| *id).collect()
+    }
+
     /// What the media repair worker saw in its last pass (shown by `cluster status`).
     pub fn set_chunk_health(&self, h: ChunkHealth) {
         *self.inner.chunk_health.lock().expect("chunk health") = h;

@@ -378,10 +378,16 @@ impl Media {
         Ok((f, out))
     }
 
-    /// The nodes chunks may live on, and their peer addresses.
+    /// The nodes chunks may live on, and their peer addresses: the active
+    /// nodes but those down past the grace period (their chunks get new homes).
     async fn nodes(&self) -> Result<BTreeMap<u64, String>> {
         let cluster = self.node.registry().await?;
-        Ok(cluster.active_nodes().map(|n| (n.id, n.info.peer_addr.clone())).collect())
+        let dead = self.node.dead_nodes();
+        let mut nodes: BTreeMap<u64, String> = cluster.active_nodes().map(|n| (n.id, n.info.peer_addr.clone())).collect();
+        if nodes.len() > dead.len() {
+            nodes.retain(|id, _| !dead.contains(id));
+        }
+        Ok(nodes)
     }
 
     /// Puts a chunk on its homes; returns once [`WRITE_QUORUM`] have it on disk.
