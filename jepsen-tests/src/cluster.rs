@@ -102,25 +102,39 @@ impl Cluster {
     /// names the nodes, `nI/courier.pid` their processes, `nI/courier.toml`
     /// how to restart them.
     pub fn attach(dir: &Path, bin: &Path) -> Result<Cluster> {
-        let dir = std::fs::canonicalize(dir).with_context(|| format!("no cluster directory {}", dir.display()))?;
-        let env = std::fs::read_to_string(dir.join("env")).with_context(|| format!("{}/env (written by `courier dev`)", dir.display()))?;
+        let dir = std::fs::canonicalize(dir)
+            .with_context(|| format!("no cluster directory {}", dir.display()))?;
+        let env = std::fs::read_to_string(dir.join("env"))
+            .with_context(|| format!("{}/env (written by `courier dev`)", dir.display()))?;
         let var = |name: &str| -> Vec<String> {
             env.lines()
-                .filter_map(|l| l.trim().trim_start_matches("export ").strip_prefix(&format!("{name}=")))
+                .filter_map(|l| {
+                    l.trim()
+                        .trim_start_matches("export ")
+                        .strip_prefix(&format!("{name}="))
+                })
                 .flat_map(|v| v.split(',').map(str::to_string))
                 .filter(|v| !v.is_empty())
                 .collect()
         };
         let (clients, peers) = (var("COURIER_NODES"), var("COURIER_ADMIN_NODES"));
         if clients.is_empty() || clients.len() != peers.len() {
-            bail!("{}/env must list COURIER_NODES and COURIER_ADMIN_NODES, node 1 first", dir.display());
+            bail!(
+                "{}/env must list COURIER_NODES and COURIER_ADMIN_NODES, node 1 first",
+                dir.display()
+            );
         }
         let mut nodes = BTreeMap::new();
         for (k, (client, peer)) in clients.into_iter().zip(peers).enumerate() {
             let i = k as u32 + 1;
             let data = dir.join(format!("n{i}"));
-            let external = std::fs::read_to_string(data.join("courier.pid")).ok().and_then(|p| p.trim().parse().ok());
-            let host = peer.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default();
+            let external = std::fs::read_to_string(data.join("courier.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok());
+            let host = peer
+                .rsplit_once(':')
+                .map(|(h, _)| h.to_string())
+                .unwrap_or_default();
             let node = NodeProc {
                 host,
                 peer,
@@ -151,20 +165,29 @@ impl Cluster {
     /// Whether partitions can tell the nodes apart: each on its own address,
     /// none on the address clients come from.
     pub fn partitionable(&self) -> bool {
-        let hosts: std::collections::BTreeSet<&str> = self.nodes.values().map(|n| n.host.as_str()).collect();
+        let hosts: std::collections::BTreeSet<&str> =
+            self.nodes.values().map(|n| n.host.as_str()).collect();
         hosts.len() == self.nodes.len() && !hosts.contains("127.0.0.1")
     }
 
     pub fn host(&self, i: u32) -> String {
-        self.nodes.get(&i).map_or_else(|| format!("127.0.{}.{}", self.slot, i), |n| n.host.clone())
+        self.nodes
+            .get(&i)
+            .map_or_else(|| format!("127.0.{}.{}", self.slot, i), |n| n.host.clone())
     }
 
     pub fn peer(&self, i: u32) -> String {
-        self.nodes.get(&i).map_or_else(|| format!("{}:{PEER_PORT}", self.host(i)), |n| n.peer.clone())
+        self.nodes.get(&i).map_or_else(
+            || format!("{}:{PEER_PORT}", self.host(i)),
+            |n| n.peer.clone(),
+        )
     }
 
     pub fn client_addr(&self, i: u32) -> String {
-        self.nodes.get(&i).map_or_else(|| format!("{}:{CLIENT_PORT}", self.host(i)), |n| n.client.clone())
+        self.nodes.get(&i).map_or_else(
+            || format!("{}:{CLIENT_PORT}", self.host(i)),
+            |n| n.client.clone(),
+        )
     }
 
     pub fn ca_pem(&self) -> Result<Vec<u8>> {
@@ -372,15 +395,13 @@ impl Cluster {
     }
 
     pub fn heal_network(&mut self) -> Result<()> {
-        let table = self.table();
-        // Declaring the table first makes the delete succeed when it is absent.
-        nft(&format!("table inet {table}\ndelete table inet {table}\n"))?;
+        delete_rules(self.slot)?;
         self.partitioned = false;
         Ok(())
     }
 
     fn table(&self) -> String {
-        format!("courier_jepsen_{}", self.slot)
+        table(self.slot)
     }
 
     /// Runs a `courier` command against the given nodes' peer ports, at most `timeout`.
@@ -573,13 +594,21 @@ impl Drop for Cluster {
 /// Whether a process has exited (or is a zombie its parent has not reaped).
 fn gone(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.is_empty() || stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    stat.is_empty()
+        || stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
 }
 
 /// Removes the firewall rules of `slot` and, with `kill_nodes`, kills every
 /// node under `dir` by the pid it wrote (used when the harness is interrupted).
 pub fn kill_all(dir: &Path, slot: u8, kill_nodes: bool) {
-    let entries = if kill_nodes { std::fs::read_dir(dir).ok() } else { None };
+    let entries = if kill_nodes {
+        std::fs::read_dir(dir).ok()
+    } else {
+        None
+    };
     for entry in entries.into_iter().flatten().flatten() {
         let pid = std::fs::read_to_string(entry.path().join("courier.pid"))
             .ok()
@@ -589,8 +618,19 @@ pub fn kill_all(dir: &Path, slot: u8, kill_nodes: bool) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
-    let table = format!("courier_jepsen_{slot}");
-    let _ = nft(&format!("table inet {table}\ndelete table inet {table}\n"));
+    let _ = delete_rules(slot);
+}
+
+/// The nftables table holding the partitions of `slot`.
+fn table(slot: u8) -> String {
+    format!("courier_jepsen_{slot}")
+}
+
+/// Removes every partition rule of `slot`.
+fn delete_rules(slot: u8) -> Result<()> {
+    let table = table(slot);
+    // Declaring the table first makes the delete succeed when it is absent.
+    nft(&format!("table inet {table}\ndelete table inet {table}\n"))
 }
 
 fn nft(script: &str) -> Result<()> {

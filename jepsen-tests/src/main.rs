@@ -145,21 +145,34 @@ fn run(args: Args) -> Result<bool> {
 
     let mut cluster = match &args.attach {
         Some(dir) => {
-            anyhow::ensure!(!args.unsafe_ignore_random_id, "--unsafe-ignore-random-id needs nodes started by courier-jepsen");
+            anyhow::ensure!(
+                !args.unsafe_ignore_random_id,
+                "--unsafe-ignore-random-id needs nodes started by courier-jepsen"
+            );
             let c = cluster::Cluster::attach(dir, &bin)?;
-            let unsupported: Vec<&str> = faults.iter().filter(|f| !attachable(**f, c.partitionable())).map(|f| f.name()).collect();
+            let unsupported: Vec<&str> = faults
+                .iter()
+                .filter(|f| !attachable(**f, c.partitionable()))
+                .map(|f| f.name())
+                .collect();
             anyhow::ensure!(
                 unsupported.is_empty(),
                 "attached to {}: cannot inject {} (membership, wipe and clock need nodes started by courier-jepsen; partitions need a distinct address per node, e.g. `courier dev --host 127.0.0.2` is not enough)",
                 dir.display(),
                 unsupported.join(", ")
             );
-            eprintln!("attached to {} nodes of {}", c.members().len(), dir.display());
+            eprintln!(
+                "attached to {} nodes of {}",
+                c.members().len(),
+                dir.display()
+            );
             c
         }
         None => {
             eprintln!("starting {} nodes on 127.0.{}.x …", args.nodes, args.slot);
-            let opts = cluster::Options { unsafe_ignore_random_id: args.unsafe_ignore_random_id };
+            let opts = cluster::Options {
+                unsafe_ignore_random_id: args.unsafe_ignore_random_id,
+            };
             cluster::Cluster::create(&out.join("cluster"), args.slot, args.nodes, &bin, opts)?
         }
     };
@@ -169,7 +182,11 @@ fn run(args: Args) -> Result<bool> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.spawn(clean_up_on_signal(cluster_dir, cluster.slot, cluster.attached));
+    rt.spawn(clean_up_on_signal(
+        cluster_dir,
+        cluster.slot,
+        cluster.attached,
+    ));
     let nodes: Vec<String> = cluster
         .members()
         .into_iter()
@@ -186,7 +203,6 @@ fn run(args: Args) -> Result<bool> {
         users: args.users,
         chats: args.chats,
         senders_per_user: args.senders_per_user,
-        revocations: true,
     };
     let setup = rt
         .block_on(workload::Setup::create(target.clone(), &wopts))
@@ -239,14 +255,12 @@ fn run(args: Args) -> Result<bool> {
                     until,
                 )));
             }
-            if wopts.revocations {
-                workers.push(tokio::spawn(workload::revoker(
-                    history.clone(),
-                    phones,
-                    target.clone(),
-                    until,
-                )));
-            }
+            workers.push(tokio::spawn(workload::revoker(
+                history.clone(),
+                phones,
+                target.clone(),
+                until,
+            )));
             let devices: Vec<_> = devices
                 .into_iter()
                 .enumerate()

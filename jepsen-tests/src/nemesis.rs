@@ -15,8 +15,7 @@ use serde_json::json;
 use crate::cluster::Cluster;
 use crate::history::History;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// `kill -9` of a random node, restarted at the heal.
     Kill,
@@ -42,6 +41,19 @@ pub enum Fault {
 }
 
 impl Fault {
+    pub const ALL: [Fault; 10] = [
+        Fault::Kill,
+        Fault::KillLeader,
+        Fault::KillMajority,
+        Fault::Pause,
+        Fault::PartitionHalves,
+        Fault::PartitionLeader,
+        Fault::PartitionBridge,
+        Fault::Membership,
+        Fault::Wipe,
+        Fault::Clock,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Fault::Kill => "kill",
@@ -59,44 +71,29 @@ impl Fault {
 }
 
 /// `all`, `none`, or a comma-separated list of `kill`, `pause`,
-/// `partition`, `membership`, `wipe`, `clock` (or single fault names).
+/// `partition`, `membership`, `wipe`, `clock` (or single fault names;
+/// `kill-one` is the single random kill).
 pub fn parse(spec: &str) -> Result<Vec<Fault>> {
     use Fault::*;
     let mut out = Vec::new();
     for word in spec.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-        let add: &[Fault] = match word {
-            "all" => &[
-                Kill,
-                KillLeader,
-                KillMajority,
-                Pause,
-                PartitionHalves,
-                PartitionLeader,
-                PartitionBridge,
-                Membership,
-                Wipe,
-                Clock,
-            ],
-            "none" => &[],
-            "kill" => &[Kill, KillLeader, KillMajority],
-            "partition" => &[PartitionHalves, PartitionLeader, PartitionBridge],
-            "pause" => &[Pause],
-            "membership" => &[Membership],
-            "wipe" => &[Wipe],
-            "clock" => &[Clock],
-            "kill-leader" => &[KillLeader],
-            "kill-majority" => &[KillMajority],
-            "kill-one" => &[Kill],
-            "partition-halves" => &[PartitionHalves],
-            "partition-leader" => &[PartitionLeader],
-            "partition-bridge" => &[PartitionBridge],
-            other => bail!(
-                "unknown nemesis {other:?}: use all, none, or kill, pause, partition, membership, wipe, clock"
-            ),
+        let one = |f: &Fault| f.name() == word;
+        let add: Vec<Fault> = match word {
+            "all" => Fault::ALL.to_vec(),
+            "none" => Vec::new(),
+            "kill" => vec![Kill, KillLeader, KillMajority],
+            "partition" => vec![PartitionHalves, PartitionLeader, PartitionBridge],
+            "kill-one" => vec![Kill],
+            _ => match Fault::ALL.iter().find(|f| one(f)) {
+                Some(f) => vec![*f],
+                None => bail!(
+                    "unknown nemesis {word:?}: use all, none, or kill, pause, partition, membership, wipe, clock"
+                ),
+            },
         };
         for f in add {
-            if !out.contains(f) {
-                out.push(*f);
+            if !out.contains(&f) {
+                out.push(f);
             }
         }
     }
@@ -334,6 +331,10 @@ mod tests {
         assert_eq!(parse("all").unwrap().len(), 10);
         assert!(parse("none").unwrap().is_empty());
         assert!(parse("kill,fire").is_err());
+        assert_eq!(
+            parse("kill-leader,clock,kill-one").unwrap(),
+            vec![Fault::KillLeader, Fault::Clock, Fault::Kill]
+        );
     }
 
     #[test]

@@ -35,7 +35,6 @@ pub struct Options {
     pub chats: usize,
     /// Sending clients per user.
     pub senders_per_user: usize,
-    pub revocations: bool,
 }
 
 /// How to reach the cluster.
@@ -242,14 +241,14 @@ async fn op<T>(
     value: Value,
     extra: impl Fn(&T) -> Value,
     call: impl AsyncFnOnce(&Client) -> courier_client::Result<T>,
-) -> Option<T> {
+) -> Result<T, Kind> {
     let p = h.invoke(process, f, value);
     let r = timed(call(&d.client)).await;
     let node = d.client.node().await;
     match r {
         Ok(v) => {
             h.complete(p, Kind::Ok, node, extra(&v), None);
-            Some(v)
+            Ok(v)
         }
         Err(e) => {
             let kind = outcome(&e);
@@ -257,7 +256,7 @@ async fn op<T>(
             if kind == Kind::Info || rand::random_bool(0.3) {
                 d.rotate().await;
             }
-            None
+            Err(kind)
         }
     }
 }
@@ -284,7 +283,7 @@ pub async fn sender(
             edits += 1;
             let new = format!("{} e{edits}", ident(&text));
             let v = json!({"chat": chat, "id": id, "text": new});
-            op(
+            let _ = op(
                 &h,
                 &mut d,
                 &process,
@@ -298,7 +297,7 @@ pub async fn sender(
         }
         if roll < 9 && !mine.is_empty() {
             let (chat, id, _) = mine.swap_remove(rand::random_range(0..mine.len()));
-            op(
+            let _ = op(
                 &h,
                 &mut d,
                 &process,
@@ -314,38 +313,39 @@ pub async fn sender(
         let text = send_text(d.user, rid);
         let v = json!({"chat": chat, "user": d.user, "rid": rid, "text": text});
         // Unknown: try the same send again (G3 says it happens once).
+        let with_id = |m: &pb::Message| json!({"id": m.id});
         let mut sent = None;
         for _ in 0..3 {
-            let p = h.invoke(&process, "send", v.clone());
-            let r = timed(d.client.send_message(chat, rid, &text, 0)).await;
-            let node = d.client.node().await;
-            match r {
+            match op(
+                &h,
+                &mut d,
+                &process,
+                "send",
+                v.clone(),
+                with_id,
+                async |c: &Client| c.send_message(chat, rid, &text, 0).await,
+            )
+            .await
+            {
                 Ok(m) => {
-                    h.complete(p, Kind::Ok, node, json!({"id": m.id}), None);
                     sent = Some(m.id);
                     break;
                 }
-                Err(e) => {
-                    let kind = outcome(&e);
-                    h.complete(p, kind, node, json!({}), Some(e.to_string()));
-                    d.rotate().await;
-                    if kind == Kind::Fail {
-                        break;
-                    }
-                }
+                Err(Kind::Fail) => break,
+                Err(_) => {}
             }
         }
         if let Some(id) = sent {
             mine.push((chat, id, text.clone()));
             // A reply lost on its way back: the client sends again.
             if rand::random_bool(0.1) {
-                op(
+                let _ = op(
                     &h,
                     &mut d,
                     &process,
                     "send",
                     v,
-                    |m: &pb::Message| json!({"id": m.id}),
+                    with_id,
                     async |c: &Client| c.send_message(chat, rid, &text, 0).await,
                 )
                 .await;
@@ -524,7 +524,7 @@ pub async fn revoker(
                 async |c: &Client| c.terminate_session(session).await,
             )
             .await
-            .is_some()
+            .is_ok()
             {
                 revoked = true;
                 break;
@@ -549,7 +549,7 @@ async fn probe(h: &History, target: &Target, token: Option<Vec<u8>>, session: u6
     let Ok(mut d) = Device::open(target.config("probe", token)) else {
         return;
     };
-    op(
+    let _ = op(
         h,
         &mut d,
         "r",

@@ -84,6 +84,23 @@ pub async fn read(node: &crate::Node, group: u32, query: &AppQuery) -> crate::Re
     }
 }
 
+/// A query of one replica's own copy of `group`, without asking the leader:
+/// this node's (`addr: None`) or the node's at `addr`. Only for rows that never
+/// change once written. `None` when that node holds no replica.
+pub async fn read_stale(node: &crate::Node, group: u32, addr: Option<&str>, query: &AppQuery) -> crate::Result<Option<AppReply>> {
+    let raft = node.raft()?;
+    let q = courier_raft::Query::App(encode(query));
+    let r = match addr {
+        None => raft.read_stale(group, &q)?,
+        Some(addr) => raft.read_stale_at(addr, group, q).await?,
+    };
+    match r {
+        Some(courier_raft::QueryResult::App(b)) => Ok(Some(decode(&b)?)),
+        Some(other) => Err(crate::Error::Io(format!("unexpected reply {other:?}"))),
+        None => Ok(None),
+    }
+}
+
 /// One service's answer out of an [`AppReply`]: `pick` takes the service's
 /// own variant (or hands the reply back); the answers every service shares
 /// are mapped here.

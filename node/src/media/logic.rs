@@ -153,6 +153,8 @@ pub enum Cmd {
 pub enum Query {
     Upload { upload: u64 },
     File { file: u64 },
+    /// The file an upload became, if it was finished.
+    Finished { upload: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -264,6 +266,10 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             Some(f) => Ok(Reply::File(Box::new(f))),
             None => Err(MediaError::NotFound),
         }),
+        Query::Finished { upload } => match get::<u64>(view, &done_key(*upload))? {
+            Some(file) => query(view, &Query::File { file }),
+            None => Ok(Err(MediaError::NotFound)),
+        },
     }
 }
 
@@ -331,6 +337,8 @@ mod tests {
         assert_eq!(again, f, "a repeated finish answers the same file");
         assert_eq!(finish(&mut v, 5, 2, size), Err(MediaError::NotFound), "not to another user");
         assert!(matches!(query(&v, &Query::File { file: f.id }).unwrap(), Ok(Reply::File(_))));
+        assert_eq!(query(&v, &Query::Finished { upload: 5 }).unwrap(), Ok(Reply::File(f.clone())));
+        assert_eq!(query(&v, &Query::Finished { upload: 6 }).unwrap(), Err(MediaError::NotFound));
         assert_eq!(query(&v, &Query::File { file: 99 }).unwrap().err(), Some(MediaError::NotFound));
     }
 }

@@ -63,6 +63,12 @@ struct Staged {
     touched: Instant,
 }
 
+impl Staged {
+    fn new(owner: u64, part_size: u32, stored: BTreeSet<u32>) -> Staged {
+        Staged { owner, part_size, parts: BTreeMap::new(), bytes: 0, stored, touched: Instant::now() }
+    }
+}
+
 #[derive(Default)]
 struct Cache {
     chunks: HashMap<Hash, (Arc<Vec<u8>>, u64)>,
@@ -164,15 +170,15 @@ impl Media {
                 return Err(MediaError::PartInvalid(format!("this upload's parts are {} bytes", r.part_size)).into());
             }
             let stored = rec.map(|r| r.chunks.keys().copied().collect()).unwrap_or_default();
-            self.staging.lock().expect("staging").entry(upload).or_insert(Staged { owner: me, part_size, parts: BTreeMap::new(), bytes: 0, stored, touched: Instant::now() });
+            self.staging.lock().expect("staging").entry(upload).or_insert_with(|| Staged::new(me, part_size, stored));
         }
         let ppc = logic::parts_per_chunk(part_size);
         let k = part / ppc;
         let ready = {
             let mut staging = self.staging.lock().expect("staging");
-            let total: usize = staging.values().map(|s| s.bytes).sum();
             staging.retain(|_, s| s.touched.elapsed() < STAGING_IDLE);
-            let s = staging.entry(upload).or_insert(Staged { owner: me, part_size, parts: BTreeMap::new(), bytes: 0, stored: BTreeSet::new(), touched: Instant::now() });
+            let total: usize = staging.values().map(|s| s.bytes).sum();
+            let s = staging.entry(upload).or_insert_with(|| Staged::new(me, part_size, BTreeSet::new()));
             if s.owner != me {
                 return Err(MediaError::BadRequest("this upload id is taken; choose another".into()).into());
             }
@@ -214,7 +220,7 @@ impl Media {
         }
         .await;
         let mut staging = self.staging.lock().expect("staging");
-        let s = staging.entry(upload).or_insert(Staged { owner: me, part_size, parts: BTreeMap::new(), bytes: 0, stored: BTreeSet::new(), touched: Instant::now() });
+        let s = staging.entry(upload).or_insert_with(|| Staged::new(me, part_size, BTreeSet::new()));
         match stored {
             Ok(_) => {
                 s.stored.insert(k);
@@ -235,13 +241,15 @@ impl Media {
     pub async fn finish(&self, me: u64, upload: u64, parts: u32, part_size: u32, size: u64, sha: Hash, name: String, mime: String) -> Result<File> {
         let chunks = logic::check_shape(size, parts, part_size)?;
         let group = self.upload_group(upload)?;
-        let rec = self.recorded(upload, me).await?;
-        let mut stored: BTreeMap<u32, ChunkRef> = rec.map(|r| r.chunks).unwrap_or_default();
-        if stored.is_empty()
-            && let Ok(Reply::File(f)) = self.exec(group, self.finish_cmd(me, upload, size, sha, &name, &mime)).await
-        {
-            return Ok(*f); // finished before (a retry)
-        }
+        let mut stored: BTreeMap<u32, ChunkRef> = match self.recorded(upload, me).await? {
+            Some(r) => r.chunks,
+            // No upload under this id: finished before (a retry), or new.
+            None => match self.read(group, Query::Finished { upload }).await {
+                Ok(Reply::File(f)) if f.owner == me => return Ok(*f),
+                Ok(_) | Err(Error::Media(MediaError::NotFound)) => BTreeMap::new(),
+                Err(e) => return Err(e),
+            },
+        };
         // Store every chunk this node has all the parts of.
         let last_len = size - (parts as u64 - 1) * part_size as u64;
         for k in 0..chunks {
@@ -285,18 +293,15 @@ impl Media {
             self.staging.lock().expect("staging").remove(&upload);
             return Err(MediaError::HashMismatch.into());
         }
-        let file = match self.exec(group, self.finish_cmd(me, upload, size, sha, &name, &mime)).await? {
+        // The file id carries its group in the low 16 bits, as chat ids do.
+        let file = (rand::random::<u64>() & !0xffff) | (1 << 16) | group as u64;
+        let cmd = Cmd::Finish { upload, owner: me, file, size, sha256: sha, name, mime, now_ms: self.clock.now_ms() };
+        let file = match self.exec(group, cmd).await? {
             Reply::File(f) => *f,
             _ => return Err(Error::Io("unexpected media reply".into())),
         };
         self.staging.lock().expect("staging").remove(&upload);
         Ok(file)
-    }
-
-    fn finish_cmd(&self, me: u64, upload: u64, size: u64, sha256: Hash, name: &str, mime: &str) -> Cmd {
-        let group = logic::upload_group(upload, self.node.raft().map(|r| r.data_groups()).unwrap_or(1));
-        let file = (rand::random::<u64>() & !0xffff) | (1 << 16) | group as u64;
-        Cmd::Finish { upload, owner: me, file, size, sha256, name: name.into(), mime: mime.into(), now_ms: self.clock.now_ms() }
     }
 
     /// A file's record, if `me` may read it.
@@ -331,25 +336,21 @@ impl Media {
     }
 
     async fn file_from_any_replica(&self, group: u32, id: u64) -> Option<File> {
-        let q = courier_raft::Query::App(courier_raft::codec::encode(&AppQuery::Media(Query::File { file: id })));
-        let decode = |r: Option<courier_raft::QueryResult>| match r {
-            Some(courier_raft::QueryResult::App(b)) => match courier_raft::codec::decode::<AppReply>(&b) {
-                Ok(AppReply::Media(Ok(Reply::File(f)))) => Some(*f),
-                _ => None,
-            },
+        let q = AppQuery::Media(Query::File { file: id });
+        let file = |r: Result<Option<AppReply>>| match r.ok().flatten().map(unwrap_reply) {
+            Some(Ok(Reply::File(f))) => Some(*f),
             _ => None,
         };
-        let raft = self.node.raft().ok()?;
-        if let Some(f) = decode(raft.read_stale(group, &q).ok().flatten()) {
+        if let Some(f) = file(app::read_stale(&self.node, group, None, &q).await) {
             return Some(f);
         }
-        let me = raft.id();
-        for (id_, addr) in self.nodes().await.ok()? {
-            if id_ == me {
+        let me = self.node.raft().ok()?.id();
+        for (node, addr) in self.nodes().await.ok()? {
+            if node == me {
                 continue;
             }
-            let r = tokio::time::timeout(Duration::from_secs(2), raft.read_stale_at(&addr, group, q.clone())).await;
-            if let Some(f) = decode(r.ok().and_then(Result::ok).flatten()) {
+            let r = tokio::time::timeout(Duration::from_secs(2), app::read_stale(&self.node, group, Some(&addr), &q)).await;
+            if let Some(f) = r.ok().and_then(file) {
                 return Some(f);
             }
         }
@@ -504,11 +505,13 @@ impl Media {
             if self.node.raft().is_err() {
                 continue;
             }
-            if let Err(e) = self.scrub_pass().await {
-                tracing::warn!("chunk scrub pass failed: {e}");
-            }
+            // The scrub lists this node's chunks; the count goes into the health.
+            let stored = self.scrub_pass().await.inspect_err(|e| tracing::warn!("chunk scrub pass failed: {e}")).ok();
             match self.repair_pass().await {
-                Ok(h) => self.node.set_chunk_health(h),
+                Ok(mut h) => {
+                    h.stored = stored.unwrap_or(h.stored);
+                    self.node.set_chunk_health(h);
+                }
                 Err(e) => tracing::warn!("chunk repair pass failed: {e}"),
             }
         }
@@ -526,7 +529,7 @@ impl Media {
         let ids: Vec<u64> = nodes.keys().copied().collect();
         let led: Vec<u32> = raft.views().iter().filter(|v| v.group != courier_raft::META_GROUP && v.leader == Some(me)).map(|v| v.group).collect();
         let store = self.node.store().clone();
-        let (per_group, stored) = tokio::task::spawn_blocking(move || -> Result<(BTreeMap<u32, BTreeSet<Hash>>, usize)> {
+        let per_group = tokio::task::spawn_blocking(move || -> Result<BTreeMap<u32, BTreeSet<Hash>>> {
             let mut per_group: BTreeMap<u32, BTreeSet<Hash>> = BTreeMap::new();
             for g in led {
                 let used = per_group.entry(g).or_default();
@@ -537,7 +540,7 @@ impl Media {
                     used.extend(courier_raft::codec::decode::<logic::Upload>(&v)?.chunks.values().map(|c| c.hash));
                 }
             }
-            Ok((per_group, store.list_chunks()?.len()))
+            Ok(per_group)
         })
         .await
         .map_err(|e| Error::Io(e.to_string()))??;
@@ -591,7 +594,7 @@ impl Media {
             chunks: used.len() as u64,
             under_replicated: under.len() as u64,
             repaired: self.repaired.load(std::sync::atomic::Ordering::Relaxed),
-            stored: stored as u64,
+            stored: 0, // filled in from the scrub's listing
             passes,
             scrubbed: self.scrubbed.load(std::sync::atomic::Ordering::Relaxed),
             corrupt_repaired: self.corrupt_repaired.load(std::sync::atomic::Ordering::Relaxed),
@@ -600,11 +603,12 @@ impl Media {
 
     /// Re-reads the next [`SCRUB_PER_PASS`] chunks on this node's disk (in
     /// hash order, round and round) and replaces any whose bytes no longer
-    /// match their hash with a good copy from another node.
-    pub async fn scrub_pass(&self) -> Result<()> {
+    /// match their hash with a good copy from another node. Returns how
+    /// many chunks this node stores.
+    pub async fn scrub_pass(&self) -> Result<u64> {
         let store = self.node.store().clone();
         let after = *self.scrub_cursor.lock().expect("scrub cursor");
-        let batch = tokio::task::spawn_blocking(move || -> Result<Vec<(Hash, bool)>> {
+        let (stored, batch) = tokio::task::spawn_blocking(move || -> Result<(u64, Vec<(Hash, bool)>)> {
             let all = store.list_chunks()?;
             let start = after.map_or(0, |a| all.partition_point(|h| *h <= a));
             let mut out = Vec::new();
@@ -612,7 +616,7 @@ impl Media {
                 let good = matches!(store.get_chunk(h), Ok(Some(b)) if sha256(&b) == *h);
                 out.push((*h, good));
             }
-            Ok(out)
+            Ok((all.len() as u64, out))
         })
         .await
         .map_err(|e| Error::Io(e.to_string()))??;
@@ -629,7 +633,7 @@ impl Media {
         if let Some((h, _)) = batch.last() {
             *self.scrub_cursor.lock().expect("scrub cursor") = Some(*h);
         }
-        Ok(())
+        Ok(stored)
     }
 
     async fn has_chunks(&self, id: u64, addr: &str, hashes: &[Hash]) -> Result<Vec<bool>> {
