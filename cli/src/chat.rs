@@ -37,11 +37,38 @@ fn kind(c: &pb::Chat) -> &'static str {
     }
 }
 
+fn media_kind(m: &pb::MessageMedia) -> &'static str {
+    match pb::MediaKind::try_from(m.kind) {
+        Ok(pb::MediaKind::MediaPhoto) => "photo",
+        Ok(pb::MediaKind::MediaVoice) => "voice",
+        _ => "document",
+    }
+}
+
 fn message_json(m: &pb::Message) -> serde_json::Value {
+    let media = m.media.as_ref().map(|x| {
+        let file = x.file.as_ref().map(crate::media::file_json);
+        serde_json::json!({"kind": media_kind(x), "file": file, "duration_secs": x.duration_secs})
+    });
     serde_json::json!({
         "chat_id": m.chat_id, "id": m.id, "from": m.from, "date_ms": m.date_ms, "text": m.text,
-        "reply_to": m.reply_to, "edit_ms": m.edit_ms, "deleted": m.deleted,
+        "reply_to": m.reply_to, "edit_ms": m.edit_ms, "deleted": m.deleted, "media": media,
     })
+}
+
+/// One line for a message's media, with the command that downloads it.
+pub fn media_line(m: &pb::Message) -> Option<String> {
+    let x = m.media.as_ref()?;
+    let f = x.file.as_ref()?;
+    Some(format!(
+        "[{} {} ({}); courier download {} OUT --chat {} --message {}]",
+        media_kind(x),
+        f.name,
+        indicatif::HumanBytes(f.size),
+        f.id,
+        m.chat_id,
+        m.id
+    ))
 }
 
 fn chat_json(c: &pb::Chat) -> serde_json::Value {
@@ -52,10 +79,25 @@ fn chat_json(c: &pb::Chat) -> serde_json::Value {
 pub struct SendArgs {
     /// A chat id, or a phone number for the private chat with that user.
     chat: String,
-    text: String,
+    /// The message; with --file, its caption (optional).
+    #[arg(required_unless_present = "file")]
+    text: Option<String>,
+    /// Send a file: uploaded first (with a progress bar; run the command
+    /// again to resume an interrupted upload), then posted.
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
+    /// How the file is shown: a photo (images), a document, or a voice note
+    /// (default: photo for an image, else document).
+    #[arg(long = "as", value_parser = ["photo", "document", "voice"], requires = "file")]
+    as_kind: Option<String>,
+    /// A voice note's length in seconds.
+    #[arg(long, default_value_t = 0, requires = "file")]
+    duration: u32,
     /// Reply to this message id.
     #[arg(long, default_value_t = 0)]
     reply_to: u64,
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     conn: UserConn,
 }
@@ -63,9 +105,29 @@ pub struct SendArgs {
 pub async fn send(profile: &ProfileDir, a: SendArgs) -> Result<()> {
     let (c, _, _) = client(profile, &a.conn, true).await?;
     let chat = chat_id(&c, &a.chat).await?;
+    let text = a.text.unwrap_or_default();
     // One random_id for this send: a retry inside the SDK cannot duplicate it.
-    let m = c.send_message(chat, rand::random(), &a.text, a.reply_to).await?;
-    println!("sent message {} to chat {}", m.id, chat);
+    let m = match &a.file {
+        None => c.send_message(chat, rand::random(), &text, a.reply_to).await?,
+        Some(path) => {
+            let f = crate::media::upload_file(profile, &c, path, None, None).await?;
+            let kind = match a.as_kind.as_deref() {
+                Some("photo") => pb::MediaKind::MediaPhoto,
+                Some("voice") => pb::MediaKind::MediaVoice,
+                Some(_) => pb::MediaKind::MediaDocument,
+                // The node made previews: it is an image.
+                None if !f.thumbs.is_empty() => pb::MediaKind::MediaPhoto,
+                None => pb::MediaKind::MediaDocument,
+            };
+            let media = pb::InputMedia { file_id: f.id, kind: kind.into(), duration_secs: a.duration };
+            c.send_media(chat, rand::random(), &text, media, a.reply_to).await?
+        }
+    };
+    if a.json {
+        println!("{}", message_json(&m));
+    } else {
+        println!("sent message {} to chat {}", m.id, chat);
+    }
     Ok(())
 }
 
@@ -101,6 +163,9 @@ pub async fn history(profile: &ProfileDir, a: HistoryArgs) -> Result<()> {
         let text = if m.deleted { "(deleted)".to_string() } else { m.text.clone() };
         let edited = if m.edit_ms > 0 && !m.deleted { " (edited)" } else { "" };
         println!("#{:<6} {}  user {}: {text}{edited}", m.id, when(m.date_ms), m.from);
+        if let Some(line) = media_line(m).filter(|_| !m.deleted) {
+            println!("        {line}");
+        }
     }
     Ok(())
 }

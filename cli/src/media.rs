@@ -33,6 +33,16 @@ pub struct DownloadArgs {
     file_id: u64,
     /// Where to write it.
     out: PathBuf,
+    /// For a file somebody else posted: the chat it was posted in (see
+    /// `courier history`), with `--message`.
+    #[arg(long, requires = "message")]
+    chat: Option<u64>,
+    /// The message that carries the file.
+    #[arg(long, requires = "chat")]
+    message: Option<u64>,
+    /// Only an image's preview: `s` (100 px) or `m` (320 px).
+    #[arg(long, value_parser = ["s", "m"])]
+    thumb: Option<String>,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -47,13 +57,26 @@ fn bar(len: u64) -> ProgressBar {
     pb
 }
 
-fn file_json(f: &courier_client::pb::File) -> serde_json::Value {
-    serde_json::json!({"id": f.id, "size": f.size, "sha256": hex::encode(&f.sha256), "name": f.name, "mime": f.mime})
+pub fn file_json(f: &courier_client::pb::File) -> serde_json::Value {
+    let thumbs: Vec<_> = f.thumbs.iter().map(|t| serde_json::json!({"kind": t.kind, "width": t.width, "height": t.height, "size": t.size})).collect();
+    serde_json::json!({"id": f.id, "size": f.size, "sha256": hex::encode(&f.sha256), "name": f.name, "mime": f.mime, "thumbs": thumbs})
 }
 
 pub async fn upload(profile: &ProfileDir, a: UploadArgs) -> Result<()> {
     let (c, _, _) = client(profile, &a.conn, true).await?;
-    let path = a.file.clone();
+    let f = upload_file(profile, &c, &a.file, a.name, a.mime).await?;
+    if a.json {
+        println!("{}", file_json(&f));
+    } else {
+        println!("uploaded {} ({} bytes) as file {}", f.name, f.size, f.id);
+    }
+    Ok(())
+}
+
+/// Uploads a file with a progress bar, resuming an earlier interrupted
+/// upload of the same bytes.
+pub async fn upload_file(profile: &ProfileDir, c: &courier_client::Client, file: &std::path::Path, name: Option<String>, mime: Option<String>) -> Result<courier_client::pb::File> {
+    let path = file.to_path_buf();
     let mut u = tokio::task::spawn_blocking(move || Upload::prepare(&path, 0)).await??;
     // The same bytes again resume the upload that was interrupted.
     let state = profile.path(&format!("uploads/{}", hex::encode(u.sha256)));
@@ -66,10 +89,10 @@ pub async fn upload(profile: &ProfileDir, a: UploadArgs) -> Result<()> {
             id
         }
     };
-    if let Some(n) = a.name {
+    if let Some(n) = name {
         u.name = n;
     }
-    if let Some(m) = a.mime {
+    if let Some(m) = mime {
         u.mime = m;
     }
     let pb = bar(u.size);
@@ -77,19 +100,20 @@ pub async fn upload(profile: &ProfileDir, a: UploadArgs) -> Result<()> {
     pb.finish_and_clear();
     let f = f?;
     let _ = std::fs::remove_file(&state);
-    if a.json {
-        println!("{}", file_json(&f));
-    } else {
-        println!("uploaded {} ({} bytes) as file {}", f.name, f.size, f.id);
-    }
-    Ok(())
+    Ok(f)
 }
 
 pub async fn download(profile: &ProfileDir, a: DownloadArgs) -> Result<()> {
     let (c, _, _) = client(profile, &a.conn, true).await?;
     let pb = bar(0);
+    let at = courier_client::FileLocation {
+        file_id: a.file_id,
+        chat_id: a.chat.unwrap_or(0),
+        message_id: a.message.unwrap_or(0),
+        thumb: a.thumb.as_deref().and_then(|t| t.chars().next()),
+    };
     let f = c
-        .download(a.file_id, &a.out, |n, size| {
+        .download(at, &a.out, |n, size| {
             pb.set_length(size);
             pb.set_position(n);
         })

@@ -21,6 +21,8 @@ commands:
   /search TEXT        find messages in the open chat
   /react ID EMOJI     react to a message of the open chat
   /edit ID TEXT       edit your message;  /delete ID   delete it for everyone
+  /file PATH          send a file (an image goes as a photo)
+  /save ID PATH       download the file of message ID to PATH
   /quit               leave (Ctrl-D too)
 anything else is sent to the open chat";
 
@@ -91,6 +93,9 @@ impl Ui {
         if !m.reactions.is_empty() {
             let r: Vec<String> = m.reactions.iter().map(|r| format!("{}{}", r.emoji, r.users.len())).collect();
             extra.push_str(&format!("  [{}]", r.join(" ")));
+        }
+        if let Some(line) = crate::chat::media_line(m).filter(|_| !m.deleted) {
+            extra.push_str(&format!("  {line}"));
         }
         format!("[{}] #{} {who}: {text}{extra}", clock(m.date_ms), m.id)
     }
@@ -196,7 +201,23 @@ impl Ui {
                 self.c.edit_message(chat.id, id.parse()?, text).await?;
             }
             ("/delete", Some(chat)) => self.c.delete_messages(chat.id, vec![rest.parse()?]).await?,
-            ("/more" | "/search" | "/react" | "/edit" | "/delete", _) => println!("open a chat first: /open N"),
+            ("/file", Some(chat)) => {
+                let path = std::path::PathBuf::from(rest);
+                let u = tokio::task::spawn_blocking(move || courier_client::media::Upload::prepare(&path, rand::random::<u64>() >> 1)).await??;
+                let f = self.c.upload(&u, |_| {}).await?;
+                let kind = if f.thumbs.is_empty() { pb::MediaKind::MediaDocument } else { pb::MediaKind::MediaPhoto };
+                let media = pb::InputMedia { file_id: f.id, kind: kind.into(), duration_secs: 0 };
+                self.c.send_media(chat.id, rand::random(), "", media, 0).await?;
+            }
+            ("/save", Some(chat)) => {
+                let (id, path) = rest.split_once(' ').ok_or_else(|| anyhow::anyhow!("/save ID PATH"))?;
+                let id: u64 = id.parse()?;
+                let m = self.c.history(chat.id, id + 1, 0, 1).await?.into_iter().find(|m| m.id == id);
+                let Some(at) = m.as_ref().and_then(courier_client::FileLocation::of_message) else { anyhow::bail!("message {id} has no file") };
+                let f = self.c.download(at, std::path::Path::new(path.trim()), |_, _| {}).await?;
+                println!("saved {} ({}) to {}", f.name, indicatif::HumanBytes(f.size), path.trim());
+            }
+            ("/more" | "/search" | "/react" | "/edit" | "/delete" | "/file" | "/save", _) => println!("open a chat first: /open N"),
             _ => println!("unknown command {cmd}; /help lists them"),
         }
         Ok(true)

@@ -277,3 +277,110 @@ fn a_node_down_past_the_grace_period_loses_its_chunks_to_new_homes() {
         (used == 16 && under == 0 && stored == 48).then_some(())
     });
 }
+
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn files_posted_in_a_chat_reach_its_members_only() {
+    let c = Cluster::start_settled(75, 3, EXTRA);
+    let home = tempfile::tempdir().unwrap();
+    let path = |name: &str| home.path().join(name).to_str().unwrap().to_string();
+    rt().block_on(async {
+        let (ann, _, _) = device(&c, 1, "+9996610001", "Ann").await;
+        let (bob, mut bob_events, bob_user) = device(&c, 2, "+9996620002", "Bob").await;
+        let (eve, _, eve_user) = device(&c, 3, "+9996630003", "Eve").await;
+        let group = ann.create_group("Pets", vec![bob_user.id]).await.unwrap();
+        let chat = group.id.to_string();
+
+        // Ann sends a picture from the command line (another device of hers).
+        let picture = png(1200, 800);
+        std::fs::write(path("cat.png"), &picture).unwrap();
+        must_ok(c.user_cli(home.path(), "ann", &["login", "--phone", "+9996610001", "--code", "11111"]));
+        let out = must_ok(c.user_cli(home.path(), "ann", &["send", &chat, "our cat", "--file", &path("cat.png"), "--json"]));
+        let sent: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(sent["media"]["kind"], "photo", "an image goes as a photo: {sent}");
+        let file = &sent["media"]["file"];
+        let thumbs: Vec<(String, u64, u64)> = file["thumbs"].as_array().unwrap().iter().map(|t| (t["kind"].as_str().unwrap().into(), t["width"].as_u64().unwrap(), t["height"].as_u64().unwrap())).collect();
+        assert_eq!(thumbs, vec![("s".into(), 100, 67), ("m".into(), 320, 213)], "a small and a medium preview, shaped like the picture");
+        let (file_id, msg_id) = (file["id"].as_u64().unwrap(), sent["id"].as_u64().unwrap());
+
+        // Bob sees it arrive live, with the file in it.
+        let live = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(courier_client::Event::Update(courier_client::pb::Update { kind: Some(courier_client::pb::update::Kind::ChatEvent(e)) })) = bob_events.recv().await
+                    && let Some(courier_client::pb::chat_event::Kind::NewMessage(m)) = e.kind
+                    && m.media.is_some()
+                {
+                    return m;
+                }
+            }
+        })
+        .await
+        .expect("Bob's device gets the photo live");
+        assert_eq!(courier_client::FileLocation::of_message(&live), Some(courier_client::FileLocation { file_id, chat_id: group.id, message_id: msg_id, thumb: None }));
+
+        // Bob downloads it through the message (from the CLI, on node 2), and its previews.
+        must_ok(c.user_cli_on(&[2], home.path(), "bob", &["login", "--phone", "+9996620002", "--code", "22222"]));
+        let (fid, mid) = (file_id.to_string(), msg_id.to_string());
+        let history = must_ok(c.user_cli_on(&[2], home.path(), "bob", &["history", &chat]));
+        assert!(history.contains(&format!("courier download {fid} OUT --chat {chat} --message {mid}")), "history says how to download it:\n{history}");
+        must_ok(c.user_cli_on(&[2], home.path(), "bob", &["download", &fid, &path("bob.png"), "--chat", &chat, "--message", &mid]));
+        assert!(std::fs::read(path("bob.png")).unwrap() == picture, "Bob's copy is the picture");
+        for (kind, w, h) in [("s", 100, 67), ("m", 320, 213)] {
+            let out = path(&format!("thumb-{kind}.jpg"));
+            must_ok(c.user_cli_on(&[2], home.path(), "bob", &["download", &fid, &out, "--chat", &chat, "--message", &mid, "--thumb", kind]));
+            let img = image::load_from_memory_with_format(&std::fs::read(&out).unwrap(), image::ImageFormat::Jpeg).unwrap();
+            assert_eq!((img.width(), img.height()), (w, h), "preview {kind}");
+        }
+        // Without naming the message, the file is not Bob's to read.
+        let (ok, _, err) = c.user_cli_on(&[2], home.path(), "bob", &["download", &fid, &path("x.png")]);
+        assert!(!ok && err.contains("FILE_NOT_FOUND"), "{err}");
+
+        // Eve is no member: neither the message nor a message of hers that does not carry the file opens it.
+        let at = courier_client::FileLocation { file_id, chat_id: group.id, message_id: msg_id, thumb: None };
+        assert_eq!(eve.get_file(at, 0, 10).await.unwrap_err().code(), "NOT_A_MEMBER");
+        assert_eq!(eve.get_file(at.thumb('s'), 0, 10).await.unwrap_err().code(), "NOT_A_MEMBER");
+        let dm = bob.private_chat(eve_user.id).await.unwrap();
+        let hello = eve.send_message(dm.id, 1, "hi Bob", 0).await.unwrap();
+        let wrong = courier_client::FileLocation { file_id, chat_id: dm.id, message_id: hello.id, thumb: None };
+        assert_eq!(eve.get_file(wrong, 0, 10).await.unwrap_err().code(), "FILE_NOT_FOUND");
+        assert_eq!(eve.get_file(file_id, 0, 10).await.unwrap_err().code(), "FILE_NOT_FOUND");
+
+        // Bob forwards it to Eve: she reads it through her copy.
+        let fwd = bob.forward_messages(dm.id, group.id, vec![msg_id], 9).await.unwrap();
+        let hers = courier_client::FileLocation::of_message(&fwd).expect("the forward carries the file");
+        assert_eq!(hers.file_id, file_id);
+        let mut got = Vec::new();
+        while got.len() < picture.len() {
+            got.extend(eve.get_file(hers, got.len() as u64, 512 << 10).await.unwrap().bytes);
+        }
+        assert!(got == picture, "Eve's download through the forward");
+
+        // Bob leaves the group: the group's message no longer opens it for him.
+        bob.remove_member(group.id, bob_user.id).await.unwrap();
+        assert_eq!(bob.get_file(at, 0, 10).await.unwrap_err().code(), "NOT_A_MEMBER");
+
+        // Not an image: a document (no previews); "photo" is refused; a voice note keeps its length.
+        std::fs::write(path("notes.bin"), random_bytes(3 << 20)).unwrap();
+        let (ok, _, err) = c.user_cli(home.path(), "ann", &["send", &chat, "--file", &path("notes.bin"), "--as", "photo"]);
+        assert!(!ok && err.contains("BAD_REQUEST"), "{err}");
+        let out = must_ok(c.user_cli(home.path(), "ann", &["send", &chat, "--file", &path("notes.bin"), "--json"]));
+        let doc: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!((doc["media"]["kind"].as_str(), doc["media"]["file"]["thumbs"].as_array().map(Vec::len)), (Some("document"), Some(0)));
+        assert_eq!(doc["text"], "", "no caption");
+        let out = must_ok(c.user_cli(home.path(), "ann", &["send", &chat, "hear this", "--file", &path("notes.bin"), "--as", "voice", "--duration", "7", "--json"]));
+        let voice: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!((voice["media"]["kind"].as_str(), voice["media"]["duration_secs"].as_u64()), (Some("voice"), Some(7)));
+        let long = "x".repeat(1025);
+        let (ok, _, err) = c.user_cli(home.path(), "ann", &["send", &chat, &long, "--file", &path("notes.bin")]);
+        assert!(!ok && err.contains("MEDIA_CAPTION_TOO_LONG"), "{err}");
+        // Bob cannot post Ann's file (his own uploads only; forwarding is how files travel).
+        let media = courier_client::pb::InputMedia { file_id, kind: courier_client::pb::MediaKind::MediaPhoto.into(), duration_secs: 0 };
+        assert_eq!(bob.send_media(dm.id, 10, "", media, 0).await.unwrap_err().code(), "FILE_NOT_FOUND");
+    });
+}

@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 
 pub use conn::{ALPN, PROTOCOL};
 /// The UDP endpoint type of [`shared_endpoint`] and [`ClientConfig::endpoint`].
+pub use media::FileLocation;
 pub use quinn::Endpoint;
 pub use error::{Error, Result};
 
@@ -417,7 +418,16 @@ impl Client {
     /// Sends a message. Retrying with the same `random_id` (after a timeout,
     /// on any node) returns the first message, never a second one.
     pub async fn send_message(&self, chat: u64, random_id: u64, text: &str, reply_to: u64) -> Result<pb::Message> {
-        match self.call(M::SendMessage(pb::SendMessage { chat_id: chat, random_id, text: text.into(), reply_to })).await? {
+        match self.call(M::SendMessage(pb::SendMessage { chat_id: chat, random_id, text: text.into(), reply_to, media: None })).await? {
+            R::Message(m) => Ok(m),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Posts a file you uploaded (a photo, document or voice note) with a
+    /// caption; retries with the same `random_id` return the first message.
+    pub async fn send_media(&self, chat: u64, random_id: u64, caption: &str, media: pb::InputMedia, reply_to: u64) -> Result<pb::Message> {
+        match self.call(M::SendMessage(pb::SendMessage { chat_id: chat, random_id, text: caption.into(), reply_to, media: Some(media) })).await? {
             R::Message(m) => Ok(m),
             other => Err(unexpected(other)),
         }
@@ -524,9 +534,13 @@ impl Client {
         }
     }
 
-    /// Up to `limit` bytes (at most 512 KiB) of a file from `offset`.
-    pub async fn get_file(&self, file_id: u64, offset: u64, limit: u32) -> Result<pb::FileBytes> {
-        match self.call(M::GetFile(pb::GetFile { file_id, offset, limit })).await? {
+    /// Up to `limit` bytes (at most 512 KiB) from `offset` of a file (or of
+    /// its preview, see [`FileLocation`]).
+    pub async fn get_file(&self, at: impl Into<FileLocation>, offset: u64, limit: u32) -> Result<pb::FileBytes> {
+        let at = at.into();
+        let thumb = at.thumb.map(String::from).unwrap_or_default();
+        let req = pb::GetFile { file_id: at.file_id, offset, limit, chat_id: at.chat_id, message_id: at.message_id, thumb };
+        match self.call(M::GetFile(req)).await? {
             R::FileBytes(b) => Ok(b),
             other => Err(unexpected(other)),
         }

@@ -92,6 +92,41 @@ fn read_part(path: &Path, part: u32, size: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// What a download reads: a file, or one of its previews; a file somebody
+/// else posted is read through the message that carries it (the file
+/// reference: only members of that chat may read it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileLocation {
+    pub file_id: u64,
+    pub chat_id: u64,
+    pub message_id: u64,
+    /// `Some('s')` or `Some('m')`: that preview of an image.
+    pub thumb: Option<char>,
+}
+
+impl FileLocation {
+    /// A file you uploaded.
+    pub fn own(file_id: u64) -> FileLocation {
+        FileLocation { file_id, ..Default::default() }
+    }
+
+    /// The file a message carries, if any.
+    pub fn of_message(m: &pb::Message) -> Option<FileLocation> {
+        let f = m.media.as_ref()?.file.as_ref()?;
+        Some(FileLocation { file_id: f.id, chat_id: m.chat_id, message_id: m.id, thumb: None })
+    }
+
+    pub fn thumb(self, kind: char) -> FileLocation {
+        FileLocation { thumb: Some(kind), ..self }
+    }
+}
+
+impl From<u64> for FileLocation {
+    fn from(file_id: u64) -> FileLocation {
+        FileLocation::own(file_id)
+    }
+}
+
 impl Client {
     /// Sends the parts the cluster lacks (all of them for a new upload), then
     /// finishes; `progress` hears the bytes sent so far.
@@ -143,14 +178,18 @@ impl Client {
 
     /// Downloads a file to `out` (through `out.part`, continued if present);
     /// `progress` hears (bytes so far, size).
-    pub async fn download(&self, file_id: u64, out: &Path, progress: impl Fn(u64, u64)) -> Result<pb::File> {
+    pub async fn download(&self, at: impl Into<FileLocation>, out: &Path, progress: impl Fn(u64, u64)) -> Result<pb::File> {
+        let at = at.into();
         let partial = PathBuf::from(format!("{}.part", out.display()));
         let io = |e: std::io::Error| Error::Config(format!("{}: {e}", partial.display()));
         let f = std::fs::OpenOptions::new().create(true).append(true).open(&partial).map_err(io)?;
         let mut offset = f.metadata().map_err(io)?.len();
         let info = loop {
-            let slice = retrying(|| self.get_file(file_id, offset, PART_SIZE)).await?;
-            let file = slice.file.clone().unwrap_or_default();
+            let slice = retrying(|| self.get_file(at, offset, PART_SIZE)).await?;
+            let mut file = slice.file.clone().unwrap_or_default();
+            if let Some(kind) = at.thumb {
+                file.size = file.thumbs.iter().find(|t| t.kind == kind.to_string()).map_or(0, |t| t.size as u64);
+            }
             if offset > file.size {
                 return Err(Error::Config(format!("{} is longer than the file; remove it", partial.display())));
             }
@@ -163,7 +202,8 @@ impl Client {
         };
         let mut h = Sha256::new();
         std::io::copy(&mut std::fs::File::open(&partial).map_err(io)?, &mut h).map_err(io)?;
-        if h.finalize().as_slice() != info.sha256.as_slice() {
+        // A preview has no hash of its own (the chunk it is in was verified by the node).
+        if at.thumb.is_none() && h.finalize().as_slice() != info.sha256.as_slice() {
             let _ = std::fs::remove_file(&partial);
             return Err(Error::Protocol("the downloaded bytes do not match the file's SHA-256 (removed; download again)".into()));
         }

@@ -17,6 +17,34 @@ pub fn put<T: serde::Serialize>(view: &mut dyn StateView, key: &[u8], value: &T)
     view.put(key, courier_raft::codec::encode(value));
 }
 
+/// A row whose layout grew since rows were first written: it is written
+/// under `FORMAT` (above the codec's first format), and a row carrying an
+/// older format byte is read as `Prev` and converted. Adding a field to a
+/// stored struct means: the old struct becomes `Prev`, `FORMAT` goes up.
+pub trait Evolved: serde::Serialize + serde::de::DeserializeOwned {
+    const FORMAT: u8;
+    type Prev: serde::de::DeserializeOwned + Into<Self>;
+}
+
+pub fn decode_row<T: Evolved>(bytes: &[u8]) -> Result<T> {
+    let (format, body) = courier_raft::codec::split_format(bytes)?;
+    if format == T::FORMAT {
+        Ok(courier_raft::codec::decode_body(body)?)
+    } else if format < T::FORMAT {
+        Ok(courier_raft::codec::decode::<T::Prev>(bytes)?.into())
+    } else {
+        Err(courier_raft::Error::Decode(format!("unknown row format {format}")).into())
+    }
+}
+
+pub fn get_row<T: Evolved>(view: &dyn StateRead, key: &[u8]) -> Result<Option<T>> {
+    view.get(key)?.map(|b| decode_row(&b)).transpose()
+}
+
+pub fn put_row<T: Evolved>(view: &mut dyn StateView, key: &[u8], value: &T) {
+    view.put(key, courier_raft::codec::encode_as(T::FORMAT, value));
+}
+
 /// `prefix` followed by big-endian ids: keys that sort by id.
 pub fn key(prefix: &[u8], ids: &[u64]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + 8 * ids.len());

@@ -16,6 +16,24 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
+/// Encodes under another format byte: a row whose layout grew is written
+/// with its new format, so rows written before still decode as the old one.
+pub fn encode_as<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![format];
+    postcard::to_io(value, &mut out).expect("postcard encoding into memory");
+    out
+}
+
+/// The format byte of an encoded value, and the postcard bytes after it.
+pub fn split_format(bytes: &[u8]) -> Result<(u8, &[u8])> {
+    bytes.split_first().map(|(f, rest)| (*f, rest)).ok_or_else(|| Error::Decode("empty value".into()))
+}
+
+/// Decodes postcard bytes whose format byte was already read.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    postcard::from_bytes(body).map_err(|e| Error::Decode(e.to_string()))
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     match bytes.split_first() {
         Some((&FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| Error::Decode(e.to_string())),

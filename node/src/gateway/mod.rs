@@ -312,9 +312,26 @@ impl Gateway {
                         let f = self.media.finish(me.user.id, upload, parts, part_size, size, sha256, name, mime).await?;
                         Ok(R::File(file_to_proto(&f)))
                     }
-                    Method::GetFile { file, offset, limit } => {
-                        let (f, bytes) = self.media.read_file(me.user.id, file, offset, limit).await?;
+                    Method::GetFile { file, offset, limit, via, thumb } => {
+                        // Not the uploader: the message named must carry the file, in a chat the caller is in.
+                        let shared = match via {
+                            Some((chat, msg)) => match self.chats.attachment(me.user.id, chat, msg).await? {
+                                Some(a) if a.file == file => true,
+                                _ => return Err(crate::media::MediaError::NotFound.into()),
+                            },
+                            None => false,
+                        };
+                        let (f, bytes) = self.media.read_file(me.user.id, file, shared, thumb, offset, limit).await?;
                         Ok(R::FileBytes(pb::FileBytes { file: Some(file_to_proto(&f)), offset, bytes }))
+                    }
+                    Method::SendMessage { chat, random_id, text, reply_to, media: Some(m) } => {
+                        // Only your own uploads; a file you received travels by forwarding its message.
+                        let f = self.media.file(me.user.id, m.file, false).await?;
+                        if m.kind == crate::messaging::logic::MediaKind::Photo && f.thumbs.is_empty() {
+                            return Err(Error::BadRequest("a photo must be an image (JPEG, PNG, GIF or WebP); send it as a document".into()));
+                        }
+                        let a = crate::messaging::logic::Attachment { file: f.id, kind: m.kind, name: f.name, mime: f.mime, size: f.size, sha256: f.sha256, thumbs: f.thumbs, duration_secs: m.duration_secs };
+                        Ok(R::Message(chat_model::message(chat, &self.chats.send_media(me.user.id, chat, random_id, text, reply_to, a).await?)))
                     }
                     m => self.chat_method(me.user.id, m).await,
                 }
@@ -349,7 +366,7 @@ impl Gateway {
             Method::RemoveMember { chat: id, user } => chat(c.remove(me, id, user).await?),
             Method::SetTitle { chat: id, title } => chat(c.set_title(me, id, title).await?),
             Method::SetAdmin { chat: id, user, admin } => chat(c.set_admin(me, id, user, admin).await?),
-            Method::SendMessage { chat: id, random_id, text, reply_to } => Ok(R::Message(chat_model::message(id, &c.send(me, id, random_id, text, reply_to).await?))),
+            Method::SendMessage { chat: id, random_id, text, reply_to, .. } => Ok(R::Message(chat_model::message(id, &c.send(me, id, random_id, text, reply_to).await?))),
             Method::EditMessage { chat: id, id: msg, text } => Ok(R::Message(chat_model::message(id, &c.edit(me, id, msg, text).await?))),
             Method::DeleteMessages { chat: id, ids } => {
                 c.delete(me, id, ids).await?;
@@ -518,5 +535,14 @@ fn user_to_proto(u: &crate::auth::User) -> pb::User {
 }
 
 fn file_to_proto(f: &crate::media::File) -> pb::File {
-    pb::File { id: f.id, size: f.size, sha256: f.sha256.to_vec(), name: f.name.clone(), mime: f.mime.clone(), owner: f.owner, date_ms: f.created_ms }
+    pb::File {
+        id: f.id,
+        size: f.size,
+        sha256: f.sha256.to_vec(),
+        name: f.name.clone(),
+        mime: f.mime.clone(),
+        owner: f.owner,
+        date_ms: f.created_ms,
+        thumbs: chat_model::thumbs(&f.thumbs),
+    }
 }

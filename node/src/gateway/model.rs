@@ -20,6 +20,14 @@ pub struct Hello {
 }
 
 /// One client request, checked.
+/// A file to post in a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputMedia {
+    pub file: u64,
+    pub kind: logic::MediaKind,
+    pub duration_secs: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
     Hello(Hello),
@@ -38,7 +46,7 @@ pub enum Method {
     RemoveMember { chat: u64, user: u64 },
     SetTitle { chat: u64, title: String },
     SetAdmin { chat: u64, user: u64, admin: bool },
-    SendMessage { chat: u64, random_id: u64, text: String, reply_to: u64 },
+    SendMessage { chat: u64, random_id: u64, text: String, reply_to: u64, media: Option<InputMedia> },
     EditMessage { chat: u64, id: u64, text: String },
     DeleteMessages { chat: u64, ids: Vec<u64> },
     ReadHistory { chat: u64, max_id: u64 },
@@ -54,7 +62,8 @@ pub enum Method {
     DeleteForMe { chat: u64, ids: Vec<u64> },
     UploadPart { upload: u64, part: u32, part_size: u32, bytes: Vec<u8> },
     FinishUpload { upload: u64, parts: u32, part_size: u32, size: u64, sha256: [u8; 32], name: String, mime: String },
-    GetFile { file: u64, offset: u64, limit: u32 },
+    /// `via`: the message (chat, id) that carries the file; `thumb`: a preview's kind.
+    GetFile { file: u64, offset: u64, limit: u32, via: Option<(u64, u64)>, thumb: Option<u8> },
 }
 
 /// Chats one `get_difference` may name.
@@ -190,8 +199,24 @@ impl TryFrom<pb::Request> for Method {
             }
             Some(M::SetAdmin(a)) => Method::SetAdmin { chat: a.chat_id, user: a.user_id, admin: a.admin },
             Some(M::SendMessage(s)) => {
-                logic::check_text(&s.text, logic::MESSAGE_MAX)?;
-                Method::SendMessage { chat: s.chat_id, random_id: s.random_id, text: s.text, reply_to: s.reply_to }
+                let media = match s.media {
+                    Some(m) => {
+                        if s.text.chars().count() > logic::CAPTION_MAX {
+                            return Err(logic::ChatError::CaptionTooLong.into());
+                        }
+                        let kind = match pb::MediaKind::try_from(m.kind).map_err(|_| Error::BadRequest("media.kind: unknown".into()))? {
+                            pb::MediaKind::MediaDocument => logic::MediaKind::Document,
+                            pb::MediaKind::MediaPhoto => logic::MediaKind::Photo,
+                            pb::MediaKind::MediaVoice => logic::MediaKind::Voice,
+                        };
+                        Some(InputMedia { file: m.file_id, kind, duration_secs: m.duration_secs })
+                    }
+                    None => {
+                        logic::check_text(&s.text, logic::MESSAGE_MAX)?;
+                        None
+                    }
+                };
+                Method::SendMessage { chat: s.chat_id, random_id: s.random_id, text: s.text, reply_to: s.reply_to, media }
             }
             Some(M::EditMessage(e)) => {
                 logic::check_text(&e.text, logic::MESSAGE_MAX)?;
@@ -245,7 +270,14 @@ impl TryFrom<pb::Request> for Method {
                 if g.limit == 0 || g.limit > crate::media::MAX_READ {
                     return Err(Error::BadRequest(format!("limit: 1 to {}", crate::media::MAX_READ)));
                 }
-                Method::GetFile { file: g.file_id, offset: g.offset, limit: g.limit }
+                let thumb = match g.thumb.as_str() {
+                    "" => None,
+                    "s" => Some(b's'),
+                    "m" => Some(b'm'),
+                    _ => return Err(Error::BadRequest("thumb: \"s\", \"m\" or empty".into())),
+                };
+                let via = (g.chat_id != 0 || g.message_id != 0).then_some((g.chat_id, g.message_id));
+                Method::GetFile { file: g.file_id, offset: g.offset, limit: g.limit, via, thumb }
             }
             Some(M::GetUsers(u)) => {
                 if u.ids.len() > 100 {
@@ -280,9 +312,19 @@ mod tests {
         assert_eq!(bad(hello(1, "bad\u{7}device")), "BAD_REQUEST");
         assert_eq!(bad(hello(1, &"x".repeat(200))), "BAD_REQUEST");
         assert!(matches!(Method::try_from(hello(1, "laptop")).unwrap(), Method::Hello(Hello { token: None, .. })));
-        let msg = |t: String| pb::Request { method: Some(M::SendMessage(pb::SendMessage { chat_id: 1, random_id: 2, text: t, reply_to: 0 })) };
+        let msg = |t: String| pb::Request { method: Some(M::SendMessage(pb::SendMessage { chat_id: 1, random_id: 2, text: t, reply_to: 0, media: None })) };
         assert_eq!(bad(msg("x".repeat(4097))), "MESSAGE_TOO_LONG");
         assert!(matches!(Method::try_from(msg("x".repeat(4096))).unwrap(), Method::SendMessage { chat: 1, random_id: 2, .. }));
+        let photo = |t: String, kind: i32| pb::Request {
+            method: Some(M::SendMessage(pb::SendMessage { chat_id: 1, random_id: 2, text: t, reply_to: 0, media: Some(pb::InputMedia { file_id: 9, kind, duration_secs: 0 }) })),
+        };
+        assert_eq!(bad(photo("x".repeat(1025), 1)), "MEDIA_CAPTION_TOO_LONG");
+        assert_eq!(bad(photo(String::new(), 7)), "BAD_REQUEST");
+        let Method::SendMessage { media: Some(m), .. } = Method::try_from(photo(String::new(), 1)).unwrap() else { panic!("an empty caption is fine") };
+        assert_eq!((m.file, m.kind), (9, logic::MediaKind::Photo));
+        let get = |thumb: &str| pb::Request { method: Some(M::GetFile(pb::GetFile { file_id: 1, offset: 0, limit: 10, chat_id: 5, message_id: 6, thumb: thumb.into() })) };
+        assert_eq!(bad(get("x")), "BAD_REQUEST");
+        assert_eq!(Method::try_from(get("m")).unwrap(), Method::GetFile { file: 1, offset: 0, limit: 10, via: Some((5, 6)), thumb: Some(b'm') });
         let create = |k: i32| pb::Request { method: Some(M::CreateChat(pb::CreateChat { kind: k, title: "t".into(), members: vec![] })) };
         assert_eq!(bad(create(0)), "BAD_REQUEST");
         assert_eq!(bad(create(99)), "BAD_REQUEST");

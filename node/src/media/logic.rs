@@ -18,7 +18,7 @@ use courier_raft::logic::{StateRead, StateView};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::state::{get, key, put};
+use crate::state::{Evolved, get, get_row, key, put, put_row};
 
 pub const CHUNK_SIZE: u64 = 1 << 20;
 pub const MAX_PART: u32 = 512 << 10;
@@ -133,20 +133,71 @@ pub struct File {
     pub mime: String,
     pub chunks: Vec<ChunkRef>,
     pub created_ms: u64,
-    /// Chats it was posted in: their members may download it.
-    pub chats: Vec<u64>,
+    /// Small and medium previews of an image (each one chunk).
+    pub thumbs: Vec<Thumb>,
+}
+
+impl File {
+    /// Every chunk the file needs: its bytes and its previews.
+    pub fn chunk_hashes(&self) -> impl Iterator<Item = Hash> + '_ {
+        self.chunks.iter().chain(self.thumbs.iter().map(|t| &t.chunk)).map(|c| c.hash)
+    }
+}
+
+impl Evolved for File {
+    const FORMAT: u8 = 2;
+    type Prev = FileV1;
+}
+
+/// A file record as written before thumbnails (format 1).
+#[derive(Clone, Debug, Deserialize)]
+pub struct FileV1 {
+    id: u64,
+    owner: u64,
+    size: u64,
+    sha256: Hash,
+    name: String,
+    mime: String,
+    chunks: Vec<ChunkRef>,
+    created_ms: u64,
+    _chats: Vec<u64>,
+}
+
+impl From<FileV1> for File {
+    fn from(f: FileV1) -> File {
+        let FileV1 { id, owner, size, sha256, name, mime, chunks, created_ms, _chats } = f;
+        File { id, owner, size, sha256, name, mime, chunks, created_ms, thumbs: Vec::new() }
+    }
+}
+
+/// A preview of an image: JPEG, fitting a `size`×`size` box
+/// (Telegram's `s` = 100 and `m` = 320).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thumb {
+    /// `b's'` or `b'm'`.
+    pub kind: u8,
+    pub width: u32,
+    pub height: u32,
+    pub chunk: ChunkRef,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Cmd {
     /// Chunk `index` of `upload` is stored (2 of its homes synced it).
     AddChunk { upload: u64, owner: u64, part_size: u32, index: u32, chunk: ChunkRef, now_ms: u64 },
-    /// The upload becomes file `file` (id chosen by the proposer).
-    Finish { upload: u64, owner: u64, file: u64, size: u64, sha256: Hash, name: String, mime: String, now_ms: u64 },
-    /// Forget an upload (its bytes did not match the declared hash).
+    /// A finish as written before thumbnails (see `Finish`).
+    FinishV1 { upload: u64, owner: u64, file: u64, size: u64, sha256: Hash, name: String, mime: String, now_ms: u64 },
+    /// Forget an upload (its bytes did not match the declared hash, or it
+    /// was abandoned).
     Abort { upload: u64, owner: u64 },
-    /// The file was posted in `chat`.
+    /// Retired (access to posted files goes through the message that
+    /// carries them); applies as nothing.
     Share { file: u64, chat: u64 },
+    // Commands are in Raft logs: a changed command is a new variant at the
+    // end, and the old one keeps applying.
+    /// The upload becomes file `file` (id chosen by the proposer), with the
+    /// previews the proposer made and stored.
+    Finish { upload: u64, owner: u64, file: u64, size: u64, sha256: Hash, name: String, mime: String, thumbs: Vec<Thumb>, now_ms: u64 },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -203,6 +254,31 @@ fn own_upload(view: &dyn StateRead, upload: u64, owner: u64) -> Result<Result<Op
     })
 }
 
+/// An upload becomes a file once every chunk is recorded and their sizes add up.
+#[allow(clippy::too_many_arguments)]
+fn finish(view: &mut dyn StateView, upload: u64, owner: u64, file: u64, size: u64, sha256: Hash, name: &str, mime: &str, thumbs: Vec<Thumb>, now_ms: u64) -> Result<Outcome> {
+    if let Some(id) = get::<u64>(view, &done_key(upload))? {
+        return Ok(match get_row::<File>(view, &file_key(id))? {
+            Some(f) if f.owner == owner => Ok(Reply::File(Box::new(f))),
+            _ => Err(MediaError::NotFound),
+        });
+    }
+    let Some(u) = tri!(own_upload(view, upload, owner)?) else {
+        return Ok(Err(MediaError::PartMissing(Vec::new())));
+    };
+    let n = tri!(check_shape(size, size.div_ceil(u.part_size as u64) as u32, u.part_size));
+    let chunks: Vec<ChunkRef> = (0..n).filter_map(|k| u.chunks.get(&k).copied()).collect();
+    let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
+    if chunks.len() != n as usize || total != size {
+        return Ok(Err(MediaError::PartInvalid(format!("the stored chunks hold {total} bytes, not {size}"))));
+    }
+    let f = File { id: file, owner, size, sha256, name: name.to_owned(), mime: mime.to_owned(), chunks, created_ms: now_ms, thumbs };
+    put_row(view, &file_key(file), &f);
+    put(view, &done_key(upload), &file);
+    view.delete(&upload_key(upload));
+    Ok(Ok(Reply::File(Box::new(f))))
+}
+
 pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
     match cmd {
         Cmd::AddChunk { upload, owner, part_size, index, chunk, now_ms } => {
@@ -220,49 +296,22 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             put(view, &upload_key(*upload), &u);
             Ok(Ok(Reply::Done))
         }
-        Cmd::Finish { upload, owner, file, size, sha256, name, mime, now_ms } => {
-            if let Some(id) = get::<u64>(view, &done_key(*upload))? {
-                return Ok(match get::<File>(view, &file_key(id))? {
-                    Some(f) if f.owner == *owner => Ok(Reply::File(Box::new(f))),
-                    _ => Err(MediaError::NotFound),
-                });
-            }
-            let Some(u) = tri!(own_upload(view, *upload, *owner)?) else {
-                return Ok(Err(MediaError::PartMissing(Vec::new())));
-            };
-            let n = tri!(check_shape(*size, size.div_ceil(u.part_size as u64) as u32, u.part_size));
-            let chunks: Vec<ChunkRef> = (0..n).filter_map(|k| u.chunks.get(&k).copied()).collect();
-            let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
-            if chunks.len() != n as usize || total != *size {
-                return Ok(Err(MediaError::PartInvalid(format!("the stored chunks hold {total} bytes, not {size}"))));
-            }
-            let f = File { id: *file, owner: *owner, size: *size, sha256: *sha256, name: name.clone(), mime: mime.clone(), chunks, created_ms: *now_ms, chats: Vec::new() };
-            put(view, &file_key(*file), &f);
-            put(view, &done_key(*upload), file);
-            view.delete(&upload_key(*upload));
-            Ok(Ok(Reply::File(Box::new(f))))
-        }
+        Cmd::FinishV1 { upload, owner, file, size, sha256, name, mime, now_ms } => finish(view, *upload, *owner, *file, *size, *sha256, name, mime, Vec::new(), *now_ms),
+        Cmd::Finish { upload, owner, file, size, sha256, name, mime, thumbs, now_ms } => finish(view, *upload, *owner, *file, *size, *sha256, name, mime, thumbs.clone(), *now_ms),
         Cmd::Abort { upload, owner } => {
             if tri!(own_upload(view, *upload, *owner)?).is_some() {
                 view.delete(&upload_key(*upload));
             }
             Ok(Ok(Reply::Done))
         }
-        Cmd::Share { file, chat } => {
-            let Some(mut f) = get::<File>(view, &file_key(*file))? else { return Ok(Err(MediaError::NotFound)) };
-            if !f.chats.contains(chat) {
-                f.chats.push(*chat);
-                put(view, &file_key(*file), &f);
-            }
-            Ok(Ok(Reply::Done))
-        }
+        Cmd::Share { .. } => Ok(Ok(Reply::Done)),
     }
 }
 
 pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
     match q {
         Query::Upload { upload } => Ok(Ok(Reply::Upload(get(view, &upload_key(*upload))?))),
-        Query::File { file } => Ok(match get::<File>(view, &file_key(*file))? {
+        Query::File { file } => Ok(match get_row::<File>(view, &file_key(*file))? {
             Some(f) => Ok(Reply::File(Box::new(f))),
             None => Err(MediaError::NotFound),
         }),
@@ -320,7 +369,22 @@ mod tests {
     }
 
     fn finish(v: &mut MemView, upload: u64, owner: u64, size: u64) -> Outcome {
-        apply(v, &Cmd::Finish { upload, owner, file: 7 << 16 | 1, size, sha256: [9; 32], name: "a.bin".into(), mime: "application/octet-stream".into(), now_ms: 2 }).unwrap()
+        apply(v, &Cmd::Finish { upload, owner, file: 7 << 16 | 1, size, sha256: [9; 32], name: "a.bin".into(), mime: "application/octet-stream".into(), thumbs: Vec::new(), now_ms: 2 }).unwrap()
+    }
+
+    #[test]
+    fn previews_are_part_of_the_file_and_old_records_still_read() {
+        let mut v = MemView::default();
+        assert!(add(&mut v, 5, 1, 0, 10).is_ok());
+        let thumb = Thumb { kind: b's', width: 100, height: 50, chunk: ChunkRef { hash: [7; 32], len: 900 } };
+        let cmd = Cmd::Finish { upload: 5, owner: 1, file: 3 << 16 | 1, size: 10, sha256: [9; 32], name: "a.png".into(), mime: "image/png".into(), thumbs: vec![thumb], now_ms: 2 };
+        let Ok(Reply::File(f)) = apply(&mut v, &cmd).unwrap() else { panic!() };
+        assert_eq!(f.chunk_hashes().collect::<Vec<_>>(), vec![[0; 32], [7; 32]], "the preview's chunk is in use too");
+        // A record in the format-1 layout (no previews, a list of chats).
+        let v1 = (4u64 << 16 | 1, 1u64, 10u64, [9u8; 32], String::from("old.bin"), String::from("x/y"), vec![ChunkRef { hash: [0; 32], len: 10 }], 2u64, vec![77u64]);
+        v.put(&file_key(4 << 16 | 1), courier_raft::codec::encode(&v1));
+        let Ok(Reply::File(old)) = query(&v, &Query::File { file: 4 << 16 | 1 }).unwrap() else { panic!() };
+        assert_eq!((old.name.as_str(), old.thumbs.len(), old.chunks.len()), ("old.bin", 0, 1));
     }
 
     #[test]

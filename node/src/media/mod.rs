@@ -13,6 +13,7 @@
 
 pub mod logic;
 pub mod ring;
+pub mod thumbs;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -282,10 +283,16 @@ impl Media {
         if !missing.is_empty() {
             return Err(MediaError::PartMissing(missing).into());
         }
-        // The declared hash, over the chunks in order.
+        // The declared hash, over the chunks in order (a small file's bytes
+        // are kept for its previews).
         let mut h = Sha256::new();
+        let mut whole = Vec::new();
         for k in 0..chunks {
-            h.update(&*self.chunk(&stored[&k].hash).await?);
+            let c = self.chunk(&stored[&k].hash).await?;
+            h.update(&*c);
+            if size <= thumbs::MAX_SOURCE {
+                whole.extend_from_slice(&c);
+            }
         }
         let actual: Hash = h.finalize().into();
         if actual != sha {
@@ -295,7 +302,8 @@ impl Media {
         }
         // The file id carries its group in the low 16 bits, as chat ids do.
         let file = (rand::random::<u64>() & !0xffff) | (1 << 16) | group as u64;
-        let cmd = Cmd::Finish { upload, owner: me, file, size, sha256: sha, name, mime, now_ms: self.clock.now_ms() };
+        let thumbs = self.store_previews(whole).await?;
+        let cmd = Cmd::Finish { upload, owner: me, file, size, sha256: sha, name, mime, thumbs, now_ms: self.clock.now_ms() };
         let file = match self.exec(group, cmd).await? {
             Reply::File(f) => *f,
             _ => return Err(Error::Io("unexpected media reply".into())),
@@ -304,15 +312,32 @@ impl Media {
         Ok(file)
     }
 
-    /// A file's record, if `me` may read it.
-    pub async fn file(&self, me: u64, id: u64) -> Result<File> {
+    /// Makes an image's previews and stores each as a chunk.
+    async fn store_previews(&self, image: Vec<u8>) -> Result<Vec<logic::Thumb>> {
+        if image.is_empty() {
+            return Ok(Vec::new());
+        }
+        let previews = tokio::task::spawn_blocking(move || thumbs::previews(&image)).await.map_err(|e| Error::Io(e.to_string()))?;
+        let mut out = Vec::new();
+        for p in previews {
+            let hash = sha256(&p.jpeg);
+            let chunk = ChunkRef { hash, len: p.jpeg.len() as u32 };
+            self.store_chunk(hash, Arc::new(p.jpeg)).await?;
+            out.push(logic::Thumb { kind: p.kind, width: p.width, height: p.height, chunk });
+        }
+        Ok(out)
+    }
+
+    /// A file's record, if `me` may read it: its uploader, or anyone when
+    /// `shared` (the caller checked a message in one of their chats carries it).
+    pub async fn file(&self, me: u64, id: u64, shared: bool) -> Result<File> {
         let g = logic::file_group(id);
         if g == 0 || g > self.node.raft()?.data_groups() {
             return Err(MediaError::NotFound.into());
         }
         let cached = self.files.lock().expect("files").get(&id).cloned();
         let f = match cached {
-            Some(f) if f.owner == me => return Ok(f),
+            Some(f) if f.owner == me || shared => return Ok(f),
             _ => self.read(g, Query::File { file: id }).await,
         };
         let f = match f {
@@ -323,8 +348,7 @@ impl Media {
             Err(e) if e.code() == "UNAVAILABLE" => self.file_from_any_replica(g, id).await.ok_or(e)?,
             Err(e) => return Err(e),
         };
-        // Only its uploader for now; chats it is posted in come with media in messages.
-        if f.owner != me {
+        if f.owner != me && !shared {
             return Err(MediaError::NotFound.into());
         }
         let mut files = self.files.lock().expect("files");
@@ -357,18 +381,26 @@ impl Media {
         None
     }
 
-    /// Up to `limit` bytes of a file from `offset`.
-    pub async fn read_file(&self, me: u64, id: u64, offset: u64, limit: u32) -> Result<(File, Vec<u8>)> {
-        let f = self.file(me, id).await?;
-        if offset > f.size {
-            return Err(MediaError::BadRequest(format!("offset {offset} is past the end ({} bytes)", f.size)).into());
+    /// Up to `limit` bytes from `offset` of a file, or of its preview `thumb`.
+    pub async fn read_file(&self, me: u64, id: u64, shared: bool, thumb: Option<u8>, offset: u64, limit: u32) -> Result<(File, Vec<u8>)> {
+        let f = self.file(me, id, shared).await?;
+        let chunks: Vec<ChunkRef> = match thumb {
+            None => f.chunks.clone(),
+            Some(kind) => match f.thumbs.iter().find(|t| t.kind == kind) {
+                Some(t) => vec![t.chunk],
+                None => return Err(MediaError::BadRequest("this file has no such preview (only images have previews)".into()).into()),
+            },
+        };
+        let size: u64 = chunks.iter().map(|c| c.len as u64).sum();
+        if offset > size {
+            return Err(MediaError::BadRequest(format!("offset {offset} is past the end ({size} bytes)")).into());
         }
-        let end = (offset + limit.min(MAX_READ) as u64).min(f.size);
+        let end = (offset + limit.min(MAX_READ) as u64).min(size);
         if end == offset {
             return Ok((f, Vec::new()));
         }
         let (first, last) = ((offset / CHUNK_SIZE) as usize, ((end - 1) / CHUNK_SIZE) as usize);
-        let fetched = futures::future::join_all((first..=last).map(|k| self.chunk(&f.chunks[k].hash))).await;
+        let fetched = futures::future::join_all((first..=last).map(|k| self.chunk(&chunks[k].hash))).await;
         let mut out = Vec::with_capacity((end - offset) as usize);
         for (k, c) in (first..=last).zip(fetched) {
             let c = c?;
@@ -534,7 +566,7 @@ impl Media {
             for g in led {
                 let used = per_group.entry(g).or_default();
                 for (_, v) in store.scan_sm(g, b"f/f/")? {
-                    used.extend(courier_raft::codec::decode::<File>(&v)?.chunks.iter().map(|c| c.hash));
+                    used.extend(crate::state::decode_row::<File>(&v)?.chunk_hashes());
                 }
                 for (_, v) in store.scan_sm(g, b"f/u/")? {
                     used.extend(courier_raft::codec::decode::<logic::Upload>(&v)?.chunks.values().map(|c| c.hash));

@@ -23,10 +23,13 @@ use serde::{Deserialize, Serialize};
 use courier_raft::logic::{StateRead, StateView};
 
 use crate::error::Result;
-use crate::state::{get, key, put};
+use crate::media::logic::Thumb;
+use crate::state::{Evolved, get, get_row, key, put, put_row};
 
 /// Characters in a message (the brief's limit).
 pub const MESSAGE_MAX: usize = 4096;
+/// Characters in a media message's caption.
+pub const CAPTION_MAX: usize = 1024;
 pub const TITLE_MAX: usize = 128;
 /// Members of a group (channels have no limit).
 pub const GROUP_MAX: u64 = 200_000;
@@ -97,6 +100,65 @@ pub struct Message {
     pub fwd: Option<Forwarded>,
     /// Emoji → the users who reacted with it.
     pub reactions: Vec<(String, Vec<u64>)>,
+    /// A photo, file or voice note; `text` is then its caption.
+    pub media: Option<Attachment>,
+}
+
+impl Evolved for Message {
+    const FORMAT: u8 = 2;
+    type Prev = MessageV1;
+}
+
+/// A message row as written before messages carried media (format 1).
+#[derive(Clone, Debug, Deserialize)]
+pub struct MessageV1 {
+    id: u64,
+    from: u64,
+    date_ms: u64,
+    text: String,
+    reply_to: u64,
+    edit_ms: u64,
+    deleted: bool,
+    fwd: Option<Forwarded>,
+    reactions: Vec<(String, Vec<u64>)>,
+}
+
+impl From<MessageV1> for Message {
+    fn from(m: MessageV1) -> Message {
+        let MessageV1 { id, from, date_ms, text, reply_to, edit_ms, deleted, fwd, reactions } = m;
+        Message { id, from, date_ms, text, reply_to, edit_ms, deleted, fwd, reactions, media: None }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MediaKind {
+    Photo,
+    Document,
+    Voice,
+}
+
+/// A file posted in a message, with what a client shows before it
+/// downloads anything. Members of the chat may download the file through
+/// this message (its chat and id are the file reference).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub file: u64,
+    pub kind: MediaKind,
+    pub name: String,
+    pub mime: String,
+    pub size: u64,
+    pub sha256: crate::media::logic::Hash,
+    pub thumbs: Vec<Thumb>,
+    /// A voice note's length.
+    pub duration_secs: u32,
+}
+
+/// One message of a forward: its text, its origin, and its media.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Copy {
+    pub text: String,
+    pub fwd: Forwarded,
+    pub media: Option<Attachment>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,10 +224,8 @@ pub enum Cmd {
     Remove { chat: u64, by: u64, user: u64, now_ms: u64 },
     SetTitle { chat: u64, by: u64, title: String, now_ms: u64 },
     SetRole { chat: u64, by: u64, user: u64, role: Role, now_ms: u64 },
-    /// Copies of messages (read from their chats by the proposer, which
-    /// checked the sender may read them), posted in order; `random_id` names
-    /// the whole forward.
-    Forward { chat: u64, from: u64, random_id: u64, items: Vec<(String, Forwarded)>, now_ms: u64 },
+    /// A forward as written before messages carried media (see `Forward`).
+    ForwardV1 { chat: u64, from: u64, random_id: u64, items: Vec<(String, Forwarded)>, now_ms: u64 },
     /// Pins a message (admins in groups and channels; either side in a private chat); 0 unpins.
     Pin { chat: u64, by: u64, id: u64, now_ms: u64 },
     /// Sets the user's reaction to a message (empty: removes it).
@@ -173,6 +233,15 @@ pub enum Cmd {
     /// The user's chat list, in the user's group.
     AddUserChat { user: u64, chat: u64 },
     RemoveUserChat { user: u64, chat: u64 },
+    // Commands are in Raft logs: a changed command is a new variant at the
+    // end, and the old one keeps applying.
+    /// A photo, file or voice note with a caption (the proposer checked
+    /// the sender may post the file).
+    SendMedia { chat: u64, from: u64, random_id: u64, caption: String, reply_to: u64, media: Attachment, now_ms: u64 },
+    /// Copies of messages (read from their chats by the proposer, which
+    /// checked the sender may read them), posted in order; `random_id` names
+    /// the whole forward.
+    Forward { chat: u64, from: u64, random_id: u64, items: Vec<Copy>, now_ms: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +307,8 @@ pub enum ChatError {
     AdminRequired,
     #[error("message text is over {MESSAGE_MAX} characters")]
     MessageTooLong,
+    #[error("a media caption is over {CAPTION_MAX} characters")]
+    CaptionTooLong,
     #[error("no such message in this chat")]
     MessageNotFound,
     #[error("messages can be edited for 48 hours")]
@@ -254,6 +325,7 @@ impl ChatError {
             ChatError::NotAMember => "NOT_A_MEMBER",
             ChatError::AdminRequired => "ADMIN_REQUIRED",
             ChatError::MessageTooLong => "MESSAGE_TOO_LONG",
+            ChatError::CaptionTooLong => "MEDIA_CAPTION_TOO_LONG",
             ChatError::MessageNotFound => "MESSAGE_NOT_FOUND",
             ChatError::EditTimeExpired => "EDIT_TIME_EXPIRED",
             ChatError::AuthorRequired => "MESSAGE_AUTHOR_REQUIRED",
@@ -299,6 +371,16 @@ pub fn check_text(text: &str, max: usize) -> std::result::Result<(), ChatError> 
     Ok(())
 }
 
+/// A message's text: a caption (at most `CAPTION_MAX`, may be empty) when
+/// it carries media.
+fn check_body(text: &str, media: bool) -> std::result::Result<(), ChatError> {
+    match media {
+        false => check_text(text, MESSAGE_MAX),
+        true if text.chars().count() > CAPTION_MAX => Err(ChatError::CaptionTooLong),
+        true => Ok(()),
+    }
+}
+
 /// The chat and the caller's membership, or `NotAMember` (for a chat that
 /// does not exist too).
 fn membership(view: &dyn StateRead, chat: u64, user: u64) -> Result<std::result::Result<(Chat, Member), ChatError>> {
@@ -331,7 +413,66 @@ macro_rules! tri {
     };
 }
 
-/// Applies one messaging command. `Err` only for storage failures; every
+/// Posts one message (text, or media with a caption).
+#[allow(clippy::too_many_arguments)]
+fn send(view: &mut dyn StateView, chat: u64, from: u64, random_id: u64, text: &str, reply_to: u64, media: Option<&Attachment>, now_ms: u64) -> Result<Outcome> {
+    let (mut c, me) = tri!(membership(view, chat, from)?);
+    if let Some(id) = get::<u64>(view, &rid_key(chat, from, random_id))? {
+        let first = get_row::<Message>(view, &msg_key(chat, id))?;
+        return Ok(Ok(Reply::Changed { chat: c, events: Vec::new(), message: first }));
+    }
+    if c.kind == ChatKind::Channel && me.role == Role::Member {
+        return Ok(Err(ChatError::AdminRequired));
+    }
+    tri!(check_body(text, media.is_some()));
+    if reply_to > c.last_id {
+        return Ok(Err(ChatError::MessageNotFound));
+    }
+    c.last_id += 1;
+    c.last_ms = now_ms;
+    let m = Message { id: c.last_id, from, date_ms: now_ms, text: text.to_owned(), reply_to, edit_ms: 0, deleted: false, fwd: None, reactions: Vec::new(), media: media.cloned() };
+    put_row(view, &msg_key(chat, m.id), &m);
+    put(view, &rid_key(chat, from, random_id), &m.id);
+    // The sender has read their own message.
+    put(view, &member_key(chat, from), &Member { read_max_id: m.id, ..me });
+    let ev = record(view, &mut c, EventKind::New(m.id), now_ms);
+    changed(c, vec![ev], Some(m))
+}
+
+/// Posts copies of messages in order; `random_id` names the whole forward.
+fn forward(view: &mut dyn StateView, chat: u64, from: u64, random_id: u64, items: Vec<Copy>, now_ms: u64) -> Result<Outcome> {
+    let (mut c, me) = tri!(membership(view, chat, from)?);
+    if let Some(first) = get::<u64>(view, &rid_key(chat, from, random_id))? {
+        let n = items.len() as u64;
+        let last = get_row::<Message>(view, &msg_key(chat, first + n.saturating_sub(1)))?;
+        return changed(c, Vec::new(), last);
+    }
+    if c.kind == ChatKind::Channel && me.role == Role::Member {
+        return Ok(Err(ChatError::AdminRequired));
+    }
+    if items.is_empty() || items.len() > FORWARD_MAX {
+        return Ok(Err(ChatError::BadRequest(format!("forward 1 to {FORWARD_MAX} messages at once"))));
+    }
+    let n = items.len() as u64;
+    let mut events = Vec::new();
+    let mut last = None;
+    for Copy { text, fwd, media } in items {
+        c.last_id += 1;
+        let m = Message { id: c.last_id, from, date_ms: now_ms, text, reply_to: 0, edit_ms: 0, deleted: false, fwd: Some(fwd), reactions: Vec::new(), media };
+        put_row(view, &msg_key(chat, m.id), &m);
+        events.push(record(view, &mut c, EventKind::New(m.id), now_ms));
+        last = Some(m);
+    }
+    let first = c.last_id + 1 - n;
+    put(view, &rid_key(chat, from, random_id), &first);
+    c.last_ms = now_ms;
+    put(view, &chat_key(chat), &c);
+    put(view, &member_key(chat, from), &Member { read_max_id: c.last_id, ..me });
+    changed(c, events, last)
+}
+
+/// Applies one messaging command.
+/// `Err` only for storage failures; every
 /// refusal is an `Ok(Err(..))` and writes nothing. Each command recognizes a
 /// repeat of itself (a retried request) and answers as the first time.
 pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
@@ -363,32 +504,11 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             let ev = record(view, &mut chat, EventKind::Joined(all), *now_ms);
             changed(chat, vec![ev], None)
         }
-        Cmd::Send { chat, from, random_id, text, reply_to, now_ms } => {
-            let (mut c, me) = tri!(membership(view, *chat, *from)?);
-            if let Some(id) = get::<u64>(view, &rid_key(*chat, *from, *random_id))? {
-                let first = get::<Message>(view, &msg_key(*chat, id))?;
-                return Ok(Ok(Reply::Changed { chat: c, events: Vec::new(), message: first }));
-            }
-            if c.kind == ChatKind::Channel && me.role == Role::Member {
-                return Ok(Err(ChatError::AdminRequired));
-            }
-            tri!(check_text(text, MESSAGE_MAX));
-            if *reply_to > c.last_id {
-                return Ok(Err(ChatError::MessageNotFound));
-            }
-            c.last_id += 1;
-            c.last_ms = *now_ms;
-            let m = Message { id: c.last_id, from: *from, date_ms: *now_ms, text: text.clone(), reply_to: *reply_to, edit_ms: 0, deleted: false, fwd: None, reactions: Vec::new() };
-            put(view, &msg_key(*chat, m.id), &m);
-            put(view, &rid_key(*chat, *from, *random_id), &m.id);
-            // The sender has read their own message.
-            put(view, &member_key(*chat, *from), &Member { read_max_id: m.id, ..me });
-            let ev = record(view, &mut c, EventKind::New(m.id), *now_ms);
-            changed(c, vec![ev], Some(m))
-        }
+        Cmd::Send { chat, from, random_id, text, reply_to, now_ms } => send(view, *chat, *from, *random_id, text, *reply_to, None, *now_ms),
+        Cmd::SendMedia { chat, from, random_id, caption, reply_to, media, now_ms } => send(view, *chat, *from, *random_id, caption, *reply_to, Some(media), *now_ms),
         Cmd::Edit { chat, by, id, text, now_ms } => {
             let (mut c, _) = tri!(membership(view, *chat, *by)?);
-            let Some(mut m) = get::<Message>(view, &msg_key(*chat, *id))?.filter(|m| !m.deleted) else {
+            let Some(mut m) = get_row::<Message>(view, &msg_key(*chat, *id))?.filter(|m| !m.deleted) else {
                 return Ok(Err(ChatError::MessageNotFound));
             };
             if m.from != *by {
@@ -400,10 +520,10 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             if now_ms.saturating_sub(m.date_ms) > EDIT_WINDOW_MS {
                 return Ok(Err(ChatError::EditTimeExpired));
             }
-            tri!(check_text(text, MESSAGE_MAX));
+            tri!(check_body(text, m.media.is_some()));
             m.text = text.clone();
             m.edit_ms = *now_ms;
-            put(view, &msg_key(*chat, *id), &m);
+            put_row(view, &msg_key(*chat, *id), &m);
             let ev = record(view, &mut c, EventKind::Edited(*id), *now_ms);
             changed(c, vec![ev], Some(m))
         }
@@ -414,7 +534,7 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             }
             let mut doomed = Vec::new();
             for id in ids {
-                let Some(m) = get::<Message>(view, &msg_key(*chat, *id))? else { return Ok(Err(ChatError::MessageNotFound)) };
+                let Some(m) = get_row::<Message>(view, &msg_key(*chat, *id))? else { return Ok(Err(ChatError::MessageNotFound)) };
                 if m.deleted || doomed.iter().any(|d: &Message| d.id == m.id) {
                     continue; // already a tombstone: a repeat
                 }
@@ -428,7 +548,7 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             }
             let gone: Vec<u64> = doomed.iter().map(|m| m.id).collect();
             for m in doomed {
-                put(view, &msg_key(*chat, m.id), &Message { text: String::new(), deleted: true, edit_ms: *now_ms, reactions: Vec::new(), fwd: None, ..m });
+                put_row(view, &msg_key(*chat, m.id), &Message { text: String::new(), deleted: true, edit_ms: *now_ms, reactions: Vec::new(), fwd: None, media: None, ..m });
             }
             let ev = record(view, &mut c, EventKind::Deleted(gone), *now_ms);
             changed(c, vec![ev], None)
@@ -534,41 +654,17 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             let ev = record(view, &mut c, EventKind::Role { user: *user, role: *role }, *now_ms);
             changed(c, vec![ev], None)
         }
-        Cmd::Forward { chat, from, random_id, items, now_ms } => {
-            let (mut c, me) = tri!(membership(view, *chat, *from)?);
-            if let Some(first) = get::<u64>(view, &rid_key(*chat, *from, *random_id))? {
-                let n = items.len() as u64;
-                let last = get::<Message>(view, &msg_key(*chat, first + n.saturating_sub(1)))?;
-                return changed(c, Vec::new(), last);
-            }
-            if c.kind == ChatKind::Channel && me.role == Role::Member {
-                return Ok(Err(ChatError::AdminRequired));
-            }
-            if items.is_empty() || items.len() > FORWARD_MAX {
-                return Ok(Err(ChatError::BadRequest(format!("forward 1 to {FORWARD_MAX} messages at once"))));
-            }
-            let mut events = Vec::new();
-            let mut last = None;
-            for (text, fwd) in items {
-                c.last_id += 1;
-                let m = Message { id: c.last_id, from: *from, date_ms: *now_ms, text: text.clone(), reply_to: 0, edit_ms: 0, deleted: false, fwd: Some(fwd.clone()), reactions: Vec::new() };
-                put(view, &msg_key(*chat, m.id), &m);
-                events.push(record(view, &mut c, EventKind::New(m.id), *now_ms));
-                last = Some(m);
-            }
-            let first = c.last_id + 1 - items.len() as u64;
-            put(view, &rid_key(*chat, *from, *random_id), &first);
-            c.last_ms = *now_ms;
-            put(view, &chat_key(*chat), &c);
-            put(view, &member_key(*chat, *from), &Member { read_max_id: c.last_id, ..me });
-            changed(c, events, last)
+        Cmd::ForwardV1 { chat, from, random_id, items, now_ms } => {
+            let items = items.iter().map(|(text, fwd)| Copy { text: text.clone(), fwd: fwd.clone(), media: None }).collect();
+            forward(view, *chat, *from, *random_id, items, *now_ms)
         }
+        Cmd::Forward { chat, from, random_id, items, now_ms } => forward(view, *chat, *from, *random_id, items.clone(), *now_ms),
         Cmd::Pin { chat, by, id, now_ms } => {
             let (mut c, me) = tri!(membership(view, *chat, *by)?);
             if c.kind != ChatKind::Private && me.role == Role::Member {
                 return Ok(Err(ChatError::AdminRequired));
             }
-            if *id != 0 && get::<Message>(view, &msg_key(*chat, *id))?.is_none_or(|m| m.deleted) {
+            if *id != 0 && get_row::<Message>(view, &msg_key(*chat, *id))?.is_none_or(|m| m.deleted) {
                 return Ok(Err(ChatError::MessageNotFound));
             }
             if c.pinned == *id {
@@ -583,7 +679,7 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             if emoji.chars().count() > REACTION_CHARS || emoji.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
                 return Ok(Err(ChatError::BadRequest(format!("a reaction is up to {REACTION_CHARS} characters, no spaces"))));
             }
-            let Some(mut m) = get::<Message>(view, &msg_key(*chat, *id))?.filter(|m| !m.deleted) else {
+            let Some(mut m) = get_row::<Message>(view, &msg_key(*chat, *id))?.filter(|m| !m.deleted) else {
                 return Ok(Err(ChatError::MessageNotFound));
             };
             let before = m.reactions.clone();
@@ -601,7 +697,7 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             if m.reactions == before {
                 return changed(c, Vec::new(), Some(m));
             }
-            put(view, &msg_key(*chat, *id), &m);
+            put_row(view, &msg_key(*chat, *id), &m);
             let ev = record(view, &mut c, EventKind::Reactions(*id), *now_ms);
             changed(c, vec![ev], Some(m))
         }
@@ -640,7 +736,7 @@ fn visible(view: &dyn StateRead, chat: u64, user: u64, ids: impl Iterator<Item =
         if hidden.binary_search(&id).is_ok() {
             continue;
         }
-        if let Some(m) = get::<Message>(view, &msg_key(chat, id))? {
+        if let Some(m) = get_row::<Message>(view, &msg_key(chat, id))? {
             out.push(m);
         }
     }
@@ -658,7 +754,7 @@ pub fn event_for(e: Event, user: u64) -> Event {
 fn messages(view: &dyn StateRead, chat: u64, ids: impl Iterator<Item = u64>) -> Result<Vec<Message>> {
     let mut out = Vec::new();
     for id in ids {
-        if let Some(m) = get::<Message>(view, &msg_key(chat, id))? {
+        if let Some(m) = get_row::<Message>(view, &msg_key(chat, id))? {
             out.push(m);
         }
     }
@@ -760,7 +856,7 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
                 if hidden.binary_search(&id).is_ok() {
                     continue;
                 }
-                if let Some(m) = get::<Message>(view, &msg_key(*chat, id))?
+                if let Some(m) = get_row::<Message>(view, &msg_key(*chat, id))?
                     && !m.deleted
                     && m.text.to_lowercase().contains(&needle)
                 {
@@ -776,7 +872,7 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             let _ = tri!(membership(view, *chat, *user)?);
             let mut out = Vec::new();
             for id in ids {
-                match get::<Message>(view, &msg_key(*chat, *id))? {
+                match get_row::<Message>(view, &msg_key(*chat, *id))? {
                     Some(m) if !m.deleted => out.push(m),
                     _ => return Ok(Err(ChatError::MessageNotFound)),
                 }
@@ -1017,6 +1113,51 @@ mod tests {
         assert!(matches!(err(&mut v, Cmd::Invite { chat: dm, by: A, users: vec![C], now_ms: 15 }), ChatError::BadRequest(_)));
     }
 
+    fn photo() -> Attachment {
+        Attachment { file: 5 << 16 | 2, kind: MediaKind::Photo, name: "cat.png".into(), mime: "image/png".into(), size: 10, sha256: [1; 32], thumbs: Vec::new(), duration_secs: 0 }
+    }
+
+    #[test]
+    fn media_messages_carry_their_file_and_a_caption() {
+        let mut v = MemView::default();
+        group(&mut v);
+        let post = |caption: &str, rid: u64| Cmd::SendMedia { chat: CHAT, from: A, random_id: rid, caption: caption.into(), reply_to: 0, media: photo(), now_ms: 1 };
+        let Reply::Changed { message: Some(m), .. } = ok(&mut v, post("", 1)) else { panic!() };
+        assert_eq!((m.id, m.media.as_ref().map(|a| a.file)), (1, Some(photo().file)), "an empty caption is fine");
+        assert_eq!(err(&mut v, post(&"x".repeat(CAPTION_MAX + 1), 2)), ChatError::CaptionTooLong);
+        let Reply::Changed { message: Some(again), events, .. } = ok(&mut v, post("", 1)) else { panic!() };
+        assert!(events.is_empty() && again == m, "a retried post is the first one");
+        // A caption is edited under the caption limit; deleting drops the file from the message.
+        assert_eq!(err(&mut v, Cmd::Edit { chat: CHAT, by: A, id: 1, text: "y".repeat(CAPTION_MAX + 1), now_ms: 2 }), ChatError::CaptionTooLong);
+        ok(&mut v, Cmd::Edit { chat: CHAT, by: A, id: 1, text: "a cat".into(), now_ms: 2 });
+        let Ok(Reply::Messages(got)) = query(&v, &Query::Get { chat: CHAT, user: B, ids: vec![1] }).unwrap() else { panic!() };
+        assert_eq!((got[0].text.as_str(), got[0].media.clone()), ("a cat", Some(photo())));
+        // Forwarding copies the file: members of the other chat reach it through their copy.
+        let dm = 9 << 16 | 5;
+        ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: B, members: vec![C], now_ms: 3 });
+        let items = vec![Copy { text: got[0].text.clone(), fwd: Forwarded { from: A, chat: CHAT, id: 1, date_ms: 1 }, media: got[0].media.clone() }];
+        let Reply::Changed { message: Some(copy), .. } = ok(&mut v, Cmd::Forward { chat: dm, from: B, random_id: 1, items, now_ms: 4 }) else { panic!() };
+        assert_eq!(copy.media, Some(photo()));
+        ok(&mut v, Cmd::Delete { chat: CHAT, by: A, ids: vec![1], now_ms: 5 });
+        assert_eq!(query(&v, &Query::Get { chat: CHAT, user: B, ids: vec![1] }).unwrap(), Err(ChatError::MessageNotFound), "a deleted message grants nothing");
+    }
+
+    #[test]
+    fn message_rows_written_before_media_still_read() {
+        let mut v = MemView::default();
+        group(&mut v);
+        // The format-1 layout: the same fields without `media`.
+        let v1 = (4u64, A, 9u64, String::from("old"), 0u64, 0u64, false, None::<Forwarded>, Vec::<(String, Vec<u64>)>::new());
+        v.put(&msg_key(CHAT, 4), courier_raft::codec::encode(&v1));
+        let m = get_row::<Message>(&v, &msg_key(CHAT, 4)).unwrap().unwrap();
+        assert_eq!((m.id, m.text.as_str(), m.media), (4, "old", None));
+        let now = Message { media: Some(photo()), ..m };
+        put_row(&mut v, &msg_key(CHAT, 4), &now);
+        assert_eq!(get_row::<Message>(&v, &msg_key(CHAT, 4)).unwrap(), Some(now));
+        v.put(&msg_key(CHAT, 5), courier_raft::codec::encode_as(9, &v1));
+        assert!(get_row::<Message>(&v, &msg_key(CHAT, 5)).is_err(), "a format from the future is an error, not a guess");
+    }
+
     #[test]
     fn forward_pin_react_and_search() {
         let mut v = MemView::default();
@@ -1028,13 +1169,13 @@ mod tests {
         ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![C], now_ms: 3 });
         let Ok(Reply::Messages(src)) = query(&v, &Query::Get { chat: CHAT, user: A, ids: vec![1, 2] }).unwrap() else { panic!() };
         assert_eq!(query(&v, &Query::Get { chat: CHAT, user: C, ids: vec![1] }).unwrap(), Err(ChatError::NotAMember), "only readers may forward");
-        let items: Vec<_> = src.iter().map(|m| (m.text.clone(), Forwarded { from: m.from, chat: CHAT, id: m.id, date_ms: m.date_ms })).collect();
+        let items: Vec<_> = src.iter().map(|m| Copy { text: m.text.clone(), fwd: Forwarded { from: m.from, chat: CHAT, id: m.id, date_ms: m.date_ms }, media: None }).collect();
         let fwd = Cmd::Forward { chat: dm, from: A, random_id: 5, items, now_ms: 4 };
         let Reply::Changed { events, message: Some(last), .. } = ok(&mut v, fwd.clone()) else { panic!() };
         assert_eq!((events.len(), last.id, last.fwd.as_ref().unwrap().from), (2, 2, B));
         let Reply::Changed { events, message: Some(again), .. } = ok(&mut v, fwd) else { panic!() };
         assert!(events.is_empty() && again == last, "a retried forward is the first one");
-        let too_many = Cmd::Forward { chat: dm, from: A, random_id: 6, items: vec![(String::from("x"), last.fwd.clone().unwrap()); 101], now_ms: 5 };
+        let too_many = Cmd::Forward { chat: dm, from: A, random_id: 6, items: vec![Copy { text: "x".into(), fwd: last.fwd.clone().unwrap(), media: None }; 101], now_ms: 5 };
         assert!(matches!(err(&mut v, too_many), ChatError::BadRequest(_)));
         // Pins: admins in groups; either side of a private chat.
         assert_eq!(err(&mut v, Cmd::Pin { chat: CHAT, by: B, id: 1, now_ms: 6 }), ChatError::AdminRequired);

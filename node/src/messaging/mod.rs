@@ -164,6 +164,22 @@ impl Messaging {
         self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("send answered no message".into()))
     }
 
+    /// Posts a file (`media`, built by the caller from a file `me` may post).
+    pub async fn send_media(&self, me: u64, chat: u64, random_id: u64, caption: String, reply_to: u64, media: logic::Attachment) -> Result<Message> {
+        let random_id = if self.ignore_random_id { rand::random() } else { random_id };
+        let cmd = logic::Cmd::SendMedia { chat, from: me, random_id, caption, reply_to, media, now_ms: self.clock.now_ms() };
+        self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("send answered no message".into()))
+    }
+
+    /// The attachment of message `id` in `chat`, if `me` is a member and it
+    /// carries one: the grant behind downloading a file posted in a chat.
+    pub async fn attachment(&self, me: u64, chat: u64, id: u64) -> Result<Option<logic::Attachment>> {
+        match self.read(self.group_of(chat)?, logic::Query::Get { chat, user: me, ids: vec![id] }).await? {
+            Reply::Messages(m) => Ok(m.into_iter().next().and_then(|m| m.media)),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
     pub async fn edit(&self, me: u64, chat: u64, id: u64, text: String) -> Result<Message> {
         let cmd = logic::Cmd::Edit { chat, by: me, id, text, now_ms: self.clock.now_ms() };
         self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("edit answered no message".into()))
@@ -202,7 +218,7 @@ impl Messaging {
             .map(|m| {
                 // A forward of a forward names the original.
                 let origin = m.fwd.clone().unwrap_or(logic::Forwarded { from: m.from, chat: from_chat, id: m.id, date_ms: m.date_ms });
-                (m.text, origin)
+                logic::Copy { text: m.text, fwd: origin, media: m.media }
             })
             .collect();
         let cmd = logic::Cmd::Forward { chat, from: me, random_id, items, now_ms: self.clock.now_ms() };

@@ -2,7 +2,7 @@
 
 use courier_proto::client as pb;
 
-use super::logic::{Chat, ChatDiff, ChatKind, Dialog, Event, EventKind, Message, Role};
+use super::logic::{Attachment, Chat, ChatDiff, ChatKind, Dialog, Event, EventKind, MediaKind, Message, Role};
 
 pub fn chat(c: &Chat) -> pb::Chat {
     let kind = match c.kind {
@@ -35,7 +35,22 @@ pub fn message(chat: u64, m: &Message) -> pb::Message {
         deleted: m.deleted,
         fwd: m.fwd.as_ref().map(|f| pb::ForwardedFrom { from: f.from, chat_id: f.chat, id: f.id, date_ms: f.date_ms }),
         reactions: m.reactions.iter().map(|(emoji, users)| pb::Reaction { emoji: emoji.clone(), users: users.clone() }).collect(),
+        media: m.media.as_ref().map(media),
     }
+}
+
+fn media(a: &Attachment) -> pb::MessageMedia {
+    let kind = match a.kind {
+        MediaKind::Photo => pb::MediaKind::MediaPhoto,
+        MediaKind::Document => pb::MediaKind::MediaDocument,
+        MediaKind::Voice => pb::MediaKind::MediaVoice,
+    };
+    let file = pb::File { id: a.file, size: a.size, sha256: a.sha256.to_vec(), name: a.name.clone(), mime: a.mime.clone(), thumbs: thumbs(&a.thumbs), ..Default::default() };
+    pb::MessageMedia { kind: kind.into(), file: Some(file), duration_secs: a.duration_secs }
+}
+
+pub fn thumbs(t: &[crate::media::logic::Thumb]) -> Vec<pb::Thumb> {
+    t.iter().map(|t| pb::Thumb { kind: char::from(t.kind).to_string(), width: t.width, height: t.height, size: t.chunk.len }).collect()
 }
 
 fn role(r: Role) -> pb::Role {
