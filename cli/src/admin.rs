@@ -58,10 +58,11 @@ pub fn status_json(s: &StatusReply) -> serde_json::Value {
         "chunks": s.chunks.as_ref().map(|c| json!({
             "chunks": c.chunks, "under_replicated": c.under_replicated, "repaired": c.repaired, "stored": c.stored, "passes": c.passes,
             "scrubbed": c.scrubbed, "corrupt_repaired": c.corrupt_repaired,
+            "collected": c.collected, "moved_off": c.moved_off, "uploads_expired": c.uploads_expired,
         })),
         "nodes": s.nodes.iter().map(|n| json!({
             "id": n.id, "name": n.name, "addr": n.addr, "peer_addr": n.peer_addr, "admin_addr": n.admin_addr,
-            "state": n.state, "lifecycle": n.lifecycle, "replicas": n.replicas, "leads": n.leads,
+            "state": n.state, "lifecycle": n.lifecycle, "replicas": n.replicas, "leads": n.leads, "chunks_stored": n.chunks_stored,
         })).collect::<Vec<_>>(),
         "groups": s.groups.iter().map(|g| json!({
             "id": g.id,
@@ -99,6 +100,10 @@ pub async fn status(conn: &Conn, json: bool) -> Result<()> {
         let repair = if c.under_replicated == 0 { "every chunk on all its homes".to_string() } else { format!("repairing {} under-replicated", c.under_replicated) };
         println!("chunks: {} in use, {} copies stored, {repair}; {} copies made by repair", c.chunks, c.stored, c.repaired);
         println!("scrub: {} chunks re-read, {} damaged copies replaced", c.scrubbed, c.corrupt_repaired);
+        println!(
+            "collector: {} unused chunks deleted, {} copies moved off (their homes have them), {} unfinished uploads expired",
+            c.collected, c.moved_off, c.uploads_expired
+        );
     }
     Ok(())
 }

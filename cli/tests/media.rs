@@ -131,9 +131,12 @@ fn chunk_health(c: &Cluster) -> Option<(u64, u64, u64, u64)> {
     Some((h["chunks"].as_u64()?, h["under_replicated"].as_u64()?, h["stored"].as_u64()?, h["repaired"].as_u64()?))
 }
 
+/// The collector every second, for chunks unused for 2 s and uploads unfinished for 4 s.
+const EXTRA_GC: &str = "[raft]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n[placement]\ntick_ms = 300\n[auth]\ntest_numbers = true\ncodes_per_address_per_minute = 0\n[media]\ngc_every_secs = 1\n";
+
 #[test]
 fn removing_a_node_repairs_its_chunks_and_a_new_node_takes_about_one_nth() {
-    let mut c = Cluster::start_settled(72, 4, EXTRA);
+    let mut c = Cluster::start_settled(72, 4, EXTRA_GC);
     let home = tempfile::tempdir().unwrap();
     let data = random_bytes(64 << 20);
     let src = home.path().join("archive.bin");
@@ -146,43 +149,50 @@ fn removing_a_node_repairs_its_chunks_and_a_new_node_takes_about_one_nth() {
         (used == 64 && under == 0 && stored == 192).then_some(())
     });
 
-    // Decommission node 2: its copies get new homes among the other three.
+    // Decommission node 2: its copies get new homes among the other three
+    // before it is marked removed.
     let (_, _, _, repaired_before) = chunk_health(&c).unwrap();
     let out = c.run(&["cluster", "remove-node", "2"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut saw_repair = false;
-    must_wait(Duration::from_secs(90), "node 2 removed and every chunk on its 3 homes", || {
+    let repaired_at_removal = must_wait(Duration::from_secs(90), "node 2 removed", || {
         let s = c.status()?;
-        let removed = s["nodes"].as_array()?.iter().any(|n| n["id"] == 2 && n["state"] == "removed");
         let (_, under, _, repaired) = chunk_health(&c)?;
         saw_repair |= under > 0 || repaired > repaired_before;
-        (removed && under == 0 && repaired > repaired_before).then_some(())
+        s["nodes"].as_array()?.iter().any(|n| n["id"] == 2 && n["state"] == "removed").then_some(repaired)
     });
     assert!(saw_repair, "status showed the repair");
+    // Removed means its chunks had moved: with it gone at once, the three
+    // left hold every chunk 3 times, and no copy is made after.
     c.kill9(2);
-    must_wait(Duration::from_secs(30), "the three nodes left hold every chunk", || {
+    must_wait(Duration::from_secs(30), "the three nodes left report every chunk", || {
         let (used, under, stored, _) = chunk_health(&c)?;
         (used == 64 && under == 0 && stored == 192).then_some(())
     });
+    assert_eq!(chunk_health(&c).unwrap().3, repaired_at_removal, "every copy was made before node 2 was marked removed");
 
-    // A fifth node: it becomes a home of about a quarter of the copies.
-    c.add_node(5, EXTRA);
-    // Done when nothing is under-replicated and the copies stopped growing
-    // for longer than two repair passes (every node's leaders looked).
+    // A fifth node: it becomes a home of about a quarter of the copies; the
+    // copies it took are then deleted from the nodes that are no longer
+    // their homes (192 copies in all again).
+    c.add_node(5, EXTRA_GC);
     let mut last = 0;
-    let stored_after = must_wait(Duration::from_secs(120), "the new node to take its chunks", || {
-        std::thread::sleep(Duration::from_secs(5));
+    let on_new = must_wait(Duration::from_secs(120), "the new node to take its chunks and the old copies to go", || {
+        std::thread::sleep(Duration::from_secs(3));
         let s = c.status()?;
-        let up = s["nodes"].as_array()?.iter().filter(|n| n["state"] == "up").count();
+        let nodes = s["nodes"].as_array()?;
+        let up = nodes.iter().filter(|n| n["state"] == "up").count();
+        let on_new = nodes.iter().find(|n| n["id"] == 5)?["chunks_stored"].as_u64()?;
         let (used, under, stored, _) = chunk_health(&c)?;
-        eprintln!("up {up}, chunks in use {used}, under-replicated {under}, stored {stored}");
-        let stable = stored == last;
-        last = stored;
-        (up == 4 && used == 64 && under == 0 && stored > 192 && stable).then_some(stored)
+        eprintln!("up {up}, chunks in use {used}, under-replicated {under}, stored {stored}, on the new node {on_new}");
+        let stable = on_new == last;
+        last = on_new;
+        (up == 4 && used == 64 && under == 0 && stored == 192 && on_new > 0 && stable).then_some(on_new)
     });
-    let moved = (stored_after - 192) as f64 / 192.0;
+    let moved = on_new as f64 / 192.0;
     eprintln!("adding a 4th active node moved {:.1} % of the chunk copies (1/N = 25 %)", moved * 100.0);
-    assert!(moved > 0.0 && moved <= 0.5, "moved {moved:.3}, at most 2/N");
+    assert!(moved <= 0.5, "moved {moved:.3}, at most 2/N");
+    let s = c.status().unwrap();
+    assert_eq!(s["chunks"]["moved_off"].as_u64(), Some(on_new), "one copy deleted elsewhere for each copy the new node took");
 
     // And the file still reads back whole through the new node.
     let dst = home.path().join("copy.bin");
@@ -215,7 +225,7 @@ fn a_damaged_chunk_is_never_served_and_the_scrub_replaces_it() {
             let mut b = store.get_chunk(h).unwrap().unwrap();
             b[1000] ^= 0xff;
             b[500_000] ^= 0x01;
-            store.put_chunk(h, &b).unwrap();
+            store.put_chunk(h, &b, true, 1).unwrap();
         }
         drop(store);
         c.start(3);
@@ -382,5 +392,43 @@ fn files_posted_in_a_chat_reach_its_members_only() {
         // Bob cannot post Ann's file (his own uploads only; forwarding is how files travel).
         let media = courier_client::pb::InputMedia { file_id, kind: courier_client::pb::MediaKind::MediaPhoto.into(), duration_secs: 0 };
         assert_eq!(bob.send_media(dm.id, 10, "", media, 0).await.unwrap_err().code(), "FILE_NOT_FOUND");
+    });
+}
+
+#[test]
+fn unfinished_uploads_expire_and_chunks_nothing_uses_are_collected() {
+    let extra = format!("{EXTRA_GC}gc_after_secs = 2\nupload_ttl_secs = 4\n");
+    let c = Cluster::start_settled(76, 3, &extra);
+    rt().block_on(async {
+        let (a, _, _) = device(&c, 1, "+9996610001", "Ann").await;
+        let part = 512 << 10;
+        // A finished 2 MiB file, and 3 MiB of an upload never finished.
+        let kept = random_bytes(2 << 20);
+        for p in 0..4u32 {
+            a.upload_part(1, p, part as u32, kept[p as usize * part..(p as usize + 1) * part].to_vec()).await.unwrap();
+        }
+        let f = a.finish_upload(1, 4, part as u32, kept.len() as u64, Sha256::digest(&kept).into(), "kept.bin", "").await.unwrap();
+        let dropped = random_bytes(3 << 20);
+        for p in 0..6u32 {
+            a.upload_part(2, p, part as u32, dropped[p as usize * part..(p as usize + 1) * part].to_vec()).await.unwrap();
+        }
+        // 2 + 3 chunks on each of the 3 nodes; then the upload expires and its 3 chunks go.
+        let mut saw_all = false;
+        must_wait(Duration::from_secs(60), "the unfinished upload's chunks collected", || {
+            let (used, under, stored, _) = chunk_health(&c)?;
+            saw_all |= stored == 15;
+            (saw_all && used == 2 && under == 0 && stored == 6).then_some(())
+        });
+        let s = c.status().unwrap();
+        assert_eq!(s["chunks"]["collected"].as_u64(), Some(9), "3 chunks on 3 nodes");
+        assert!(s["chunks"]["uploads_expired"].as_u64() >= Some(1));
+        let missing = a.finish_upload(2, 6, part as u32, dropped.len() as u64, Sha256::digest(&dropped).into(), "x", "").await.unwrap_err();
+        assert_eq!(missing.code(), "FILE_PART_MISSING", "the expired upload starts over");
+        // The finished file is whole.
+        let mut got = Vec::new();
+        while got.len() < kept.len() {
+            got.extend(a.get_file(f.id, got.len() as u64, part as u32).await.unwrap().bytes);
+        }
+        assert!(got == kept);
     });
 }

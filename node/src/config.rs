@@ -31,6 +31,7 @@ pub struct NodeConfig {
     pub placement: PlacementConfig,
     pub gateway: GatewayConfig,
     pub auth: AuthConfig,
+    pub media: MediaConfig,
     /// Testing only: a file holding seconds (may be negative) added to this
     /// node's wall clock, re-read on every use. Lets tests expire login codes.
     pub clock_offset_file: Option<PathBuf>,
@@ -45,6 +46,27 @@ pub struct DebugConfig {
     /// Forget the client's `random_id` on sends: a retried send makes a
     /// second message (breaks G3).
     pub unsafe_ignore_random_id: bool,
+}
+
+/// Media storage's background work.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// A chunk no file or upload uses is deleted once it was last written
+    /// this long ago (the delay covers uploads whose chunks are stored but
+    /// not yet recorded).
+    pub gc_after_secs: u64,
+    /// How often a node looks for such chunks, and for copies it holds that
+    /// are no longer on one of their homes.
+    pub gc_every_secs: u64,
+    /// An upload not finished this long after its first chunk is forgotten.
+    pub upload_ttl_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig { gc_after_secs: 3600, gc_every_secs: 600, upload_ttl_secs: 86_400 }
+    }
 }
 
 /// The client QUIC front door.
@@ -137,6 +159,7 @@ impl Default for NodeConfig {
             placement: PlacementConfig::default(),
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
+            media: MediaConfig::default(),
             clock_offset_file: None,
             debug: DebugConfig::default(),
         }
@@ -280,6 +303,12 @@ impl NodeConfig {
         }
         if r.request_timeout_ms < r.election_max_ms {
             return Err(bad("raft.request_timeout_ms", "must be at least raft.election_max_ms"));
+        }
+        if self.media.gc_every_secs == 0 {
+            return Err(bad("media.gc_every_secs", "must be above 0"));
+        }
+        if self.media.upload_ttl_secs < self.media.gc_after_secs {
+            return Err(bad("media.upload_ttl_secs", "must be at least media.gc_after_secs"));
         }
         if self.placement.tick_ms == 0 {
             return Err(bad("placement.tick_ms", "must be above 0"));

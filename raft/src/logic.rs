@@ -13,6 +13,13 @@ use crate::types::{Command, NodeId, NodeInfo, NodeState, Response};
 /// Reads of one group's state machine.
 pub trait StateRead {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// At most `limit` rows whose keys start with `prefix` and sort after
+    /// `after` (empty: from the first), in key order. Queries page with it;
+    /// commands being applied cannot (their view is not a snapshot).
+    fn scan(&self, _prefix: &[u8], _after: &[u8], _limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Err(crate::Error::Invalid("this state view cannot scan".into()))
+    }
 }
 
 /// Reads and buffered writes of one group's state machine during apply.
@@ -160,6 +167,13 @@ pub struct MemView(pub HashMap<Vec<u8>, Vec<u8>>);
 impl StateRead for MemView {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.0.get(key).cloned())
+    }
+
+    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut rows: Vec<(Vec<u8>, Vec<u8>)> = self.0.iter().filter(|(k, _)| k.starts_with(prefix) && k.as_slice() > after).map(|(k, v)| (k.clone(), v.clone())).collect();
+        rows.sort();
+        rows.truncate(limit);
+        Ok(rows)
     }
 }
 

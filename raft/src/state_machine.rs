@@ -58,6 +58,10 @@ impl StateRead for StoreView<'_> {
     fn get(&self, key: &[u8]) -> crate::Result<Option<Vec<u8>>> {
         Ok(self.store.get_sm(self.group, key)?)
     }
+
+    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> crate::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.store.scan_sm_page(self.group, prefix, after, limit)?)
+    }
 }
 
 impl StateView for BatchView<'_> {

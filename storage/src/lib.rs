@@ -71,6 +71,10 @@ struct Inner {
     db: Arc<DB>,
     syncer: syncer::Syncer,
     path: PathBuf,
+    /// Chunk writes and the collector's deletes, one at a time: a chunk
+    /// written again (its time refreshed) is never deleted by a collector
+    /// that saw its old time.
+    chunk_lock: std::sync::Mutex<()>,
 }
 
 fn group_key(group: GroupId, rest: &[u8]) -> Vec<u8> {
@@ -205,7 +209,7 @@ impl Store {
         }
         let db = Arc::new(db);
         let syncer = syncer::Syncer::start(db.clone());
-        Ok(Store { inner: Arc::new(Inner { db, syncer, path: dir.to_path_buf() }) })
+        Ok(Store { inner: Arc::new(Inner { db, syncer, path: dir.to_path_buf(), chunk_lock: std::sync::Mutex::default() }) })
     }
 
     pub fn path(&self) -> &Path {
@@ -332,15 +336,28 @@ impl Store {
 
     /// Every `(key, value)` of a group's state machine whose key starts with `prefix`.
     pub fn scan_sm(&self, group: GroupId, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_sm_page(group, prefix, &[], usize::MAX)
+    }
+
+    /// At most `limit` rows of a group whose keys start with `prefix` and
+    /// sort after `after` (empty: from the first), in key order.
+    pub fn scan_sm_page(&self, group: GroupId, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let start = group_key(group, prefix);
         let mut ro = ReadOptions::default();
         if let Some(end) = prefix_end(&start) {
             ro.set_iterate_upper_bound(end);
         }
-        let iter = self.db().iterator_cf_opt(self.cf(CF_SM), ro, IteratorMode::From(&start, rocksdb::Direction::Forward));
+        let from = if after.is_empty() { start } else { group_key(group, after) };
+        let iter = self.db().iterator_cf_opt(self.cf(CF_SM), ro, IteratorMode::From(&from, rocksdb::Direction::Forward));
         let mut out = Vec::new();
         for item in iter {
             let (k, v) = item?;
+            if !after.is_empty() && &k[4..] <= after {
+                continue;
+            }
+            if out.len() == limit {
+                break;
+            }
             out.push((k[4..].to_vec(), v.into_vec()));
         }
         Ok(out)
@@ -367,18 +384,51 @@ impl Store {
     }
 
     // ---- media chunks ----
-    // `1 ‖ SHA-256` → the chunk's bytes (1 is the format); `0 ‖ SHA-256` → ""
-    // indexes them, so listing the chunks reads small keys, not the data.
+    // `1 ‖ SHA-256` → the chunk's bytes (1 is the format); `0 ‖ SHA-256` →
+    // when it was last written (ms, big-endian; empty in chunks written
+    // before: time 0) indexes them, so listing reads small keys, not data.
 
-    /// Stores a chunk under its hash (replacing a damaged copy). Visible at
-    /// once; durable after the next [`Store::sync_wal`] (callers share that fsync).
-    pub fn put_chunk(&self, hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
+    /// Stores a chunk under its hash (replacing a damaged copy), or, when
+    /// `replace` is false and the chunk is here, only records that it was
+    /// written again at `now_ms`. Visible at once; durable after the next
+    /// [`Store::sync_wal`] (callers share that fsync).
+    pub fn put_chunk(&self, hash: &[u8; 32], bytes: &[u8], replace: bool, now_ms: u64) -> Result<()> {
+        let _one = self.inner.chunk_lock.lock().expect("chunk lock");
         let cf = self.cf(CF_CHUNKS);
         let mut batch = WriteBatch::default();
-        batch.put_cf(cf, chunk_key(hash), bytes);
-        batch.put_cf(cf, chunk_index_key(hash), b"");
+        if replace || !self.has_chunk(hash)? {
+            batch.put_cf(cf, chunk_key(hash), bytes);
+        }
+        batch.put_cf(cf, chunk_index_key(hash), now_ms.to_be_bytes());
         self.db().write_opt(batch, &Self::write_opts(Durability::Buffered))?;
         Ok(())
+    }
+
+    /// Deletes a chunk unless it was written after `written_before_ms`
+    /// (checked and deleted under the chunk lock). Returns whether it did.
+    pub fn delete_chunk_if_older(&self, hash: &[u8; 32], written_before_ms: u64) -> Result<bool> {
+        let _one = self.inner.chunk_lock.lock().expect("chunk lock");
+        let Some(v) = self.db().get_cf(self.cf(CF_CHUNKS), chunk_index_key(hash))? else { return Ok(false) };
+        if chunk_time(&v) >= written_before_ms {
+            return Ok(false);
+        }
+        self.delete_chunk(hash)?;
+        Ok(true)
+    }
+
+    /// Every chunk stored here with when it was last written, in hash order.
+    pub fn list_chunk_times(&self) -> Result<Vec<([u8; 32], u64)>> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(vec![CHUNK_INDEX + 1]);
+        let iter = self.db().iterator_cf_opt(self.cf(CF_CHUNKS), ro, IteratorMode::From(&[CHUNK_INDEX], rocksdb::Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if let Ok(h) = k[1..].try_into() {
+                out.push((h, chunk_time(&v)));
+            }
+        }
+        Ok(out)
     }
 
     pub fn get_chunk(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>> {
@@ -400,17 +450,7 @@ impl Store {
 
     /// The hashes of every chunk stored here, in order (from the index).
     pub fn list_chunks(&self) -> Result<Vec<[u8; 32]>> {
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(vec![CHUNK_INDEX + 1]);
-        let iter = self.db().iterator_cf_opt(self.cf(CF_CHUNKS), ro, IteratorMode::From(&[CHUNK_INDEX], rocksdb::Direction::Forward));
-        let mut out = Vec::new();
-        for item in iter {
-            let (k, _) = item?;
-            if let Ok(h) = k[1..].try_into() {
-                out.push(h);
-            }
-        }
-        Ok(out)
+        Ok(self.list_chunk_times()?.into_iter().map(|(h, _)| h).collect())
     }
 
     /// Applies a [`WriteSet`] atomically.
@@ -437,6 +477,10 @@ fn chunk_index_key(hash: &[u8; 32]) -> [u8; 33] {
     k[0] = CHUNK_INDEX;
     k[1..].copy_from_slice(hash);
     k
+}
+
+fn chunk_time(index_value: &[u8]) -> u64 {
+    index_value.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 
 fn chunk_key(hash: &[u8; 32]) -> [u8; 33] {
@@ -480,6 +524,27 @@ mod tests {
         assert_eq!(store.get_state(3, "purged").unwrap(), Some(b"p".to_vec()));
         // The neighbouring group is untouched.
         assert_eq!(store.read_log(4, 0, 100).unwrap(), vec![(1, b"other".to_vec())]);
+    }
+
+    #[test]
+    fn chunks_keep_when_they_were_last_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        store.put_chunk(&a, b"aaa", false, 100).unwrap();
+        store.put_chunk(&b, b"bbb", false, 100).unwrap();
+        // Written again: the time moves, the bytes stay (unless replaced).
+        store.put_chunk(&a, b"xxx", false, 500).unwrap();
+        assert_eq!(store.get_chunk(&a).unwrap().as_deref(), Some(&b"aaa"[..]));
+        assert_eq!(store.list_chunk_times().unwrap(), vec![(a, 500), (b, 100)]);
+        store.put_chunk(&b, b"BBB", true, 100).unwrap();
+        assert_eq!(store.get_chunk(&b).unwrap().as_deref(), Some(&b"BBB"[..]));
+        // Only what was written before the cut is collected.
+        assert!(!store.delete_chunk_if_older(&a, 300).unwrap());
+        assert!(store.delete_chunk_if_older(&b, 300).unwrap());
+        assert!(!store.delete_chunk_if_older(&b, 300).unwrap(), "already gone");
+        assert_eq!(store.list_chunks().unwrap(), vec![a]);
+        assert!(!store.has_chunk(&b).unwrap());
     }
 
     #[test]

@@ -119,12 +119,14 @@ impl Controller {
             });
         }
 
-        // Decommissioned nodes that hold nothing any more are removed.
+        // Decommissioned nodes that hold nothing any more (no replicas, and
+        // no chunk that is not also on its new homes) are removed.
         let all_known = current.len() == multi.data_groups() as usize;
         for n in cluster.nodes.values().filter(|n| n.state == NodeState::Removing) {
             let holds = leaders.values().any(|(_, v)| v.voters.contains(&n.id) || v.learners.contains(&n.id))
                 || meta_view.as_ref().is_some_and(|m| m.hosts(n.id));
-            if all_known && !holds {
+            // Its chunks too: every group's leader has repaired with it out of the ring.
+            if all_known && !holds && chunks_moved(n.id, multi.data_groups(), leaders, health) {
                 let multi = multi.clone();
                 let id = n.id;
                 tokio::spawn(async move {
@@ -192,5 +194,43 @@ impl Controller {
             }
             inflight.lock().expect("inflight lock").remove(&group);
         });
+    }
+}
+
+/// Whether a decommissioned node's chunks have moved: each data group's
+/// leader reported a repair pass that already left `node` out of the ring
+/// (`decommissioned`) and found every chunk of the group on its homes.
+/// (That pass counted its copies before making them, so the pass after the
+/// one that repaired is the first to say so.)
+pub fn chunks_moved(node: NodeId, data_groups: u32, leaders: &BTreeMap<GroupId, (NodeId, ReplicaView)>, health: &BTreeMap<NodeId, Health>) -> bool {
+    (1..=data_groups).all(|g| {
+        let Some(report) = leaders.get(&g).and_then(|(leader, _)| health.get(leader)).and_then(|h| h.chunks.as_ref()) else { return false };
+        report.decommissioned.contains(&node) && report.groups.iter().any(|c| c.group == g && c.under_replicated == 0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use courier_proto::peer::{ChunkHealth, GroupChunks};
+
+    use super::*;
+
+    fn report(decommissioned: Vec<u64>, groups: &[(u32, u64)]) -> Health {
+        let groups = groups.iter().map(|&(group, under)| GroupChunks { group, chunks: 10, under_replicated: under }).collect();
+        Health { chunks: Some(ChunkHealth { decommissioned, groups, ..Default::default() }), ..Default::default() }
+    }
+
+    #[test]
+    fn a_leaving_node_waits_for_every_group_s_chunks() {
+        let leaders: BTreeMap<GroupId, (NodeId, ReplicaView)> = [(1, (1, ReplicaView::default())), (2, (3, ReplicaView::default()))].into();
+        let mut health: BTreeMap<NodeId, Health> = [(1, report(vec![2], &[(1, 0)])), (3, report(vec![2], &[(2, 4)]))].into();
+        assert!(!chunks_moved(2, 2, &leaders, &health), "group 2 still has chunks to copy");
+        health.insert(3, report(vec![], &[(2, 0)]));
+        assert!(!chunks_moved(2, 2, &leaders, &health), "node 3's pass ran before it knew node 2 was leaving");
+        health.insert(3, report(vec![2], &[(2, 0)]));
+        assert!(chunks_moved(2, 2, &leaders, &health));
+        assert!(!chunks_moved(2, 3, &leaders, &health), "group 3 has no leader to ask");
+        health.remove(&1);
+        assert!(!chunks_moved(2, 2, &leaders, &health), "no report from group 1's leader");
     }
 }

@@ -40,6 +40,8 @@ pub struct Health {
     pub last_ok: Option<Instant>,
     pub down_since: Option<Instant>,
     pub views: Vec<ReplicaView>,
+    /// Its media workers' last report.
+    pub chunks: Option<ChunkHealth>,
 }
 
 #[derive(Clone)]
@@ -135,6 +137,11 @@ impl Node {
 
     pub fn router(&self) -> &Router {
         &self.inner.router
+    }
+
+    /// The node's wall clock (with the test offset, if configured).
+    pub fn clock(&self) -> crate::clock::Clock {
+        crate::clock::Clock::new(self.inner.cfg.clock_offset_file.clone())
     }
 
     /// This node's database (media chunks are read and written here directly).
@@ -414,10 +421,12 @@ impl Node {
                     h.last_ok = Some(now);
                     h.down_since = None;
                     h.views = r.replicas.clone();
+                    h.chunks = r.chunks.clone();
                 }
                 None => {
                     h.down_since.get_or_insert(now);
                     h.views.clear();
+                    h.chunks = None;
                 }
             }
         }
@@ -487,6 +496,7 @@ impl Node {
                     replicas: groups.iter().filter(|g| g.voters.contains(&n.id) || g.learners.contains(&n.id)).count() as u32,
                     leads: groups.iter().filter(|g| g.leader == n.id).count() as u32,
                     lifecycle: n.state.as_str().into(),
+                    chunks_stored: probes.get(&n.id).and_then(|r| r.as_ref()).and_then(|r| r.chunks.as_ref()).map_or(0, |c| c.stored),
                 }
             })
             .collect();
@@ -508,6 +518,9 @@ impl Node {
             chunks.passes += h.passes;
             chunks.scrubbed += h.scrubbed;
             chunks.corrupt_repaired += h.corrupt_repaired;
+            chunks.collected += h.collected;
+            chunks.moved_off += h.moved_off;
+            chunks.uploads_expired += h.uploads_expired;
         }
         Ok(StatusReply { cluster_id: cluster.cluster_id, nodes, groups, data_groups: multi.data_groups(), placement_settled: settled, chunks: Some(chunks) })
     }

@@ -206,6 +206,17 @@ pub enum Query {
     File { file: u64 },
     /// The file an upload became, if it was finished.
     Finished { upload: u64 },
+    /// A page of the chunks the group's `rows` use, after row key `after`.
+    ChunkRefs { rows: RefRows, after: Vec<u8>, limit: u32 },
+}
+
+/// Which rows a scan of chunk references reads. A collector reads uploads
+/// first, then files: a finish between two pages moves an upload's chunks
+/// into a file row read later, never into one read before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefRows {
+    Uploads,
+    Files,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -213,6 +224,8 @@ pub enum Reply {
     Done,
     Upload(Option<Upload>),
     File(Box<File>),
+    /// Chunks used by a page of rows; `next`: the key to continue after.
+    ChunkRefs { hashes: Vec<Hash>, next: Option<Vec<u8>> },
 }
 
 pub type Outcome = Result<Reply, MediaError>;
@@ -319,6 +332,23 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             Some(file) => query(view, &Query::File { file }),
             None => Ok(Err(MediaError::NotFound)),
         },
+        Query::ChunkRefs { rows, after, limit } => {
+            let prefix: &[u8] = match rows {
+                RefRows::Uploads => b"f/u/",
+                RefRows::Files => b"f/f/",
+            };
+            let limit = (*limit).clamp(1, 10_000) as usize;
+            let page = view.scan(prefix, after, limit)?;
+            let mut hashes = Vec::new();
+            for (_, v) in &page {
+                match rows {
+                    RefRows::Uploads => hashes.extend(courier_raft::codec::decode::<Upload>(v)?.chunks.values().map(|c| c.hash)),
+                    RefRows::Files => hashes.extend(crate::state::decode_row::<File>(v)?.chunk_hashes()),
+                }
+            }
+            let next = (page.len() == limit).then(|| page.last().map(|(k, _)| k.clone())).flatten();
+            Ok(Ok(Reply::ChunkRefs { hashes, next }))
+        }
     }
 }
 
@@ -385,6 +415,30 @@ mod tests {
         v.put(&file_key(4 << 16 | 1), courier_raft::codec::encode(&v1));
         let Ok(Reply::File(old)) = query(&v, &Query::File { file: 4 << 16 | 1 }).unwrap() else { panic!() };
         assert_eq!((old.name.as_str(), old.thumbs.len(), old.chunks.len()), ("old.bin", 0, 1));
+    }
+
+    #[test]
+    fn chunk_references_page_through_uploads_then_files() {
+        let mut v = MemView::default();
+        for upload in 1..=3u64 {
+            assert!(add(&mut v, upload, 1, 0, 10).is_ok());
+        }
+        let (mut seen, mut after) = (Vec::new(), Vec::new());
+        loop {
+            let Ok(Reply::ChunkRefs { hashes, next }) = query(&v, &Query::ChunkRefs { rows: RefRows::Uploads, after: after.clone(), limit: 2 }).unwrap() else { panic!() };
+            seen.extend(hashes);
+            match next {
+                Some(k) => after = k,
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 3, "every upload's chunk, over two pages");
+        let Ok(Reply::File(_)) = finish(&mut v, 2, 1, 10) else { panic!() };
+        let refs = |rows| match query(&v, &Query::ChunkRefs { rows, after: Vec::new(), limit: 100 }).unwrap() {
+            Ok(Reply::ChunkRefs { hashes, next: None }) => hashes.len(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((refs(RefRows::Uploads), refs(RefRows::Files)), (2, 1), "the finished upload's chunk is now the file's");
     }
 
     #[test]

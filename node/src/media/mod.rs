@@ -117,6 +117,21 @@ pub struct Media {
     scrubbed: std::sync::atomic::AtomicU64,
     /// The scrub's position: the last chunk it checked.
     scrub_cursor: Mutex<Option<Hash>>,
+    /// The collector's work since the node started.
+    collected: std::sync::atomic::AtomicU64,
+    moved_off: std::sync::atomic::AtomicU64,
+    uploads_expired: std::sync::atomic::AtomicU64,
+}
+
+/// The nodes chunks may live on (active, not dead past the grace period),
+/// with their peer addresses.
+struct Ring {
+    nodes: BTreeMap<u64, String>,
+    /// Nodes being decommissioned (already out of `nodes`).
+    removing: Vec<u64>,
+    /// Every active node is in the ring and none is leaving: copies off
+    /// their homes may be deleted.
+    settled: bool,
 }
 
 pub fn sha256(bytes: &[u8]) -> Hash {
@@ -136,6 +151,9 @@ impl Media {
             corrupt_repaired: Default::default(),
             scrubbed: Default::default(),
             scrub_cursor: Mutex::default(),
+            collected: Default::default(),
+            moved_off: Default::default(),
+            uploads_expired: Default::default(),
         }
     }
 
@@ -414,13 +432,22 @@ impl Media {
     /// The nodes chunks may live on, and their peer addresses: the active
     /// nodes but those down past the grace period (their chunks get new homes).
     async fn nodes(&self) -> Result<BTreeMap<u64, String>> {
+        Ok(self.ring().await?.nodes)
+    }
+
+    /// The ring as this node sees it now.
+    async fn ring(&self) -> Result<Ring> {
         let cluster = self.node.registry().await?;
         let dead = self.node.dead_nodes();
         let mut nodes: BTreeMap<u64, String> = cluster.active_nodes().map(|n| (n.id, n.info.peer_addr.clone())).collect();
+        let mut left_out = false;
         if nodes.len() > dead.len() {
+            left_out = nodes.keys().any(|id| dead.contains(id));
             nodes.retain(|id, _| !dead.contains(id));
         }
-        Ok(nodes)
+        let removing: Vec<u64> = cluster.nodes.values().filter(|n| n.state == courier_raft::types::NodeState::Removing).map(|n| n.id).collect();
+        let settled = !left_out && removing.is_empty();
+        Ok(Ring { nodes, removing, settled })
     }
 
     /// Puts a chunk on its homes; returns once [`WRITE_QUORUM`] have it on disk.
@@ -529,6 +556,8 @@ impl Media {
     /// The repair worker, for the life of the node: every [`REPAIR_EVERY`],
     /// one [`Media::repair_pass`]; what it saw goes to `cluster status`.
     pub async fn run_repair(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let gc_every = Duration::from_secs(self.node.config().media.gc_every_secs);
+        let mut last_gc = Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(REPAIR_EVERY) => {}
@@ -546,7 +575,155 @@ impl Media {
                 }
                 Err(e) => tracing::warn!("chunk repair pass failed: {e}"),
             }
+            // The collector runs in the same loop: never beside a repair on this node.
+            if last_gc.elapsed() >= gc_every {
+                last_gc = Instant::now();
+                if let Err(e) = self.gc_pass().await {
+                    tracing::info!("chunk collection skipped this time: {e}");
+                }
+            }
         }
+    }
+
+    /// The collector: forgets uploads left unfinished past
+    /// `media.upload_ttl_secs` (in the groups this node leads), deletes
+    /// chunks no file or upload of any group uses once they were last
+    /// written `media.gc_after_secs` ago, and deletes copies this node
+    /// holds off their homes once every home has one.
+    pub async fn gc_pass(&self) -> Result<()> {
+        let cfg = self.node.config().media.clone();
+        let now = self.node.clock().now_ms();
+        self.expire_uploads(now.saturating_sub(cfg.upload_ttl_secs * 1000)).await?;
+        let store = self.node.store().clone();
+        let local = tokio::task::spawn_blocking(move || store.list_chunk_times()).await.map_err(|e| Error::Io(e.to_string()))??;
+        if local.is_empty() {
+            return Ok(());
+        }
+        // Every group's references, or nothing is collected this time.
+        let used = self.referenced().await?;
+        let cut = now.saturating_sub(cfg.gc_after_secs * 1000);
+        let unused: Vec<Hash> = local.iter().filter(|(h, t)| *t < cut && !used.contains(h)).map(|(h, _)| *h).collect();
+        let n = self.delete_local(unused, cut).await?;
+        self.collected.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if n > 0 {
+            tracing::info!(chunks = n, "collected chunks no file uses");
+        }
+
+        let ring = self.ring().await?;
+        if !ring.settled {
+            return Ok(());
+        }
+        let me = self.node.raft()?.id();
+        let ids: Vec<u64> = ring.nodes.keys().copied().collect();
+        let mut by_home: BTreeMap<u64, Vec<Hash>> = BTreeMap::new();
+        let mut off: BTreeMap<Hash, usize> = BTreeMap::new();
+        for (h, _) in local.iter().filter(|(h, _)| used.contains(h)) {
+            let homes = ring::homes(h, &ids);
+            if !homes.contains(&me) {
+                off.insert(*h, 0);
+                for home in homes {
+                    by_home.entry(home).or_default().push(*h);
+                }
+            }
+        }
+        for (home, hashes) in by_home {
+            for batch in hashes.chunks(HAS_BATCH) {
+                // A home that does not answer keeps the copy here.
+                let Ok(has) = self.has_chunks(home, &ring.nodes[&home], batch).await else { continue };
+                for (h, has) in batch.iter().zip(has) {
+                    if has && let Some(n) = off.get_mut(h) {
+                        *n += 1;
+                    }
+                }
+            }
+        }
+        let want = ring::REPLICAS.min(ids.len());
+        let moved: Vec<Hash> = off.into_iter().filter(|(_, n)| *n >= want).map(|(h, _)| h).collect();
+        let n = self.delete_local(moved, u64::MAX).await?;
+        self.moved_off.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if n > 0 {
+            tracing::info!(chunks = n, "deleted copies whose homes all have them");
+        }
+        Ok(())
+    }
+
+    /// Deletes chunks here last written before `cut`; returns how many.
+    async fn delete_local(&self, hashes: Vec<Hash>, cut: u64) -> Result<u64> {
+        if hashes.is_empty() {
+            return Ok(0);
+        }
+        let store = self.node.store().clone();
+        let deleted = tokio::task::spawn_blocking(move || -> Result<Vec<Hash>> {
+            let mut deleted = Vec::new();
+            for h in hashes {
+                if store.delete_chunk_if_older(&h, cut)? {
+                    deleted.push(h);
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+        .map_err(|e| Error::Io(e.to_string()))??;
+        let mut cache = self.cache.lock().expect("cache");
+        for h in &deleted {
+            if let Some((b, _)) = cache.chunks.remove(h) {
+                cache.bytes -= b.len();
+            }
+        }
+        Ok(deleted.len() as u64)
+    }
+
+    /// Every chunk the files and uploads of every group use (uploads
+    /// first: see [`logic::RefRows`]). Fails if any group cannot be read.
+    async fn referenced(&self) -> Result<std::collections::HashSet<Hash>> {
+        let mut used = std::collections::HashSet::new();
+        for g in 1..=self.node.raft()?.data_groups() {
+            for rows in [logic::RefRows::Uploads, logic::RefRows::Files] {
+                let mut after = Vec::new();
+                loop {
+                    match self.read(g, Query::ChunkRefs { rows, after: after.clone(), limit: 1_000 }).await? {
+                        Reply::ChunkRefs { hashes, next } => {
+                            used.extend(hashes);
+                            match next {
+                                Some(k) => after = k,
+                                None => break,
+                            }
+                        }
+                        _ => return Err(Error::Io("unexpected media reply".into())),
+                    }
+                }
+            }
+        }
+        Ok(used)
+    }
+
+    /// Forgets the uploads of the groups this node leads that started before `before_ms`.
+    async fn expire_uploads(&self, before_ms: u64) -> Result<()> {
+        let raft = self.node.raft()?;
+        let me = raft.id();
+        let led: Vec<u32> = raft.views().iter().filter(|v| v.group != courier_raft::META_GROUP && v.leader == Some(me)).map(|v| v.group).collect();
+        let store = self.node.store().clone();
+        let stale = tokio::task::spawn_blocking(move || -> Result<Vec<(u32, u64, u64)>> {
+            let mut out = Vec::new();
+            for g in led {
+                for (k, v) in store.scan_sm(g, b"f/u/")? {
+                    let u = courier_raft::codec::decode::<logic::Upload>(&v)?;
+                    if u.started_ms < before_ms && let Ok(id) = k[4..].try_into().map(u64::from_be_bytes) {
+                        out.push((g, id, u.owner));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Io(e.to_string()))??;
+        for (g, upload, owner) in stale {
+            self.exec(g, Cmd::Abort { upload, owner }).await?;
+            self.staging.lock().expect("staging").remove(&upload);
+            self.uploads_expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(upload, "forgot an upload left unfinished");
+        }
+        Ok(())
     }
 
     /// Makes sure every chunk used by the groups this node leads has a copy
@@ -557,7 +734,8 @@ impl Media {
     pub async fn repair_pass(&self) -> Result<courier_proto::peer::ChunkHealth> {
         let raft = self.node.raft()?;
         let me = raft.id();
-        let nodes = self.nodes().await?;
+        let ring = self.ring().await?;
+        let nodes = ring.nodes;
         let ids: Vec<u64> = nodes.keys().copied().collect();
         let led: Vec<u32> = raft.views().iter().filter(|v| v.group != courier_raft::META_GROUP && v.leader == Some(me)).map(|v| v.group).collect();
         let store = self.node.store().clone();
@@ -630,6 +808,10 @@ impl Media {
             passes,
             scrubbed: self.scrubbed.load(std::sync::atomic::Ordering::Relaxed),
             corrupt_repaired: self.corrupt_repaired.load(std::sync::atomic::Ordering::Relaxed),
+            collected: self.collected.load(std::sync::atomic::Ordering::Relaxed),
+            moved_off: self.moved_off.load(std::sync::atomic::Ordering::Relaxed),
+            uploads_expired: self.uploads_expired.load(std::sync::atomic::Ordering::Relaxed),
+            decommissioned: ring.removing,
         })
     }
 
@@ -717,11 +899,12 @@ async fn put_on(node: &Node, id: u64, addr: &str, hash: Hash, bytes: Arc<Vec<u8>
 /// `replace`: write even if a (damaged) copy is there.
 pub async fn store_local(node: &Node, hash: Hash, bytes: Arc<Vec<u8>>, replace: bool) -> Result<()> {
     let store = node.store().clone();
+    let now_ms = node.clock().now_ms();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || -> Result<()> {
-        if replace || !store.has_chunk(&hash)? {
-            store.put_chunk(&hash, &bytes)?;
-        }
+        // A chunk written again (the same bytes uploaded again) only gets a
+        // new time: the collector leaves it alone for another delay.
+        store.put_chunk(&hash, &bytes, replace, now_ms)?;
         store.sync_wal(Box::new(move |r| {
             let _ = tx.send(r);
         }))?;
