@@ -179,6 +179,14 @@ impl Store {
             cf.set_write_buffer_size(32 << 20);
             if *name != CF_CHUNKS {
                 cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            } else {
+                // Chunk bytes go to blob files when the memtable is flushed:
+                // compactions then move small references, not megabytes
+                // (deleted chunks' space comes back by blob GC in compaction).
+                cf.set_enable_blob_files(true);
+                cf.set_min_blob_size(4096);
+                cf.set_blob_file_size(256 << 20);
+                cf.set_enable_blob_gc(true);
             }
             ColumnFamilyDescriptor::new(*name, cf)
         });

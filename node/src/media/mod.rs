@@ -62,11 +62,47 @@ struct Staged {
     /// Chunks known to be stored (recorded in Raft).
     stored: BTreeSet<u32>,
     touched: Instant,
+    /// The file's SHA-256 so far, over the chunks this node stored, in
+    /// order; `None` once it cannot be kept (chunks stored elsewhere, or
+    /// too far out of order): `finish` then reads the chunks back.
+    running: Option<Running>,
 }
+
+struct Running {
+    next: u32,
+    sha: Sha256,
+    /// Chunks stored ahead of `next`.
+    waiting: BTreeMap<u32, Arc<Vec<u8>>>,
+}
+
+/// Chunks a running hash holds for the ones before them (16 MiB).
+const RUNNING_WAITING: usize = 16;
 
 impl Staged {
     fn new(owner: u64, part_size: u32, stored: BTreeSet<u32>) -> Staged {
-        Staged { owner, part_size, parts: BTreeMap::new(), bytes: 0, stored, touched: Instant::now() }
+        let running = stored.is_empty().then(|| Running { next: 0, sha: Sha256::new(), waiting: BTreeMap::new() });
+        Staged { owner, part_size, parts: BTreeMap::new(), bytes: 0, stored, touched: Instant::now(), running }
+    }
+
+    /// Chunk `k` was stored: the running hash takes it (now or when its turn comes).
+    fn hashed(&mut self, k: u32, bytes: Arc<Vec<u8>>) {
+        let Some(r) = &mut self.running else { return };
+        if k < r.next {
+            return;
+        }
+        r.waiting.insert(k, bytes);
+        while let Some(b) = r.waiting.remove(&r.next) {
+            r.sha.update(&*b);
+            r.next += 1;
+        }
+        if r.waiting.len() > RUNNING_WAITING {
+            self.running = None;
+        }
+    }
+
+    /// The SHA-256 of the whole file, if the running hash saw all `chunks`.
+    fn whole_hash(&self, chunks: u32) -> Option<Hash> {
+        self.running.as_ref().filter(|r| r.next == chunks).map(|r| r.sha.clone().finalize().into())
     }
 }
 
@@ -229,11 +265,11 @@ impl Media {
 
     /// Stores chunk `k` made of `parts`; on failure the parts go back to staging.
     async fn store_staged(&self, me: u64, upload: u64, part_size: u32, k: u32, parts: BTreeMap<u32, Vec<u8>>) -> Result<ChunkRef> {
-        let bytes: Vec<u8> = parts.values().flatten().copied().collect();
+        let bytes: Arc<Vec<u8>> = Arc::new(parts.values().flatten().copied().collect());
         let hash = sha256(&bytes);
         let chunk = ChunkRef { hash, len: bytes.len() as u32 };
         let stored = async {
-            self.store_chunk(hash, Arc::new(bytes)).await?;
+            self.store_chunk(hash, bytes.clone()).await?;
             let cmd = Cmd::AddChunk { upload, owner: me, part_size, index: k, chunk, now_ms: self.clock.now_ms() };
             self.exec(self.upload_group(upload)?, cmd).await
         }
@@ -243,6 +279,7 @@ impl Media {
         match stored {
             Ok(_) => {
                 s.stored.insert(k);
+                s.hashed(k, bytes);
                 Ok(chunk)
             }
             Err(e) => {
@@ -301,18 +338,22 @@ impl Media {
         if !missing.is_empty() {
             return Err(MediaError::PartMissing(missing).into());
         }
-        // The declared hash, over the chunks in order (a small file's bytes
-        // are kept for its previews).
+        // The declared hash: kept while this node stored the chunks, or
+        // over the chunks read back in order. A small file's bytes are read
+        // for its previews.
+        let running = self.staging.lock().expect("staging").get(&upload).and_then(|s| s.whole_hash(chunks));
         let mut h = Sha256::new();
         let mut whole = Vec::new();
-        for k in 0..chunks {
-            let c = self.chunk(&stored[&k].hash).await?;
-            h.update(&*c);
-            if size <= thumbs::MAX_SOURCE {
-                whole.extend_from_slice(&c);
+        if running.is_none() || size <= thumbs::MAX_SOURCE {
+            for k in 0..chunks {
+                let c = self.chunk(&stored[&k].hash).await?;
+                h.update(&*c);
+                if size <= thumbs::MAX_SOURCE {
+                    whole.extend_from_slice(&c);
+                }
             }
         }
-        let actual: Hash = h.finalize().into();
+        let actual: Hash = running.unwrap_or_else(|| h.finalize().into());
         if actual != sha {
             self.exec(group, Cmd::Abort { upload, owner: me }).await?;
             self.staging.lock().expect("staging").remove(&upload);
@@ -918,4 +959,31 @@ pub async fn store_local(node: &Node, hash: Hash, bytes: Arc<Vec<u8>>, replace: 
 
 fn unwrap_reply(reply: AppReply) -> Result<Reply> {
     app::service_reply(reply, |r| if let AppReply::Media(o) = r { Ok(o) } else { Err(r) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_running_hash_takes_chunks_in_order_whatever_order_they_are_stored_in() {
+        let chunks: Vec<Arc<Vec<u8>>> = (0..4u8).map(|i| Arc::new(vec![i; 1000])).collect();
+        let whole: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let mut s = Staged::new(1, 1024, BTreeSet::new());
+        for k in [1, 0, 3] {
+            s.hashed(k, chunks[k as usize].clone());
+        }
+        assert_eq!(s.whole_hash(4), None, "chunk 2 is not hashed yet");
+        s.hashed(2, chunks[2].clone());
+        s.hashed(1, chunks[1].clone()); // stored again: already counted
+        assert_eq!(s.whole_hash(4), Some(sha256(&whole)));
+        // An upload this node did not start has no running hash.
+        assert_eq!(Staged::new(1, 1024, [0].into()).whole_hash(1), None);
+        // Too far out of order: it gives up (finish reads the chunks back).
+        let mut far = Staged::new(1, 1024, BTreeSet::new());
+        for k in 1..=(RUNNING_WAITING as u32 + 1) {
+            far.hashed(k, chunks[0].clone());
+        }
+        assert!(far.running.is_none());
+    }
 }
