@@ -194,6 +194,24 @@ fn removing_a_node_repairs_its_chunks_and_a_new_node_takes_about_one_nth() {
     let s = c.status().unwrap();
     assert_eq!(s["chunks"]["moved_off"].as_u64(), Some(on_new), "one copy deleted elsewhere for each copy the new node took");
 
+    // A fifth active node (node 6): about a fifth of the copies.
+    c.add_node(6, EXTRA_GC);
+    let mut last = 0;
+    let on_sixth = must_wait(Duration::from_secs(120), "node 6 to take its chunks and the old copies to go", || {
+        std::thread::sleep(Duration::from_secs(3));
+        let s = c.status()?;
+        let nodes = s["nodes"].as_array()?;
+        let up = nodes.iter().filter(|n| n["state"] == "up").count();
+        let on_sixth = nodes.iter().find(|n| n["id"] == 6)?["chunks_stored"].as_u64()?;
+        let (used, under, stored, _) = chunk_health(&c)?;
+        let stable = on_sixth == last;
+        last = on_sixth;
+        (up == 5 && used == 64 && under == 0 && stored == 192 && on_sixth > 0 && stable).then_some(on_sixth)
+    });
+    let moved = on_sixth as f64 / 192.0;
+    eprintln!("adding a 5th active node moved {:.1} % of the chunk copies (1/N = 20 %)", moved * 100.0);
+    assert!(moved <= 0.4, "moved {moved:.3}, at most 2/N");
+
     // And the file still reads back whole through the new node.
     let dst = home.path().join("copy.bin");
     must_ok(c.user_cli_on(&[5], home.path(), "ann", &["download", &id, dst.to_str().unwrap()]));

@@ -14,7 +14,7 @@
 //!
 //! | check | anomaly |
 //! | --- | --- |
-//! | G1 | an acknowledged send is missing from the final log (or deleted with no delete asked) |
+//! | G1 | an acknowledged send is missing from the final log (or deleted with no delete asked); a file an acknowledged send carried does not download whole after healing |
 //! | G2 | reads through different nodes differ; ids not 1..n; an acknowledged id or a live-seen id holds another message |
 //! | G3 | two messages for one (chat, sender, random_id); one send acknowledged with two ids |
 //! | G4 | a device's synced view differs from the final log, or it could not sync |
@@ -68,7 +68,53 @@ pub fn check(history: &[Entry]) -> Vec<Anomaly> {
     check_sends(history, &finals, &mut out);
     check_views(history, &finals, &mut out);
     check_sessions(history, &mut out);
+    check_files(history, &finals, &mut out);
     out
+}
+
+/// G1 for files: every file an acknowledged send carried (and that is not
+/// deleted in the final log) downloads after healing with the bytes that
+/// were uploaded.
+fn check_files(history: &[Entry], finals: &BTreeMap<u64, Vec<Line>>, out: &mut Vec<Anomaly>) {
+    let uploaded: BTreeMap<u64, &str> = history
+        .iter()
+        .filter(|e| e.f == "upload" && e.kind == Kind::Ok)
+        .filter_map(|e| Some((e.get_u64("file")?, e.get_str("sha256")?)))
+        .collect();
+    let downloads: BTreeMap<(u64, u64), &Entry> = history
+        .iter()
+        .filter(|e| e.process == "final" && e.f == "download" && e.kind != Kind::Invoke)
+        .filter_map(|e| Some(((e.get_u64("chat")?, e.get_u64("id")?), e)))
+        .collect();
+    let sent: BTreeSet<(u64, u64, u64)> = history
+        .iter()
+        .filter(|e| e.f == "send" && e.kind == Kind::Ok)
+        .filter_map(|e| Some((e.get_u64("chat")?, e.get_u64("id")?, e.get_u64("file")?)))
+        .collect();
+    for (chat, id, file) in sent {
+        let deleted = finals
+            .get(&chat)
+            .and_then(|log| log.get((id as usize).wrapping_sub(1)))
+            .is_some_and(|l| l.3);
+        if deleted {
+            continue;
+        }
+        let Some(want) = uploaded.get(&file) else {
+            out.push(anomaly("G1-file-unknown", format!("chat {chat}: message {id} carries file {file}, which no acknowledged upload made")));
+            continue;
+        };
+        match downloads.get(&(chat, id)) {
+            Some(e) if e.kind == Kind::Ok => {
+                if e.get_str("got_sha256") != Some(*want) {
+                    out.push(anomaly("G1-file-corrupt", format!("chat {chat}: message {id}: file {file} downloaded as {:?}, uploaded as {want}", e.get_str("got_sha256"))));
+                }
+            }
+            other => out.push(anomaly(
+                "G1-file-lost",
+                format!("chat {chat}: message {id}: file {file} could not be downloaded after healing ({})", other.and_then(|e| e.error.clone()).unwrap_or_else(|| "not tried".into())),
+            )),
+        }
+    }
 }
 
 /// The final log of every chat (G2: every node's read agrees, ids are 1..n).
@@ -423,5 +469,97 @@ mod tests {
         assert_eq!(kinds(&h), Vec::<String>::new());
         after.kind = Kind::Ok;
         assert_eq!(kinds(&[revoke, after]), vec!["G6-revoked-session"]);
+    }
+
+    #[test]
+    fn a_file_that_does_not_come_back_whole_is_caught() {
+        let entry = |process: &str, f: &str, kind: Kind, value: Value, error: Option<&str>| Entry {
+            time_ms: 0.0,
+            process: process.into(),
+            kind,
+            f: f.into(),
+            node: None,
+            value,
+            error: error.map(String::from),
+            invoked_ms: None,
+        };
+        let log = json!({"chat": 1, "messages": [[1, 5, "u5-r1", false], [2, 5, "u5-r2", false], [3, 5, "u5-r3", true]]});
+        let mut h = vec![
+            entry("final", "read", Kind::Ok, log, None),
+            entry(
+                "c1",
+                "upload",
+                Kind::Ok,
+                json!({"file": 10, "sha256": "aa"}),
+                None,
+            ),
+            entry(
+                "c1",
+                "upload",
+                Kind::Ok,
+                json!({"file": 11, "sha256": "bb"}),
+                None,
+            ),
+            entry(
+                "c1",
+                "upload",
+                Kind::Ok,
+                json!({"file": 12, "sha256": "cc"}),
+                None,
+            ),
+        ];
+        for (id, file) in [(1, 10), (2, 11), (3, 12)] {
+            let text = format!("u5-r{id}");
+            h.push(entry(
+                "c1",
+                "send",
+                Kind::Invoke,
+                json!({"chat": 1, "user": 5, "text": text, "file": file}),
+                None,
+            ));
+            h.push(entry(
+                "c1",
+                "send",
+                Kind::Ok,
+                json!({"chat": 1, "user": 5, "text": text, "file": file, "id": id}),
+                None,
+            ));
+        }
+        h.push(entry(
+            "c1",
+            "delete",
+            Kind::Invoke,
+            json!({"chat": 1, "id": 3}),
+            None,
+        ));
+        h.push(entry(
+            "final",
+            "download",
+            Kind::Ok,
+            json!({"chat": 1, "id": 1, "file": 10, "got_sha256": "aa"}),
+            None,
+        ));
+        assert_eq!(
+            kinds(&h),
+            vec!["G1-file-lost"],
+            "file 11 never came back; 12's message was deleted"
+        );
+        h.push(entry(
+            "final",
+            "download",
+            Kind::Ok,
+            json!({"chat": 1, "id": 2, "file": 11, "got_sha256": "b0"}),
+            None,
+        ));
+        assert_eq!(kinds(&h), vec!["G1-file-corrupt"]);
+        h.pop();
+        h.push(entry(
+            "final",
+            "download",
+            Kind::Ok,
+            json!({"chat": 1, "id": 2, "file": 11, "got_sha256": "bb"}),
+            None,
+        ));
+        assert_eq!(kinds(&h), Vec::<String>::new());
     }
 }

@@ -300,6 +300,9 @@ fn run(args: Args) -> Result<bool> {
             let _ = tokio::time::timeout(Duration::from_secs(120), d).await;
         }
         workload::final_reads(&history, &target, &reader_token, &chats, &final_nodes).await;
+        if let Some(node) = final_nodes.first() {
+            workload::final_files(&history, &target, &reader_token, node).await;
+        }
     });
     history.flush();
     cluster.shutdown();

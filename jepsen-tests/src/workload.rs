@@ -2,7 +2,9 @@
 //! * senders: every user sends into a few shared groups; a send that ends
 //!   unknown is retried with the same `random_id`, and some acknowledged
 //!   sends are sent again on purpose (a reply lost on the way back); some
-//!   messages are edited or deleted afterwards;
+//!   messages are edited or deleted afterwards; some sends carry a file
+//!   uploaded just before (1–2.5 MiB of random bytes, resumed after
+//!   `FILE_PART_MISSING`), checked byte for byte at the end (G1 for files);
 //! * devices: one more device per user goes offline and comes back, syncing
 //!   with `get_difference` (G4), and records every message it saw live;
 //! * revocations: a fresh account logs in twice; one device terminates the
@@ -309,24 +311,50 @@ pub async fn sender(
             .await;
             continue;
         }
-        let rid: u64 = rand::random::<u64>() >> 1;
-        let text = send_text(d.user, rid);
-        let v = json!({"chat": chat, "user": d.user, "rid": rid, "text": text});
-        // Unknown: try the same send again (G3 says it happens once).
-        let with_id = |m: &pb::Message| json!({"id": m.id});
-        let mut sent = None;
-        for _ in 0..3 {
+        // Now and then a file first: the send then carries it.
+        let mut media = None;
+        if roll < 11 {
+            let mut bytes = vec![0u8; rand::random_range((1 << 20)..(5 << 19))];
+            rand::fill(&mut bytes[..]);
+            let upload = rand::random::<u64>() >> 1;
+            let v = json!({"upload": upload, "size": bytes.len(), "sha256": hex::encode(sha256(&bytes))});
+            let with_file = |f: &pb::File| json!({"file": f.id});
             match op(
                 &h,
                 &mut d,
                 &process,
-                "send",
-                v.clone(),
-                with_id,
-                async |c: &Client| c.send_message(chat, rid, &text, 0).await,
+                "upload",
+                v,
+                with_file,
+                async |c: &Client| upload_bytes(c, upload, &bytes).await,
             )
             .await
             {
+                Ok(f) => {
+                    media = Some(pb::InputMedia {
+                        file_id: f.id,
+                        kind: pb::MediaKind::MediaDocument.into(),
+                        duration_secs: 0,
+                    })
+                }
+                Err(_) => continue,
+            }
+        }
+        let rid: u64 = rand::random::<u64>() >> 1;
+        let text = send_text(d.user, rid);
+        let mut v = json!({"chat": chat, "user": d.user, "rid": rid, "text": text});
+        if let Some(m) = &media {
+            v["file"] = json!(m.file_id);
+        }
+        let send = async |c: &Client| match &media {
+            None => c.send_message(chat, rid, &text, 0).await,
+            Some(m) => c.send_media(chat, rid, &text, *m, 0).await,
+        };
+        // Unknown: try the same send again (G3 says it happens once).
+        let with_id = |m: &pb::Message| json!({"id": m.id});
+        let mut sent = None;
+        for _ in 0..3 {
+            match op(&h, &mut d, &process, "send", v.clone(), with_id, send).await {
                 Ok(m) => {
                     sent = Some(m.id);
                     break;
@@ -339,20 +367,58 @@ pub async fn sender(
             mine.push((chat, id, text.clone()));
             // A reply lost on its way back: the client sends again.
             if rand::random_bool(0.1) {
-                let _ = op(
-                    &h,
-                    &mut d,
-                    &process,
-                    "send",
-                    v,
-                    with_id,
-                    async |c: &Client| c.send_message(chat, rid, &text, 0).await,
-                )
-                .await;
+                let _ = op(&h, &mut d, &process, "send", v, with_id, send).await;
             }
         }
     }
     d.client.close().await;
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// Uploads `bytes` in 512 KiB parts and finishes; parts a dead node held
+/// (`FILE_PART_MISSING`) are sent again, through whichever node the client
+/// is on by then.
+async fn upload_bytes(c: &Client, upload: u64, bytes: &[u8]) -> courier_client::Result<pb::File> {
+    const PART: usize = 512 << 10;
+    let parts = bytes.len().div_ceil(PART) as u32;
+    let mut todo: Vec<u32> = (0..parts).collect();
+    for _ in 0..5 {
+        for &p in &todo {
+            let part =
+                bytes[p as usize * PART..((p as usize + 1) * PART).min(bytes.len())].to_vec();
+            c.upload_part(upload, p, PART as u32, part).await?;
+        }
+        match c
+            .finish_upload(
+                upload,
+                parts,
+                PART as u32,
+                bytes.len() as u64,
+                sha256(bytes),
+                "jepsen.bin",
+                "application/octet-stream",
+            )
+            .await
+        {
+            Err(Error::Api {
+                code,
+                parts: missing,
+                ..
+            }) if code == "FILE_PART_MISSING" => {
+                todo = if missing.is_empty() {
+                    (0..parts).collect()
+                } else {
+                    missing
+                };
+            }
+            other => return other,
+        }
+    }
+    Err(Error::Unavailable("the upload did not complete".into()))
 }
 
 fn line(m: &pb::Message) -> Line {
@@ -602,6 +668,77 @@ pub async fn final_reads(
             };
         }
         client.close().await;
+    }
+}
+
+/// Every file an acknowledged send carried, downloaded through its message
+/// by a member (after healing), as its SHA-256.
+pub async fn final_files(h: &History, target: &Target, token: &[u8], node: &str) {
+    let sent: Vec<(u64, u64, u64)> = h
+        .entries()
+        .iter()
+        .filter(|e| e.f == "send" && e.kind == Kind::Ok)
+        .filter_map(|e| Some((e.get_u64("chat")?, e.get_u64("id")?, e.get_u64("file")?)))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let Ok(client) = target.pinned(node, token.to_vec()) else {
+        return;
+    };
+    for (chat, id, file) in sent {
+        let p = h.invoke(
+            "final",
+            "download",
+            json!({"chat": chat, "id": id, "file": file}),
+        );
+        let at = courier_client::FileLocation {
+            file_id: file,
+            chat_id: chat,
+            message_id: id,
+            thumb: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let got = loop {
+            match download(&client, at).await {
+                Ok(b) => break Ok(b),
+                Err(e) if Instant::now() > deadline => break Err(e),
+                // Deleted since: nothing to check (the checker knows from the log).
+                Err(e) if e.code() == "MESSAGE_NOT_FOUND" => break Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        };
+        match got {
+            Ok(b) => h.complete(
+                p,
+                Kind::Ok,
+                Some(node.to_string()),
+                json!({"got_sha256": hex::encode(sha256(&b)), "got_size": b.len()}),
+                None,
+            ),
+            Err(e) => h.complete(
+                p,
+                Kind::Info,
+                Some(node.to_string()),
+                json!({}),
+                Some(e.to_string()),
+            ),
+        };
+    }
+    client.close().await;
+}
+
+async fn download(
+    client: &Client,
+    at: courier_client::FileLocation,
+) -> courier_client::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let slice = timed(client.get_file(at, out.len() as u64, 512 << 10)).await?;
+        let size = slice.file.as_ref().map_or(0, |f| f.size) as usize;
+        out.extend_from_slice(&slice.bytes);
+        if out.len() >= size || slice.bytes.is_empty() {
+            return Ok(out);
+        }
     }
 }
 

@@ -94,6 +94,12 @@ fn a_short_schedule_of_kills_and_partitions_finds_no_anomaly() {
             >= 5,
         "final reads through every node"
     );
+    assert!(
+        history
+            .lines()
+            .any(|l| l.contains("\"f\":\"download\"") && l.contains("\"type\":\"ok\"")),
+        "files sent in messages were downloaded and compared after healing"
+    );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         html.contains("<svg") && html.contains("<rect"),
