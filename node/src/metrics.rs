@@ -20,8 +20,23 @@ pub struct Metrics {
     pub client_connections: Gauge,
     pub client_requests: Counter,
     pub sign_ins: Counter,
+    /// The media workers' last report, one gauge per figure.
+    media: Vec<(&'static str, Gauge)>,
     last: Arc<Mutex<BTreeMap<u32, (Option<u64>, u64)>>>,
 }
+
+/// The media figures exported, with their help texts (`courier_media_…`).
+const MEDIA: [(&str, &str); 9] = [
+    ("chunks_stored", "Chunk copies on this node's disk"),
+    ("chunks_in_use", "Chunks used by the files and uploads of the groups this node leads"),
+    ("chunks_under_replicated", "Of those, chunks missing from one of their homes at the last repair pass"),
+    ("copies_repaired", "Chunk copies the repair worker made since the node started"),
+    ("chunks_scrubbed", "Chunks the scrub re-read and checked since the node started"),
+    ("damaged_copies_replaced", "Copies whose bytes did not match their hash, replaced since the node started"),
+    ("chunks_collected", "Chunks no file or upload used, deleted since the node started"),
+    ("copies_moved_off", "Copies deleted because every one of their homes had one, since the node started"),
+    ("uploads_expired", "Unfinished uploads forgotten since the node started"),
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -37,8 +52,12 @@ impl Default for Metrics {
             client_connections: Gauge::default(),
             client_requests: Counter::default(),
             sign_ins: Counter::default(),
+            media: MEDIA.iter().map(|(name, _)| (*name, Gauge::default())).collect(),
             last: Arc::default(),
         };
+        for ((name, help), (_, g)) in MEDIA.iter().zip(&m.media) {
+            registry.register(format!("media_{name}"), *help, g.clone());
+        }
         registry.register("raft_leader_changes", "Leader changes seen by this node's replicas", m.leader_changes.clone());
         registry.register("raft_proposals", "Proposals submitted through this node", m.proposals.clone());
         registry.register("raft_groups_led", "Groups this node leads", m.groups_led.clone());
@@ -83,9 +102,32 @@ impl Metrics {
         self.apply_lag.set(lag as i64);
     }
 
+    /// Exports the media workers' report.
+    pub fn set_media(&self, h: &courier_proto::peer::ChunkHealth) {
+        let values = [h.stored, h.chunks, h.under_replicated, h.repaired, h.scrubbed, h.corrupt_repaired, h.collected, h.moved_off, h.uploads_expired];
+        for ((_, g), v) in self.media.iter().zip(values) {
+            g.set(v as i64);
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().expect("registry lock"));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_figures_are_exported() {
+        let m = Metrics::default();
+        m.set_media(&courier_proto::peer::ChunkHealth { stored: 42, under_replicated: 3, collected: 7, ..Default::default() });
+        let text = m.render();
+        for line in ["courier_media_chunks_stored 42", "courier_media_chunks_under_replicated 3", "courier_media_chunks_collected 7", "courier_media_uploads_expired 0"] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
     }
 }

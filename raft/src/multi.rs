@@ -520,7 +520,11 @@ impl MultiRaft {
         for (g, raft) in &self.inner.groups {
             if raft.is_leader() {
                 let m = raft.metrics().borrow_watched().clone();
-                if let Some(to) = m.membership_config.membership().voter_ids().find(|v| *v != self.inner.id) {
+                // The voter that has the most of the log: it can take over
+                // at once (a lagging one would first have to catch up).
+                let matched = |v: &NodeId| m.replication.as_ref().and_then(|r| r.get(v).cloned().flatten()).map(|l| l.index);
+                let to = m.membership_config.membership().voter_ids().filter(|v| *v != self.inner.id).max_by_key(|v| matched(v));
+                if let Some(to) = to {
                     let _ = raft.trigger().transfer_leader(to).await;
                     tracing::info!(group = g, to, "handing over leadership");
                     handed.push(raft);

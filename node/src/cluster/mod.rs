@@ -376,6 +376,7 @@ impl Node {
 
     /// What the media repair worker saw in its last pass (shown by `cluster status`).
     pub fn set_chunk_health(&self, h: ChunkHealth) {
+        self.inner.metrics.set_media(&h);
         *self.inner.chunk_health.lock().expect("chunk health") = h;
     }
 
