@@ -307,6 +307,10 @@ impl NodeConfig {
         if self.media.gc_every_secs == 0 {
             return Err(bad("media.gc_every_secs", "must be above 0"));
         }
+        // The delay protects chunks stored for uploads not yet recorded.
+        if self.media.gc_after_secs == 0 {
+            return Err(bad("media.gc_after_secs", "must be above 0 (keep it at minutes or more outside tests)"));
+        }
         if self.media.upload_ttl_secs < self.media.gc_after_secs {
             return Err(bad("media.upload_ttl_secs", "must be at least media.gc_after_secs"));
         }

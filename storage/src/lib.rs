@@ -404,7 +404,8 @@ impl Store {
         let _one = self.inner.chunk_lock.lock().expect("chunk lock");
         let cf = self.cf(CF_CHUNKS);
         let mut batch = WriteBatch::default();
-        if replace || !self.has_chunk(hash)? {
+        // A copy that is here but differs (damaged on disk) is replaced too.
+        if replace || self.db().get_pinned_cf(cf, chunk_key(hash))?.is_none_or(|old| *old != *bytes) {
             batch.put_cf(cf, chunk_key(hash), bytes);
         }
         batch.put_cf(cf, chunk_index_key(hash), now_ms.to_be_bytes());
@@ -541,12 +542,15 @@ mod tests {
         let (a, b) = ([1u8; 32], [2u8; 32]);
         store.put_chunk(&a, b"aaa", false, 100).unwrap();
         store.put_chunk(&b, b"bbb", false, 100).unwrap();
-        // Written again: the time moves, the bytes stay (unless replaced).
+        // Written again: the time moves; a differing (damaged) copy is replaced.
+        store.put_chunk(&a, b"aaa", false, 500).unwrap();
+        assert_eq!(store.list_chunk_times().unwrap()[0], (a, 500));
         store.put_chunk(&a, b"xxx", false, 500).unwrap();
-        assert_eq!(store.get_chunk(&a).unwrap().as_deref(), Some(&b"aaa"[..]));
+        assert_eq!(store.get_chunk(&a).unwrap().as_deref(), Some(&b"xxx"[..]));
         assert_eq!(store.list_chunk_times().unwrap(), vec![(a, 500), (b, 100)]);
         store.put_chunk(&b, b"BBB", true, 100).unwrap();
         assert_eq!(store.get_chunk(&b).unwrap().as_deref(), Some(&b"BBB"[..]));
+        store.put_chunk(&a, b"aaa", false, 500).unwrap();
         // Only what was written before the cut is collected.
         assert!(!store.delete_chunk_if_older(&a, 300).unwrap());
         assert!(store.delete_chunk_if_older(&b, 300).unwrap());

@@ -199,13 +199,14 @@ impl Controller {
 
 /// Whether a decommissioned node's chunks have moved: each data group's
 /// leader reported a repair pass that already left `node` out of the ring
-/// (`decommissioned`) and found every chunk of the group on its homes.
+/// (`decommissioned`) and found every chunk of the group on its homes, each
+/// home having answered.
 /// (That pass counted its copies before making them, so the pass after the
 /// one that repaired is the first to say so.)
 pub fn chunks_moved(node: NodeId, data_groups: u32, leaders: &BTreeMap<GroupId, (NodeId, ReplicaView)>, health: &BTreeMap<NodeId, Health>) -> bool {
     (1..=data_groups).all(|g| {
         let Some(report) = leaders.get(&g).and_then(|(leader, _)| health.get(leader)).and_then(|h| h.chunks.as_ref()) else { return false };
-        report.decommissioned.contains(&node) && report.groups.iter().any(|c| c.group == g && c.under_replicated == 0)
+        report.decommissioned.contains(&node) && report.groups.iter().any(|c| c.group == g && c.under_replicated == 0 && c.unconfirmed == 0)
     })
 }
 
@@ -216,7 +217,7 @@ mod tests {
     use super::*;
 
     fn report(decommissioned: Vec<u64>, groups: &[(u32, u64)]) -> Health {
-        let groups = groups.iter().map(|&(group, under)| GroupChunks { group, chunks: 10, under_replicated: under }).collect();
+        let groups = groups.iter().map(|&(group, under)| GroupChunks { group, chunks: 10, under_replicated: under, unconfirmed: 0 }).collect();
         Health { chunks: Some(ChunkHealth { decommissioned, groups, ..Default::default() }), ..Default::default() }
     }
 
@@ -229,6 +230,9 @@ mod tests {
         assert!(!chunks_moved(2, 2, &leaders, &health), "node 3's pass ran before it knew node 2 was leaving");
         health.insert(3, report(vec![2], &[(2, 0)]));
         assert!(chunks_moved(2, 2, &leaders, &health));
+        let mut silent = report(vec![2], &[(2, 0)]);
+        silent.chunks.as_mut().unwrap().groups[0].unconfirmed = 1;
+        assert!(!chunks_moved(2, 2, &leaders, &[(1, report(vec![2], &[(1, 0)])), (3, silent)].into()), "a home did not answer");
         assert!(!chunks_moved(2, 3, &leaders, &health), "group 3 has no leader to ask");
         health.remove(&1);
         assert!(!chunks_moved(2, 2, &leaders, &health), "no report from group 1's leader");

@@ -226,6 +226,8 @@ pub enum Reply {
     File(Box<File>),
     /// Chunks used by a page of rows; `next`: the key to continue after.
     ChunkRefs { hashes: Vec<Hash>, next: Option<Vec<u8>> },
+    /// The chunk recorded for an index.
+    Chunk(ChunkRef),
 }
 
 pub type Outcome = Result<Reply, MediaError>;
@@ -285,6 +287,10 @@ fn finish(view: &mut dyn StateView, upload: u64, owner: u64, file: u64, size: u6
     if chunks.len() != n as usize || total != size {
         return Ok(Err(MediaError::PartInvalid(format!("the stored chunks hold {total} bytes, not {size}"))));
     }
+    // Every chunk but the last is whole (reads find byte k in chunk k / 1 MiB).
+    if let Some(k) = chunks.iter().take(n as usize - 1).position(|c| c.len as u64 != CHUNK_SIZE) {
+        return Ok(Err(MediaError::PartInvalid(format!("chunk {k} was stored short; upload this file under a new upload id"))));
+    }
     let f = File { id: file, owner, size, sha256, name: name.to_owned(), mime: mime.to_owned(), chunks, created_ms: now_ms, thumbs };
     put_row(view, &file_key(file), &f);
     put(view, &done_key(upload), &file);
@@ -305,9 +311,11 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             if *index as u64 * CHUNK_SIZE >= MAX_FILE {
                 return Ok(Err(MediaError::TooBig));
             }
-            u.chunks.entry(*index).or_insert(*chunk);
+            // The first chunk recorded for an index stays: the answer says
+            // which one that is, so the proposer hashes what was recorded.
+            let recorded = *u.chunks.entry(*index).or_insert(*chunk);
             put(view, &upload_key(*upload), &u);
-            Ok(Ok(Reply::Done))
+            Ok(Ok(Reply::Chunk(recorded)))
         }
         Cmd::FinishV1 { upload, owner, file, size, sha256, name, mime, now_ms } => finish(view, *upload, *owner, *file, *size, *sha256, name, mime, Vec::new(), *now_ms),
         Cmd::Finish { upload, owner, file, size, sha256, name, mime, thumbs, now_ms } => finish(view, *upload, *owner, *file, *size, *sha256, name, mime, thumbs.clone(), *now_ms),
@@ -451,6 +459,12 @@ mod tests {
         assert!(matches!(add(&mut v, 5, 2, 1, 10), Err(MediaError::BadRequest(_))), "another user's upload id");
         let Ok(Reply::File(f)) = finish(&mut v, 5, 1, size) else { panic!() };
         assert_eq!((f.size, f.chunks.len()), (size, 2));
+        // A short chunk before the last one would misplace every byte after it.
+        assert!(add(&mut v, 9, 1, 0, 10).is_ok());
+        assert!(add(&mut v, 9, 1, 1, 1 << 20).is_ok());
+        assert!(matches!(finish(&mut v, 9, 1, (1 << 20) + 10), Err(MediaError::PartInvalid(_))), "chunk 0 is short");
+        // The first chunk recorded for an index stays, and the answer names it.
+        assert_eq!(add(&mut v, 9, 1, 0, 77), Ok(Reply::Chunk(ChunkRef { hash: [0; 32], len: 10 })));
         let Ok(Reply::File(again)) = finish(&mut v, 5, 1, size) else { panic!() };
         assert_eq!(again, f, "a repeated finish answers the same file");
         assert_eq!(finish(&mut v, 5, 2, size), Err(MediaError::NotFound), "not to another user");

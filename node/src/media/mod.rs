@@ -157,6 +157,8 @@ pub struct Media {
     collected: std::sync::atomic::AtomicU64,
     moved_off: std::sync::atomic::AtomicU64,
     uploads_expired: std::sync::atomic::AtomicU64,
+    /// Image decodes for previews, one at a time.
+    decoding: tokio::sync::Semaphore,
 }
 
 /// The nodes chunks may live on (active, not dead past the grace period),
@@ -190,6 +192,7 @@ impl Media {
             collected: Default::default(),
             moved_off: Default::default(),
             uploads_expired: Default::default(),
+            decoding: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -277,6 +280,13 @@ impl Media {
         let mut staging = self.staging.lock().expect("staging");
         let s = staging.entry(upload).or_insert_with(|| Staged::new(me, part_size, BTreeSet::new()));
         match stored {
+            // Another node recorded other bytes for this chunk first: those
+            // count, and this node's running hash cannot stand for the file.
+            Ok(Reply::Chunk(recorded)) if recorded != chunk => {
+                s.stored.insert(k);
+                s.running = None;
+                Ok(recorded)
+            }
             Ok(_) => {
                 s.stored.insert(k);
                 s.hashed(k, bytes);
@@ -297,7 +307,17 @@ impl Media {
     pub async fn finish(&self, me: u64, upload: u64, parts: u32, part_size: u32, size: u64, sha: Hash, name: String, mime: String) -> Result<File> {
         let chunks = logic::check_shape(size, parts, part_size)?;
         let group = self.upload_group(upload)?;
-        let mut stored: BTreeMap<u32, ChunkRef> = match self.recorded(upload, me).await? {
+        let record = self.recorded(upload, me).await?;
+        // The record is the authority on which chunks are stored (the upload
+        // may have expired since this node staged parts of it).
+        if let Some(s) = self.staging.lock().expect("staging").get_mut(&upload) {
+            let recorded: BTreeSet<u32> = record.as_ref().map(|r| r.chunks.keys().copied().collect()).unwrap_or_default();
+            if s.stored != recorded {
+                s.stored = recorded;
+                s.running = None;
+            }
+        }
+        let mut stored: BTreeMap<u32, ChunkRef> = match record {
             Some(r) => r.chunks,
             // No upload under this id: finished before (a retry), or new.
             None => match self.read(group, Query::Finished { upload }).await {
@@ -338,13 +358,18 @@ impl Media {
         if !missing.is_empty() {
             return Err(MediaError::PartMissing(missing).into());
         }
+        // Parts that completed a chunk while this finish ran: not stored yet.
+        if let Some(k) = (0..chunks).find(|k| !stored.contains_key(k)) {
+            return Err(MediaError::PartMissing(logic::chunk_parts(k, part_size, parts).collect()).into());
+        }
         // The declared hash: kept while this node stored the chunks, or
         // over the chunks read back in order. A small file's bytes are read
         // for its previews.
         let running = self.staging.lock().expect("staging").get(&upload).and_then(|s| s.whole_hash(chunks));
         let mut h = Sha256::new();
         let mut whole = Vec::new();
-        if running.is_none() || size <= thumbs::MAX_SOURCE {
+        let read_back = running.is_none() || size <= thumbs::MAX_SOURCE;
+        if read_back {
             for k in 0..chunks {
                 let c = self.chunk(&stored[&k].hash).await?;
                 h.update(&*c);
@@ -353,7 +378,11 @@ impl Media {
                 }
             }
         }
-        let actual: Hash = running.unwrap_or_else(|| h.finalize().into());
+        // The bytes read back, when they were, are what the file will serve.
+        let actual: Hash = match running {
+            Some(r) if !read_back => r,
+            _ => h.finalize().into(),
+        };
         if actual != sha {
             self.exec(group, Cmd::Abort { upload, owner: me }).await?;
             self.staging.lock().expect("staging").remove(&upload);
@@ -376,6 +405,8 @@ impl Media {
         if image.is_empty() {
             return Ok(Vec::new());
         }
+        // One decode at a time per node: a small file can declare a large canvas.
+        let _turn = self.decoding.acquire().await.map_err(|e| Error::Io(e.to_string()))?;
         let previews = tokio::task::spawn_blocking(move || thumbs::previews(&image)).await.map_err(|e| Error::Io(e.to_string()))?;
         let mut out = Vec::new();
         for p in previews {
@@ -465,7 +496,10 @@ impl Media {
             let c = c?;
             let start = k as u64 * CHUNK_SIZE;
             let (a, b) = (offset.max(start) - start, end.min(start + c.len() as u64) - start);
-            out.extend_from_slice(&c[a as usize..b as usize]);
+            let Some(bytes) = c.get(a as usize..b as usize) else {
+                return Err(Error::Io(format!("file {id}: chunk {k} is shorter than its place in the file")));
+            };
+            out.extend_from_slice(bytes);
         }
         Ok((f, out))
     }
@@ -478,12 +512,14 @@ impl Media {
 
     /// The ring as this node sees it now.
     async fn ring(&self) -> Result<Ring> {
-        let cluster = self.node.registry().await?;
+        self.ring_of(self.node.registry().await?)
+    }
+
+    fn ring_of(&self, cluster: courier_raft::logic::ClusterState) -> Result<Ring> {
         let dead = self.node.dead_nodes();
         let mut nodes: BTreeMap<u64, String> = cluster.active_nodes().map(|n| (n.id, n.info.peer_addr.clone())).collect();
-        let mut left_out = false;
+        let left_out = nodes.keys().any(|id| dead.contains(id));
         if nodes.len() > dead.len() {
-            left_out = nodes.keys().any(|id| dead.contains(id));
             nodes.retain(|id, _| !dead.contains(id));
         }
         let removing: Vec<u64> = cluster.nodes.values().filter(|n| n.state == courier_raft::types::NodeState::Removing).map(|n| n.id).collect();
@@ -650,7 +686,8 @@ impl Media {
             tracing::info!(chunks = n, "collected chunks no file uses");
         }
 
-        let ring = self.ring().await?;
+        // Deleting copies needs the current membership, not a lagging replica's.
+        let ring = self.ring_of(self.node.cluster_state().await?)?;
         if !ring.settled {
             return Ok(());
         }
@@ -805,13 +842,18 @@ impl Media {
             }
         }
         let mut missing: Vec<(Hash, u64)> = Vec::new();
+        // Chunks a home of which did not answer: not repaired (the home may
+        // be briefly down), but not counted as safe either.
+        let mut unconfirmed: BTreeSet<Hash> = BTreeSet::new();
         for (home, hashes) in by_home {
             for batch in hashes.chunks(HAS_BATCH) {
-                let has = self.has_chunks(home, &nodes[&home], batch).await.unwrap_or_else(|e| {
-                    tracing::debug!(node = home, "cannot ask which chunks it has: {e}");
-                    vec![true; batch.len()]
-                });
-                missing.extend(batch.iter().zip(has).filter(|(_, has)| !has).map(|(h, _)| (*h, home)));
+                match self.has_chunks(home, &nodes[&home], batch).await {
+                    Ok(has) => missing.extend(batch.iter().zip(has).filter(|(_, has)| !has).map(|(h, _)| (*h, home))),
+                    Err(e) => {
+                        tracing::debug!(node = home, "cannot ask which chunks it has: {e}");
+                        unconfirmed.extend(batch.iter().copied());
+                    }
+                }
             }
         }
         let under: BTreeSet<Hash> = missing.iter().map(|(h, _)| *h).collect();
@@ -838,7 +880,12 @@ impl Media {
         let passes = self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let groups = per_group
             .iter()
-            .map(|(g, hs)| courier_proto::peer::GroupChunks { group: *g, chunks: hs.len() as u64, under_replicated: hs.intersection(&under).count() as u64 })
+            .map(|(g, hs)| courier_proto::peer::GroupChunks {
+                group: *g,
+                chunks: hs.len() as u64,
+                under_replicated: hs.intersection(&under).count() as u64,
+                unconfirmed: hs.intersection(&unconfirmed).count() as u64,
+            })
             .collect();
         Ok(courier_proto::peer::ChunkHealth {
             groups,

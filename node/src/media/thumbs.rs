@@ -14,7 +14,7 @@ pub const SIZES: [(u8, u32); 2] = [(b's', 100), (b'm', 320)];
 pub const MAX_SOURCE: u64 = 10 << 20;
 /// Decoding limits: a small file can declare a huge canvas.
 const MAX_SIDE: u32 = 10_000;
-const MAX_DECODE_BYTES: u64 = 512 << 20;
+const MAX_DECODE_BYTES: u64 = 256 << 20;
 const QUALITY: u8 = 80;
 
 #[derive(Debug)]
