@@ -251,7 +251,7 @@ impl Cluster {
         let n = &self.nodes[&i];
         let join: Vec<String> = join.iter().map(|j| format!("{j:?}")).collect();
         let text = format!(
-            "# Written by courier-jepsen.\nname = \"n{i}\"\ndata_dir = {data:?}\npeer_addr = \"{h}:{PEER_PORT}\"\nclient_addr = \"{h}:{CLIENT_PORT}\"\nadmin_addr = \"{h}:{ADMIN_PORT}\"\njoin = [{join}]\nclock_offset_file = {clock:?}\n\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n[auth]\ntest_numbers = true\ncodes_per_day = 1000000\ncodes_per_address_per_minute = 0\n\n# Short kills do not move replicas; a wiped node's old id is repaired soon.\n[placement]\ndead_after_secs = 20\n\n[debug]\nunsafe_ignore_random_id = {bug}\n",
+            "# Written by courier-jepsen.\nname = \"n{i}\"\ndata_dir = {data:?}\npeer_addr = \"{h}:{PEER_PORT}\"\nclient_addr = \"{h}:{CLIENT_PORT}\"\nadmin_addr = \"{h}:{ADMIN_PORT}\"\njoin = [{join}]\nclock_offset_file = {clock:?}\n\n[tls]\nca = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n[auth]\ntest_numbers = true\ncodes_per_day = 1000000\ncodes_per_address_per_minute = 0\n\n# Short kills do not move replicas; a wiped node's old id is repaired soon.\n[placement]\ndead_after_secs = 20\n\n# The collector under faults: every 10 s, chunks unused for 2 minutes.\n[media]\ngc_every_secs = 10\ngc_after_secs = 120\n\n[debug]\nunsafe_ignore_random_id = {bug}\n",
             data = n.data.to_string_lossy(),
             h = self.host(i),
             join = join.join(", "),

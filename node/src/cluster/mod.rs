@@ -139,11 +139,6 @@ impl Node {
         &self.inner.router
     }
 
-    /// The node's wall clock (with the test offset, if configured).
-    pub fn clock(&self) -> crate::clock::Clock {
-        crate::clock::Clock::new(self.inner.cfg.clock_offset_file.clone())
-    }
-
     /// This node's database (media chunks are read and written here directly).
     pub fn store(&self) -> &Store {
         &self.inner.store

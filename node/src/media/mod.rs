@@ -669,8 +669,11 @@ impl Media {
     /// holds off their homes once every home has one.
     pub async fn gc_pass(&self) -> Result<()> {
         let cfg = self.node.config().media.clone();
-        let now = self.node.clock().now_ms();
+        // Uploads carry the domain clock's time (the proposer's); chunk
+        // write times are the machine's own clock, which tests do not shift.
+        let now = self.clock.now_ms();
         self.expire_uploads(now.saturating_sub(cfg.upload_ttl_secs * 1000)).await?;
+        let now = chunk_clock();
         let store = self.node.store().clone();
         let local = tokio::task::spawn_blocking(move || store.list_chunk_times()).await.map_err(|e| Error::Io(e.to_string()))??;
         if local.is_empty() {
@@ -987,7 +990,7 @@ async fn put_on(node: &Node, id: u64, addr: &str, hash: Hash, bytes: Arc<Vec<u8>
 /// `replace`: write even if a (damaged) copy is there.
 pub async fn store_local(node: &Node, hash: Hash, bytes: Arc<Vec<u8>>, replace: bool) -> Result<()> {
     let store = node.store().clone();
-    let now_ms = node.clock().now_ms();
+    let now_ms = chunk_clock();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || -> Result<()> {
         // A chunk written again (the same bytes uploaded again) only gets a
@@ -1002,6 +1005,12 @@ pub async fn store_local(node: &Node, hash: Hash, bytes: Arc<Vec<u8>>, replace: 
     .map_err(|e| Error::Io(e.to_string()))??;
     rx.await.map_err(|_| Error::Io("the WAL sync was dropped".into()))??;
     Ok(())
+}
+
+/// When a chunk is written, and the collector's now: the machine's clock,
+/// never the shifted domain clock (a clock-skew test must not age chunks).
+fn chunk_clock() -> u64 {
+    Clock::default().now_ms()
 }
 
 fn unwrap_reply(reply: AppReply) -> Result<Reply> {
