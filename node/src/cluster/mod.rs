@@ -61,6 +61,33 @@ struct NodeInner {
     started: Instant,
     conns: Arc<crate::gateway::registry::Registry>,
     chunk_health: Mutex<ChunkHealth>,
+    /// The other nodes' peer addresses (refreshed every placement tick), and
+    /// one queue of notices per node: see [`Node::publish`].
+    notice_peers: Mutex<Vec<String>>,
+    notice_pipes: Mutex<HashMap<String, tokio::sync::mpsc::Sender<Vec<u8>>>>,
+}
+
+/// Notices one node's queue holds; more are dropped (devices catch up by
+/// difference), and sent at most this many to an RPC.
+const NOTICE_QUEUE: usize = 4096;
+const NOTICE_BATCH: usize = 256;
+
+/// One node's queue of notices, until the node is dropped.
+async fn send_notices(router: Router, addr: String, mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>) {
+    while let Some(first) = rx.recv().await {
+        let mut payloads = vec![first];
+        while payloads.len() < NOTICE_BATCH {
+            match rx.try_recv() {
+                Ok(p) => payloads.push(p),
+                Err(_) => break,
+            }
+        }
+        let Ok(mut client) = router.peer(&addr) else { continue };
+        let req = courier_proto::peer::NotifyRequest { payload: Vec::new(), payloads };
+        if let Ok(Err(e)) | Err(e) = tokio::time::timeout(Duration::from_secs(2), client.notify(req)).await.map_err(|_| tonic::Status::deadline_exceeded("2 s")) {
+            tracing::debug!(node = %addr, "notices not delivered: {e}");
+        }
+    }
 }
 
 pub(crate) fn view_to_proto(v: &GroupView) -> ReplicaView {
@@ -123,6 +150,8 @@ impl Node {
                 started: Instant::now(),
                 conns: Arc::default(),
                 chunk_health: Mutex::default(),
+                notice_peers: Mutex::default(),
+                notice_pipes: Mutex::default(),
             }),
         })
     }
@@ -160,10 +189,32 @@ impl Node {
         let answers = self
             .ask_peers(timeout, move |mut client| {
                 let payload = payload.clone();
-                async move { client.notify(courier_proto::peer::NotifyRequest { payload }).await }
+                async move { client.notify(courier_proto::peer::NotifyRequest { payload, payloads: Vec::new() }).await }
             })
             .await;
         answers.map(|a| a.iter().all(Option::is_some)).unwrap_or(false)
+    }
+
+    /// Hands `notice` to this node's connections and queues it for every
+    /// other node, without waiting: each node's queue is sent in order by
+    /// one task, as many notices per RPC as have piled up meanwhile (under
+    /// load one RPC carries many sends' notices). A notice that cannot be
+    /// delivered is dropped: devices fill gaps by difference.
+    pub fn publish(&self, notice: &crate::gateway::registry::Notice) {
+        self.inner.conns.apply(notice);
+        let payload = courier_raft::codec::encode(notice);
+        let peers = self.inner.notice_peers.lock().expect("notice peers").clone();
+        let mut pipes = self.inner.notice_pipes.lock().expect("notice pipes");
+        for addr in peers {
+            let pipe = pipes.entry(addr.clone()).or_insert_with(|| {
+                let (tx, rx) = tokio::sync::mpsc::channel(NOTICE_QUEUE);
+                tokio::spawn(send_notices(self.inner.router.clone(), addr.clone(), rx));
+                tx
+            });
+            if pipe.try_send(payload.clone()).is_err() {
+                tracing::debug!(node = %addr, "notice queue full; dropped a notice");
+            }
+        }
     }
 
     /// Calls every other node of the cluster (not removed) concurrently, each
@@ -555,6 +606,7 @@ impl Node {
             };
             let mut peers: Vec<String> =
                 cluster.nodes.values().filter(|n| n.state != NodeState::Removed && n.id != multi.id()).map(|n| n.info.peer_addr.clone()).collect();
+            *self.inner.notice_peers.lock().expect("notice peers") = peers.clone();
             peers.extend(self.inner.cfg.join.iter().cloned());
             multi.set_peers(peers);
             let probes = self.probe_all(&cluster, tick.min(Duration::from_millis(800))).await;

@@ -125,9 +125,14 @@ impl Peer for PeerService {
 
     async fn notify(&self, req: Request<NotifyRequest>) -> Result<tonic::Response<NotifyReply>, Status> {
         require_node(&req)?;
-        let notice: crate::gateway::registry::Notice =
-            courier_raft::codec::decode(&req.into_inner().payload).map_err(|e| Status::from(Error::BadRequest(format!("notice: {e}"))))?;
-        self.0.conns().apply(&notice);
+        let r = req.into_inner();
+        let decode = |b: &[u8]| -> Result<crate::gateway::registry::Notice, Status> {
+            courier_raft::codec::decode(b).map_err(|e| Status::from(Error::BadRequest(format!("notice: {e}"))))
+        };
+        let single = (!r.payload.is_empty()).then_some(&r.payload);
+        for payload in single.into_iter().chain(&r.payloads) {
+            self.0.conns().apply(&decode(payload)?);
+        }
         Ok(tonic::Response::new(NotifyReply {}))
     }
 

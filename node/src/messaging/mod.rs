@@ -8,7 +8,6 @@ pub mod logic;
 pub mod model;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use courier_raft::multi::group_for_key;
 
@@ -22,9 +21,6 @@ pub use logic::{Chat, ChatDiff, ChatError, ChatKind, Dialog, Event, Message, Rep
 
 /// How long a typing notice shows.
 pub const TYPING_MS: u64 = 6_000;
-
-/// How long publishing one change to the other nodes may take.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Messaging {
     node: Node,
@@ -76,11 +72,7 @@ impl Messaging {
     /// Hands committed events to every node (this one first), without making
     /// the sender wait; a device that misses one catches up by difference.
     fn publish(&self, chat: &Chat, events: Vec<Event>, message: Option<Message>) {
-        let notice = Notice::Chat { chat: chat.id, events, message };
-        let node = self.node.clone();
-        tokio::spawn(async move {
-            node.broadcast(&notice, PUBLISH_TIMEOUT).await;
-        });
+        self.node.publish(&Notice::Chat { chat: chat.id, events, message });
     }
 
     /// Adds the chat to each user's list (their own groups) before they join:
@@ -244,11 +236,7 @@ impl Messaging {
     /// "typing…": checked against membership, sent to every node, not stored.
     pub async fn typing(&self, me: u64, chat: u64) -> Result<()> {
         self.must_be_member(me, chat).await?;
-        let notice = Notice::Typing { chat, user: me, until_ms: self.clock.now_ms() + TYPING_MS };
-        let node = self.node.clone();
-        tokio::spawn(async move {
-            node.broadcast(&notice, PUBLISH_TIMEOUT).await;
-        });
+        self.node.publish(&Notice::Typing { chat, user: me, until_ms: self.clock.now_ms() + TYPING_MS });
         Ok(())
     }
 
