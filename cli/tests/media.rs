@@ -243,7 +243,7 @@ fn a_damaged_chunk_is_never_served_and_the_scrub_replaces_it() {
             let mut b = store.get_chunk(h).unwrap().unwrap();
             b[1000] ^= 0xff;
             b[500_000] ^= 0x01;
-            store.put_chunk(h, &b, true, 1).unwrap();
+            store.put_chunk(h, &b, 1).unwrap();
         }
         drop(store);
         c.start(3);

@@ -396,16 +396,15 @@ impl Store {
     // when it was last written (ms, big-endian; empty in chunks written
     // before: time 0) indexes them, so listing reads small keys, not data.
 
-    /// Stores a chunk under its hash (replacing a damaged copy), or, when
-    /// `replace` is false and the chunk is here, only records that it was
-    /// written again at `now_ms`. Visible at once; durable after the next
-    /// [`Store::sync_wal`] (callers share that fsync).
-    pub fn put_chunk(&self, hash: &[u8; 32], bytes: &[u8], replace: bool, now_ms: u64) -> Result<()> {
+    /// Stores a chunk under its hash and records that it was written at
+    /// `now_ms`. The bytes are written unless the same bytes are here
+    /// already (a damaged copy is replaced). Visible at once; durable after
+    /// the next [`Store::sync_wal`] (callers share that fsync).
+    pub fn put_chunk(&self, hash: &[u8; 32], bytes: &[u8], now_ms: u64) -> Result<()> {
         let _one = self.inner.chunk_lock.lock().expect("chunk lock");
         let cf = self.cf(CF_CHUNKS);
         let mut batch = WriteBatch::default();
-        // A copy that is here but differs (damaged on disk) is replaced too.
-        if replace || self.db().get_pinned_cf(cf, chunk_key(hash))?.is_none_or(|old| *old != *bytes) {
+        if self.db().get_pinned_cf(cf, chunk_key(hash))?.is_none_or(|old| *old != *bytes) {
             batch.put_cf(cf, chunk_key(hash), bytes);
         }
         batch.put_cf(cf, chunk_index_key(hash), now_ms.to_be_bytes());
@@ -446,6 +445,11 @@ impl Store {
 
     pub fn has_chunk(&self, hash: &[u8; 32]) -> Result<bool> {
         Ok(self.db().get_pinned_cf(self.cf(CF_CHUNKS), chunk_key(hash))?.is_some())
+    }
+
+    /// [`Store::has_chunk`] for each of `hashes`, in order.
+    pub fn has_chunks(&self, hashes: &[[u8; 32]]) -> Result<Vec<bool>> {
+        hashes.iter().map(|h| self.has_chunk(h)).collect()
     }
 
     pub fn delete_chunk(&self, hash: &[u8; 32]) -> Result<()> {
@@ -540,17 +544,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, b) = ([1u8; 32], [2u8; 32]);
-        store.put_chunk(&a, b"aaa", false, 100).unwrap();
-        store.put_chunk(&b, b"bbb", false, 100).unwrap();
+        store.put_chunk(&a, b"aaa", 100).unwrap();
+        store.put_chunk(&b, b"bbb", 100).unwrap();
         // Written again: the time moves; a differing (damaged) copy is replaced.
-        store.put_chunk(&a, b"aaa", false, 500).unwrap();
+        store.put_chunk(&a, b"aaa", 500).unwrap();
         assert_eq!(store.list_chunk_times().unwrap()[0], (a, 500));
-        store.put_chunk(&a, b"xxx", false, 500).unwrap();
+        store.put_chunk(&a, b"xxx", 500).unwrap();
         assert_eq!(store.get_chunk(&a).unwrap().as_deref(), Some(&b"xxx"[..]));
         assert_eq!(store.list_chunk_times().unwrap(), vec![(a, 500), (b, 100)]);
-        store.put_chunk(&b, b"BBB", true, 100).unwrap();
+        store.put_chunk(&b, b"BBB", 100).unwrap();
         assert_eq!(store.get_chunk(&b).unwrap().as_deref(), Some(&b"BBB"[..]));
-        store.put_chunk(&a, b"aaa", false, 500).unwrap();
+        store.put_chunk(&a, b"aaa", 500).unwrap();
         // Only what was written before the cut is collected.
         assert!(!store.delete_chunk_if_older(&a, 300).unwrap());
         assert!(store.delete_chunk_if_older(&b, 300).unwrap());

@@ -144,7 +144,7 @@ impl Peer for PeerService {
         if crate::media::sha256(&r.bytes) != hash {
             return Err(Error::BadRequest("put_chunk: the bytes do not match the hash".into()).into());
         }
-        crate::media::store_local(&self.0, hash, std::sync::Arc::new(r.bytes), false).await?;
+        crate::media::store_local(&self.0, hash, std::sync::Arc::new(r.bytes)).await?;
         Ok(tonic::Response::new(PutChunkReply {}))
     }
 
@@ -167,7 +167,7 @@ impl Peer for PeerService {
         }
         let hashes = r.hashes.iter().map(|h| chunk_hash(h)).collect::<Result<Vec<_>, _>>()?;
         let store = self.0.store().clone();
-        let has = tokio::task::spawn_blocking(move || hashes.iter().map(|h| store.has_chunk(h)).collect::<Result<Vec<bool>, _>>())
+        let has = tokio::task::spawn_blocking(move || store.has_chunks(&hashes))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(Error::from)?;

@@ -219,6 +219,24 @@ pub enum RefRows {
     Files,
 }
 
+impl RefRows {
+    /// The key prefix of these rows.
+    pub fn prefix(self) -> &'static [u8] {
+        match self {
+            RefRows::Uploads => UPLOAD_ROWS,
+            RefRows::Files => FILE_ROWS,
+        }
+    }
+
+    /// The chunks one such row uses (a file's include its previews').
+    pub fn chunks(self, row: &[u8]) -> Result<Vec<Hash>> {
+        Ok(match self {
+            RefRows::Uploads => courier_raft::codec::decode::<Upload>(row)?.chunks.values().map(|c| c.hash).collect(),
+            RefRows::Files => crate::state::decode_row::<File>(row)?.chunk_hashes().collect(),
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
     Done,
@@ -232,11 +250,14 @@ pub enum Reply {
 
 pub type Outcome = Result<Reply, MediaError>;
 
+const UPLOAD_ROWS: &[u8] = b"f/u/";
+const FILE_ROWS: &[u8] = b"f/f/";
+
 fn upload_key(upload: u64) -> Vec<u8> {
-    key(b"f/u/", &[upload])
+    key(UPLOAD_ROWS, &[upload])
 }
 fn file_key(file: u64) -> Vec<u8> {
-    key(b"f/f/", &[file])
+    key(FILE_ROWS, &[file])
 }
 fn done_key(upload: u64) -> Vec<u8> {
     key(b"f/d/", &[upload])
@@ -341,18 +362,11 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             None => Ok(Err(MediaError::NotFound)),
         },
         Query::ChunkRefs { rows, after, limit } => {
-            let prefix: &[u8] = match rows {
-                RefRows::Uploads => b"f/u/",
-                RefRows::Files => b"f/f/",
-            };
             let limit = (*limit).clamp(1, 10_000) as usize;
-            let page = view.scan(prefix, after, limit)?;
+            let page = view.scan(rows.prefix(), after, limit)?;
             let mut hashes = Vec::new();
             for (_, v) in &page {
-                match rows {
-                    RefRows::Uploads => hashes.extend(courier_raft::codec::decode::<Upload>(v)?.chunks.values().map(|c| c.hash)),
-                    RefRows::Files => hashes.extend(crate::state::decode_row::<File>(v)?.chunk_hashes()),
-                }
+                hashes.extend(rows.chunks(v)?);
             }
             let next = (page.len() == limit).then(|| page.last().map(|(k, _)| k.clone())).flatten();
             Ok(Ok(Reply::ChunkRefs { hashes, next }))

@@ -123,6 +123,12 @@ impl Cache {
         })
     }
 
+    fn remove(&mut self, h: &Hash) {
+        if let Some((b, _)) = self.chunks.remove(h) {
+            self.bytes -= b.len();
+        }
+    }
+
     fn put(&mut self, h: Hash, b: Arc<Vec<u8>>) {
         self.tick += 1;
         self.bytes += b.len();
@@ -131,9 +137,7 @@ impl Cache {
         }
         while self.bytes > CACHE_BYTES {
             let Some(oldest) = self.chunks.iter().min_by_key(|(_, (_, t))| *t).map(|(h, _)| *h) else { break };
-            if let Some((b, _)) = self.chunks.remove(&oldest) {
-                self.bytes -= b.len();
-            }
+            self.remove(&oldest);
         }
     }
 }
@@ -512,10 +516,10 @@ impl Media {
 
     /// The ring as this node sees it now.
     async fn ring(&self) -> Result<Ring> {
-        self.ring_of(self.node.registry().await?)
+        Ok(self.ring_of(self.node.registry().await?))
     }
 
-    fn ring_of(&self, cluster: courier_raft::logic::ClusterState) -> Result<Ring> {
+    fn ring_of(&self, cluster: courier_raft::logic::ClusterState) -> Ring {
         let dead = self.node.dead_nodes();
         let mut nodes: BTreeMap<u64, String> = cluster.active_nodes().map(|n| (n.id, n.info.peer_addr.clone())).collect();
         let left_out = nodes.keys().any(|id| dead.contains(id));
@@ -524,7 +528,7 @@ impl Media {
         }
         let removing: Vec<u64> = cluster.nodes.values().filter(|n| n.state == courier_raft::types::NodeState::Removing).map(|n| n.id).collect();
         let settled = !left_out && removing.is_empty();
-        Ok(Ring { nodes, removing, settled })
+        Ring { nodes, removing, settled }
     }
 
     /// Puts a chunk on its homes; returns once [`WRITE_QUORUM`] have it on disk.
@@ -598,7 +602,7 @@ impl Media {
     /// Replaces this node's damaged copy of a chunk with good bytes.
     async fn replace_damaged(&self, hash: &Hash, good: Arc<Vec<u8>>) {
         tracing::error!(chunk = %hex::encode(&hash[..8]), "a stored chunk did not match its hash; replaced it with a good copy");
-        match store_local(&self.node, *hash, good, true).await {
+        match store_local(&self.node, *hash, good).await {
             Ok(()) => {
                 self.corrupt_repaired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
@@ -690,7 +694,7 @@ impl Media {
         }
 
         // Deleting copies needs the current membership, not a lagging replica's.
-        let ring = self.ring_of(self.node.cluster_state().await?)?;
+        let ring = self.ring_of(self.node.cluster_state().await?);
         if !ring.settled {
             return Ok(());
         }
@@ -747,9 +751,7 @@ impl Media {
         .map_err(|e| Error::Io(e.to_string()))??;
         let mut cache = self.cache.lock().expect("cache");
         for h in &deleted {
-            if let Some((b, _)) = cache.chunks.remove(h) {
-                cache.bytes -= b.len();
-            }
+            cache.remove(h);
         }
         Ok(deleted.len() as u64)
     }
@@ -780,16 +782,15 @@ impl Media {
 
     /// Forgets the uploads of the groups this node leads that started before `before_ms`.
     async fn expire_uploads(&self, before_ms: u64) -> Result<()> {
-        let raft = self.node.raft()?;
-        let me = raft.id();
-        let led: Vec<u32> = raft.views().iter().filter(|v| v.group != courier_raft::META_GROUP && v.leader == Some(me)).map(|v| v.group).collect();
+        let led = led_groups(self.node.raft()?);
         let store = self.node.store().clone();
         let stale = tokio::task::spawn_blocking(move || -> Result<Vec<(u32, u64, u64)>> {
             let mut out = Vec::new();
             for g in led {
-                for (k, v) in store.scan_sm(g, b"f/u/")? {
+                let prefix = logic::RefRows::Uploads.prefix();
+                for (k, v) in store.scan_sm(g, prefix)? {
                     let u = courier_raft::codec::decode::<logic::Upload>(&v)?;
-                    if u.started_ms < before_ms && let Ok(id) = k[4..].try_into().map(u64::from_be_bytes) {
+                    if u.started_ms < before_ms && let Ok(id) = k[prefix.len()..].try_into().map(u64::from_be_bytes) {
                         out.push((g, id, u.owner));
                     }
                 }
@@ -813,22 +814,19 @@ impl Media {
     /// (verified), at most [`REPAIR_BYTES_PER_SEC`]. A node removed from the
     /// cluster stops being a home, so its chunks get new homes at once.
     pub async fn repair_pass(&self) -> Result<courier_proto::peer::ChunkHealth> {
-        let raft = self.node.raft()?;
-        let me = raft.id();
         let ring = self.ring().await?;
         let nodes = ring.nodes;
         let ids: Vec<u64> = nodes.keys().copied().collect();
-        let led: Vec<u32> = raft.views().iter().filter(|v| v.group != courier_raft::META_GROUP && v.leader == Some(me)).map(|v| v.group).collect();
+        let led = led_groups(self.node.raft()?);
         let store = self.node.store().clone();
         let per_group = tokio::task::spawn_blocking(move || -> Result<BTreeMap<u32, BTreeSet<Hash>>> {
             let mut per_group: BTreeMap<u32, BTreeSet<Hash>> = BTreeMap::new();
             for g in led {
                 let used = per_group.entry(g).or_default();
-                for (_, v) in store.scan_sm(g, b"f/f/")? {
-                    used.extend(crate::state::decode_row::<File>(&v)?.chunk_hashes());
-                }
-                for (_, v) in store.scan_sm(g, b"f/u/")? {
-                    used.extend(courier_raft::codec::decode::<logic::Upload>(&v)?.chunks.values().map(|c| c.hash));
+                for rows in [logic::RefRows::Uploads, logic::RefRows::Files] {
+                    for (_, v) in store.scan_sm(g, rows.prefix())? {
+                        used.extend(rows.chunks(&v)?);
+                    }
                 }
             }
             Ok(per_group)
@@ -928,7 +926,7 @@ impl Media {
         for (h, good) in &batch {
             self.scrubbed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if !good {
-                self.cache.lock().expect("cache").chunks.remove(h);
+                self.cache.lock().expect("cache").remove(h);
                 match self.remote_chunk(h).await {
                     Ok(b) => self.replace_damaged(h, b).await,
                     Err(e) => tracing::error!(chunk = %hex::encode(&h[..8]), "a damaged chunk has no good copy to repair it from now: {e}"),
@@ -945,19 +943,22 @@ impl Media {
         if id == self.node.raft()?.id() {
             let store = self.node.store().clone();
             let hashes = hashes.to_vec();
-            return tokio::task::spawn_blocking(move || hashes.iter().map(|h| store.has_chunk(h).map_err(Error::from)).collect())
-                .await
-                .map_err(|e| Error::Io(e.to_string()))?;
+            return Ok(tokio::task::spawn_blocking(move || store.has_chunks(&hashes)).await.map_err(|e| Error::Io(e.to_string()))??);
         }
         let mut client = self.node.router().peer(addr)?;
         let req = courier_proto::peer::HasChunksRequest { target: id, hashes: hashes.iter().map(|h| h.to_vec()).collect() };
-        match tokio::time::timeout(CHUNK_RPC_TIMEOUT, client.has_chunks(req)).await {
-            Ok(Ok(r)) if r.get_ref().has.len() == hashes.len() => Ok(r.into_inner().has),
-            Ok(Ok(_)) => Err(Error::Io(format!("node {id} answered has_chunks for the wrong number of chunks"))),
-            Ok(Err(s)) => Err(Error::Unavailable(format!("node {id}: {}", s.message()))),
-            Err(_) => Err(Error::Unavailable(format!("node {id}: timed out"))),
+        let has = chunk_rpc(id, client.has_chunks(req)).await?.has;
+        if has.len() != hashes.len() {
+            return Err(Error::Io(format!("node {id} answered has_chunks for the wrong number of chunks")));
         }
+        Ok(has)
     }
+}
+
+/// The data groups this node leads: it looks after their files' chunks.
+fn led_groups(raft: &courier_raft::MultiRaft) -> Vec<u32> {
+    let me = raft.id();
+    raft.views().iter().filter(|v| v.group != courier_raft::META_GROUP && v.leader == Some(me)).map(|v| v.group).collect()
 }
 
 fn take_parts(s: &mut Staged, range: std::ops::Range<u32>) -> BTreeMap<u32, Vec<u8>> {
@@ -974,28 +975,32 @@ fn take_parts(s: &mut Staged, range: std::ops::Range<u32>) -> BTreeMap<u32, Vec<
 /// Stores a chunk on node `id` (this node: its own disk), fsynced.
 async fn put_on(node: &Node, id: u64, addr: &str, hash: Hash, bytes: Arc<Vec<u8>>) -> Result<()> {
     if id == node.raft()?.id() {
-        return store_local(node, hash, bytes, false).await;
+        return store_local(node, hash, bytes).await;
     }
     let mut client = node.router().peer(addr)?;
     let req = PutChunkRequest { target: id, hash: hash.to_vec(), bytes: bytes.to_vec() };
-    match tokio::time::timeout(CHUNK_RPC_TIMEOUT, client.put_chunk(req)).await {
-        Ok(Ok(_)) => Ok(()),
+    chunk_rpc(id, client.put_chunk(req)).await.map(|_| ())
+}
+
+/// A chunk RPC to node `id`, within [`CHUNK_RPC_TIMEOUT`]; a failure is `UNAVAILABLE`.
+async fn chunk_rpc<T>(id: u64, call: impl std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>) -> Result<T> {
+    match tokio::time::timeout(CHUNK_RPC_TIMEOUT, call).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
         Ok(Err(s)) => Err(Error::Unavailable(format!("node {id}: {}", s.message()))),
         Err(_) => Err(Error::Unavailable(format!("node {id}: timed out"))),
     }
 }
 
-/// Writes a chunk to this node's disk and waits for the fsync (shared with
-/// every other write waiting for it).
-/// `replace`: write even if a (damaged) copy is there.
-pub async fn store_local(node: &Node, hash: Hash, bytes: Arc<Vec<u8>>, replace: bool) -> Result<()> {
+/// Writes a chunk to this node's disk (a damaged copy is replaced; the
+/// same bytes again only get a new time, so the collector leaves them alone
+/// for another delay) and waits for the fsync, shared with every other
+/// write waiting for it.
+pub async fn store_local(node: &Node, hash: Hash, bytes: Arc<Vec<u8>>) -> Result<()> {
     let store = node.store().clone();
     let now_ms = chunk_clock();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || -> Result<()> {
-        // A chunk written again (the same bytes uploaded again) only gets a
-        // new time: the collector leaves it alone for another delay.
-        store.put_chunk(&hash, &bytes, replace, now_ms)?;
+        store.put_chunk(&hash, &bytes, now_ms)?;
         store.sync_wal(Box::new(move |r| {
             let _ = tx.send(r);
         }))?;
