@@ -379,46 +379,20 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
-/// Uploads `bytes` in 512 KiB parts and finishes; parts a dead node held
-/// (`FILE_PART_MISSING`) are sent again, through whichever node the client
-/// is on by then.
+/// Uploads `bytes` with the SDK's resumable upload (parts a dead node held
+/// are sent again, through whichever node the client is on by then), from a
+/// scratch file the SDK reads the parts from.
 async fn upload_bytes(c: &Client, upload: u64, bytes: &[u8]) -> courier_client::Result<pb::File> {
-    const PART: usize = 512 << 10;
-    let parts = bytes.len().div_ceil(PART) as u32;
-    let mut todo: Vec<u32> = (0..parts).collect();
-    for _ in 0..5 {
-        for &p in &todo {
-            let part =
-                bytes[p as usize * PART..((p as usize + 1) * PART).min(bytes.len())].to_vec();
-            c.upload_part(upload, p, PART as u32, part).await?;
-        }
-        match c
-            .finish_upload(
-                upload,
-                parts,
-                PART as u32,
-                bytes.len() as u64,
-                sha256(bytes),
-                "jepsen.bin",
-                "application/octet-stream",
-            )
-            .await
-        {
-            Err(Error::Api {
-                code,
-                parts: missing,
-                ..
-            }) if code == "FILE_PART_MISSING" => {
-                todo = if missing.is_empty() {
-                    (0..parts).collect()
-                } else {
-                    missing
-                };
-            }
-            other => return other,
-        }
+    let path = std::env::temp_dir().join(format!("courier-jepsen-upload-{upload}.bin"));
+    let io = |e: std::io::Error| Error::Config(format!("{}: {e}", path.display()));
+    std::fs::write(&path, bytes).map_err(io)?;
+    let r = async {
+        let u = courier_client::media::Upload::prepare(&path, upload)?;
+        c.upload(&u, |_| {}).await
     }
-    Err(Error::Unavailable("the upload did not complete".into()))
+    .await;
+    let _ = std::fs::remove_file(&path);
+    r
 }
 
 fn line(m: &pb::Message) -> Line {
