@@ -109,19 +109,7 @@ pub async fn send(profile: &ProfileDir, a: SendArgs) -> Result<()> {
     // One random_id for this send: a retry inside the SDK cannot duplicate it.
     let m = match &a.file {
         None => c.send_message(chat, rand::random(), &text, a.reply_to).await?,
-        Some(path) => {
-            let f = crate::media::upload_file(profile, &c, path, None, None).await?;
-            let kind = match a.as_kind.as_deref() {
-                Some("photo") => pb::MediaKind::MediaPhoto,
-                Some("voice") => pb::MediaKind::MediaVoice,
-                Some(_) => pb::MediaKind::MediaDocument,
-                // The node made previews: it is an image.
-                None if !f.thumbs.is_empty() => pb::MediaKind::MediaPhoto,
-                None => pb::MediaKind::MediaDocument,
-            };
-            let media = pb::InputMedia { file_id: f.id, kind: kind.into(), duration_secs: a.duration };
-            c.send_media(chat, rand::random(), &text, media, a.reply_to).await?
-        }
+        Some(path) => send_file(profile, &c, chat, path, &text, a.as_kind.as_deref(), a.duration, a.reply_to).await?,
     };
     if a.json {
         println!("{}", message_json(&m));
@@ -129,6 +117,33 @@ pub async fn send(profile: &ProfileDir, a: SendArgs) -> Result<()> {
         println!("sent message {} to chat {}", m.id, chat);
     }
     Ok(())
+}
+
+/// Uploads a file (progress bar; resumes an interrupted upload of the same
+/// bytes) and posts it in `chat` as `as_kind` (`photo`, `document`,
+/// `voice`; default: a photo if the node made previews, else a document).
+#[allow(clippy::too_many_arguments)]
+pub async fn send_file(
+    profile: &ProfileDir,
+    c: &Client,
+    chat: u64,
+    path: &std::path::Path,
+    caption: &str,
+    as_kind: Option<&str>,
+    duration_secs: u32,
+    reply_to: u64,
+) -> Result<pb::Message> {
+    let f = crate::media::upload_file(profile, c, path, None, None).await?;
+    let kind = match as_kind {
+        Some("photo") => pb::MediaKind::MediaPhoto,
+        Some("voice") => pb::MediaKind::MediaVoice,
+        Some(_) => pb::MediaKind::MediaDocument,
+        None if !f.thumbs.is_empty() => pb::MediaKind::MediaPhoto,
+        None => pb::MediaKind::MediaDocument,
+    };
+    let media = pb::InputMedia { file_id: f.id, kind: kind.into(), duration_secs };
+    // One random_id for this send: a retry inside the SDK cannot duplicate it.
+    Ok(c.send_media(chat, rand::random(), caption, media, reply_to).await?)
 }
 
 #[derive(Args, Debug)]

@@ -28,6 +28,7 @@ anything else is sent to the open chat";
 
 struct Ui {
     c: Client,
+    profile: ProfileDir,
     me: u64,
     names: HashMap<u64, String>,
     dialogs: Vec<pb::Dialog>,
@@ -202,12 +203,7 @@ impl Ui {
             }
             ("/delete", Some(chat)) => self.c.delete_messages(chat.id, vec![rest.parse()?]).await?,
             ("/file", Some(chat)) => {
-                let path = std::path::PathBuf::from(rest);
-                let u = tokio::task::spawn_blocking(move || courier_client::media::Upload::prepare(&path, rand::random::<u64>() >> 1)).await??;
-                let f = self.c.upload(&u, |_| {}).await?;
-                let kind = if f.thumbs.is_empty() { pb::MediaKind::MediaDocument } else { pb::MediaKind::MediaPhoto };
-                let media = pb::InputMedia { file_id: f.id, kind: kind.into(), duration_secs: 0 };
-                self.c.send_media(chat.id, rand::random(), "", media, 0).await?;
+                crate::chat::send_file(&self.profile, &self.c, chat.id, std::path::Path::new(rest), "", None, 0, 0).await?;
             }
             ("/save", Some(chat)) => {
                 let (id, path) = rest.split_once(' ').ok_or_else(|| anyhow::anyhow!("/save ID PATH"))?;
@@ -264,7 +260,7 @@ pub async fn run(profile: &ProfileDir, conn: &UserConn) -> Result<()> {
     let me = c.hello().and_then(|h| h.user).ok_or_else(|| anyhow::anyhow!("not logged in; run `courier login --phone +…`"))?;
     let name = format!("{} {}", me.first_name, me.last_name).trim().to_string();
     println!("Courier — {name} ({}). /help for commands, Ctrl-D to leave.", me.phone);
-    let mut ui = Ui { c, me: me.id, names: HashMap::new(), dialogs: Vec::new(), open: None, oldest: 0, peers: HashMap::new() };
+    let mut ui = Ui { c, profile: profile.clone(), me: me.id, names: HashMap::new(), dialogs: Vec::new(), open: None, oldest: 0, peers: HashMap::new() };
     ui.show_dialogs().await?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {

@@ -30,6 +30,7 @@ struct Profile {
     device: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct ProfileDir(PathBuf);
 
 impl ProfileDir {
