@@ -17,6 +17,8 @@ pub struct Metrics {
     pub groups_hosted: Gauge,
     pub apply_lag: Gauge,
     pub log_entries: Counter,
+    pub raft_batches: Counter,
+    pub raft_batched_calls: Counter,
     pub client_connections: Gauge,
     pub client_requests: Counter,
     pub sign_ins: Counter,
@@ -49,6 +51,8 @@ impl Default for Metrics {
             groups_hosted: Gauge::default(),
             apply_lag: Gauge::default(),
             log_entries: Counter::default(),
+            raft_batches: Counter::default(),
+            raft_batched_calls: Counter::default(),
             client_connections: Gauge::default(),
             client_requests: Counter::default(),
             sign_ins: Counter::default(),
@@ -64,6 +68,8 @@ impl Default for Metrics {
         registry.register("raft_groups_hosted", "Groups with a replica on this node", m.groups_hosted.clone());
         registry.register("raft_apply_lag", "Log entries written but not yet applied, summed over groups", m.apply_lag.clone());
         registry.register("raft_log_entries", "Log entries appended on groups this node leads", m.log_entries.clone());
+        registry.register("raft_batches", "Batches of Raft calls this node sent to peers", m.raft_batches.clone());
+        registry.register("raft_batched_calls", "Raft calls (appends, heartbeats, votes) those batches carried", m.raft_batched_calls.clone());
         registry.register("client_connections", "Client QUIC connections open on this node", m.client_connections.clone());
         registry.register("client_requests", "Client requests served by this node", m.client_requests.clone());
         registry.register("auth_sign_ins", "Sessions created (sign-in and sign-up) through this node", m.sign_ins.clone());
@@ -97,6 +103,9 @@ impl Metrics {
                 }
             }
         }
+        let (batches, calls) = multi.router().batch_stats();
+        self.raft_batches.inc_by(batches.saturating_sub(self.raft_batches.get()));
+        self.raft_batched_calls.inc_by(calls.saturating_sub(self.raft_batched_calls.get()));
         self.groups_led.set(led);
         self.groups_hosted.set(hosted);
         self.apply_lag.set(lag as i64);

@@ -6,8 +6,10 @@
 //! connection per peer (through [`network::Router`]). Any node accepts a write
 //! for any group and forwards it to that group's leader ([`MultiRaft::write`]).
 
+pub mod batch;
 pub mod codec;
 pub mod error;
+pub mod forward;
 pub mod log_store;
 pub mod logic;
 pub mod multi;

@@ -12,6 +12,7 @@ use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
 use openraft_multi::GroupNetworkFactory;
 use serde::{Deserialize, Serialize};
 
+pub use crate::batch::RaftRpc;
 use crate::codec::{decode, encode};
 use crate::error::{Error, Result};
 use crate::log_store::LogStore;
@@ -78,15 +79,6 @@ pub enum ForwardErr {
 }
 
 type ForwardReply = std::result::Result<ForwardOk, ForwardErr>;
-
-/// The Raft RPCs one replica sends another (besides snapshots, which stream).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RaftRpc {
-    Append,
-    Vote,
-    PreVote,
-    TransferLeader,
-}
 
 /// One replica's view of its group, from local Raft metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -401,14 +393,12 @@ impl MultiRaft {
     }
 
     async fn forward(&self, addr: &str, group: GroupId, op: &ForwardOp) -> Result<ForwardReply> {
-        let mut client = self.inner.router.peer(addr)?;
         let req = courier_proto::peer::RaftRequest { group, payload: encode(op), target: 0 };
-        let fut = client.forward(req);
-        let reply = tokio::time::timeout(self.inner.opts.request_timeout, fut)
+        let reply = tokio::time::timeout(self.inner.opts.request_timeout, self.inner.router.forward(addr, req))
             .await
             .map_err(|_| Error::Rpc(format!("forward to {addr} timed out")))?
             .map_err(|s| Error::Rpc(format!("forward to {addr}: {}", s.message())))?;
-        decode(&reply.into_inner().payload)
+        decode(&reply)
     }
 
     /// Executes `op` if this node leads `group`; never forwards.

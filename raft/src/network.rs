@@ -1,14 +1,16 @@
 //! Outgoing Raft RPCs. One [`Router`] per node keeps one gRPC channel (one
 //! HTTP/2 connection, mutual TLS) per peer; every group's replication to that
-//! peer is multiplexed over it with the group id in each request.
+//! peer is multiplexed over it with the group id in each request, and the
+//! calls queued for a peer travel together ([`crate::batch`]).
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use courier_proto::peer::peer_client::PeerClient;
-use courier_proto::peer::{RaftReply, RaftRequest, SnapshotChunk};
+use courier_proto::peer::{RaftBatchRequest, RaftCall, RaftReply, RaftRequest, SnapshotChunk};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{Backoff, RPCOption, RaftNetworkFactory};
 use openraft::raft::{
@@ -19,8 +21,10 @@ use openraft::{AnyError, OptionalSend};
 use openraft_multi::{GroupNetworkAdapter, GroupNetworkFactory, GroupRouter};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use crate::batch::{self, BatchStats, Call, RaftRpc};
 use crate::codec::{decode, encode};
 use crate::error::{Error, Result};
+use crate::forward::Forwarder;
 use crate::types::{GroupId, NodeId, NodeInfo, Snapshot, TypeConfig, Vote};
 
 /// Largest gRPC message a node accepts or sends (snapshot chunks, batches).
@@ -39,6 +43,11 @@ struct RouterInner {
     local: Option<std::net::IpAddr>,
     channels: Mutex<HashMap<String, Channel>>,
     addrs: Mutex<HashMap<NodeId, String>>,
+    /// Each peer's queue of Raft calls (see [`crate::batch`]).
+    queues: Mutex<HashMap<String, tokio::sync::mpsc::Sender<Call>>>,
+    /// Each peer's stream of forwarded requests (see [`crate::forward`]).
+    forwarders: Mutex<HashMap<String, Forwarder>>,
+    stats: Arc<BatchStats>,
 }
 
 impl Router {
@@ -49,7 +58,22 @@ impl Router {
 
     /// Like [`Router::new`]; connections to peers are made from `local`.
     pub fn with_local_address(tls: Option<ClientTlsConfig>, local: Option<std::net::IpAddr>) -> Self {
-        Router { inner: Arc::new(RouterInner { tls, local, channels: Mutex::default(), addrs: Mutex::default() }) }
+        Router {
+            inner: Arc::new(RouterInner {
+                tls,
+                local,
+                channels: Mutex::default(),
+                addrs: Mutex::default(),
+                queues: Mutex::default(),
+                forwarders: Mutex::default(),
+                stats: Arc::default(),
+            }),
+        }
+    }
+
+    /// Raft batches and the calls they carried, since start.
+    pub fn batch_stats(&self) -> (u64, u64) {
+        (self.inner.stats.batches.load(Ordering::Relaxed), self.inner.stats.calls.load(Ordering::Relaxed))
     }
 
     /// The shared channel to a peer address, created on first use; it
@@ -98,22 +122,102 @@ impl Router {
             .ok_or_else(|| RPCError::Unreachable(Unreachable::new(&AnyError::error(format!("no address for node {id}")))))
     }
 
-    async fn call<Req, Resp, F, Fut>(&self, target: NodeId, group: GroupId, rpc: &Req, option: &RPCOption, f: F) -> Result<Resp, RPCError<TypeConfig>>
+    /// The queue of Raft calls to the peer at `addr`, started on first use.
+    fn queue(&self, addr: &str) -> Result<tokio::sync::mpsc::Sender<Call>> {
+        let mut queues = self.inner.queues.lock().expect("router lock");
+        if let Some(q) = queues.get(addr) {
+            return Ok(q.clone());
+        }
+        let client = self.peer(addr)?;
+        // Until the peer shows it knows `RaftBatch` (a node of an older
+        // version answers UNIMPLEMENTED), calls go one RPC each after that.
+        let legacy = Arc::new(AtomicBool::new(false));
+        let q = batch::start(move |calls| send_batch(client.clone(), legacy.clone(), calls), self.inner.stats.clone());
+        queues.insert(addr.to_string(), q.clone());
+        Ok(q)
+    }
+
+    /// Sends a request to be executed by the node at `addr` (a group's
+    /// leader) and returns its encoded reply.
+    pub async fn forward(&self, addr: &str, req: RaftRequest) -> std::result::Result<Vec<u8>, tonic::Status> {
+        let forwarder = {
+            let mut forwarders = self.inner.forwarders.lock().expect("router lock");
+            match forwarders.get(addr) {
+                Some(f) => f.clone(),
+                None => {
+                    let client = self.peer(addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                    let f = Forwarder::start(client);
+                    forwarders.insert(addr.to_string(), f.clone());
+                    f
+                }
+            }
+        };
+        forwarder.call(req).await
+    }
+
+    async fn call<Req, Resp>(&self, target: NodeId, group: GroupId, kind: RaftRpc, rpc: &Req, option: &RPCOption) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
-        F: FnOnce(PeerClient<Channel>, RaftRequest) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<RaftReply>, tonic::Status>>,
     {
         let addr = self.addr_of(target)?;
-        let client = self.peer(&addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let req = RaftRequest { group, payload: encode(rpc), target };
-        let reply = match tokio::time::timeout(option.hard_ttl(), f(client, req)).await {
+        let queue = self.queue(&addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let deadline = tokio::time::Instant::now() + option.hard_ttl();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let call = Call { kind, req: RaftRequest { group, payload: encode(rpc), target }, deadline, reply };
+        let trip = async {
+            queue.send(call).await.map_err(|_| tonic::Status::unavailable("the peer queue stopped"))?;
+            answer.await.map_err(|_| tonic::Status::unavailable("the peer queue dropped the call"))?
+        };
+        let reply = match tokio::time::timeout_at(deadline, trip).await {
             Err(_) => return Err(RPCError::Network(NetworkError::new(&AnyError::error("rpc timed out")))),
             Ok(Err(status)) => return Err(status_to_rpc_error(status)),
-            Ok(Ok(r)) => r.into_inner(),
+            Ok(Ok(r)) => r,
         };
         decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+/// One round trip to a peer with `calls`: a `RaftBatch` call, or single
+/// calls to a peer that does not know it.
+async fn send_batch(
+    mut client: PeerClient<Channel>,
+    legacy: Arc<AtomicBool>,
+    calls: Vec<(RaftRpc, RaftRequest)>,
+) -> std::result::Result<Vec<std::result::Result<RaftReply, tonic::Status>>, tonic::Status> {
+    if legacy.load(Ordering::Relaxed) {
+        let singles = calls.into_iter().map(|(kind, req)| {
+            let mut client = client.clone();
+            async move {
+                let reply = match kind {
+                    RaftRpc::Append => client.append(req).await,
+                    RaftRpc::Vote => client.vote(req).await,
+                    RaftRpc::PreVote => client.pre_vote(req).await,
+                    RaftRpc::TransferLeader => client.transfer_leader(req).await,
+                };
+                reply.map(tonic::Response::into_inner)
+            }
+        });
+        return Ok(futures::future::join_all(singles).await);
+    }
+    let req = RaftBatchRequest { calls: calls.into_iter().map(|(kind, req)| RaftCall { kind: kind.to_wire() as i32, request: Some(req) }).collect() };
+    match client.raft_batch(req).await {
+        Ok(reply) => Ok(reply
+            .into_inner()
+            .results
+            .into_iter()
+            .map(|r| match r.code {
+                0 => Ok(RaftReply { payload: r.payload }),
+                code => Err(tonic::Status::new(tonic::Code::from_i32(code), r.message)),
+            })
+            .collect()),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            // This batch is lost (openraft retries its calls); later ones go singly.
+            tracing::info!("peer predates batched Raft calls: sending them one by one");
+            legacy.store(true, Ordering::Relaxed);
+            Err(tonic::Status::unavailable("peer predates batched Raft calls"))
+        }
+        Err(status) => Err(status),
     }
 }
 
@@ -136,7 +240,7 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(target, group, &rpc, &option, |mut c, r| async move { c.append(r).await }).await
+        self.call(target, group, RaftRpc::Append, &rpc, &option).await
     }
 
     async fn vote(
@@ -146,7 +250,7 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(target, group, &rpc, &option, |mut c, r| async move { c.vote(r).await }).await
+        self.call(target, group, RaftRpc::Vote, &rpc, &option).await
     }
 
     async fn pre_vote(
@@ -156,7 +260,7 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(target, group, &rpc, &option, |mut c, r| async move { c.pre_vote(r).await }).await
+        self.call(target, group, RaftRpc::PreVote, &rpc, &option).await
     }
 
     async fn full_snapshot(
@@ -197,7 +301,7 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(target, group, &req, &option, |mut c, r| async move { c.transfer_leader(r).await }).await
+        self.call(target, group, RaftRpc::TransferLeader, &req, &option).await
     }
 
     fn backoff(&self) -> Option<Backoff> {

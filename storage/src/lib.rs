@@ -174,9 +174,22 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
+        // One block cache for every column family. Bloom filters (10 bits a
+        // key, ~1 % false positives) in the tables and in the memtables let a
+        // point lookup of a key that is not there (a send's `random_id`
+        // check, most of all) skip the skiplist and every table.
+        let cache = rocksdb::Cache::new_lru_cache(64 << 20);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf = Options::default();
             cf.set_write_buffer_size(32 << 20);
+            let mut table = rocksdb::BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            table.set_bloom_filter(10.0, false);
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            cf.set_block_based_table_factory(&table);
+            cf.set_memtable_whole_key_filtering(true);
+            cf.set_memtable_prefix_bloom_ratio(0.1);
             if *name != CF_CHUNKS {
                 cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
             } else {
@@ -252,13 +265,17 @@ impl Store {
 
     // ---- Raft log ----
 
-    /// Appends (or overwrites) log entries of a group. Visible on return; durable
+    /// Appends (or overwrites) log entries of a group, and sets the group's
+    /// state values `states` in the same write. Visible on return; durable
     /// after the next [`Store::sync_wal`] completes.
-    pub fn append_log<'a>(&self, group: GroupId, entries: impl IntoIterator<Item = (u64, &'a [u8])>) -> Result<()> {
+    pub fn append_log<'a>(&self, group: GroupId, entries: impl IntoIterator<Item = (u64, &'a [u8])>, states: &[(&str, &[u8])]) -> Result<()> {
         let cf = self.cf(CF_LOG);
         let mut batch = WriteBatch::default();
         for (index, bytes) in entries {
             batch.put_cf(cf, log_key(group, index), bytes);
+        }
+        for (name, value) in states {
+            batch.put_cf(self.cf(CF_STATE), group_key(group, name.as_bytes()), value);
         }
         self.db().write_opt(batch, &Self::write_opts(Durability::Buffered))?;
         Ok(())
@@ -525,8 +542,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let entries: Vec<(u64, Vec<u8>)> = (1..=10).map(|i| (i, vec![i as u8])).collect();
-        store.append_log(3, entries.iter().map(|(i, v)| (*i, v.as_slice()))).unwrap();
-        store.append_log(4, [(1u64, &b"other"[..])]).unwrap();
+        store.append_log(3, entries.iter().map(|(i, v)| (*i, v.as_slice())), &[("committed", b"c")]).unwrap();
+        store.append_log(4, [(1u64, &b"other"[..])], &[]).unwrap();
+        assert_eq!(store.get_state(3, "committed").unwrap(), Some(b"c".to_vec()));
+        assert_eq!(store.get_state(4, "committed").unwrap(), None);
         assert_eq!(store.read_log(3, 2, 5).unwrap(), vec![(2, vec![2]), (3, vec![3]), (4, vec![4])]);
         assert_eq!(store.last_log(3).unwrap(), Some((10, vec![10])));
         assert_eq!(store.last_log(5).unwrap(), None);
@@ -569,7 +588,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let (tx, rx) = mpsc::channel();
         for i in 0..50u64 {
-            store.append_log(1, [(i, &b"x"[..])]).unwrap();
+            store.append_log(1, [(i, &b"x"[..])], &[]).unwrap();
             let tx = tx.clone();
             store.sync_wal(Box::new(move |r| tx.send(r.is_ok()).unwrap())).unwrap();
         }

@@ -63,6 +63,11 @@ fn raft_err(e: courier_raft::Error) -> Status {
     Error::from(e).into()
 }
 
+/// A call of a Raft batch that failed, as the single call would have.
+fn failed(status: Status) -> RaftResult {
+    RaftResult { payload: Vec::new(), code: status.code() as i32, message: status.message().to_string() }
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
@@ -79,6 +84,31 @@ impl Peer for PeerService {
 
     async fn transfer_leader(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
         self.raft_rpc(req, RaftRpc::TransferLeader).await
+    }
+
+    async fn raft_batch(&self, req: Request<RaftBatchRequest>) -> Result<tonic::Response<RaftBatchReply>, Status> {
+        require_node(&req)?;
+        let calls = req.into_inner().calls;
+        if calls.len() > courier_raft::batch::MAX_CALLS {
+            return Err(Error::BadRequest(format!("a Raft batch holds at most {} calls", courier_raft::batch::MAX_CALLS)).into());
+        }
+        let raft = self.0.raft()?;
+        // Concurrently: the calls are for different groups, and their log
+        // appends share one fsync.
+        let results = futures::future::join_all(calls.into_iter().map(|call| async move {
+            let Some(rpc) = RaftRpc::from_wire(call.kind) else {
+                return failed(Status::invalid_argument(format!("BAD_REQUEST: unknown Raft call kind {}", call.kind)));
+            };
+            let Some(r) = call.request else {
+                return failed(Status::invalid_argument("BAD_REQUEST: a Raft call without its request"));
+            };
+            match raft.handle_rpc(rpc, r.target, r.group, &r.payload).await {
+                Ok(payload) => RaftResult { payload, code: 0, message: String::new() },
+                Err(e) => failed(raft_err(e)),
+            }
+        }))
+        .await;
+        Ok(tonic::Response::new(RaftBatchReply { results }))
     }
 
     async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<tonic::Response<RaftReply>, Status> {
@@ -98,6 +128,41 @@ impl Peer for PeerService {
         }
         let payload = raft.handle_snapshot(group, &meta, data).await.map_err(raft_err)?;
         Ok(tonic::Response::new(RaftReply { payload }))
+    }
+
+    async fn forward_stream(&self, req: Request<Streaming<ForwardBatch>>) -> Result<tonic::Response<tonic::codegen::BoxStream<ForwardResults>>, Status> {
+        require_node(&req)?;
+        let raft = self.0.raft()?.clone();
+        let mut calls = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(courier_raft::forward::MAX_PENDING);
+        // At most MAX_PENDING calls of a stream run at once; past that the
+        // stream is not read (HTTP/2 flow control holds the sender back).
+        let running = std::sync::Arc::new(tokio::sync::Semaphore::new(courier_raft::forward::MAX_PENDING));
+        tokio::spawn(async move {
+            while let Some(Ok(batch)) = calls.next().await {
+                if batch.calls.len() > courier_raft::forward::MAX_BATCH {
+                    tracing::warn!(calls = batch.calls.len(), "refused: a forwarded batch over the limit");
+                    break;
+                }
+                for call in batch.calls {
+                    let Ok(permit) = running.clone().acquire_owned().await else { return };
+                    let (raft, tx) = (raft.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let result = match call.request {
+                            None => Err(Status::invalid_argument("BAD_REQUEST: a forwarded call without its request")),
+                            Some(r) => raft.handle_forward(r.group, &r.payload).await.map_err(raft_err),
+                        };
+                        let result = match result {
+                            Ok(payload) => ForwardResult { id: call.id, payload, code: 0, message: String::new() },
+                            Err(s) => ForwardResult { id: call.id, payload: Vec::new(), code: s.code() as i32, message: s.message().to_string() },
+                        };
+                        let _ = tx.send(result).await;
+                    });
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(courier_raft::forward::results_stream(rx))))
     }
 
     async fn forward(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {

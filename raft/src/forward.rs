@@ -1,0 +1,307 @@
+//! Requests forwarded to a group's leader on another node travel on one
+//! long-lived gRPC stream per peer (`ForwardStream`), not one HTTP/2 request
+//! each.
+//!
+//! A forwarded write waits for its commit (milliseconds under load), so a
+//! batch answered as a whole would hold every call back until the slowest
+//! one. The stream avoids that: each side sends, in one message, everything
+//! that queued up since its last message (calls one way, results the other),
+//! and every result goes back as soon as it is ready. A call carries an id
+//! unique on its stream; results come back in any order.
+//!
+//! A peer of an older version answers UNIMPLEMENTED: from then on calls to
+//! it go as single `Forward` requests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use courier_proto::peer::peer_client::PeerClient;
+use courier_proto::peer::{ForwardBatch, ForwardCall, ForwardResult, RaftRequest};
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+use tonic::transport::Channel;
+
+/// Calls one stream may have unanswered; past it, callers queue.
+pub const MAX_PENDING: usize = 4096;
+/// Most calls (or results) in one stream message.
+pub const MAX_BATCH: usize = 1024;
+/// A message stops growing past this many payload bytes.
+const MAX_BYTES: usize = 8 << 20;
+
+type Reply = oneshot::Sender<Result<Vec<u8>, Status>>;
+
+struct Call {
+    req: RaftRequest,
+    reply: Reply,
+}
+
+/// The forwarding stream to one peer, opened on first use and again after
+/// it broke.
+#[derive(Clone)]
+pub struct Forwarder {
+    tx: mpsc::Sender<Call>,
+}
+
+impl Forwarder {
+    pub fn start(client: PeerClient<Channel>) -> Forwarder {
+        let (tx, rx) = mpsc::channel(MAX_PENDING);
+        tokio::spawn(run(client, rx));
+        Forwarder { tx }
+    }
+
+    /// Sends one request and waits for its result (the caller bounds the wait).
+    pub async fn call(&self, req: RaftRequest) -> Result<Vec<u8>, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Call { req, reply }).await.map_err(|_| Status::unavailable("the forwarding queue stopped"))?;
+        answer.await.map_err(|_| Status::unavailable("the forwarding stream broke"))?
+    }
+}
+
+async fn run(client: PeerClient<Channel>, mut rx: mpsc::Receiver<Call>) {
+    let legacy = Arc::new(AtomicBool::new(false));
+    let mut carry = None;
+    loop {
+        let first = match carry.take() {
+            Some(c) => c,
+            None => match rx.recv().await {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        if legacy.load(Ordering::Relaxed) {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let result = client.forward(first.req).await.map(|r| r.into_inner().payload);
+                let _ = first.reply.send(result);
+            });
+            continue;
+        }
+        carry = stream(client.clone(), first, &mut rx, &legacy).await;
+    }
+}
+
+/// Runs one stream until it breaks or every caller is gone. Returns a call
+/// taken from the queue but not sent (to go on the next stream).
+async fn stream(mut client: PeerClient<Channel>, first: Call, rx: &mut mpsc::Receiver<Call>, legacy: &AtomicBool) -> Option<Call> {
+    let (out, out_rx) = mpsc::unbounded_channel::<ForwardBatch>();
+    let mut pending: HashMap<u64, Reply> = HashMap::new();
+    let mut next_id = 0u64;
+    let mut send = |calls: Vec<Call>, pending: &mut HashMap<u64, Reply>| -> bool {
+        let mut batch = ForwardBatch { calls: Vec::with_capacity(calls.len()) };
+        for c in calls {
+            next_id += 1;
+            pending.insert(next_id, c.reply);
+            batch.calls.push(ForwardCall { id: next_id, request: Some(c.req) });
+        }
+        out.send(batch).is_ok()
+    };
+    // Kept to resend singly if the peer turns out not to know the stream.
+    let first_req = first.req.clone();
+    send(vec![first], &mut pending);
+    let mut results = match client.forward_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            tracing::info!("peer predates the forwarding stream: forwarding one request at a time");
+            legacy.store(true, Ordering::Relaxed);
+            return pending.drain().next().map(|(_, reply)| Call { req: first_req, reply });
+        }
+        Err(status) => {
+            fail_all(&mut pending, &status);
+            return None;
+        }
+    };
+    let mut carry = None;
+    loop {
+        tokio::select! {
+            call = rx.recv(), if pending.len() < MAX_PENDING => {
+                let Some(call) = call else {
+                    // Every caller is gone (the node stops): finish what is pending.
+                    while !pending.is_empty() {
+                        match results.message().await {
+                            Ok(Some(msg)) => answer(&mut pending, msg.results),
+                            _ => break,
+                        }
+                    }
+                    fail_all(&mut pending, &Status::unavailable("the node is stopping"));
+                    return None;
+                };
+                let mut calls = vec![call];
+                let mut bytes = calls[0].req.payload.len();
+                while calls.len() < MAX_BATCH && pending.len() + calls.len() < MAX_PENDING {
+                    match rx.try_recv() {
+                        Ok(c) if bytes + c.req.payload.len() > MAX_BYTES => {
+                            carry = Some(c);
+                            break;
+                        }
+                        Ok(c) => {
+                            bytes += c.req.payload.len();
+                            calls.push(c);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                calls.retain(|c| !c.reply.is_closed());
+                if !calls.is_empty() && !send(calls, &mut pending) {
+                    break;
+                }
+                if let Some(c) = carry.take() {
+                    if !send(vec![c], &mut pending) {
+                        break;
+                    }
+                }
+            }
+            msg = results.message() => match msg {
+                Ok(Some(msg)) => answer(&mut pending, msg.results),
+                Ok(None) => {
+                    fail_all(&mut pending, &Status::unavailable("the peer closed the forwarding stream"));
+                    return None;
+                }
+                Err(status) => {
+                    fail_all(&mut pending, &status);
+                    return None;
+                }
+            },
+        }
+        if pending.len() >= MAX_PENDING {
+            // Callers that gave up no longer hold a place.
+            pending.retain(|_, r| !r.is_closed());
+        }
+    }
+    fail_all(&mut pending, &Status::unavailable("the forwarding stream broke"));
+    carry
+}
+
+fn answer(pending: &mut HashMap<u64, Reply>, results: Vec<ForwardResult>) {
+    for r in results {
+        if let Some(reply) = pending.remove(&r.id) {
+            let _ = reply.send(match r.code {
+                0 => Ok(r.payload),
+                code => Err(Status::new(tonic::Code::from_i32(code), r.message)),
+            });
+        }
+    }
+}
+
+fn fail_all(pending: &mut HashMap<u64, Reply>, status: &Status) {
+    for (_, reply) in pending.drain() {
+        let _ = reply.send(Err(status.clone()));
+    }
+}
+
+/// The receiving side's result stream: everything finished since the last
+/// message goes in the next one.
+pub fn results_stream(rx: mpsc::Receiver<ForwardResult>) -> impl tokio_stream::Stream<Item = Result<courier_proto::peer::ForwardResults, Status>> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        let mut results = vec![first];
+        while results.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => results.push(r),
+                Err(_) => break,
+            }
+        }
+        Some((Ok(courier_proto::peer::ForwardResults { results }), rx))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use courier_proto::peer::peer_server::{Peer, PeerServer};
+    use courier_proto::peer::{ForwardResults, RaftReply};
+    use tokio_stream::StreamExt;
+    use tonic::{Request, Response, Streaming};
+
+    use super::*;
+
+    /// A peer that answers each forwarded call with its group number, later
+    /// calls sooner (so results return out of order), and counts what it got.
+    #[derive(Clone, Default)]
+    struct Fake {
+        streams: Arc<Mutex<usize>>,
+        messages: Arc<Mutex<usize>>,
+        singles: Arc<Mutex<usize>>,
+        stream_known: bool,
+    }
+
+    fn reply_for(req: &RaftRequest) -> Vec<u8> {
+        req.group.to_be_bytes().to_vec()
+    }
+
+    #[tonic::async_trait]
+    impl Peer for Fake {
+        async fn forward_stream(&self, req: Request<Streaming<ForwardBatch>>) -> Result<Response<tonic::codegen::BoxStream<ForwardResults>>, Status> {
+            if !self.stream_known {
+                return Err(Status::unimplemented("no such method"));
+            }
+            *self.streams.lock().unwrap() += 1;
+            let (tx, rx) = mpsc::channel(MAX_PENDING);
+            let mut incoming = req.into_inner();
+            let messages = self.messages.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(batch)) = incoming.next().await {
+                    *messages.lock().unwrap() += 1;
+                    for call in batch.calls {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let req = call.request.unwrap();
+                            tokio::time::sleep(Duration::from_millis(200u64.saturating_sub(req.group as u64 * 4))).await;
+                            let _ = tx.send(ForwardResult { id: call.id, payload: reply_for(&req), code: 0, message: String::new() }).await;
+                        });
+                    }
+                }
+            });
+            Ok(Response::new(Box::pin(results_stream(rx))))
+        }
+
+        async fn forward(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+            *self.singles.lock().unwrap() += 1;
+            Ok(Response::new(RaftReply { payload: reply_for(req.get_ref()) }))
+        }
+    }
+
+    async fn serve(fake: Fake) -> Forwarder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PeerServer::new(fake))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        Forwarder::start(crate::network::Router::new(None).peer(&addr.to_string()).unwrap())
+    }
+
+    async fn call_all(f: &Forwarder, n: u32) {
+        let calls = (0..n).map(|g| {
+            let f = f.clone();
+            async move { (g, tokio::time::timeout(Duration::from_secs(10), f.call(RaftRequest { group: g, payload: vec![1; 100], target: 0 })).await) }
+        });
+        for (g, result) in futures::future::join_all(calls).await {
+            assert_eq!(result.expect("answered in time").expect("succeeded"), g.to_be_bytes().to_vec(), "call {g} got another call's result");
+        }
+    }
+
+    #[tokio::test]
+    async fn many_calls_share_one_stream_and_each_gets_its_own_result() {
+        let fake = Fake { stream_known: true, ..Fake::default() };
+        let f = serve(fake.clone()).await;
+        call_all(&f, 40).await;
+        call_all(&f, 40).await;
+        assert_eq!(*fake.streams.lock().unwrap(), 1, "one stream for every call");
+        assert_eq!(*fake.singles.lock().unwrap(), 0);
+        let messages = *fake.messages.lock().unwrap();
+        assert!(messages < 80, "calls queued together travel together: {messages} messages for 80 calls");
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_stream_gets_single_forwards() {
+        let fake = Fake { stream_known: false, ..Fake::default() };
+        let f = serve(fake.clone()).await;
+        call_all(&f, 10).await;
+        assert_eq!(*fake.singles.lock().unwrap(), 10, "every call, the first included, went singly");
+        assert_eq!(*fake.streams.lock().unwrap(), 0);
+    }
+}
