@@ -24,6 +24,58 @@ pub struct StateMachine {
     group: GroupId,
     store: Store,
     app: std::sync::Arc<dyn logic::App>,
+    cache: std::sync::Arc<RowCache>,
+}
+
+/// Rows the apply path read, as they are stored: a send reads its chat's
+/// row and the sender's member row and writes both back, every time, and a
+/// lookup in a large memtable costs microseconds of cache misses. Only this
+/// group's apply writes its rows, so the cache is kept exact: rows enter when
+/// apply reads them from the store, a write that reaches the store updates a
+/// cached row (rows not cached stay out: message rows are written, seldom
+/// read back), and installing a snapshot empties it. Past [`CACHE_ROWS`] it
+/// starts over.
+#[derive(Default)]
+struct RowCache {
+    rows: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<u8>>>,
+}
+
+/// Rows one group's cache holds before it is emptied.
+const CACHE_ROWS: usize = 4096;
+
+impl RowCache {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.rows.lock().expect("row cache lock").get(key).cloned()
+    }
+
+    fn fill(&self, key: &[u8], value: &[u8]) {
+        let mut rows = self.rows.lock().expect("row cache lock");
+        if rows.len() >= CACHE_ROWS {
+            rows.clear();
+        }
+        rows.insert(key.to_vec(), value.to_vec());
+    }
+
+    /// The writes among `pending` that touch cached rows.
+    fn updates(&self, pending: &BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let rows = self.rows.lock().expect("row cache lock");
+        pending.iter().filter(|(k, _)| rows.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Called once the writes are in the store.
+    fn apply(&self, updates: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        let mut rows = self.rows.lock().expect("row cache lock");
+        for (k, v) in updates {
+            match v {
+                Some(v) => rows.insert(k, v),
+                None => rows.remove(&k),
+            };
+        }
+    }
+
+    fn clear(&self) {
+        self.rows.lock().expect("row cache lock").clear();
+    }
 }
 
 /// The body of a snapshot: every state machine row of the group.
@@ -36,15 +88,23 @@ struct SnapshotBody {
 struct BatchView<'a> {
     group: GroupId,
     store: &'a Store,
+    cache: &'a RowCache,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl StateRead for BatchView<'_> {
     fn get(&self, key: &[u8]) -> crate::Result<Option<Vec<u8>>> {
-        match self.pending.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => Ok(self.store.get_sm(self.group, key)?),
+        if let Some(v) = self.pending.get(key) {
+            return Ok(v.clone());
         }
+        if let Some(v) = self.cache.get(key) {
+            return Ok(Some(v));
+        }
+        let stored = self.store.get_sm(self.group, key)?;
+        if let Some(v) = &stored {
+            self.cache.fill(key, v);
+        }
+        Ok(stored)
     }
 }
 
@@ -75,7 +135,7 @@ impl StateView for BatchView<'_> {
 
 impl StateMachine {
     pub fn new(group: GroupId, store: Store, app: std::sync::Arc<dyn logic::App>) -> Self {
-        Self { group, store, app }
+        Self { group, store, app, cache: Default::default() }
     }
 
     fn read_state<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, io::Error> {
@@ -123,7 +183,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut view = BatchView { group: self.group, store: &self.store, pending: BTreeMap::new() };
+        let mut view = BatchView { group: self.group, store: &self.store, cache: &self.cache, pending: BTreeMap::new() };
         let mut ws = WriteSet::new();
         let mut last_applied = None;
         let mut responders = Vec::new();
@@ -142,6 +202,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 responders.push((r, response));
             }
         }
+        let cached = self.cache.updates(&view.pending);
         for (k, v) in std::mem::take(&mut view.pending) {
             match v {
                 Some(v) => ws.put_sm(self.group, &k, v),
@@ -154,6 +215,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Not synced: the log entries are already durable, and the WAL keeps this
         // write ordered before anything (a purge) that depends on it.
         self.store.write(ws, Durability::Buffered).map_err(io_err)?;
+        self.cache.apply(cached);
         for (r, response) in responders {
             r.send(response);
         }
@@ -166,6 +228,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
         let body: SnapshotBody = decode(&snapshot).map_err(io_err)?;
+        // Emptied before and after: no row read while the snapshot goes in
+        // may outlive it.
+        self.cache.clear();
         let mut ws = WriteSet::new();
         ws.clear_sm(self.group);
         for (k, v) in body.rows {
@@ -178,6 +243,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         ws.put_state(self.group, SNAPSHOT, encode(&(meta, &snapshot)));
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.write(ws, Durability::Synced)).await.map_err(io_err)?.map_err(io_err)?;
+        self.cache.clear();
         tracing::info!(group = self.group, index = ?meta.last_log_id.map(|l| l.index), "installed snapshot");
         Ok(())
     }
@@ -186,5 +252,75 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(self
             .read_state::<(SnapshotMeta, Vec<u8>)>(SNAPSHOT)?
             .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::entry::RaftEntry;
+    use openraft::testing::log_id;
+
+    use super::*;
+    use crate::types::{Command, Entry};
+
+    /// `inc` reads the row `n`, adds one and writes it back; `del` deletes it.
+    struct Counter;
+
+    impl logic::App for Counter {
+        fn apply(&self, view: &mut dyn logic::StateView, cmd: &[u8], _index: u64) -> crate::Result<Vec<u8>> {
+            if cmd == b"del" {
+                view.delete(b"n");
+                return Ok(Vec::new());
+            }
+            let n = view.get(b"n")?.map(|v| u64::from_be_bytes(v.try_into().unwrap())).unwrap_or(0) + 1;
+            view.put(b"n", n.to_be_bytes().to_vec());
+            Ok(Vec::new())
+        }
+        fn query(&self, _: &dyn StateRead, _: &[u8]) -> crate::Result<Vec<u8>> {
+            Ok(Vec::new())
+        }
+    }
+
+    async fn run(sm: &mut StateMachine, index: &mut u64, cmds: &[&[u8]]) {
+        for cmd in cmds {
+            *index += 1;
+            let entry = Entry::new_normal(log_id::<TypeConfig>(1, 1, *index), Command::App(cmd.to_vec()));
+            sm.apply(futures::stream::iter(vec![Ok((entry, None))])).await.unwrap();
+        }
+    }
+
+    fn stored(store: &Store) -> Option<u64> {
+        store.get_sm(5, b"n").unwrap().map(|v| u64::from_be_bytes(v.try_into().unwrap()))
+    }
+
+    #[tokio::test]
+    async fn rows_read_by_apply_stay_exact_across_writes_deletes_and_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut sm = StateMachine::new(5, store.clone(), std::sync::Arc::new(Counter));
+        let mut index = 0;
+        run(&mut sm, &mut index, &[b"inc", b"inc", b"inc"]).await;
+        assert_eq!(stored(&store), Some(3));
+        assert_eq!(sm.cache.get(&b"n"[..]), Some(3u64.to_be_bytes().to_vec()), "a row apply reads is cached, and kept current");
+
+        // A snapshot replaces the row; the next apply must read the new value.
+        let rows = vec![(b"n".to_vec(), 100u64.to_be_bytes().to_vec())];
+        let meta = SnapshotMeta { last_log_id: Some(log_id::<TypeConfig>(1, 1, 50)), last_membership: StoredMembership::default() };
+        sm.install_snapshot(&meta, encode(&SnapshotBody { rows })).await.unwrap();
+        index = 50;
+        run(&mut sm, &mut index, &[b"inc"]).await;
+        assert_eq!(stored(&store), Some(101));
+
+        // A delete reaches the cache too.
+        run(&mut sm, &mut index, &[b"del", b"inc"]).await;
+        assert_eq!(stored(&store), Some(1));
+
+        // Past its bound the cache starts over and stays right.
+        for k in 0..CACHE_ROWS + 10 {
+            sm.cache.fill(format!("k{k}").as_bytes(), b"x");
+        }
+        run(&mut sm, &mut index, &[b"inc"]).await;
+        assert_eq!(stored(&store), Some(2));
+        assert!(sm.cache.rows.lock().unwrap().len() <= CACHE_ROWS);
     }
 }
