@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use courier_proto::peer::{RaftKind, RaftReply, RaftRequest};
+use courier_proto::peer::{RaftKind, RaftReply, RaftRequest, RaftResult};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
@@ -109,21 +109,8 @@ where
                 None => return,
             },
         };
-        let mut calls = vec![first];
-        let mut bytes = calls[0].req.payload.len();
-        while calls.len() < MAX_CALLS {
-            match rx.try_recv() {
-                Ok(c) if bytes + c.req.payload.len() > MAX_BYTES => {
-                    carry = Some(c);
-                    break;
-                }
-                Ok(c) => {
-                    bytes += c.req.payload.len();
-                    calls.push(c);
-                }
-                Err(_) => break,
-            }
-        }
+        let mut calls;
+        (calls, carry) = take_queued(first, &mut rx, MAX_CALLS, MAX_BYTES, |c| c.req.payload.len());
         // Calls whose callers already gave up are not sent.
         calls.retain(|c| !c.reply.is_closed());
         if calls.is_empty() {
@@ -154,6 +141,41 @@ where
             }
         });
     }
+}
+
+/// A result as the wire carries it (code 0: success), back as a call's outcome.
+pub fn from_result(r: RaftResult) -> Result<RaftReply, Status> {
+    match r.code {
+        0 => Ok(RaftReply { payload: r.payload }),
+        code => Err(Status::new(tonic::Code::from_i32(code), r.message)),
+    }
+}
+
+/// A call's outcome as the wire carries it.
+pub fn to_result(outcome: Result<Vec<u8>, Status>) -> RaftResult {
+    match outcome {
+        Ok(payload) => RaftResult { payload, code: 0, message: String::new() },
+        Err(s) => RaftResult { payload: Vec::new(), code: s.code() as i32, message: s.message().to_string() },
+    }
+}
+
+/// `first` and whatever else is queued in `rx` right now, up to `max` items
+/// and `max_bytes` (by `size`; `first` goes regardless). An item that would
+/// pass the byte bound comes back apart, to lead the next batch.
+pub(crate) fn take_queued<T>(first: T, rx: &mut mpsc::Receiver<T>, max: usize, max_bytes: usize, size: impl Fn(&T) -> usize) -> (Vec<T>, Option<T>) {
+    let mut bytes = size(&first);
+    let mut items = vec![first];
+    while items.len() < max {
+        match rx.try_recv() {
+            Ok(item) if bytes + size(&item) > max_bytes => return (items, Some(item)),
+            Ok(item) => {
+                bytes += size(&item);
+                items.push(item);
+            }
+            Err(_) => break,
+        }
+    }
+    (items, None)
 }
 
 #[cfg(test)]

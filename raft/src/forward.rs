@@ -111,7 +111,7 @@ async fn stream(mut client: PeerClient<Channel>, first: Call, rx: &mut mpsc::Rec
             return None;
         }
     };
-    let mut carry = None;
+    let mut carry;
     loop {
         tokio::select! {
             call = rx.recv(), if pending.len() < MAX_PENDING => {
@@ -126,21 +126,9 @@ async fn stream(mut client: PeerClient<Channel>, first: Call, rx: &mut mpsc::Rec
                     fail_all(&mut pending, &Status::unavailable("the node is stopping"));
                     return None;
                 };
-                let mut calls = vec![call];
-                let mut bytes = calls[0].req.payload.len();
-                while calls.len() < MAX_BATCH && pending.len() + calls.len() < MAX_PENDING {
-                    match rx.try_recv() {
-                        Ok(c) if bytes + c.req.payload.len() > MAX_BYTES => {
-                            carry = Some(c);
-                            break;
-                        }
-                        Ok(c) => {
-                            bytes += c.req.payload.len();
-                            calls.push(c);
-                        }
-                        Err(_) => break,
-                    }
-                }
+                let room = MAX_BATCH.min(MAX_PENDING - pending.len());
+                let mut calls;
+                (calls, carry) = crate::batch::take_queued(call, rx, room, MAX_BYTES, |c| c.req.payload.len());
                 calls.retain(|c| !c.reply.is_closed());
                 if !calls.is_empty() && !send(calls, &mut pending) {
                     break;
@@ -175,9 +163,9 @@ async fn stream(mut client: PeerClient<Channel>, first: Call, rx: &mut mpsc::Rec
 fn answer(pending: &mut HashMap<u64, Reply>, results: Vec<ForwardResult>) {
     for r in results {
         if let Some(reply) = pending.remove(&r.id) {
-            let _ = reply.send(match r.code {
-                0 => Ok(r.payload),
-                code => Err(Status::new(tonic::Code::from_i32(code), r.message)),
+            let _ = reply.send(match r.result {
+                Some(result) => crate::batch::from_result(result).map(|r| r.payload),
+                None => Err(Status::internal("a forwarded call's result came without its content")),
             });
         }
     }
@@ -249,7 +237,8 @@ mod tests {
                         tokio::spawn(async move {
                             let req = call.request.unwrap();
                             tokio::time::sleep(Duration::from_millis(200u64.saturating_sub(req.group as u64 * 4))).await;
-                            let _ = tx.send(ForwardResult { id: call.id, payload: reply_for(&req), code: 0, message: String::new() }).await;
+                            let result = courier_proto::peer::RaftResult { payload: reply_for(&req), code: 0, message: String::new() };
+                            let _ = tx.send(ForwardResult { id: call.id, result: Some(result) }).await;
                         });
                     }
                 }

@@ -206,10 +206,7 @@ async fn send_batch(
             .into_inner()
             .results
             .into_iter()
-            .map(|r| match r.code {
-                0 => Ok(RaftReply { payload: r.payload }),
-                code => Err(tonic::Status::new(tonic::Code::from_i32(code), r.message)),
-            })
+            .map(batch::from_result)
             .collect()),
         Err(status) if status.code() == tonic::Code::Unimplemented => {
             // This batch is lost (openraft retries its calls); later ones go singly.

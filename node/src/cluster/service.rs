@@ -4,6 +4,7 @@
 use courier_proto::peer::admin_server::Admin;
 use courier_proto::peer::peer_server::Peer;
 use courier_proto::peer::*;
+use courier_raft::batch::to_result;
 use courier_raft::{Command, Query, QueryResult, RaftRpc, Response};
 use tokio_stream::StreamExt;
 use tonic::{Request, Status, Streaming};
@@ -63,11 +64,6 @@ fn raft_err(e: courier_raft::Error) -> Status {
     Error::from(e).into()
 }
 
-/// A call of a Raft batch that failed, as the single call would have.
-fn failed(status: Status) -> RaftResult {
-    RaftResult { payload: Vec::new(), code: status.code() as i32, message: status.message().to_string() }
-}
-
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
@@ -97,15 +93,12 @@ impl Peer for PeerService {
         // appends share one fsync.
         let results = futures::future::join_all(calls.into_iter().map(|call| async move {
             let Some(rpc) = RaftRpc::from_wire(call.kind) else {
-                return failed(Status::invalid_argument(format!("BAD_REQUEST: unknown Raft call kind {}", call.kind)));
+                return to_result(Err(Status::invalid_argument(format!("BAD_REQUEST: unknown Raft call kind {}", call.kind))));
             };
             let Some(r) = call.request else {
-                return failed(Status::invalid_argument("BAD_REQUEST: a Raft call without its request"));
+                return to_result(Err(Status::invalid_argument("BAD_REQUEST: a Raft call without its request")));
             };
-            match raft.handle_rpc(rpc, r.target, r.group, &r.payload).await {
-                Ok(payload) => RaftResult { payload, code: 0, message: String::new() },
-                Err(e) => failed(raft_err(e)),
-            }
+            to_result(raft.handle_rpc(rpc, r.target, r.group, &r.payload).await.map_err(raft_err))
         }))
         .await;
         Ok(tonic::Response::new(RaftBatchReply { results }))
@@ -153,11 +146,7 @@ impl Peer for PeerService {
                             None => Err(Status::invalid_argument("BAD_REQUEST: a forwarded call without its request")),
                             Some(r) => raft.handle_forward(r.group, &r.payload).await.map_err(raft_err),
                         };
-                        let result = match result {
-                            Ok(payload) => ForwardResult { id: call.id, payload, code: 0, message: String::new() },
-                            Err(s) => ForwardResult { id: call.id, payload: Vec::new(), code: s.code() as i32, message: s.message().to_string() },
-                        };
-                        let _ = tx.send(result).await;
+                        let _ = tx.send(ForwardResult { id: call.id, result: Some(to_result(result)) }).await;
                     });
                 }
             }
