@@ -116,10 +116,12 @@ async fn stream(mut client: PeerClient<Channel>, first: Call, rx: &mut mpsc::Rec
         tokio::select! {
             call = rx.recv(), if pending.len() < MAX_PENDING => {
                 let Some(call) = call else {
-                    // Every caller is gone (the node stops): finish what is pending.
+                    // Every caller is gone (the node stops): finish what is
+                    // pending, for a few seconds at most.
+                    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
                     while !pending.is_empty() {
-                        match results.message().await {
-                            Ok(Some(msg)) => answer(&mut pending, msg.results),
+                        match tokio::time::timeout_at(until, results.message()).await {
+                            Ok(Ok(Some(msg))) => answer(&mut pending, msg.results),
                             _ => break,
                         }
                     }
