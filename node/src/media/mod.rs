@@ -176,6 +176,15 @@ struct Ring {
     settled: bool,
 }
 
+/// What a chunk's homes answered.
+struct HomeCheck {
+    /// (chunk, home) for each home that said it lacks the chunk.
+    missing: Vec<(Hash, u64)>,
+    /// Chunks a home of which did not answer: not repaired (the home may be
+    /// briefly down), not counted as safe either.
+    unconfirmed: BTreeSet<Hash>,
+}
+
 pub fn sha256(bytes: &[u8]) -> Hash {
     Sha256::digest(bytes).into()
 }
@@ -700,30 +709,11 @@ impl Media {
         }
         let me = self.node.raft()?.id();
         let ids: Vec<u64> = ring.nodes.keys().copied().collect();
-        let mut by_home: BTreeMap<u64, Vec<Hash>> = BTreeMap::new();
-        let mut off: BTreeMap<Hash, usize> = BTreeMap::new();
-        for (h, _) in local.iter().filter(|(h, _)| used.contains(h)) {
-            let homes = ring::homes(h, &ids);
-            if !homes.contains(&me) {
-                off.insert(*h, 0);
-                for home in homes {
-                    by_home.entry(home).or_default().push(*h);
-                }
-            }
-        }
-        for (home, hashes) in by_home {
-            for batch in hashes.chunks(HAS_BATCH) {
-                // A home that does not answer keeps the copy here.
-                let Ok(has) = self.has_chunks(home, &ring.nodes[&home], batch).await else { continue };
-                for (h, has) in batch.iter().zip(has) {
-                    if has && let Some(n) = off.get_mut(h) {
-                        *n += 1;
-                    }
-                }
-            }
-        }
-        let want = ring::REPLICAS.min(ids.len());
-        let moved: Vec<Hash> = off.into_iter().filter(|(_, n)| *n >= want).map(|(h, _)| h).collect();
+        let off: Vec<Hash> = local.iter().map(|(h, _)| *h).filter(|h| used.contains(h) && !ring::homes(h, &ids).contains(&me)).collect();
+        // A home that lacks the chunk, or does not answer, keeps the copy here.
+        let check = self.check_homes(&ring.nodes, &off).await;
+        let lacking: BTreeSet<Hash> = check.missing.iter().map(|(h, _)| *h).collect();
+        let moved: Vec<Hash> = off.into_iter().filter(|h| !lacking.contains(h) && !check.unconfirmed.contains(h)).collect();
         let n = self.delete_local(moved, u64::MAX).await?;
         self.moved_off.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         if n > 0 {
@@ -808,6 +798,31 @@ impl Media {
         Ok(())
     }
 
+    /// Asks each of `chunks`' homes among `nodes` whether it holds the
+    /// chunk, in batches per home.
+    async fn check_homes<'a>(&self, nodes: &BTreeMap<u64, String>, chunks: impl IntoIterator<Item = &'a Hash>) -> HomeCheck {
+        let ids: Vec<u64> = nodes.keys().copied().collect();
+        let mut by_home: BTreeMap<u64, Vec<Hash>> = BTreeMap::new();
+        for h in chunks {
+            for home in ring::homes(h, &ids) {
+                by_home.entry(home).or_default().push(*h);
+            }
+        }
+        let mut check = HomeCheck { missing: Vec::new(), unconfirmed: BTreeSet::new() };
+        for (home, hashes) in by_home {
+            for batch in hashes.chunks(HAS_BATCH) {
+                match self.has_chunks(home, &nodes[&home], batch).await {
+                    Ok(has) => check.missing.extend(batch.iter().zip(has).filter(|(_, has)| !has).map(|(h, _)| (*h, home))),
+                    Err(e) => {
+                        tracing::debug!(node = home, "cannot ask which chunks it has: {e}");
+                        check.unconfirmed.extend(batch.iter().copied());
+                    }
+                }
+            }
+        }
+        check
+    }
+
     /// Makes sure every chunk used by the groups this node leads has a copy
     /// on each of its homes (the active nodes' ranking): asks each home
     /// which chunks it has, and copies the missing ones from any copy
@@ -816,7 +831,6 @@ impl Media {
     pub async fn repair_pass(&self) -> Result<courier_proto::peer::ChunkHealth> {
         let ring = self.ring().await?;
         let nodes = ring.nodes;
-        let ids: Vec<u64> = nodes.keys().copied().collect();
         let led = led_groups(self.node.raft()?);
         let store = self.node.store().clone();
         let per_group = tokio::task::spawn_blocking(move || -> Result<BTreeMap<u32, BTreeSet<Hash>>> {
@@ -835,28 +849,7 @@ impl Media {
         .map_err(|e| Error::Io(e.to_string()))??;
         let used: BTreeSet<Hash> = per_group.values().flatten().copied().collect();
 
-        // Which homes lack which chunks (a home that does not answer is not counted).
-        let mut by_home: BTreeMap<u64, Vec<Hash>> = BTreeMap::new();
-        for h in &used {
-            for home in ring::homes(h, &ids) {
-                by_home.entry(home).or_default().push(*h);
-            }
-        }
-        let mut missing: Vec<(Hash, u64)> = Vec::new();
-        // Chunks a home of which did not answer: not repaired (the home may
-        // be briefly down), but not counted as safe either.
-        let mut unconfirmed: BTreeSet<Hash> = BTreeSet::new();
-        for (home, hashes) in by_home {
-            for batch in hashes.chunks(HAS_BATCH) {
-                match self.has_chunks(home, &nodes[&home], batch).await {
-                    Ok(has) => missing.extend(batch.iter().zip(has).filter(|(_, has)| !has).map(|(h, _)| (*h, home))),
-                    Err(e) => {
-                        tracing::debug!(node = home, "cannot ask which chunks it has: {e}");
-                        unconfirmed.extend(batch.iter().copied());
-                    }
-                }
-            }
-        }
+        let HomeCheck { missing, unconfirmed } = self.check_homes(&nodes, &used).await;
         let under: BTreeSet<Hash> = missing.iter().map(|(h, _)| *h).collect();
         let started = Instant::now();
         let mut copied_bytes = 0u64;
