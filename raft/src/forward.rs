@@ -13,8 +13,6 @@
 //! it go as single `Forward` requests.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use courier_proto::peer::peer_client::PeerClient;
 use courier_proto::peer::{ForwardBatch, ForwardCall, ForwardResult, RaftRequest};
@@ -59,34 +57,39 @@ impl Forwarder {
 }
 
 async fn run(client: PeerClient<Channel>, mut rx: mpsc::Receiver<Call>) {
-    let legacy = Arc::new(AtomicBool::new(false));
-    let mut carry = None;
-    loop {
-        let first = match carry.take() {
-            Some(c) => c,
-            None => match rx.recv().await {
-                Some(c) => c,
-                None => return,
-            },
-        };
-        if legacy.load(Ordering::Relaxed) {
-            let mut client = client.clone();
-            tokio::spawn(async move {
-                let result = client.forward(first.req).await.map(|r| r.into_inner().payload);
-                let _ = first.reply.send(result);
-            });
+    let mut legacy = false;
+    while let Some(first) = rx.recv().await {
+        if legacy {
+            single(client.clone(), first);
             continue;
         }
-        carry = stream(client.clone(), first, &mut rx, &legacy).await;
+        legacy = stream(client.clone(), first, &mut rx).await == Ended::Unknown;
     }
 }
 
-/// Runs one stream until it breaks or every caller is gone. Returns a call
-/// taken from the queue but not sent (to go on the next stream).
-async fn stream(mut client: PeerClient<Channel>, first: Call, rx: &mut mpsc::Receiver<Call>, legacy: &AtomicBool) -> Option<Call> {
+/// One call as a single `Forward` request (to a peer that predates the stream).
+fn single(mut client: PeerClient<Channel>, call: Call) {
+    tokio::spawn(async move {
+        let result = client.forward(call.req).await.map(|r| r.into_inner().payload);
+        let _ = call.reply.send(result);
+    });
+}
+
+#[derive(PartialEq)]
+enum Ended {
+    /// Broken, or every caller gone: the next call opens a new stream.
+    Closed,
+    /// The peer does not know the stream; its first call went singly.
+    Unknown,
+}
+
+/// Runs one stream, starting with `first`, until it breaks or every caller
+/// is gone.
+async fn stream(mut client: PeerClient<Channel>, first: Call, rx: &mut mpsc::Receiver<Call>) -> Ended {
     let (out, out_rx) = mpsc::unbounded_channel::<ForwardBatch>();
     let mut pending: HashMap<u64, Reply> = HashMap::new();
     let mut next_id = 0u64;
+    // Queues one message; false once the stream's sending side is gone.
     let mut send = |calls: Vec<Call>, pending: &mut HashMap<u64, Reply>| -> bool {
         let mut batch = ForwardBatch { calls: Vec::with_capacity(calls.len()) };
         for c in calls {
@@ -103,19 +106,20 @@ async fn stream(mut client: PeerClient<Channel>, first: Call, rx: &mut mpsc::Rec
         Ok(r) => r.into_inner(),
         Err(status) if status.code() == tonic::Code::Unimplemented => {
             tracing::info!("peer predates the forwarding stream: forwarding one request at a time");
-            legacy.store(true, Ordering::Relaxed);
-            return pending.drain().next().map(|(_, reply)| Call { req: first_req, reply });
+            if let Some((_, reply)) = pending.drain().next() {
+                single(client, Call { req: first_req, reply });
+            }
+            return Ended::Unknown;
         }
         Err(status) => {
             fail_all(&mut pending, &status);
-            return None;
+            return Ended::Closed;
         }
     };
-    let mut carry;
-    loop {
+    let status = loop {
         tokio::select! {
             call = rx.recv(), if pending.len() < MAX_PENDING => {
-                let Some(call) = call else {
+                let Some(mut call) = call else {
                     // Every caller is gone (the node stops): finish what is
                     // pending, for a few seconds at most.
                     let until = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -125,41 +129,35 @@ async fn stream(mut client: PeerClient<Channel>, first: Call, rx: &mut mpsc::Rec
                             _ => break,
                         }
                     }
-                    fail_all(&mut pending, &Status::unavailable("the node is stopping"));
-                    return None;
+                    break Status::unavailable("the node is stopping");
                 };
-                let room = MAX_BATCH.min(MAX_PENDING - pending.len());
-                let mut calls;
-                (calls, carry) = crate::batch::take_queued(call, rx, room, MAX_BYTES, |c| c.req.payload.len());
-                calls.retain(|c| !c.reply.is_closed());
-                if !calls.is_empty() && !send(calls, &mut pending) {
-                    break;
-                }
-                if let Some(c) = carry.take() {
-                    if !send(vec![c], &mut pending) {
+                // Everything queued, in messages of at most MAX_BYTES.
+                loop {
+                    let room = MAX_BATCH.min(MAX_PENDING.saturating_sub(pending.len()).max(1));
+                    let (mut calls, rest) = crate::batch::take_queued(call, rx, room, MAX_BYTES, |c| c.req.payload.len());
+                    calls.retain(|c| !c.reply.is_closed());
+                    if !calls.is_empty() && !send(calls, &mut pending) {
                         break;
+                    }
+                    match rest {
+                        Some(c) => call = c,
+                        None => break,
                     }
                 }
             }
             msg = results.message() => match msg {
                 Ok(Some(msg)) => answer(&mut pending, msg.results),
-                Ok(None) => {
-                    fail_all(&mut pending, &Status::unavailable("the peer closed the forwarding stream"));
-                    return None;
-                }
-                Err(status) => {
-                    fail_all(&mut pending, &status);
-                    return None;
-                }
+                Ok(None) => break Status::unavailable("the peer closed the forwarding stream"),
+                Err(status) => break status,
             },
         }
         if pending.len() >= MAX_PENDING {
             // Callers that gave up no longer hold a place.
             pending.retain(|_, r| !r.is_closed());
         }
-    }
-    fail_all(&mut pending, &Status::unavailable("the forwarding stream broke"));
-    carry
+    };
+    fail_all(&mut pending, &status);
+    Ended::Closed
 }
 
 fn answer(pending: &mut HashMap<u64, Reply>, results: Vec<ForwardResult>) {
@@ -184,20 +182,14 @@ fn fail_all(pending: &mut HashMap<u64, Reply>, status: &Status) {
 pub fn results_stream(rx: mpsc::Receiver<ForwardResult>) -> impl tokio_stream::Stream<Item = Result<courier_proto::peer::ForwardResults, Status>> + Send + 'static {
     futures::stream::unfold(rx, |mut rx| async move {
         let first = rx.recv().await?;
-        let mut results = vec![first];
-        while results.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => results.push(r),
-                Err(_) => break,
-            }
-        }
+        let (results, _) = crate::batch::take_queued(first, &mut rx, MAX_BATCH, usize::MAX, |_| 0);
         Some((Ok(courier_proto::peer::ForwardResults { results }), rx))
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use courier_proto::peer::peer_server::{Peer, PeerServer};

@@ -79,10 +79,10 @@ impl Router {
     /// The shared channel to a peer address, created on first use; it
     /// reconnects by itself after failures.
     pub fn channel(&self, addr: &str) -> Result<Channel> {
-        let mut channels = self.inner.channels.lock().expect("router lock");
-        if let Some(ch) = channels.get(addr) {
-            return Ok(ch.clone());
-        }
+        per_peer(&self.inner.channels, addr, || self.connect(addr))
+    }
+
+    fn connect(&self, addr: &str) -> Result<Channel> {
         let scheme = if self.inner.tls.is_some() { "https" } else { "http" };
         let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| Error::Invalid(format!("peer address {addr}: {e}")))?
@@ -96,9 +96,7 @@ impl Router {
         if let Some(tls) = &self.inner.tls {
             ep = ep.tls_config(tls.clone()).map_err(|e| Error::Invalid(format!("tls: {e}")))?;
         }
-        let ch = ep.connect_lazy();
-        channels.insert(addr.to_string(), ch.clone());
-        Ok(ch)
+        Ok(ep.connect_lazy())
     }
 
     pub fn peer(&self, addr: &str) -> Result<PeerClient<Channel>> {
@@ -124,34 +122,20 @@ impl Router {
 
     /// The queue of Raft calls to the peer at `addr`, started on first use.
     fn queue(&self, addr: &str) -> Result<tokio::sync::mpsc::Sender<Call>> {
-        let mut queues = self.inner.queues.lock().expect("router lock");
-        if let Some(q) = queues.get(addr) {
-            return Ok(q.clone());
-        }
-        let client = self.peer(addr)?;
-        // Until the peer shows it knows `RaftBatch` (a node of an older
-        // version answers UNIMPLEMENTED), calls go one RPC each after that.
-        let legacy = Arc::new(AtomicBool::new(false));
-        let q = batch::start(move |calls| send_batch(client.clone(), legacy.clone(), calls), self.inner.stats.clone());
-        queues.insert(addr.to_string(), q.clone());
-        Ok(q)
+        per_peer(&self.inner.queues, addr, || {
+            let client = self.peer(addr)?;
+            // Set once the peer answers UNIMPLEMENTED (an older version):
+            // from then on calls go one RPC each.
+            let legacy = Arc::new(AtomicBool::new(false));
+            Ok(batch::start(move |calls| send_batch(client.clone(), legacy.clone(), calls), self.inner.stats.clone()))
+        })
     }
 
     /// Sends a request to be executed by the node at `addr` (a group's
     /// leader) and returns its encoded reply.
     pub async fn forward(&self, addr: &str, req: RaftRequest) -> std::result::Result<Vec<u8>, tonic::Status> {
-        let forwarder = {
-            let mut forwarders = self.inner.forwarders.lock().expect("router lock");
-            match forwarders.get(addr) {
-                Some(f) => f.clone(),
-                None => {
-                    let client = self.peer(addr).map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                    let f = Forwarder::start(client);
-                    forwarders.insert(addr.to_string(), f.clone());
-                    f
-                }
-            }
-        };
+        let forwarder = per_peer(&self.inner.forwarders, addr, || Ok(Forwarder::start(self.peer(addr)?)))
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         forwarder.call(req).await
     }
 
@@ -176,6 +160,17 @@ impl Router {
         };
         decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
+}
+
+/// What `map` keeps for the peer at `addr`, made by `make` on first use.
+fn per_peer<T: Clone>(map: &Mutex<HashMap<String, T>>, addr: &str, make: impl FnOnce() -> Result<T>) -> Result<T> {
+    let mut map = map.lock().expect("router lock");
+    if let Some(v) = map.get(addr) {
+        return Ok(v.clone());
+    }
+    let v = make()?;
+    map.insert(addr.to_string(), v.clone());
+    Ok(v)
 }
 
 /// One round trip to a peer with `calls`: a `RaftBatch` call, or single

@@ -228,9 +228,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
         let body: SnapshotBody = decode(&snapshot).map_err(io_err)?;
-        // Emptied before and after: no row read while the snapshot goes in
-        // may outlive it.
-        self.cache.clear();
         let mut ws = WriteSet::new();
         ws.clear_sm(self.group);
         for (k, v) in body.rows {
@@ -243,6 +240,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         ws.put_state(self.group, SNAPSHOT, encode(&(meta, &snapshot)));
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.write(ws, Durability::Synced)).await.map_err(io_err)?.map_err(io_err)?;
+        // Apply does not run meanwhile (it takes the state machine too), so
+        // emptying the cache once the rows are in is enough.
         self.cache.clear();
         tracing::info!(group = self.group, index = ?meta.last_log_id.map(|l| l.index), "installed snapshot");
         Ok(())
