@@ -162,7 +162,7 @@ pub fn to_result(outcome: Result<Vec<u8>, Status>) -> RaftResult {
 /// `first` and whatever else is queued in `rx` right now, up to `max` items
 /// and `max_bytes` (by `size`; `first` goes regardless). An item that would
 /// pass the byte bound comes back apart, to lead the next batch.
-pub(crate) fn take_queued<T>(first: T, rx: &mut mpsc::Receiver<T>, max: usize, max_bytes: usize, size: impl Fn(&T) -> usize) -> (Vec<T>, Option<T>) {
+pub fn take_queued<T>(first: T, rx: &mut mpsc::Receiver<T>, max: usize, max_bytes: usize, size: impl Fn(&T) -> usize) -> (Vec<T>, Option<T>) {
     let mut bytes = size(&first);
     let mut items = vec![first];
     while items.len() < max {

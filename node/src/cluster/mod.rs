@@ -75,13 +75,7 @@ const NOTICE_BATCH: usize = 256;
 /// One node's queue of notices, until the node is dropped.
 async fn send_notices(router: Router, addr: String, mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>) {
     while let Some(first) = rx.recv().await {
-        let mut payloads = vec![first];
-        while payloads.len() < NOTICE_BATCH {
-            match rx.try_recv() {
-                Ok(p) => payloads.push(p),
-                Err(_) => break,
-            }
-        }
+        let (payloads, _) = courier_raft::batch::take_queued(first, &mut rx, NOTICE_BATCH, usize::MAX, |_| 0);
         let Ok(mut client) = router.peer(&addr) else { continue };
         let req = courier_proto::peer::NotifyRequest { payload: Vec::new(), payloads };
         if let Ok(Err(e)) | Err(e) = tokio::time::timeout(Duration::from_secs(2), client.notify(req)).await.map_err(|_| tonic::Status::deadline_exceeded("2 s")) {
