@@ -300,6 +300,11 @@ pub struct MessagesBenchArgs {
     /// recipient on the second, one at a time, timing send → push.
     #[arg(long, default_value_t = 200)]
     delivery: usize,
+    /// Keep each sender on its one connection instead of sending straight
+    /// to its chat's leader (every send that lands on a follower is then
+    /// forwarded by it).
+    #[arg(long)]
+    no_leader_routing: bool,
     #[arg(long)]
     json: bool,
 }
@@ -311,7 +316,7 @@ pub async fn messages(args: MessagesBenchArgs) -> Result<()> {
     let ca_path = args.conn.ca.clone().context("pass --ca FILE or set COURIER_CA")?;
     let ca = std::fs::read(&ca_path).with_context(|| format!("read {}", ca_path.display()))?;
     let base = rand::random_range(0..90_000u64);
-    let connect = |node: &str| ClientConfig::new(vec![node.to_string()], ca.clone());
+    let connect = |node: &str| ClientConfig { route_to_leaders: !args.no_leader_routing, ..ClientConfig::new(vec![node.to_string()], ca.clone()) };
     // Set-up: one user and one group per sender.
     let mut senders = Vec::new();
     for w in 0..args.senders {

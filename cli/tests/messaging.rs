@@ -241,7 +241,8 @@ fn one_order_for_concurrent_senders_retries_and_the_brief_s_errors() {
     // A send whose node dies before the answer, retried with the same random_id on another node: one message.
     let (ann, _) = users;
     let before = rt.block_on(async {
-        let (a, _, _) = device(&c, 3, "+9996630001", "Ann").await;
+        // One connection only, so the send below goes to node 3 and no further.
+        let (a, _, _) = device_with(&c, 3, "+9996630001", "Ann", |cfg| cfg.route_to_leaders = false).await;
         let msg = a.send_message(chat.id, 777, "exactly once", 0).await.unwrap();
         (a, msg)
     });
@@ -440,4 +441,51 @@ fn last_seen_when_every_device_left() {
         assert!(!u.online, "Bob went offline");
         assert!(u.last_seen_ms >= before, "last seen when he left: {} vs {before}", u.last_seen_ms);
     });
+}
+
+/// A chat's writes go from the device straight to its group's leader (no
+/// forwarding by the device's own node), and back through the own node when
+/// that leader's node dies.
+#[test]
+fn a_chat_s_writes_go_to_its_leader_and_fall_back_to_the_own_node_when_it_dies() {
+    let mut c = Cluster::start_settled(66, 3, EXTRA);
+    let rt = rt();
+    let (a, _events, _) = rt.block_on(device(&c, 1, "+9996660001", "Ann"));
+    // A group chat whose data group another node leads.
+    let (chat, leader) = must_wait(Duration::from_secs(60), "a chat led by another node than the device's", || {
+        let chat = rt.block_on(a.create_group("Routed", vec![])).unwrap();
+        let leader = leaders(&c.status()?).get(&(chat.id & 0xffff)).copied().flatten()?;
+        (leader != 1).then_some((chat, leader as u32))
+    });
+    let forwarded = |c: &Cluster| c.metric(1, "courier_forwarded_requests_total").expect("node 1's metrics");
+    let served = |c: &Cluster| c.metric(leader, "courier_client_requests_total").expect("the leader's metrics");
+
+    // The first sends go through node 1 while the route and the extra connection come up.
+    let mut next = 0u64;
+    let mut send = || {
+        next += 1;
+        rt.block_on(a.send_message(chat.id, next, &format!("m{next}"), 0)).unwrap();
+    };
+    must_wait(Duration::from_secs(20), "a send node 1 does not forward", || {
+        let before = forwarded(&c);
+        send();
+        (forwarded(&c) == before).then_some(())
+    });
+    let (fwd0, served0) = (forwarded(&c), served(&c));
+    for _ in 0..50 {
+        send();
+    }
+    let (fwd1, served1) = (forwarded(&c), served(&c));
+    assert!(fwd1 - fwd0 < 10.0, "node 1 forwarded {} of 50 sends", fwd1 - fwd0);
+    assert!(served1 - served0 >= 50.0, "the leader served {} requests", served1 - served0);
+
+    // The leader's node dies: the same send, retried, goes through node 1
+    // and lands once; the chat stays one gap-free log.
+    c.kill9(leader);
+    let last = must_wait(Duration::from_secs(30), "a send after the leader died", || rt.block_on(a.send_message(chat.id, 1 << 40, "after", 0)).ok());
+    let history = rt.block_on(a.history(chat.id, 0, 0, 100)).unwrap();
+    let mut ids: Vec<u64> = history.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=last.id).collect::<Vec<_>>(), "gap-free, and the last send is the last message");
+    assert_eq!(history.iter().filter(|m| m.text == "after").count(), 1);
 }

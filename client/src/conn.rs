@@ -86,8 +86,10 @@ fn conn_error(e: quinn::ConnectionError) -> Error {
 
 impl Conn {
     /// Connects to `addr`, verifies it against the CA, says hello (with the
-    /// token, after the handshake), and starts the push reader.
-    pub(crate) async fn open(inner: &Arc<Inner>, addr: &str, token: Option<&[u8]>) -> Result<(Conn, pb::HelloReply)> {
+    /// token, after the handshake), and starts the push reader; a
+    /// `requests_only` connection (see [`crate::route`]) gets no pushes and
+    /// is not reconnected.
+    pub(crate) async fn open(inner: &Arc<Inner>, addr: &str, token: Option<&[u8]>, requests_only: bool) -> Result<(Conn, pb::HelloReply)> {
         let cfg = &inner.cfg;
         let sock = tokio::net::lookup_host(addr)
             .await
@@ -113,6 +115,7 @@ impl Conn {
                 client_version: cfg.client_version.clone(),
                 device: cfg.device.clone(),
                 session_token: token.map(<[u8]>::to_vec).unwrap_or_default(),
+                requests_only,
             })),
         };
         let reply = match request(&conn, &hello, cfg.request_timeout).await? {
@@ -120,7 +123,9 @@ impl Conn {
             R::Error(e) => return Err(Error::from_proto(e)),
             other => return Err(Error::Protocol(format!("unexpected hello reply {other:?}"))),
         };
-        spawn_readers(Arc::downgrade(inner), addr.to_string(), conn.clone());
+        if !requests_only {
+            spawn_readers(Arc::downgrade(inner), addr.to_string(), conn.clone());
+        }
         Ok((Conn { node: addr.to_string(), conn }, reply))
     }
 }

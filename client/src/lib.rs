@@ -18,11 +18,12 @@
 
 mod conn;
 pub mod error;
+mod route;
 pub mod media;
 pub mod sync;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use courier_proto::client as pb;
 use courier_proto::client::request::Method as M;
@@ -54,6 +55,9 @@ pub struct ClientConfig {
     /// A UDP endpoint shared with other clients (see [`shared_endpoint`]);
     /// `None` opens one for this client alone.
     pub endpoint: Option<quinn::Endpoint>,
+    /// Send a chat's writes straight to its group's leader over an extra
+    /// connection ([`route`]); `false` keeps to one connection.
+    pub route_to_leaders: bool,
 }
 
 /// A UDP endpoint many clients can share (a bench holding thousands of
@@ -73,6 +77,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
             endpoint: None,
+            route_to_leaders: true,
         }
     }
 }
@@ -110,6 +115,8 @@ pub(crate) struct Inner {
     next: Mutex<usize>,
     events: mpsc::Sender<Event>,
     hello: Mutex<Option<pb::HelloReply>>,
+    /// Chats' leaders and the extra connections to them ([`route`]).
+    routes: Mutex<route::Table>,
 }
 
 impl Inner {
@@ -133,7 +140,7 @@ impl Inner {
             };
             let addr = self.cfg.nodes[idx].clone();
             let token = self.token.lock().expect("token lock").clone();
-            match conn::Conn::open(self, &addr, token.as_deref()).await {
+            match conn::Conn::open(self, &addr, token.as_deref(), false).await {
                 Ok((c, hello)) => {
                     // Stay on this node next time.
                     *self.next.lock().expect("next lock") = idx;
@@ -180,7 +187,7 @@ impl Client {
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let start = rand::random_range(0..cfg.nodes.len());
         let token = Mutex::new(cfg.token.clone());
-        let inner = Inner { cfg, endpoint, own_endpoint, tls, token, current: Default::default(), next: Mutex::new(start), events: tx, hello: Mutex::new(None) };
+        let inner = Inner { cfg, endpoint, own_endpoint, tls, token, current: Default::default(), next: Mutex::new(start), events: tx, hello: Mutex::new(None), routes: Mutex::default() };
         Ok((Client { inner: Arc::new(inner) }, rx))
     }
 
@@ -239,7 +246,26 @@ impl Client {
                     | M::GetFile(_)
             ),
         };
+        let chat = route::routed_chat(&method);
         let req = pb::Request { method: Some(method) };
+        if let Some(chat) = chat
+            && let Some((addr, conn)) = self.routed(chat).await
+        {
+            match conn::request(&conn, &req, self.inner.cfg.request_timeout).await {
+                Ok(R::Error(e)) => return Err(Error::from_proto(e)),
+                Err(e) if e.code() == "SESSION_REVOKED" => {
+                    *self.inner.token.lock().expect("token lock") = None;
+                    return Err(e);
+                }
+                Ok(r) => return Ok(r),
+                Err(e @ Error::Api { .. }) => return Err(e),
+                // Routed requests are idempotent: the device's own connection takes it again.
+                Err(e) => {
+                    tracing::debug!(node = %addr, "routed request failed, sending it through the own node: {e}");
+                    self.inner.routes.lock().expect("routes lock").set_conn(&addr, None, Instant::now());
+                }
+            }
+        }
         let mut tried = 0;
         loop {
             tried += 1;
@@ -262,6 +288,62 @@ impl Client {
         }
     }
 
+    /// The extra connection to the leader of `chat`'s group, when it is
+    /// known, elsewhere than the own node, and open ([`route`]). Fetches the
+    /// routes and opens connections in the background.
+    async fn routed(&self, chat: u64) -> Option<(String, quinn::Connection)> {
+        if !self.inner.cfg.route_to_leaders {
+            return None;
+        }
+        let token = self.inner.token.lock().expect("token lock").clone()?;
+        self.inner.current.lock().await.as_ref()?;
+        let own = self.inner.hello.lock().expect("hello lock").as_ref()?.node_id;
+        let now = Instant::now();
+        let (refresh, decision) = {
+            let mut table = self.inner.routes.lock().expect("routes lock");
+            (table.start_refresh(now), table.decide(chat, own, now))
+        };
+        if refresh {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                let routes = match inner.ensure().await {
+                    Ok(conn) => match conn::request(&conn, &pb::Request { method: Some(M::GetRoutes(pb::GetRoutes {})) }, inner.cfg.request_timeout).await {
+                        Ok(R::Routes(r)) => Some(r),
+                        // An older node does not know the method: requests stay on the own connection.
+                        _ => None,
+                    },
+                    Err(_) => None,
+                };
+                inner.routes.lock().expect("routes lock").refreshed(routes, Instant::now());
+            });
+        }
+        match decision {
+            route::Decision::Own => None,
+            route::Decision::Extra(addr) => {
+                let conn = self.inner.routes.lock().expect("routes lock").conn(&addr)?;
+                Some((addr, conn))
+            }
+            route::Decision::OwnAndConnect(addr) => {
+                let inner = self.inner.clone();
+                tokio::spawn(async move {
+                    let conn = match conn::Conn::open(&inner, &addr, Some(&token), true).await {
+                        Ok((c, hello)) if hello.authorized => Some(c.conn),
+                        Ok((c, _)) => {
+                            c.conn.close(0u32.into(), b"not authorized");
+                            None
+                        }
+                        Err(e) => {
+                            tracing::debug!(node = %addr, "cannot open a connection to a chat's leader: {e}");
+                            None
+                        }
+                    };
+                    inner.routes.lock().expect("routes lock").set_conn(&addr, conn, Instant::now());
+                });
+                None
+            }
+        }
+    }
+
     async fn drop_conn(&self, conn: &quinn::Connection) {
         let mut cur = self.inner.current.lock().await;
         if cur.as_ref().is_some_and(|c| c.conn.stable_id() == conn.stable_id()) {
@@ -272,6 +354,7 @@ impl Client {
 
     /// Closes the connection (the session stays valid).
     pub async fn close(&self) {
+        self.inner.routes.lock().expect("routes lock").clear();
         if let Some(c) = self.inner.current.lock().await.take() {
             c.conn.close(0u32.into(), b"bye");
         }
@@ -353,6 +436,7 @@ impl Client {
         match self.call(M::LogOut(pb::LogOut {})).await? {
             R::Done(_) => {
                 *self.inner.token.lock().expect("token lock") = None;
+                self.inner.routes.lock().expect("routes lock").clear();
                 Ok(())
             }
             other => Err(unexpected(other)),
@@ -558,6 +642,9 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        if let Ok(mut routes) = self.inner.routes.lock() {
+            routes.clear();
+        }
         if self.inner.own_endpoint {
             self.inner.endpoint.close(0u32.into(), b"bye");
         } else if let Ok(mut cur) = self.inner.current.try_lock()

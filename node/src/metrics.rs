@@ -19,6 +19,7 @@ pub struct Metrics {
     pub log_entries: Counter,
     pub raft_batches: Counter,
     pub raft_batched_calls: Counter,
+    pub forwarded: Counter,
     pub client_connections: Gauge,
     pub client_requests: Counter,
     pub sign_ins: Counter,
@@ -53,6 +54,7 @@ impl Default for Metrics {
             log_entries: Counter::default(),
             raft_batches: Counter::default(),
             raft_batched_calls: Counter::default(),
+            forwarded: Counter::default(),
             client_connections: Gauge::default(),
             client_requests: Counter::default(),
             sign_ins: Counter::default(),
@@ -70,6 +72,7 @@ impl Default for Metrics {
         registry.register("raft_log_entries", "Log entries appended on groups this node leads", m.log_entries.clone());
         registry.register("raft_batches", "Batches of Raft calls this node sent to peers", m.raft_batches.clone());
         registry.register("raft_batched_calls", "Raft calls (appends, heartbeats, votes) those batches carried", m.raft_batched_calls.clone());
+        registry.register("forwarded_requests", "Requests this node forwarded to their group's leader on another node", m.forwarded.clone());
         registry.register("client_connections", "Client QUIC connections open on this node", m.client_connections.clone());
         registry.register("client_requests", "Client requests served by this node", m.client_requests.clone());
         registry.register("auth_sign_ins", "Sessions created (sign-in and sign-up) through this node", m.sign_ins.clone());
@@ -106,6 +109,8 @@ impl Metrics {
         let (batches, calls) = multi.router().batch_stats();
         self.raft_batches.inc_by(batches.saturating_sub(self.raft_batches.get()));
         self.raft_batched_calls.inc_by(calls.saturating_sub(self.raft_batched_calls.get()));
+        let forwarded = multi.router().forwarded();
+        self.forwarded.inc_by(forwarded.saturating_sub(self.forwarded.get()));
         self.groups_led.set(led);
         self.groups_hosted.set(hosted);
         self.apply_lag.set(lag as i64);

@@ -248,6 +248,22 @@ impl MultiRaft {
             .collect()
     }
 
+    /// Each data group's leader and its client address, as this node last
+    /// heard (`None`: no leader known here). Clients send a chat's writes there.
+    pub fn leader_client_addrs(&self) -> Vec<(GroupId, Option<(NodeId, String)>)> {
+        (1..=self.inner.data_groups)
+            .map(|g| {
+                let leader = self.inner.groups.get(&g).and_then(|raft| {
+                    let m = raft.metrics().borrow_watched().clone();
+                    let id = m.current_leader?;
+                    let addr = m.membership_config.membership().get_node(&id)?.client_addr.clone();
+                    (!addr.is_empty()).then_some((id, addr))
+                });
+                (g, leader)
+            })
+            .collect()
+    }
+
     /// The meta group's state as this replica has applied it (may lag the leader).
     pub fn local_cluster(&self) -> Result<ClusterState> {
         logic::load_cluster(&StoreView { group: META_GROUP, store: &self.inner.store })

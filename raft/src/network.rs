@@ -76,6 +76,11 @@ impl Router {
         (self.inner.stats.batches.load(Ordering::Relaxed), self.inner.stats.calls.load(Ordering::Relaxed))
     }
 
+    /// Requests this node forwarded to a leader elsewhere, since start.
+    pub fn forwarded(&self) -> u64 {
+        self.inner.stats.forwarded.load(Ordering::Relaxed)
+    }
+
     /// The shared channel to a peer address, created on first use; it
     /// reconnects by itself after failures.
     pub fn channel(&self, addr: &str) -> Result<Channel> {
@@ -136,6 +141,7 @@ impl Router {
     pub async fn forward(&self, addr: &str, req: RaftRequest) -> std::result::Result<Vec<u8>, tonic::Status> {
         let forwarder = per_peer(&self.inner.forwarders, addr, || Ok(Forwarder::start(self.peer(addr)?)))
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        self.inner.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         forwarder.call(req).await
     }
 

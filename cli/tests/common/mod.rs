@@ -68,6 +68,17 @@ impl Cluster {
         format!("{}:7002", self.host(i))
     }
 
+    /// A counter or gauge from node `i`'s `/metrics` (admin port, plain HTTP).
+    pub fn metric(&self, i: u32, name: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(format!("{}:7003", self.host(i))).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.host(i)).as_bytes()).ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// Runs `courier ARGS` as `profile` (config under `home`) against every
     /// node: (success, stdout, stderr).
     pub fn user_cli(&self, home: &Path, profile: &str, args: &[&str]) -> (bool, String, String) {
@@ -283,11 +294,17 @@ pub fn read_pid(data: &Path) -> Option<i32> {
 /// A device of the account with test number `phone` (`+99966XYYYY`, code
 /// `XXXXX`), connected to node `node` only.
 pub async fn device(c: &Cluster, node: u32, phone: &str, name: &str) -> (Client, mpsc::Receiver<Event>, pb::User) {
+    device_with(c, node, phone, name, |_| {}).await
+}
+
+/// [`device`] with its client configuration changed by `tune`.
+pub async fn device_with(c: &Cluster, node: u32, phone: &str, name: &str, tune: impl FnOnce(&mut ClientConfig)) -> (Client, mpsc::Receiver<Event>, pb::User) {
     let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
     let mut cfg = ClientConfig::new(vec![c.client_addr(node)], ca);
     cfg.device = format!("{name}@n{node}");
     // A request to a node that was killed fails after this (QUIC sees no reset).
     cfg.request_timeout = Duration::from_secs(5);
+    tune(&mut cfg);
     let (client, events) = Client::connect(cfg).await.unwrap();
     let sent = client.send_code(phone).await.unwrap();
     let code = phone[6..7].repeat(5);

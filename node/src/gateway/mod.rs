@@ -164,7 +164,7 @@ impl Gateway {
                 return Err(bad(e));
             }
         };
-        let ctx = self.node.conns().add(conn.clone(), hello.device.clone(), hello.client_version.clone());
+        let ctx = self.node.conns().add(conn.clone(), hello.device.clone(), hello.client_version.clone(), hello.requests_only);
         let mut out = pb::HelloReply {
             protocol: model::PROTOCOL,
             node_id: self.node.raft().map(|r| r.id()).unwrap_or(0),
@@ -256,6 +256,18 @@ impl Gateway {
         match m {
             Method::Hello(_) => Err(Error::BadRequest("hello comes once, on the first stream".into())),
             Method::Ping(nonce) => Ok(R::Pong(pb::Pong { nonce })),
+            Method::GetRoutes => {
+                let raft = self.node.raft()?;
+                let routes = raft
+                    .leader_client_addrs()
+                    .into_iter()
+                    .map(|(group, leader)| {
+                        let (node_id, addr) = leader.unwrap_or_default();
+                        pb::Route { group, addr, node_id }
+                    })
+                    .collect();
+                Ok(R::Routes(pb::Routes { group_mask: crate::messaging::logic::CHAT_GROUP_MASK, routes }))
+            }
             Method::SendCode { phone } => {
                 let sent = self.auth.send_code(&phone, &caller).await?;
                 Ok(R::SentCode(pb::SentCode {
@@ -481,7 +493,7 @@ impl Gateway {
     /// Opens the push stream of a logged-in connection and subscribes it to
     /// the user's chats.
     fn start_push(&self, ctx: &Arc<ConnCtx>) {
-        if ctx.has_push() {
+        if ctx.has_push() || ctx.requests_only {
             return;
         }
         open_push(ctx);

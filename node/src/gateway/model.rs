@@ -17,6 +17,8 @@ pub struct Hello {
     pub client_version: String,
     pub device: String,
     pub token: Option<Vec<u8>>,
+    /// A device's extra connection for requests only: no push stream.
+    pub requests_only: bool,
 }
 
 /// One client request, checked.
@@ -64,6 +66,7 @@ pub enum Method {
     FinishUpload { upload: u64, parts: u32, part_size: u32, size: u64, sha256: [u8; 32], name: String, mime: String },
     /// `via`: the message (chat, id) that carries the file; `thumb`: a preview's kind.
     GetFile { file: u64, offset: u64, limit: u32, via: Option<(u64, u64)>, thumb: Option<u8> },
+    GetRoutes,
 }
 
 /// Chats one `get_difference` may name.
@@ -110,6 +113,7 @@ impl Method {
             Method::UploadPart { .. } => "upload_part",
             Method::FinishUpload { .. } => "finish_upload",
             Method::GetFile { .. } => "get_file",
+            Method::GetRoutes => "get_routes",
         }
     }
 }
@@ -154,9 +158,11 @@ impl TryFrom<pb::Request> for Method {
                     client_version: text("client_version", h.client_version, 64)?,
                     device: text("device", h.device, SHORT)?,
                     token: (!h.session_token.is_empty()).then_some(h.session_token),
+                    requests_only: h.requests_only,
                 })
             }
             Some(M::Ping(p)) => Method::Ping(p.nonce),
+            Some(M::GetRoutes(_)) => Method::GetRoutes,
             Some(M::SendCode(s)) => Method::SendCode { phone: phone(s.phone)? },
             Some(M::SignIn(s)) => Method::SignIn { phone: phone(s.phone)?, code_id: code_id(&s.phone_code_hash)?, code: text("code", s.code, 16)? },
             Some(M::SignUp(s)) => Method::SignUp {
@@ -306,7 +312,7 @@ mod tests {
         assert_eq!(bad(sign_in("zz")), "BAD_REQUEST");
         assert!(matches!(Method::try_from(sign_in(&code_id_string(77))).unwrap(), Method::SignIn { code_id: 77, .. }));
         let hello = |p: u32, d: &str| pb::Request {
-            method: Some(M::Hello(pb::Hello { protocol: p, client_version: "t".into(), device: d.into(), session_token: vec![] })),
+            method: Some(M::Hello(pb::Hello { protocol: p, client_version: "t".into(), device: d.into(), session_token: vec![], requests_only: false })),
         };
         assert_eq!(bad(hello(2, "d")), "BAD_REQUEST");
         assert_eq!(bad(hello(1, "bad\u{7}device")), "BAD_REQUEST");

@@ -59,6 +59,9 @@ pub struct ConnCtx {
     pub remote: SocketAddr,
     pub device: String,
     pub app_version: String,
+    /// A device's extra connection for requests only (`Hello.requests_only`):
+    /// it gets no push stream.
+    pub requests_only: bool,
     auth: Mutex<Option<Authed>>,
     push: Mutex<Option<mpsc::Sender<pb::Update>>>,
     /// The chats whose events this connection receives.
@@ -128,10 +131,10 @@ fn unsubscribe(subs: &mut HashMap<u64, HashSet<u64>>, chat: u64, conn: u64) {
 }
 
 impl Registry {
-    pub fn add(&self, conn: quinn::Connection, device: String, app_version: String) -> Arc<ConnCtx> {
+    pub fn add(&self, conn: quinn::Connection, device: String, app_version: String, requests_only: bool) -> Arc<ConnCtx> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let remote = conn.remote_address();
-        let ctx = Arc::new(ConnCtx { id, conn, remote, device, app_version, auth: Mutex::new(None), push: Mutex::new(None), chats: Default::default() });
+        let ctx = Arc::new(ConnCtx { id, conn, remote, device, app_version, requests_only, auth: Mutex::new(None), push: Mutex::new(None), chats: Default::default() });
         self.inner.lock().expect("registry lock").conns.insert(id, ctx.clone());
         ctx
     }

@@ -42,9 +42,13 @@ pub const DIFF_TOO_LONG: u64 = 10_000;
 /// Messages a `too_long` answer and a history page carry at most.
 pub const PAGE_MAX: usize = 100;
 
+/// The bits of a chat id that name its data group (clients route by them:
+/// `GetRoutes`).
+pub const CHAT_GROUP_MASK: u64 = 0xffff;
+
 /// The data group a chat lives in.
 pub fn chat_group(chat: u64) -> u32 {
-    (chat & 0xffff) as u32
+    (chat & CHAT_GROUP_MASK) as u32
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
