@@ -444,46 +444,58 @@ fn last_seen_when_every_device_left() {
 }
 
 /// A chat's writes go from the device straight to its group's leader (no
-/// forwarding by the device's own node), and back through the own node when
-/// that leader's node dies.
+/// forwarding by the device's own node), both for a group the device's node
+/// hosts and for one it does not (it learned the leader when it forwarded),
+/// and back through the own node when that leader's node dies.
 #[test]
 fn a_chat_s_writes_go_to_its_leader_and_fall_back_to_the_own_node_when_it_dies() {
-    let mut c = Cluster::start_settled(66, 3, EXTRA);
+    let mut c = Cluster::start_settled(66, 4, EXTRA);
     let rt = rt();
     let (a, _events, _) = rt.block_on(device(&c, 1, "+9996660001", "Ann"));
-    // A group chat whose data group another node leads.
-    let (chat, leader) = must_wait(Duration::from_secs(60), "a chat led by another node than the device's", || {
+    // Group chats whose data groups other nodes lead: one with a replica on
+    // node 1, one without.
+    let (mut hosted, mut elsewhere) = (None, None);
+    must_wait(Duration::from_secs(60), "chats in groups led elsewhere, hosted on node 1 and not", || {
         let chat = rt.block_on(a.create_group("Routed", vec![])).unwrap();
-        let leader = leaders(&c.status()?).get(&(chat.id & 0xffff)).copied().flatten()?;
-        (leader != 1).then_some((chat, leader as u32))
+        let s = c.status()?;
+        let g = chat.id & 0xffff;
+        let leader = leaders(&s).get(&g).copied().flatten()?;
+        if leader != 1 {
+            let slot = if voters(&s)[&g].contains(&1) { &mut hosted } else { &mut elsewhere };
+            slot.get_or_insert((chat.id, leader as u32));
+        }
+        (hosted.is_some() && elsewhere.is_some()).then_some(())
     });
     let forwarded = |c: &Cluster| c.metric(1, "courier_forwarded_requests_total").expect("node 1's metrics");
-    let served = |c: &Cluster| c.metric(leader, "courier_client_requests_total").expect("the leader's metrics");
-
-    // The first sends go through node 1 while the route and the extra connection come up.
     let mut next = 0u64;
-    let mut send = || {
+    let mut send = |chat: u64| {
         next += 1;
-        rt.block_on(a.send_message(chat.id, next, &format!("m{next}"), 0)).unwrap();
+        rt.block_on(a.send_message(chat, next, &format!("m{next}"), 0)).unwrap();
     };
-    must_wait(Duration::from_secs(20), "a send node 1 does not forward", || {
-        let before = forwarded(&c);
-        send();
-        (forwarded(&c) == before).then_some(())
-    });
-    let (fwd0, served0) = (forwarded(&c), served(&c));
-    for _ in 0..50 {
-        send();
+    for (chat, leader) in [hosted.unwrap(), elsewhere.unwrap()] {
+        // The first sends go through node 1 while the route and the extra
+        // connection come up (routes are fetched every 5 s).
+        must_wait(Duration::from_secs(30), "a send node 1 does not forward", || {
+            let before = forwarded(&c);
+            send(chat);
+            (forwarded(&c) == before).then_some(())
+        });
+        let served = |c: &Cluster| c.metric(leader, "courier_client_requests_total").expect("the leader's metrics");
+        let (fwd0, served0) = (forwarded(&c), served(&c));
+        for _ in 0..50 {
+            send(chat);
+        }
+        let (fwd1, served1) = (forwarded(&c), served(&c));
+        assert!(fwd1 - fwd0 < 10.0, "node 1 forwarded {} of 50 sends", fwd1 - fwd0);
+        assert!(served1 - served0 >= 50.0, "the leader served {} requests", served1 - served0);
     }
-    let (fwd1, served1) = (forwarded(&c), served(&c));
-    assert!(fwd1 - fwd0 < 10.0, "node 1 forwarded {} of 50 sends", fwd1 - fwd0);
-    assert!(served1 - served0 >= 50.0, "the leader served {} requests", served1 - served0);
 
     // The leader's node dies: the same send, retried, goes through node 1
     // and lands once; the chat stays one gap-free log.
+    let (chat, leader) = hosted.unwrap();
     c.kill9(leader);
-    let last = must_wait(Duration::from_secs(30), "a send after the leader died", || rt.block_on(a.send_message(chat.id, 1 << 40, "after", 0)).ok());
-    let history = rt.block_on(a.history(chat.id, 0, 0, 100)).unwrap();
+    let last = must_wait(Duration::from_secs(30), "a send after the leader died", || rt.block_on(a.send_message(chat, 1 << 40, "after", 0)).ok());
+    let history = rt.block_on(a.history(chat, 0, 0, 100)).unwrap();
     let mut ids: Vec<u64> = history.iter().map(|m| m.id).collect();
     ids.sort_unstable();
     assert_eq!(ids, (1..=last.id).collect::<Vec<_>>(), "gap-free, and the last send is the last message");

@@ -249,17 +249,26 @@ impl MultiRaft {
     }
 
     /// Each data group's leader and its client address, as this node last
-    /// heard (`None`: no leader known here). Clients send a chat's writes there.
+    /// heard: from its replica, else (a group it does not host) from the
+    /// leader it last forwarded to; `None`: not known here. Clients send a
+    /// chat's writes there.
     pub fn leader_client_addrs(&self) -> Vec<(GroupId, Option<(NodeId, String)>)> {
+        let mut registry: Option<Vec<(NodeId, NodeInfo)>> = None;
         (1..=self.inner.data_groups)
             .map(|g| {
-                let leader = self.inner.groups.get(&g).and_then(|raft| {
+                let local = self.inner.groups.get(&g).and_then(|raft| {
                     let m = raft.metrics().borrow_watched().clone();
                     let id = m.current_leader?;
-                    let addr = m.membership_config.membership().get_node(&id)?.client_addr.clone();
-                    (!addr.is_empty()).then_some((id, addr))
+                    Some((id, m.membership_config.membership().get_node(&id)?.client_addr.clone()))
                 });
-                (g, leader)
+                let leader = local.or_else(|| {
+                    let hint = self.inner.hints.lock().expect("hints lock").get(&g).cloned()?;
+                    let nodes = registry.get_or_insert_with(|| {
+                        self.local_cluster().map(|c| c.nodes.values().map(|n| (n.id, n.info.clone())).collect()).unwrap_or_default()
+                    });
+                    nodes.iter().find(|(_, info)| info.peer_addr == hint).map(|(id, info)| (*id, info.client_addr.clone()))
+                });
+                (g, leader.filter(|(_, addr)| !addr.is_empty()))
             })
             .collect()
     }
