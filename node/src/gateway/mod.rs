@@ -178,7 +178,8 @@ impl Gateway {
                 Ok((group, hash, user, session)) => {
                     let authed = Authed { group, hash, user: user.clone(), session_id: session.id, checked_at: started };
                     if self.node.conns().accept_check(&ctx, authed) {
-                        if self.auth.clock().now_ms().saturating_sub(session.last_active_ms) > TOUCH_AFTER_MS {
+                        // The session list shows the device's own node, not the leaders it writes to.
+                        if !hello.requests_only && self.auth.clock().now_ms().saturating_sub(session.last_active_ms) > TOUCH_AFTER_MS {
                             let auth = self.auth.clone();
                             let addr = ctx.remote;
                             tokio::spawn(async move { auth.touch(group, hash, addr).await });
