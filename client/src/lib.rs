@@ -246,19 +246,13 @@ impl Client {
                     | M::GetFile(_)
             ),
         };
-        let chat = route::routed_chat(&method);
+        let chat = route::routed_chat(&method).filter(|_| idempotent);
         let req = pb::Request { method: Some(method) };
         if let Some(chat) = chat
-            && let Some((addr, conn)) = self.routed(chat).await
+            && let Some((addr, conn)) = self.routed(chat)
         {
-            match conn::request(&conn, &req, self.inner.cfg.request_timeout).await {
-                Ok(R::Error(e)) => return Err(Error::from_proto(e)),
-                Err(e) if e.code() == "SESSION_REVOKED" => {
-                    *self.inner.token.lock().expect("token lock") = None;
-                    return Err(e);
-                }
-                Ok(r) => return Ok(r),
-                Err(e @ Error::Api { .. }) => return Err(e),
+            match self.attempt(&conn, &req).await {
+                Ok(done) => return done,
                 // Routed requests are idempotent: the device's own connection takes it again.
                 Err(e) => {
                     tracing::debug!(node = %addr, "routed request failed, sending it through the own node: {e}");
@@ -270,14 +264,8 @@ impl Client {
         loop {
             tried += 1;
             let conn = self.ensure().await?;
-            match conn::request(&conn, &req, self.inner.cfg.request_timeout).await {
-                Ok(R::Error(e)) => return Err(Error::from_proto(e)),
-                Err(e) if e.code() == "SESSION_REVOKED" => {
-                    *self.inner.token.lock().expect("token lock") = None;
-                    return Err(e);
-                }
-                Ok(r) => return Ok(r),
-                Err(e @ Error::Api { .. }) => return Err(e),
+            match self.attempt(&conn, &req).await {
+                Ok(done) => return done,
                 Err(e) => {
                     self.drop_conn(&conn).await;
                     if !idempotent || tried >= 2 {
@@ -288,15 +276,30 @@ impl Client {
         }
     }
 
+    /// One request on `conn`. `Ok`: the outcome, final (the answer, or an
+    /// error the node gave). `Err`: the connection failed, and the request
+    /// may or may not have been applied.
+    async fn attempt(&self, conn: &quinn::Connection, req: &pb::Request) -> std::result::Result<Result<R>, Error> {
+        match conn::request(conn, req, self.inner.cfg.request_timeout).await {
+            Ok(R::Error(e)) => Ok(Err(Error::from_proto(e))),
+            Err(e) if e.code() == "SESSION_REVOKED" => {
+                *self.inner.token.lock().expect("token lock") = None;
+                Ok(Err(e))
+            }
+            Ok(r) => Ok(Ok(r)),
+            Err(e @ Error::Api { .. }) => Ok(Err(e)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The extra connection to the leader of `chat`'s group, when it is
     /// known, elsewhere than the own node, and open ([`route`]). Fetches the
     /// routes and opens connections in the background.
-    async fn routed(&self, chat: u64) -> Option<(String, quinn::Connection)> {
+    fn routed(&self, chat: u64) -> Option<(String, quinn::Connection)> {
         if !self.inner.cfg.route_to_leaders {
             return None;
         }
         let token = self.inner.token.lock().expect("token lock").clone()?;
-        self.inner.current.lock().await.as_ref()?;
         let own = self.inner.hello.lock().expect("hello lock").as_ref()?.node_id;
         let now = Instant::now();
         let (refresh, decision) = {
@@ -319,10 +322,7 @@ impl Client {
         }
         match decision {
             route::Decision::Own => None,
-            route::Decision::Extra(addr) => {
-                let conn = self.inner.routes.lock().expect("routes lock").conn(&addr)?;
-                Some((addr, conn))
-            }
+            route::Decision::Extra(addr, conn) => Some((addr, conn)),
             route::Decision::OwnAndConnect(addr) => {
                 let inner = self.inner.clone();
                 tokio::spawn(async move {
