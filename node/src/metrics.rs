@@ -81,6 +81,11 @@ impl Default for Metrics {
     }
 }
 
+/// Brings a counter up to `total`, a count kept elsewhere since start.
+fn catch_up(counter: &Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
 impl Metrics {
     /// Updates the gauges from the replicas' current state.
     pub fn observe(&self, multi: &MultiRaft) {
@@ -107,10 +112,9 @@ impl Metrics {
             }
         }
         let (batches, calls) = multi.router().batch_stats();
-        self.raft_batches.inc_by(batches.saturating_sub(self.raft_batches.get()));
-        self.raft_batched_calls.inc_by(calls.saturating_sub(self.raft_batched_calls.get()));
-        let forwarded = multi.router().forwarded();
-        self.forwarded.inc_by(forwarded.saturating_sub(self.forwarded.get()));
+        catch_up(&self.raft_batches, batches);
+        catch_up(&self.raft_batched_calls, calls);
+        catch_up(&self.forwarded, multi.router().forwarded());
         self.groups_led.set(led);
         self.groups_hosted.set(hosted);
         self.apply_lag.set(lag as i64);

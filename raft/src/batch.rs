@@ -71,14 +71,11 @@ pub struct Call {
     pub reply: oneshot::Sender<Result<RaftReply, Status>>,
 }
 
-/// How many batches and calls went out (all peers), and how many requests
-/// were forwarded, for the metrics.
+/// How many batches and calls went out (all peers), for the metrics.
 #[derive(Debug, Default)]
 pub struct BatchStats {
     pub batches: AtomicU64,
     pub calls: AtomicU64,
-    /// Requests forwarded to another node's leader (`Router::forward`).
-    pub forwarded: AtomicU64,
 }
 
 /// Starts the queue for one peer. `send` makes one round trip carrying the

@@ -257,7 +257,8 @@ impl MultiRaft {
         (1..=self.inner.data_groups)
             .map(|g| {
                 let local = self.inner.groups.get(&g).and_then(|raft| {
-                    let m = raft.metrics().borrow_watched().clone();
+                    let metrics = raft.metrics();
+                    let m = metrics.borrow_watched();
                     let id = m.current_leader?;
                     Some((id, m.membership_config.membership().get_node(&id)?.client_addr.clone()))
                 });

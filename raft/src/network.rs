@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ struct RouterInner {
     /// Each peer's stream of forwarded requests (see [`crate::forward`]).
     forwarders: Mutex<HashMap<String, Forwarder>>,
     stats: Arc<BatchStats>,
+    /// Requests forwarded to another node's leader, since start.
+    forwarded: AtomicU64,
 }
 
 impl Router {
@@ -67,6 +69,7 @@ impl Router {
                 queues: Mutex::default(),
                 forwarders: Mutex::default(),
                 stats: Arc::default(),
+                forwarded: AtomicU64::default(),
             }),
         }
     }
@@ -78,7 +81,7 @@ impl Router {
 
     /// Requests this node forwarded to a leader elsewhere, since start.
     pub fn forwarded(&self) -> u64 {
-        self.inner.stats.forwarded.load(Ordering::Relaxed)
+        self.inner.forwarded.load(Ordering::Relaxed)
     }
 
     /// The shared channel to a peer address, created on first use; it
@@ -141,7 +144,7 @@ impl Router {
     pub async fn forward(&self, addr: &str, req: RaftRequest) -> std::result::Result<Vec<u8>, tonic::Status> {
         let forwarder = per_peer(&self.inner.forwarders, addr, || Ok(Forwarder::start(self.peer(addr)?)))
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        self.inner.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        self.inner.forwarded.fetch_add(1, Ordering::Relaxed);
         forwarder.call(req).await
     }
 
