@@ -305,8 +305,36 @@ pub struct MessagesBenchArgs {
     /// forwarded by it).
     #[arg(long)]
     no_leader_routing: bool,
+    /// The nodes' admin HTTP addresses (`courier dev` exports them): their
+    /// CPU time is read before and after the timed sends, to report the
+    /// node CPU each send cost.
+    #[arg(long = "metrics", env = "COURIER_METRICS", value_delimiter = ',')]
+    metrics: Vec<String>,
     #[arg(long)]
     json: bool,
+}
+
+/// The CPU seconds a node reports in its Prometheus text.
+fn cpu_seconds(metrics: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix("courier_process_cpu_seconds_total ")).and_then(|v| v.trim().parse().ok())
+}
+
+/// The summed CPU seconds of the nodes at these admin addresses, or `None`
+/// if one does not answer (or predates the counter).
+async fn nodes_cpu_seconds(addrs: &[String]) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut total = 0.0;
+    for addr in addrs {
+        let read = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
+            let mut text = String::new();
+            s.read_to_string(&mut text).await.ok()?;
+            cpu_seconds(&text)
+        };
+        total += tokio::time::timeout(Duration::from_secs(5), read).await.ok().flatten()?;
+    }
+    Some(total)
 }
 
 pub async fn messages(args: MessagesBenchArgs) -> Result<()> {
@@ -326,6 +354,7 @@ pub async fn messages(args: MessagesBenchArgs) -> Result<()> {
         senders.push((c, chat));
     }
     let text = "x".repeat(args.size);
+    let cpu_before = nodes_cpu_seconds(&args.metrics).await;
     let end = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = tokio::task::JoinSet::new();
     for (c, chat) in senders {
@@ -340,6 +369,11 @@ pub async fn messages(args: MessagesBenchArgs) -> Result<()> {
         });
     }
     let (hist, errors) = merge(tasks).await?;
+    // Node CPU per send, summed over the nodes (empty without --metrics).
+    let cpu_us = match (cpu_before, nodes_cpu_seconds(&args.metrics).await) {
+        (Some(a), Some(b)) if !hist.is_empty() => Some((b - a) * 1e6 / hist.len() as f64),
+        _ => None,
+    };
     let rate = hist.len() as f64 / args.seconds as f64;
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
 
@@ -376,7 +410,7 @@ pub async fn messages(args: MessagesBenchArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({"senders": args.senders, "sends_per_sec": rate, "p50_ms": ms(&hist, 0.5), "p99_ms": ms(&hist, 0.99), "errors": errors,
-                "delivery_p50_ms": ms(&lat, 0.5), "delivery_p99_ms": ms(&lat, 0.99), "delivered": lat.len()})
+                "delivery_p50_ms": ms(&lat, 0.5), "delivery_p99_ms": ms(&lat, 0.99), "delivered": lat.len(), "node_cpu_us_per_send": cpu_us})
         );
     } else {
         println!(
@@ -390,6 +424,9 @@ pub async fn messages(args: MessagesBenchArgs) -> Result<()> {
         );
         if args.delivery > 0 {
             println!("delivery send → push on another node: p50 {:.2} ms  p99 {:.2} ms  ({} messages)", ms(&lat, 0.5), ms(&lat, 0.99), lat.len());
+        }
+        if let Some(us) = cpu_us {
+            println!("node CPU per send: {us:.0} µs (summed over {} nodes)", args.metrics.len());
         }
     }
     Ok(())
@@ -598,4 +635,16 @@ fn dd_rate(dir: &std::path::Path, mib: u64) -> Result<f64> {
         bail!("dd failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok((mib << 20) as f64 / 1e6 / secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_seconds;
+
+    #[test]
+    fn node_cpu_seconds_are_read_from_the_metrics_text() {
+        let text = "# HELP courier_process_cpu_seconds CPU time\n# TYPE courier_process_cpu_seconds counter\ncourier_process_cpu_seconds_total 12.5\ncourier_client_requests_total 3\n";
+        assert_eq!(cpu_seconds(text), Some(12.5));
+        assert_eq!(cpu_seconds("courier_client_requests_total 3\n"), None);
+    }
 }

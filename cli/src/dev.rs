@@ -178,12 +178,13 @@ pub async fn run(args: DevArgs) -> Result<()> {
         }
     }
     let env = format!(
-        "export COURIER_NODES={}\nexport COURIER_CA={}\nexport COURIER_CERT={}\nexport COURIER_KEY={}\nexport COURIER_ADMIN_NODES={}\n",
+        "export COURIER_NODES={}\nexport COURIER_CA={}\nexport COURIER_CERT={}\nexport COURIER_KEY={}\nexport COURIER_ADMIN_NODES={}\nexport COURIER_METRICS={}\n",
         clients.join(","),
         ca.display(),
         cert.display(),
         key.display(),
         peers.join(","),
+        (1..=args.nodes).map(|i| ports(&args, i).admin).collect::<Vec<_>>().join(","),
     );
     std::fs::write(dir.join("env"), env)?;
 

@@ -39,5 +39,6 @@ async fn metrics(State(node): State<Node>) -> String {
     if let Ok(m) = node.raft() {
         node.metrics().observe(m);
     }
+    node.metrics().observe_process();
     node.metrics().render()
 }
