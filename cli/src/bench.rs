@@ -314,25 +314,18 @@ pub struct MessagesBenchArgs {
     json: bool,
 }
 
-/// The CPU seconds a node reports in its Prometheus text.
-fn cpu_seconds(metrics: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| l.strip_prefix("courier_process_cpu_seconds_total ")).and_then(|v| v.trim().parse().ok())
+/// A counter's or gauge's value in a node's Prometheus text.
+fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// The summed CPU seconds of the nodes at these admin addresses, or `None`
 /// if one does not answer (or predates the counter).
 async fn nodes_cpu_seconds(addrs: &[String]) -> Option<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut total = 0.0;
     for addr in addrs {
-        let read = async {
-            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.ok()?;
-            let mut text = String::new();
-            s.read_to_string(&mut text).await.ok()?;
-            cpu_seconds(&text)
-        };
-        total += tokio::time::timeout(Duration::from_secs(5), read).await.ok().flatten()?;
+        let text = crate::dev::http_get(addr, "/metrics", Duration::from_secs(5)).await?;
+        total += metric_value(&text, "courier_process_cpu_seconds_total")?;
     }
     Some(total)
 }
@@ -639,12 +632,15 @@ fn dd_rate(dir: &std::path::Path, mib: u64) -> Result<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::cpu_seconds;
+    use super::metric_value;
 
     #[test]
     fn node_cpu_seconds_are_read_from_the_metrics_text() {
         let text = "# HELP courier_process_cpu_seconds CPU time\n# TYPE courier_process_cpu_seconds counter\ncourier_process_cpu_seconds_total 12.5\ncourier_client_requests_total 3\n";
-        assert_eq!(cpu_seconds(text), Some(12.5));
-        assert_eq!(cpu_seconds("courier_client_requests_total 3\n"), None);
+        let cpu = |text: &str| metric_value(text, "courier_process_cpu_seconds_total");
+        assert_eq!(cpu(text), Some(12.5));
+        assert_eq!(cpu("courier_client_requests_total 3\n"), None);
+        // A longer name that starts with the asked one is another metric.
+        assert_eq!(cpu("courier_process_cpu_seconds_total_x 4\n"), None);
     }
 }

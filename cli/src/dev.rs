@@ -95,16 +95,24 @@ fn write_config(args: &DevArgs, i: u32, certs_dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// `GET path` from a node's admin HTTP address: the whole response (status
+/// line, headers, body) when it is a 200 within `timeout`, else `None`.
+pub(crate) async fn http_get(addr: &str, path: &str, timeout: Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.ok()?;
+        (text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200")).then_some(text)
+    };
+    tokio::time::timeout(timeout, get).await.ok().flatten()
+}
+
 async fn wait_http(addr: &str, deadline: Instant) -> Result<()> {
     loop {
-        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n").await;
-            let mut buf = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut buf)).await;
-            if buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200") {
-                return Ok(());
-            }
+        if http_get(addr, "/health", Duration::from_secs(1)).await.is_some() {
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("node at {addr} did not become healthy");
