@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use courier_raft::MultiRaft;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{Atomic, Counter};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -86,9 +86,17 @@ impl Default for Metrics {
     }
 }
 
-/// Brings a counter up to `total`, a count kept elsewhere since start.
-fn catch_up(counter: &Counter, total: u64) {
-    counter.inc_by(total.saturating_sub(counter.get()));
+/// Brings a counter up to `total`, a count kept elsewhere since start (a
+/// counter never goes down).
+fn catch_up<N, A>(counter: &Counter<N, A>, total: N)
+where
+    N: PartialOrd + std::ops::Sub<Output = N> + Copy,
+    A: Atomic<N>,
+{
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
 }
 
 impl Metrics {
@@ -136,11 +144,7 @@ impl Metrics {
         };
         if let Some(u) = usage {
             let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-            let total = secs(u.ru_utime) + secs(u.ru_stime);
-            let now = self.cpu_seconds.get();
-            if total > now {
-                self.cpu_seconds.inc_by(total - now);
-            }
+            catch_up(&self.cpu_seconds, secs(u.ru_utime) + secs(u.ru_stime));
         }
     }
 
