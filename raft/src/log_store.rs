@@ -61,7 +61,12 @@ impl Tail {
         self.entries.push_back((entry, size));
         self.bytes += size;
         while self.entries.len() > TAIL_ENTRIES || (self.bytes > TAIL_BYTES && self.entries.len() > 1) {
-            let (_, size) = self.entries.pop_front().expect("not empty");
+            self.drop_oldest();
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
             self.bytes -= size;
         }
     }
@@ -69,16 +74,16 @@ impl Tail {
     /// Forgets entries with index >= `from`.
     fn truncate(&mut self, from: u64) {
         while self.entries.back().is_some_and(|(e, _)| e.log_id.index >= from) {
-            let (_, size) = self.entries.pop_back().expect("not empty");
-            self.bytes -= size;
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
         }
     }
 
     /// Forgets entries with index <= `upto`.
     fn purge(&mut self, upto: u64) {
-        while self.entries.front().is_some_and(|(e, _)| e.log_id.index <= upto) {
-            let (_, size) = self.entries.pop_front().expect("not empty");
-            self.bytes -= size;
+        while self.first().is_some_and(|first| first <= upto) {
+            self.drop_oldest();
         }
     }
 
