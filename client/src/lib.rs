@@ -299,7 +299,10 @@ impl Client {
         if !self.inner.cfg.route_to_leaders {
             return None;
         }
-        let token = self.inner.token.lock().expect("token lock").clone()?;
+        // Only a logged-in device routes: its extra connections carry its session.
+        if self.inner.token.lock().expect("token lock").is_none() {
+            return None;
+        }
         let own = self.inner.hello.lock().expect("hello lock").as_ref()?.node_id;
         let now = Instant::now();
         let (refresh, decision) = {
@@ -326,7 +329,8 @@ impl Client {
             route::Decision::OwnAndConnect(addr) => {
                 let inner = self.inner.clone();
                 tokio::spawn(async move {
-                    let conn = match conn::Conn::open(&inner, &addr, Some(&token), true).await {
+                    let token = inner.token.lock().expect("token lock").clone();
+                    let conn = match conn::Conn::open(&inner, &addr, token.as_deref(), true).await {
                         Ok((c, hello)) if hello.authorized => Some(c.conn),
                         Ok((c, _)) => {
                             c.conn.close(0u32.into(), b"not authorized");
