@@ -341,7 +341,9 @@ pub async fn messages(args: MessagesBenchArgs) -> Result<()> {
     // Set-up: one user and one group per sender.
     let mut senders = Vec::new();
     for w in 0..args.senders {
-        let (c, _) = Client::connect(connect(&args.conn.nodes[w % args.conn.nodes.len()])).await?;
+        let (c, mut events) = Client::connect(connect(&args.conn.nodes[w % args.conn.nodes.len()])).await?;
+        // A live device: it reads its updates (its own messages among them).
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
         log_in(&c, base + w as u64).await.context("sign-in (is test_numbers on?)")?;
         let chat = c.create_group(&format!("bench {w}"), vec![]).await?.id;
         senders.push((c, chat));
