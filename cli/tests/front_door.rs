@@ -422,7 +422,7 @@ fn raw_endpoint(ca: &[u8], alpn: &[u8]) -> quinn::Endpoint {
 
 fn hello_frame(token: &[u8]) -> Vec<u8> {
     courier_proto::frame::encode(&pb::Request {
-        method: Some(pb::request::Method::Hello(pb::Hello { protocol: 1, client_version: "raw/1".into(), device: "raw".into(), session_token: token.to_vec(), requests_only: false })),
+        method: Some(pb::request::Method::Hello(pb::Hello { protocol: 1, client_version: "raw/1".into(), device: "raw".into(), session_token: token.to_vec(), requests_only: false, own_sends_key: 0 })),
     })
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use courier_client::sync::{Applied, SyncState};
-use courier_client::{Client, Event, pb};
+use courier_client::{Client, ClientConfig, Event, pb};
 use tokio::sync::mpsc;
 
 const EXTRA: &str = "[raft]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n[placement]\ntick_ms = 300\n[auth]\ntest_numbers = true\ncodes_per_address_per_minute = 0\n";
@@ -17,14 +17,37 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// Waits (bounded) for a chat event matching `f`.
 async fn must_see(events: &mut mpsc::Receiver<Event>, what: &str, f: impl Fn(&pb::ChatEvent) -> bool) -> pb::ChatEvent {
+    events_until(events, what, f).await.pop().expect("the match ends the list")
+}
+
+/// The chat events that arrive up to the first matching `f` (bounded), the match included.
+async fn events_until(events: &mut mpsc::Receiver<Event>, what: &str, f: impl Fn(&pb::ChatEvent) -> bool) -> Vec<pb::ChatEvent> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(Event::Update(pb::Update { kind: Some(pb::update::Kind::ChatEvent(e)) }))) if f(&e) => return e,
+            Ok(Some(Event::Update(pb::Update { kind: Some(pb::update::Kind::ChatEvent(e)) }))) => {
+                let done = f(&e);
+                seen.push(e);
+                if done {
+                    return seen;
+                }
+            }
             Ok(Some(_)) => continue,
             _ => panic!("no {what} within 10 s"),
         }
     }
+}
+
+/// The ids of the new messages of `chat` among `events`, in arrival order.
+fn new_ids(events: &[pb::ChatEvent], chat: u64) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::chat_event::Kind::NewMessage(m)) if e.chat_id == chat => Some(m.id),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Keeps a device's view from its live events (and syncs on a gap).
@@ -68,10 +91,14 @@ fn live_delivery_read_receipts_and_sync_on_another_node() {
             let Some(pb::chat_event::Kind::NewMessage(m)) = e.kind else { unreachable!() };
             assert_eq!((m.chat_id, m.id, m.text.as_str(), m.from), (chat.id, sent.id, "hello Bob", ann.id), "{who}");
         }
-        // Bob reads it; Ann's devices see it read.
+        // Bob reads it; Ann's devices see it read. The sending device had its
+        // message once, from the reply: the node did not push it back as well
+        // (the read receipt comes after the push would have, on the same stream).
         b1.read_history(chat.id, sent.id).await.unwrap();
-        for ev in [&mut a1_ev, &mut a2_ev] {
-            let e = must_see(ev, "the read receipt", |e| matches!(&e.kind, Some(pb::chat_event::Kind::Read(_)))).await;
+        let is_read = |e: &pb::ChatEvent| matches!(&e.kind, Some(pb::chat_event::Kind::Read(_)));
+        let on_a1 = events_until(&mut a1_ev, "the read receipt", is_read).await;
+        assert_eq!(new_ids(&on_a1, chat.id), vec![sent.id], "the sending device has its message exactly once");
+        for e in [on_a1.last().unwrap().clone(), must_see(&mut a2_ev, "the read receipt", is_read).await] {
             let Some(pb::chat_event::Kind::Read(r)) = e.kind else { unreachable!() };
             assert_eq!((r.user, r.max_id), (bob.id, sent.id));
         }
@@ -108,6 +135,22 @@ fn live_delivery_read_receipts_and_sync_on_another_node() {
         let origin = fwd.fwd.unwrap();
         assert_eq!((origin.from, origin.chat_id, origin.id), (ann.id, chat.id, sent.id));
         assert_eq!(a1.search(team.id, "HELLO", 10).await.unwrap().len(), 1);
+
+        // A second program on Ann's session (a script's `courier send` while
+        // her chat is open) is another client: Ann's first device still gets
+        // its sends pushed. An older client asks for its own sends pushed back.
+        let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
+        let (a3, mut a3_ev) = Client::connect(ClientConfig { token: a1.token(), ..ClientConfig::new(vec![c.client_addr(2)], ca) }).await.unwrap();
+        let (a4, mut a4_ev, _) = device_with(&c, 3, "+9996610001", "Ann", |cfg| cfg.own_sends_in_reply = false).await;
+        tokio::time::sleep(Duration::from_millis(500)).await; // their subscriptions, made at log-in
+        let m3 = a3.send_message(team.id, 8, "from a second program", 0).await.unwrap();
+        let m4 = a4.send_message(team.id, 9, "from an older client", 0).await.unwrap();
+        b1.read_history(team.id, m4.id).await.unwrap();
+        let read_m4 = |e: &pb::ChatEvent| e.chat_id == team.id && matches!(&e.kind, Some(pb::chat_event::Kind::Read(r)) if r.max_id == m4.id);
+        for (who, ev) in [("Ann's first device", &mut a1_ev), ("the second program", &mut a3_ev), ("the older client", &mut a4_ev)] {
+            let ids: Vec<u64> = new_ids(&events_until(ev, who, read_m4).await, team.id).into_iter().filter(|id| *id >= m3.id).collect();
+            assert_eq!(ids, vec![m3.id, m4.id], "{who} has each message exactly once");
+        }
 
         // Bob is online (connected to nodes 2 and 3); Ann asks through node 1.
         let seen = a1.users(vec![bob.id, 999_999 << 16 | 1]).await.unwrap();

@@ -116,6 +116,7 @@ impl Conn {
                 device: cfg.device.clone(),
                 session_token: token.map(<[u8]>::to_vec).unwrap_or_default(),
                 requests_only,
+                own_sends_key: inner.own_sends_key,
             })),
         };
         let reply = match request(&conn, &hello, cfg.request_timeout).await? {

@@ -58,6 +58,10 @@ pub struct ClientConfig {
     /// Send a chat's writes straight to its group's leader over an extra
     /// connection ([`route`]); `false` keeps to one connection.
     pub route_to_leaders: bool,
+    /// Take your own sends' events from their replies instead of having
+    /// the node push them back (they still arrive as [`Event::Update`],
+    /// from the reply). `false` asks for the push, as older clients did.
+    pub own_sends_in_reply: bool,
 }
 
 /// A UDP endpoint many clients can share (a bench holding thousands of
@@ -78,6 +82,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(15),
             endpoint: None,
             route_to_leaders: true,
+            own_sends_in_reply: true,
         }
     }
 }
@@ -117,6 +122,8 @@ pub(crate) struct Inner {
     hello: Mutex<Option<pb::HelloReply>>,
     /// Chats' leaders and the extra connections to them ([`route`]).
     routes: Mutex<route::Table>,
+    /// `Hello.own_sends_key`: random per client, 0 with `own_sends_in_reply` off.
+    pub(crate) own_sends_key: u64,
 }
 
 impl Inner {
@@ -187,7 +194,8 @@ impl Client {
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let start = rand::random_range(0..cfg.nodes.len());
         let token = Mutex::new(cfg.token.clone());
-        let inner = Inner { cfg, endpoint, own_endpoint, tls, token, current: Default::default(), next: Mutex::new(start), events: tx, hello: Mutex::new(None), routes: Mutex::default() };
+        let own_sends_key = if cfg.own_sends_in_reply { rand::random::<u64>().max(1) } else { 0 };
+        let inner = Inner { cfg, endpoint, own_endpoint, tls, token, current: Default::default(), next: Mutex::new(start), events: tx, hello: Mutex::new(None), routes: Mutex::default(), own_sends_key };
         Ok((Client { inner: Arc::new(inner) }, rx))
     }
 
@@ -506,8 +514,23 @@ impl Client {
     /// Sends a message. Retrying with the same `random_id` (after a timeout,
     /// on any node) returns the first message, never a second one.
     pub async fn send_message(&self, chat: u64, random_id: u64, text: &str, reply_to: u64) -> Result<pb::Message> {
-        match self.call(M::SendMessage(pb::SendMessage { chat_id: chat, random_id, text: text.into(), reply_to, media: None })).await? {
+        self.send(pb::SendMessage { chat_id: chat, random_id, text: text.into(), reply_to, media: None }).await
+    }
+
+    /// A send's events come in its reply (`Sent`, see
+    /// [`ClientConfig::own_sends_in_reply`]): they join the pushed ones on
+    /// the event channel, dropped like them when its reader is far behind
+    /// (a gap the reader fills by difference). An older node answers the
+    /// message alone and pushes the events.
+    async fn send(&self, m: pb::SendMessage) -> Result<pb::Message> {
+        match self.call(M::SendMessage(m)).await? {
             R::Message(m) => Ok(m),
+            R::Sent(pb::Sent { message: Some(m), events }) => {
+                for e in events {
+                    let _ = self.inner.events.try_send(Event::Update(pb::Update { kind: Some(pb::update::Kind::ChatEvent(e)) }));
+                }
+                Ok(m)
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -515,10 +538,7 @@ impl Client {
     /// Posts a file you uploaded (a photo, document or voice note) with a
     /// caption; retries with the same `random_id` return the first message.
     pub async fn send_media(&self, chat: u64, random_id: u64, caption: &str, media: pb::InputMedia, reply_to: u64) -> Result<pb::Message> {
-        match self.call(M::SendMessage(pb::SendMessage { chat_id: chat, random_id, text: caption.into(), reply_to, media: Some(media) })).await? {
-            R::Message(m) => Ok(m),
-            other => Err(unexpected(other)),
-        }
+        self.send(pb::SendMessage { chat_id: chat, random_id, text: caption.into(), reply_to, media: Some(media) }).await
     }
 
     pub async fn edit_message(&self, chat: u64, id: u64, text: &str) -> Result<pb::Message> {

@@ -66,7 +66,7 @@ mod tests {
     use crate::client::Hello;
 
     fn hello() -> Hello {
-        Hello { protocol: 1, client_version: "t".into(), device: "phone".into(), session_token: vec![7; 32], requests_only: false }
+        Hello { protocol: 1, client_version: "t".into(), device: "phone".into(), session_token: vec![7; 32], requests_only: false, own_sends_key: 0 }
     }
 
     #[tokio::test]

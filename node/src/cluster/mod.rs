@@ -178,7 +178,7 @@ impl Node {
         if self.raft().is_err() {
             return false;
         }
-        self.inner.conns.apply(notice);
+        self.inner.conns.apply(notice, None);
         let payload = courier_raft::codec::encode(notice);
         let answers = self
             .ask_peers(timeout, move |mut client| {
@@ -193,10 +193,11 @@ impl Node {
     /// other node, without waiting: each node's queue is sent in order by
     /// one task, as many notices per RPC as have piled up meanwhile (under
     /// load one RPC carries many sends' notices). A notice that cannot be
-    /// delivered is dropped: devices fill gaps by difference.
-    pub fn publish(&self, notice: &crate::gateway::registry::Notice) {
-        self.inner.conns.apply(notice);
-        let payload = courier_raft::codec::encode(notice);
+    /// delivered is dropped: devices fill gaps by difference. `origin`: the
+    /// client that made the change, which has it from its reply already.
+    pub fn publish(&self, notice: &crate::gateway::registry::Notice, origin: Option<crate::gateway::registry::Origin>) {
+        self.inner.conns.apply(notice, origin);
+        let payload = courier_raft::codec::encode_with_trailer(notice, origin.as_ref());
         let peers = self.inner.notice_peers.lock().expect("notice peers").clone();
         let mut pipes = self.inner.notice_pipes.lock().expect("notice pipes");
         for addr in peers {

@@ -180,12 +180,10 @@ impl Peer for PeerService {
     async fn notify(&self, req: Request<NotifyRequest>) -> Result<tonic::Response<NotifyReply>, Status> {
         require_node(&req)?;
         let r = req.into_inner();
-        let decode = |b: &[u8]| -> Result<crate::gateway::registry::Notice, Status> {
-            courier_raft::codec::decode(b).map_err(|e| Status::from(Error::BadRequest(format!("notice: {e}"))))
-        };
         let single = (!r.payload.is_empty()).then_some(&r.payload);
         for payload in single.into_iter().chain(&r.payloads) {
-            self.0.conns().apply(&decode(payload)?);
+            let (notice, origin) = courier_raft::codec::decode_with_trailer(payload).map_err(|e| Status::from(Error::BadRequest(format!("notice: {e}"))))?;
+            self.0.conns().apply(&notice, origin);
         }
         Ok(tonic::Response::new(NotifyReply {}))
     }

@@ -164,7 +164,7 @@ impl Gateway {
                 return Err(bad(e));
             }
         };
-        let ctx = self.node.conns().add(conn.clone(), hello.device.clone(), hello.client_version.clone(), hello.requests_only);
+        let ctx = self.node.conns().add(conn.clone(), &hello);
         let mut out = pb::HelloReply {
             protocol: model::PROTOCOL,
             node_id: self.node.raft().map(|r| r.id()).unwrap_or(0),
@@ -344,7 +344,12 @@ impl Gateway {
                             return Err(Error::BadRequest("a photo must be an image (JPEG, PNG, GIF or WebP); send it as a document".into()));
                         }
                         let a = crate::messaging::logic::Attachment { file: f.id, kind: m.kind, name: f.name, mime: f.mime, size: f.size, sha256: f.sha256, thumbs: f.thumbs, duration_secs: m.duration_secs };
-                        Ok(R::Message(chat_model::message(chat, &self.chats.send_media(me.user.id, chat, random_id, text, reply_to, a).await?)))
+                        let origin = sender(ctx, &me);
+                        Ok(sent(chat, self.chats.send_media(me.user.id, chat, random_id, text, reply_to, a, origin).await?, origin))
+                    }
+                    Method::SendMessage { chat, random_id, text, reply_to, media: None } => {
+                        let origin = sender(ctx, &me);
+                        Ok(sent(chat, self.chats.send(me.user.id, chat, random_id, text, reply_to, origin).await?, origin))
                     }
                     m => self.chat_method(me.user.id, m).await,
                 }
@@ -379,7 +384,6 @@ impl Gateway {
             Method::RemoveMember { chat: id, user } => chat(c.remove(me, id, user).await?),
             Method::SetTitle { chat: id, title } => chat(c.set_title(me, id, title).await?),
             Method::SetAdmin { chat: id, user, admin } => chat(c.set_admin(me, id, user, admin).await?),
-            Method::SendMessage { chat: id, random_id, text, reply_to, .. } => Ok(R::Message(chat_model::message(id, &c.send(me, id, random_id, text, reply_to).await?))),
             Method::EditMessage { chat: id, id: msg, text } => Ok(R::Message(chat_model::message(id, &c.edit(me, id, msg, text).await?))),
             Method::DeleteMessages { chat: id, ids } => {
                 c.delete(me, id, ids).await?;
@@ -506,6 +510,21 @@ impl Gateway {
             }
         });
     }
+}
+
+/// The client behind a send, when it applies its own sends from the reply.
+fn sender(ctx: &ConnCtx, me: &Authed) -> Option<registry::Origin> {
+    (ctx.own_sends_key != 0).then_some(registry::Origin { user: me.user.id, session: me.session_id, key: ctx.own_sends_key })
+}
+
+/// A send's answer: with its events for a client that applies them itself
+/// (it is not pushed them), else the message alone.
+fn sent(chat: u64, (m, events): (crate::messaging::Message, Vec<crate::messaging::Event>), origin: Option<registry::Origin>) -> R {
+    if origin.is_none() {
+        return R::Message(chat_model::message(chat, &m));
+    }
+    let events = events.iter().map(|e| chat_model::event(chat, e, std::slice::from_ref(&m))).collect();
+    R::Sent(pb::Sent { message: Some(chat_model::message(chat, &m)), events })
 }
 
 /// Opens the server's push stream (the caller checked it is not open yet).

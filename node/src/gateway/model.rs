@@ -19,6 +19,9 @@ pub struct Hello {
     pub token: Option<Vec<u8>>,
     /// A device's extra connection for requests only: no push stream.
     pub requests_only: bool,
+    /// Nonzero: the client applies its own sends from their replies
+    /// (`Hello.own_sends_key`).
+    pub own_sends_key: u64,
 }
 
 /// One client request, checked.
@@ -159,6 +162,7 @@ impl TryFrom<pb::Request> for Method {
                     device: text("device", h.device, SHORT)?,
                     token: (!h.session_token.is_empty()).then_some(h.session_token),
                     requests_only: h.requests_only,
+                    own_sends_key: h.own_sends_key,
                 })
             }
             Some(M::Ping(p)) => Method::Ping(p.nonce),
@@ -312,7 +316,7 @@ mod tests {
         assert_eq!(bad(sign_in("zz")), "BAD_REQUEST");
         assert!(matches!(Method::try_from(sign_in(&code_id_string(77))).unwrap(), Method::SignIn { code_id: 77, .. }));
         let hello = |p: u32, d: &str| pb::Request {
-            method: Some(M::Hello(pb::Hello { protocol: p, client_version: "t".into(), device: d.into(), session_token: vec![], requests_only: false })),
+            method: Some(M::Hello(pb::Hello { protocol: p, client_version: "t".into(), device: d.into(), session_token: vec![], requests_only: false, own_sends_key: 0 })),
         };
         assert_eq!(bad(hello(2, "d")), "BAD_REQUEST");
         assert_eq!(bad(hello(1, "bad\u{7}device")), "BAD_REQUEST");

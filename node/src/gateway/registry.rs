@@ -41,6 +41,18 @@ pub enum Notice {
     Typing { chat: u64, user: u64, until_ms: u64 },
 }
 
+/// Who made a change, when the client applies its own changes from their
+/// replies: its connections (same session, same `Hello.own_sends_key`) skip
+/// the push. It travels as a trailer after the notice's encoding, so nodes
+/// that do not know it decode the notice as before (and push it).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Origin {
+    pub user: u64,
+    /// Session ids count per user.
+    pub session: u64,
+    pub key: u64,
+}
+
 /// The session a connection is logged in with.
 #[derive(Clone, Debug)]
 pub struct Authed {
@@ -62,6 +74,8 @@ pub struct ConnCtx {
     /// A device's extra connection for requests only (`Hello.requests_only`):
     /// it gets no push stream.
     pub requests_only: bool,
+    /// `Hello.own_sends_key` (0: the client wants its own sends pushed).
+    pub own_sends_key: u64,
     auth: Mutex<Option<Authed>>,
     push: Mutex<Option<mpsc::Sender<pb::Update>>>,
     /// The chats whose events this connection receives.
@@ -90,6 +104,11 @@ impl ConnCtx {
     pub fn log_out(&self) {
         *self.auth.lock().expect("conn lock") = None;
         *self.push.lock().expect("conn lock") = None;
+    }
+
+    /// Whether the change came from this connection's client itself.
+    fn made(&self, origin: Option<Origin>) -> bool {
+        origin.is_some_and(|o| self.own_sends_key != 0 && o.key == self.own_sends_key && self.authed().is_some_and(|a| (a.user.id, a.session_id) == (o.user, o.session)))
     }
 
     fn push(&self, update: pb::Update) {
@@ -131,10 +150,11 @@ fn unsubscribe(subs: &mut HashMap<u64, HashSet<u64>>, chat: u64, conn: u64) {
 }
 
 impl Registry {
-    pub fn add(&self, conn: quinn::Connection, device: String, app_version: String, requests_only: bool) -> Arc<ConnCtx> {
+    pub fn add(&self, conn: quinn::Connection, hello: &super::model::Hello) -> Arc<ConnCtx> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let remote = conn.remote_address();
-        let ctx = Arc::new(ConnCtx { id, conn, remote, device, app_version, requests_only, auth: Mutex::new(None), push: Mutex::new(None), chats: Default::default() });
+        let (device, app_version, requests_only, own_sends_key) = (hello.device.clone(), hello.client_version.clone(), hello.requests_only, hello.own_sends_key);
+        let ctx = Arc::new(ConnCtx { id, conn, remote, device, app_version, requests_only, own_sends_key, auth: Mutex::new(None), push: Mutex::new(None), chats: Default::default() });
         self.inner.lock().expect("registry lock").conns.insert(id, ctx.clone());
         ctx
     }
@@ -194,8 +214,8 @@ impl Registry {
         true
     }
 
-    /// Applies a notice from any node (this one included).
-    pub fn apply(&self, notice: &Notice) {
+    /// Applies a notice from any node (this one included), made by `origin`'s client if known.
+    pub fn apply(&self, notice: &Notice, origin: Option<Origin>) {
         match notice {
             Notice::Revoked(hashes) => {
                 let set: HashSet<&TokenHash> = hashes.iter().collect();
@@ -222,7 +242,7 @@ impl Registry {
                     ctx.push(update.clone());
                 }
             }
-            Notice::Chat { chat, events, message } => self.chat_events(*chat, events, message.as_ref()),
+            Notice::Chat { chat, events, message } => self.chat_events(*chat, events, message.as_ref(), origin),
             Notice::Typing { chat, user, until_ms } => {
                 let update = pb::Update { kind: Some(pb::update::Kind::Typing(pb::Typing { chat_id: *chat, user: *user, until_ms: *until_ms })) };
                 for ctx in self.subscribers(*chat) {
@@ -236,7 +256,8 @@ impl Registry {
 
     /// Pushes a chat's events to its subscribers; members who joined start
     /// receiving (this event included), members who left stop (after it).
-    fn chat_events(&self, chat: u64, events: &[crate::messaging::Event], message: Option<&crate::messaging::Message>) {
+    /// The client that made them (`origin`) is skipped: it has them from its reply.
+    fn chat_events(&self, chat: u64, events: &[crate::messaging::Event], message: Option<&crate::messaging::Message>, origin: Option<Origin>) {
         use crate::messaging::logic::EventKind;
         let messages: Vec<_> = message.into_iter().cloned().collect();
         for e in events {
@@ -247,7 +268,7 @@ impl Registry {
             }
             let update = pb::Update { kind: Some(pb::update::Kind::ChatEvent(crate::messaging::model::event(chat, e, &messages))) };
             let targets = self.subscribers(chat);
-            for ctx in &targets {
+            for ctx in targets.iter().filter(|c| !c.made(origin)) {
                 match (&e.kind, ctx.authed()) {
                     // Another member's delete-for-me: only the pts moves.
                     (EventKind::Hidden { user, .. }, Some(a)) if a.user.id != *user => {

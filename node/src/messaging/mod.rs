@@ -16,7 +16,7 @@ use crate::auth::Auth;
 use crate::clock::Clock;
 use crate::cluster::Node;
 use crate::error::{Error, Result};
-use crate::gateway::registry::Notice;
+use crate::gateway::registry::{Notice, Origin};
 pub use logic::{Chat, ChatDiff, ChatError, ChatKind, Dialog, Event, Message, Reply, Role};
 
 /// How long a typing notice shows.
@@ -58,21 +58,24 @@ impl Messaging {
 
     /// Runs a change in the chat's group and publishes what it did.
     async fn change(&self, chat: u64, cmd: logic::Cmd) -> Result<(Chat, Option<Message>)> {
+        let (chat, _, message) = self.change_from(chat, cmd, None).await?;
+        Ok((chat, message))
+    }
+
+    /// [`Self::change`], also answering the events it made; `origin`'s
+    /// client applies them from this answer and is not pushed them.
+    async fn change_from(&self, chat: u64, cmd: logic::Cmd, origin: Option<Origin>) -> Result<(Chat, Vec<Event>, Option<Message>)> {
         match self.exec(self.group_of(chat)?, cmd).await? {
             Reply::Changed { chat, events, message } => {
                 if !events.is_empty() {
-                    self.publish(&chat, events, message.clone());
+                    // Handed to every node (this one first) without making
+                    // the sender wait; a device that misses it catches up by difference.
+                    self.node.publish(&Notice::Chat { chat: chat.id, events: events.clone(), message: message.clone() }, origin);
                 }
-                Ok((chat, message))
+                Ok((chat, events, message))
             }
             other => Err(Error::Io(format!("unexpected reply {other:?}"))),
         }
-    }
-
-    /// Hands committed events to every node (this one first), without making
-    /// the sender wait; a device that misses one catches up by difference.
-    fn publish(&self, chat: &Chat, events: Vec<Event>, message: Option<Message>) {
-        self.node.publish(&Notice::Chat { chat: chat.id, events, message });
     }
 
     /// Adds the chat to each user's list (their own groups) before they join:
@@ -150,17 +153,26 @@ impl Messaging {
         Ok(self.change(chat, logic::Cmd::SetRole { chat, by: me, user, role, now_ms: self.clock.now_ms() }).await?.0)
     }
 
-    pub async fn send(&self, me: u64, chat: u64, random_id: u64, text: String, reply_to: u64) -> Result<Message> {
+    /// Posts a message; answers it and the events it made (none for a
+    /// repeated `random_id`, which answers the first message).
+    pub async fn send(&self, me: u64, chat: u64, random_id: u64, text: String, reply_to: u64, origin: Option<Origin>) -> Result<(Message, Vec<Event>)> {
         let random_id = if self.ignore_random_id { rand::random() } else { random_id };
         let cmd = logic::Cmd::Send { chat, from: me, random_id, text, reply_to, now_ms: self.clock.now_ms() };
-        self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("send answered no message".into()))
+        self.sent(chat, cmd, origin).await
     }
 
     /// Posts a file (`media`, built by the caller from a file `me` may post).
-    pub async fn send_media(&self, me: u64, chat: u64, random_id: u64, caption: String, reply_to: u64, media: logic::Attachment) -> Result<Message> {
+    pub async fn send_media(&self, me: u64, chat: u64, random_id: u64, caption: String, reply_to: u64, media: logic::Attachment, origin: Option<Origin>) -> Result<(Message, Vec<Event>)> {
         let random_id = if self.ignore_random_id { rand::random() } else { random_id };
         let cmd = logic::Cmd::SendMedia { chat, from: me, random_id, caption, reply_to, media, now_ms: self.clock.now_ms() };
-        self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("send answered no message".into()))
+        self.sent(chat, cmd, origin).await
+    }
+
+    async fn sent(&self, chat: u64, cmd: logic::Cmd, origin: Option<Origin>) -> Result<(Message, Vec<Event>)> {
+        match self.change_from(chat, cmd, origin).await? {
+            (_, events, Some(m)) => Ok((m, events)),
+            (_, _, None) => Err(Error::Io("send answered no message".into())),
+        }
     }
 
     /// The attachment of message `id` in `chat`, if `me` is a member and it
@@ -236,7 +248,7 @@ impl Messaging {
     /// "typing…": checked against membership, sent to every node, not stored.
     pub async fn typing(&self, me: u64, chat: u64) -> Result<()> {
         self.must_be_member(me, chat).await?;
-        self.node.publish(&Notice::Typing { chat, user: me, until_ms: self.clock.now_ms() + TYPING_MS });
+        self.node.publish(&Notice::Typing { chat, user: me, until_ms: self.clock.now_ms() + TYPING_MS }, None);
         Ok(())
     }
 
