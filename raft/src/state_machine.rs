@@ -1,5 +1,5 @@
 //! openraft's state machine for one group: applies committed commands with
-//! [`crate::logic::apply`] and builds and installs snapshots.
+//! [`crate::logic::apply`], and makes and installs snapshots.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -17,7 +17,8 @@ use crate::types::{LogId, Response, Snapshot, SnapshotMeta, StoredMembership, Ty
 
 const APPLIED: &str = "applied";
 const MEMBERSHIP: &str = "membership";
-const SNAPSHOT: &str = "snapshot";
+/// Where versions before on-demand snapshots kept a copy of the rows; deleted when seen.
+const LEGACY_SNAPSHOT: &str = "snapshot";
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -146,27 +147,34 @@ impl StateMachine {
     }
 }
 
+/// Snapshots on demand. The group's rows are in RocksDB, durable with the
+/// applied id they belong to, so a snapshot "built" for log compaction is
+/// only that id and the membership: nothing is copied. The rows are read
+/// (from one RocksDB snapshot, consistent with the id) only when a snapshot
+/// is asked for, i.e. when a follower needs one, and at start-up.
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let store = self.store.clone();
         let group = self.group;
-        let (states, rows) = tokio::task::spawn_blocking(move || store.export_group(group, &[APPLIED, MEMBERSHIP]))
-            .await
-            .map_err(io_err)?
-            .map_err(io_err)?;
-        let last_log_id: Option<LogId> = states[0].as_deref().map(decode).transpose().map_err(io_err)?;
-        let last_membership: StoredMembership =
-            states[1].as_deref().map(decode).transpose().map_err(io_err)?.unwrap_or_default();
-        let meta = SnapshotMeta { last_log_id, last_membership };
-        let data = encode(&SnapshotBody { rows });
-        self.store
-            .put_state(self.group, SNAPSHOT, &encode(&(&meta, &data)), Durability::Buffered)
-            .map_err(io_err)?;
-        tracing::info!(group = self.group, index = ?last_log_id.map(|l| l.index), bytes = data.len(), "built snapshot");
-        Ok(Snapshot { meta, snapshot: data })
+        // Runs beside apply: the id and the membership are read together.
+        let states = tokio::task::spawn_blocking(move || store.get_states(group, &[APPLIED, MEMBERSHIP])).await.map_err(io_err)?.map_err(io_err)?;
+        let meta = meta_of(&states)?;
+        // A copy of the rows that an older version stored.
+        let mut ws = WriteSet::new();
+        ws.delete_state(self.group, LEGACY_SNAPSHOT);
+        self.store.write(ws, Durability::Buffered).map_err(io_err)?;
+        tracing::info!(group = self.group, index = ?meta.last_log_id.map(|l| l.index), "snapshot point (the log before it may be purged)");
+        Ok(Snapshot { meta, snapshot: Vec::new() })
     }
+}
+
+/// The snapshot meta from the (applied, membership) state rows.
+fn meta_of(states: &[Option<Vec<u8>>]) -> Result<SnapshotMeta, io::Error> {
+    let last_log_id: Option<LogId> = states[0].as_deref().map(decode).transpose().map_err(io_err)?;
+    let last_membership: StoredMembership = states[1].as_deref().map(decode).transpose().map_err(io_err)?.unwrap_or_default();
+    Ok(SnapshotMeta { last_log_id, last_membership })
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -237,7 +245,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             ws.put_state(self.group, APPLIED, encode(applied));
         }
         ws.put_state(self.group, MEMBERSHIP, encode(&meta.last_membership));
-        ws.put_state(self.group, SNAPSHOT, encode(&(meta, &snapshot)));
+        ws.delete_state(self.group, LEGACY_SNAPSHOT);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.write(ws, Durability::Synced)).await.map_err(io_err)?.map_err(io_err)?;
         // Apply does not run meanwhile (it takes the state machine too), so
@@ -247,10 +255,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    /// The state now: its rows and the applied id and membership they go
+    /// with (none before anything was applied). openraft asks from the
+    /// state machine's task, so nothing is applied meanwhile.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(self
-            .read_state::<(SnapshotMeta, Vec<u8>)>(SNAPSHOT)?
-            .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+        let store = self.store.clone();
+        let group = self.group;
+        let (states, rows) = tokio::task::spawn_blocking(move || store.export_group(group, &[APPLIED, MEMBERSHIP])).await.map_err(io_err)?.map_err(io_err)?;
+        let meta = meta_of(&states)?;
+        if meta.last_log_id.is_none() {
+            return Ok(None);
+        }
+        let data = encode(&SnapshotBody { rows });
+        tracing::info!(group = self.group, index = ?meta.last_log_id.map(|l| l.index), bytes = data.len(), "made snapshot");
+        Ok(Some(Snapshot { meta, snapshot: data }))
     }
 }
 
@@ -290,6 +308,34 @@ mod tests {
 
     fn stored(store: &Store) -> Option<u64> {
         store.get_sm(5, b"n").unwrap().map(|v| u64::from_be_bytes(v.try_into().unwrap()))
+    }
+
+    #[tokio::test]
+    async fn snapshots_copy_nothing_until_asked_for_and_then_are_the_state_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut sm = StateMachine::new(5, store.clone(), std::sync::Arc::new(Counter));
+        assert!(sm.get_current_snapshot().await.unwrap().is_none(), "nothing applied, no snapshot");
+        // A copy an older version kept goes at the next snapshot point.
+        store.put_state(5, LEGACY_SNAPSHOT, b"old copy", Durability::Buffered).unwrap();
+        let mut index = 0;
+        run(&mut sm, &mut index, &[b"inc", b"inc"]).await;
+        let built = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(2));
+        assert!(built.snapshot.is_empty(), "a snapshot point copies no rows");
+        assert_eq!(store.get_state(5, LEGACY_SNAPSHOT).unwrap(), None, "and nothing is stored for it");
+
+        // Asked for later, the snapshot is the state then, with its own applied id.
+        run(&mut sm, &mut index, &[b"inc"]).await;
+        let now = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(now.meta.last_log_id.map(|l| l.index), Some(3));
+        let other = tempfile::tempdir().unwrap();
+        let other_store = Store::open(other.path()).unwrap();
+        let mut follower = StateMachine::new(5, other_store.clone(), std::sync::Arc::new(Counter));
+        follower.install_snapshot(&now.meta, now.snapshot).await.unwrap();
+        assert_eq!(stored(&other_store), Some(3), "installing it gives the same rows");
+        assert_eq!(follower.applied_state().await.unwrap().0, now.meta.last_log_id);
+        assert_eq!(follower.get_current_snapshot().await.unwrap().unwrap().meta, now.meta, "an installed snapshot is the follower's current one");
     }
 
     #[tokio::test]

@@ -150,6 +150,7 @@ enum Op {
     DeleteSm(GroupId, Vec<u8>),
     ClearSm(GroupId),
     PutState(GroupId, Vec<u8>, Vec<u8>),
+    DeleteState(GroupId, Vec<u8>),
 }
 
 impl WriteSet {
@@ -168,6 +169,9 @@ impl WriteSet {
     }
     pub fn put_state(&mut self, group: GroupId, name: &str, value: Vec<u8>) {
         self.ops.push(Op::PutState(group, name.as_bytes().to_vec(), value));
+    }
+    pub fn delete_state(&mut self, group: GroupId, name: &str) {
+        self.ops.push(Op::DeleteState(group, name.as_bytes().to_vec()));
     }
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
@@ -417,10 +421,7 @@ impl Store {
     /// values, read from one point in time (for building a snapshot).
     pub fn export_group(&self, group: GroupId, state_names: &[&str]) -> Result<(Vec<Option<Vec<u8>>>, Vec<(Vec<u8>, Vec<u8>)>)> {
         let snap = self.db().snapshot();
-        let mut states = Vec::with_capacity(state_names.len());
-        for name in state_names {
-            states.push(snap.get_cf(self.cf(CF_STATE), group_key(group, name.as_bytes()))?);
-        }
+        let states = self.states_at(&snap, group, state_names)?;
         let start = group_key(group, &[]);
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(group_end(group));
@@ -431,6 +432,15 @@ impl Store {
             rows.push((k[4..].to_vec(), v.into_vec()));
         }
         Ok((states, rows))
+    }
+
+    /// State rows of a group, read together (one RocksDB snapshot).
+    pub fn get_states(&self, group: GroupId, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.states_at(&self.db().snapshot(), group, names)
+    }
+
+    fn states_at(&self, snap: &rocksdb::Snapshot<'_>, group: GroupId, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        names.iter().map(|name| Ok(snap.get_cf(self.cf(CF_STATE), group_key(group, name.as_bytes()))?)).collect()
     }
 
     // ---- media chunks ----
@@ -517,6 +527,7 @@ impl Store {
                 Op::DeleteSm(g, k) => batch.delete_cf(self.cf(CF_SM), group_key(g, &k)),
                 Op::ClearSm(g) => batch.delete_range_cf(self.cf(CF_SM), group_key(g, &[]), group_end(g)),
                 Op::PutState(g, k, v) => batch.put_cf(self.cf(CF_STATE), group_key(g, &k), v),
+                Op::DeleteState(g, k) => batch.delete_cf(self.cf(CF_STATE), group_key(g, &k)),
             }
         }
         self.db().write_opt(batch, &Self::write_opts(durability))?;
