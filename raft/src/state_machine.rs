@@ -267,7 +267,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(None);
         }
         let data = encode(&SnapshotBody { rows });
-        tracing::info!(group = self.group, index = ?meta.last_log_id.map(|l| l.index), bytes = data.len(), "made snapshot");
+        tracing::debug!(group = self.group, index = ?meta.last_log_id.map(|l| l.index), bytes = data.len(), "made snapshot");
         Ok(Some(Snapshot { meta, snapshot: data }))
     }
 }
