@@ -139,11 +139,9 @@ impl StateMachine {
         Self { group, store, app, cache: Default::default() }
     }
 
-    fn read_state<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, io::Error> {
-        match self.store.get_state(self.group, name).map_err(io_err)? {
-            Some(bytes) => Ok(Some(decode(&bytes).map_err(io_err)?)),
-            None => Ok(None),
-        }
+    /// The applied id and membership, read together (apply may run meanwhile).
+    fn meta(&self) -> Result<SnapshotMeta, io::Error> {
+        meta_of(&self.store.get_states(self.group, &[APPLIED, MEMBERSHIP]).map_err(io_err)?)
     }
 }
 
@@ -156,11 +154,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let store = self.store.clone();
-        let group = self.group;
-        // Runs beside apply: the id and the membership are read together.
-        let states = tokio::task::spawn_blocking(move || store.get_states(group, &[APPLIED, MEMBERSHIP])).await.map_err(io_err)?.map_err(io_err)?;
-        let meta = meta_of(&states)?;
+        let meta = self.meta()?;
         // A copy of the rows that an older version stored.
         let mut ws = WriteSet::new();
         ws.delete_state(self.group, LEGACY_SNAPSHOT);
@@ -182,9 +176,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        let applied = self.read_state::<LogId>(APPLIED)?;
-        let membership = self.read_state::<StoredMembership>(MEMBERSHIP)?.unwrap_or_default();
-        Ok((applied, membership))
+        let meta = self.meta()?;
+        Ok((meta.last_log_id, meta.last_membership))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>

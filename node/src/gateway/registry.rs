@@ -153,8 +153,18 @@ impl Registry {
     pub fn add(&self, conn: quinn::Connection, hello: &super::model::Hello) -> Arc<ConnCtx> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let remote = conn.remote_address();
-        let (device, app_version, requests_only, own_sends_key) = (hello.device.clone(), hello.client_version.clone(), hello.requests_only, hello.own_sends_key);
-        let ctx = Arc::new(ConnCtx { id, conn, remote, device, app_version, requests_only, own_sends_key, auth: Mutex::new(None), push: Mutex::new(None), chats: Default::default() });
+        let ctx = Arc::new(ConnCtx {
+            id,
+            conn,
+            remote,
+            device: hello.device.clone(),
+            app_version: hello.client_version.clone(),
+            requests_only: hello.requests_only,
+            own_sends_key: hello.own_sends_key,
+            auth: Mutex::new(None),
+            push: Mutex::new(None),
+            chats: Default::default(),
+        });
         self.inner.lock().expect("registry lock").conns.insert(id, ctx.clone());
         ctx
     }
