@@ -16,6 +16,11 @@ use super::{Health, Node};
 
 /// Groups moved at the same time.
 const MAX_CONCURRENT_MOVES: usize = 4;
+/// Leadership transfers started in one round (the next round waits 2 s, for
+/// the probes to see where leaders are): a fresh 3-node cluster spreads its
+/// 16 groups in three rounds, and no more elections run at once than this
+/// (PD, TiKV's scheduler, limits leader moves to 4 at a time by default too).
+const MAX_LEADER_MOVES: usize = 4;
 /// How long one move (including a learner catching up) may take before it is retried.
 const MOVE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -148,7 +153,7 @@ impl Controller {
                 .filter(|(g, _)| **g != META_GROUP)
                 .map(|(g, (_, v))| (*g, (v.leader, v.voters.iter().copied().collect())))
                 .collect();
-            if let Some((g, to)) = placement::plan_leader_move(&data_leaders, &up) {
+            for (g, to) in placement::plan_leader_moves(&data_leaders, &up, MAX_LEADER_MOVES) {
                 self.last_leader_move = Some(now);
                 let multi = multi.clone();
                 tokio::spawn(async move {
