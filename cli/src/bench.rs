@@ -305,9 +305,11 @@ pub struct MessagesBenchArgs {
     /// forwarded by it).
     #[arg(long)]
     no_leader_routing: bool,
-    /// The nodes' admin HTTP addresses (`courier dev` exports them): their
-    /// CPU time is read before and after the timed sends, to report the
-    /// node CPU each send cost.
+    /// The nodes' admin HTTP addresses (`courier dev` exports them): the
+    /// benchmark first waits until the groups' leaders stop moving (a fresh
+    /// cluster spreads them over its first seconds), and reads the nodes'
+    /// CPU time before and after the timed sends, to report the node CPU
+    /// each send cost.
     #[arg(long = "metrics", env = "COURIER_METRICS", value_delimiter = ',')]
     metrics: Vec<String>,
     #[arg(long)]
@@ -330,10 +332,67 @@ async fn nodes_cpu_seconds(addrs: &[String]) -> Option<f64> {
     Some(total)
 }
 
+/// Watches how many groups each node leads: steady once no count changed for
+/// `quiet`. A fresh cluster starts with every group led by its first node
+/// and spreads them over the next seconds; a benchmark measures the cluster
+/// as it will stay, not one whose leaders (and the clients' routes) move
+/// under it.
+struct LeaderWatch {
+    quiet: Duration,
+    last: Option<(Vec<u64>, Instant)>,
+}
+
+impl LeaderWatch {
+    fn new(quiet: Duration) -> Self {
+        LeaderWatch { quiet, last: None }
+    }
+
+    /// Records the counts seen at `now`; true once they held for `quiet`.
+    fn steady(&mut self, counts: Vec<u64>, now: Instant) -> bool {
+        match &self.last {
+            Some((seen, since)) if *seen == counts => now.duration_since(*since) >= self.quiet,
+            _ => {
+                self.last = Some((counts, now));
+                false
+            }
+        }
+    }
+}
+
+/// Groups led by each node at these admin addresses, or `None` if one does not answer.
+async fn groups_led(addrs: &[String]) -> Option<Vec<u64>> {
+    let mut counts = Vec::new();
+    for addr in addrs {
+        let text = crate::dev::http_get(addr, "/metrics", Duration::from_secs(5)).await?;
+        counts.push(metric_value(&text, "courier_raft_groups_led")? as u64);
+    }
+    Some(counts)
+}
+
+/// Waits, at most `limit`, until the nodes' leaderships stop moving (see
+/// [`LeaderWatch`]); says what it waits for. Without admin addresses it
+/// cannot tell, and does not wait.
+async fn wait_for_steady_leaders(addrs: &[String], limit: Duration) {
+    let (start, mut watch, mut shown) = (Instant::now(), LeaderWatch::new(Duration::from_secs(5)), None);
+    while start.elapsed() < limit {
+        let Some(counts) = groups_led(addrs).await else { return };
+        if watch.steady(counts.clone(), Instant::now()) {
+            return;
+        }
+        if shown.as_ref() != Some(&counts) {
+            eprintln!("waiting for the leaders to settle: groups led per node {counts:?}");
+            shown = Some(counts);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("leaders still moving after {} s: measuring anyway", limit.as_secs());
+}
+
 pub async fn messages(args: MessagesBenchArgs) -> Result<()> {
     if args.senders == 0 || args.senders > 1024 || args.conn.nodes.is_empty() {
         bail!("--senders must be between 1 and 1024, and at least one --node given");
     }
+    wait_for_steady_leaders(&args.metrics, Duration::from_secs(60)).await;
     let ca_path = args.conn.ca.clone().context("pass --ca FILE or set COURIER_CA")?;
     let ca = std::fs::read(&ca_path).with_context(|| format!("read {}", ca_path.display()))?;
     let base = rand::random_range(0..90_000u64);
@@ -634,7 +693,7 @@ fn dd_rate(dir: &std::path::Path, mib: u64) -> Result<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::metric_value;
+    use super::{Duration, Instant, LeaderWatch, metric_value};
 
     #[test]
     fn node_cpu_seconds_are_read_from_the_metrics_text() {
@@ -644,5 +703,18 @@ mod tests {
         assert_eq!(cpu("courier_client_requests_total 3\n"), None);
         // A longer name that starts with the asked one is another metric.
         assert_eq!(cpu("courier_process_cpu_seconds_total_x 4\n"), None);
+    }
+
+    #[test]
+    fn leaders_are_steady_once_no_count_changed_for_the_quiet_time() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut w = LeaderWatch::new(Duration::from_secs(5));
+        assert!(!w.steady(vec![17, 0, 0], at(0)));
+        assert!(!w.steady(vec![13, 2, 2], at(3_000)), "a change starts the quiet time over");
+        assert!(!w.steady(vec![13, 2, 2], at(7_999)));
+        assert!(!w.steady(vec![7, 5, 5], at(8_000)));
+        assert!(!w.steady(vec![7, 5, 5], at(12_999)));
+        assert!(w.steady(vec![7, 5, 5], at(13_000)));
     }
 }
