@@ -15,6 +15,7 @@ pub mod logic;
 pub mod multi;
 pub mod network;
 pub mod placement;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 

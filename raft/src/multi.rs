@@ -523,7 +523,7 @@ impl MultiRaft {
         let (vote, meta): (Vote, SnapshotMeta) = decode(meta)?;
         let resp = self
             .raft(group)?
-            .install_full_snapshot(vote, Snapshot { meta, snapshot: data })
+            .install_full_snapshot(vote, Snapshot { meta, snapshot: crate::snapshot::SnapshotData::Encoded(data) })
             .await
             .map_err(|e| Error::Fatal(e.to_string()))?;
         Ok(encode(&resp))

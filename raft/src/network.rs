@@ -232,7 +232,7 @@ fn status_to_rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
 }
 
 impl GroupRouter<TypeConfig, GroupId> for Router {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = crate::snapshot::SnapshotData;
 
     async fn append_entries(
         &self,
@@ -276,17 +276,24 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         let addr = self.addr_of(target).map_err(rpc_to_streaming)?;
         let mut client = self.peer(&addr).map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         let meta = encode(&(&vote, &snapshot.meta));
+        // The body is read and encoded on a blocking thread, a piece at a
+        // time, while the stream sends the pieces before it.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tx.try_send(SnapshotChunk { group, meta, data: Vec::new(), target }).expect("room for the first chunk");
         let data = snapshot.snapshot;
-        let mut chunks = Vec::with_capacity(data.len() / SNAPSHOT_CHUNK + 1);
-        chunks.push(SnapshotChunk { group, meta, data: Vec::new(), target });
-        for c in data.chunks(SNAPSHOT_CHUNK) {
-            chunks.push(SnapshotChunk { group, meta: Vec::new(), data: c.to_vec(), target });
-        }
-        let send = client.snapshot(tokio_stream::iter(chunks));
+        let reader = tokio::task::spawn_blocking(move || {
+            data.encode_in_pieces(SNAPSHOT_CHUNK, |piece| tx.blocking_send(SnapshotChunk { group, meta: Vec::new(), data: piece, target }).is_ok())
+        });
+        let send = client.snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
         let reply = tokio::select! {
             r = tokio::time::timeout(option.hard_ttl().max(Duration::from_secs(60)), send) => r,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
+        // A body that could not be read all (the stream then ended early)
+        // fails the send, whatever the follower made of it.
+        if let Ok(Err(e)) | Err(e) = reader.await.map_err(|e| Error::Fatal(format!("snapshot reader: {e}"))) {
+            return Err(StreamingError::Network(NetworkError::new(&e)));
+        }
         let reply = match reply {
             Err(_) => return Err(StreamingError::Network(NetworkError::new(&AnyError::error("snapshot timed out")))),
             Ok(Err(status)) => return Err(rpc_to_streaming(status_to_rpc_error(status))),

@@ -8,11 +8,11 @@ use courier_storage::{Durability, GroupId, Store, WriteSet};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
-use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
 use crate::log_store::io_err;
 use crate::logic::{self, StateRead, StateView};
+use crate::snapshot::SnapshotData;
 use crate::types::{LogId, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 const APPLIED: &str = "applied";
@@ -79,12 +79,6 @@ impl RowCache {
     }
 }
 
-/// The body of a snapshot: every state machine row of the group.
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    rows: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
 /// A [`StateView`] over the stored state plus the writes of the batch being applied.
 struct BatchView<'a> {
     group: GroupId,
@@ -143,24 +137,31 @@ impl StateMachine {
     fn meta(&self) -> Result<SnapshotMeta, io::Error> {
         meta_of(&self.store.get_states(self.group, &[APPLIED, MEMBERSHIP]).map_err(io_err)?)
     }
+
+    /// The group as it is now, pinned (nothing read but its meta).
+    fn pinned(&self) -> Result<Snapshot, io::Error> {
+        let pinned = self.store.pin_group(self.group);
+        let meta = meta_of(&pinned.states(&[APPLIED, MEMBERSHIP]).map_err(io_err)?)?;
+        Ok(Snapshot { meta, snapshot: SnapshotData::Pinned(pinned) })
+    }
 }
 
 /// Snapshots on demand. The group's rows are in RocksDB, durable with the
 /// applied id they belong to, so a snapshot "built" for log compaction is
-/// only that id and the membership: nothing is copied. The rows are read
-/// (from one RocksDB snapshot, consistent with the id) only when a snapshot
-/// is asked for, i.e. when a follower needs one, and at start-up.
+/// only that id and the membership, pinned with the rows they go with
+/// (a RocksDB snapshot, see [`crate::snapshot`]): nothing is copied or
+/// read. The rows are read when a snapshot is sent to a follower.
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let meta = self.meta()?;
+        let snapshot = self.pinned()?;
         // A copy of the rows that an older version stored.
         let mut ws = WriteSet::new();
         ws.delete_state(self.group, LEGACY_SNAPSHOT);
         self.store.write(ws, Durability::Buffered).map_err(io_err)?;
-        tracing::info!(group = self.group, index = ?meta.last_log_id.map(|l| l.index), "snapshot point (the log before it may be purged)");
-        Ok(Snapshot { meta, snapshot: Vec::new() })
+        tracing::info!(group = self.group, index = ?snapshot.meta.last_log_id.map(|l| l.index), "snapshot point (the log before it may be purged)");
+        Ok(snapshot)
     }
 }
 
@@ -172,7 +173,7 @@ fn meta_of(states: &[Option<Vec<u8>>]) -> Result<SnapshotMeta, io::Error> {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -227,11 +228,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let body: SnapshotBody = decode(&snapshot).map_err(io_err)?;
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        let rows = tokio::task::spawn_blocking(move || snapshot.rows()).await.map_err(io_err)?.map_err(io_err)?;
         let mut ws = WriteSet::new();
         ws.clear_sm(self.group);
-        for (k, v) in body.rows {
+        for (k, v) in rows {
             ws.put_sm(self.group, &k, v);
         }
         if let Some(applied) = &meta.last_log_id {
@@ -248,20 +249,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    /// The state now: its rows and the applied id and membership they go
-    /// with (none before anything was applied). openraft asks from the
-    /// state machine's task, so nothing is applied meanwhile.
+    /// The state now, pinned: the applied id and membership are read, the
+    /// rows only when the snapshot is sent (openraft asks at start-up, for
+    /// the meta, and when a follower needs a snapshot).
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let store = self.store.clone();
-        let group = self.group;
-        let (states, rows) = tokio::task::spawn_blocking(move || store.export_group(group, &[APPLIED, MEMBERSHIP])).await.map_err(io_err)?.map_err(io_err)?;
-        let meta = meta_of(&states)?;
-        if meta.last_log_id.is_none() {
-            return Ok(None);
-        }
-        let data = encode(&SnapshotBody { rows });
-        tracing::debug!(group = self.group, index = ?meta.last_log_id.map(|l| l.index), bytes = data.len(), "made snapshot");
-        Ok(Some(Snapshot { meta, snapshot: data }))
+        let snapshot = self.pinned()?;
+        Ok(snapshot.meta.last_log_id.is_some().then_some(snapshot))
     }
 }
 
@@ -315,18 +308,29 @@ mod tests {
         run(&mut sm, &mut index, &[b"inc", b"inc"]).await;
         let built = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(2));
-        assert!(built.snapshot.is_empty(), "a snapshot point copies no rows");
+        assert!(matches!(built.snapshot, SnapshotData::Pinned(_)), "a snapshot point copies no rows");
         assert_eq!(store.get_state(5, LEGACY_SNAPSHOT).unwrap(), None, "and nothing is stored for it");
 
         // Asked for later, the snapshot is the state then, with its own applied id.
         run(&mut sm, &mut index, &[b"inc"]).await;
         let now = sm.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(now.meta.last_log_id.map(|l| l.index), Some(3));
+        // Applies go on before it is sent: what is sent is still the state
+        // its meta names (the rows are read from the pinned moment).
+        run(&mut sm, &mut index, &[b"inc", b"inc"]).await;
+        assert_eq!(stored(&store), Some(5));
+        let mut wire = Vec::new();
+        now.snapshot
+            .encode_in_pieces(1 << 20, |piece| {
+                wire.extend(piece);
+                true
+            })
+            .unwrap();
         let other = tempfile::tempdir().unwrap();
         let other_store = Store::open(other.path()).unwrap();
         let mut follower = StateMachine::new(5, other_store.clone(), std::sync::Arc::new(Counter));
-        follower.install_snapshot(&now.meta, now.snapshot).await.unwrap();
-        assert_eq!(stored(&other_store), Some(3), "installing it gives the same rows");
+        follower.install_snapshot(&now.meta, SnapshotData::Encoded(wire)).await.unwrap();
+        assert_eq!(stored(&other_store), Some(3), "installing it gives the rows of the moment it was asked for");
         assert_eq!(follower.applied_state().await.unwrap().0, now.meta.last_log_id);
         assert_eq!(follower.get_current_snapshot().await.unwrap().unwrap().meta, now.meta, "an installed snapshot is the follower's current one");
     }
@@ -344,7 +348,7 @@ mod tests {
         // A snapshot replaces the row; the next apply must read the new value.
         let rows = vec![(b"n".to_vec(), 100u64.to_be_bytes().to_vec())];
         let meta = SnapshotMeta { last_log_id: Some(log_id::<TypeConfig>(1, 1, 50)), last_membership: StoredMembership::default() };
-        sm.install_snapshot(&meta, encode(&SnapshotBody { rows })).await.unwrap();
+        sm.install_snapshot(&meta, SnapshotData::Encoded(encode(&crate::snapshot::SnapshotBody { rows }))).await.unwrap();
         index = 50;
         run(&mut sm, &mut index, &[b"inc"]).await;
         assert_eq!(stored(&store), Some(101));

@@ -417,21 +417,17 @@ impl Store {
         Ok(out)
     }
 
-    /// A consistent copy of a group's state machine and of the named state
-    /// values, read from one point in time (for building a snapshot).
-    pub fn export_group(&self, group: GroupId, state_names: &[&str]) -> Result<(Vec<Option<Vec<u8>>>, Vec<(Vec<u8>, Vec<u8>)>)> {
+    /// A group's state machine and state rows as they are now, to be read
+    /// later (for a Raft snapshot): a RocksDB snapshot, which keeps that
+    /// moment readable without copying anything, until dropped.
+    pub fn pin_group(&self, group: GroupId) -> GroupSnapshot {
         let snap = self.db().snapshot();
-        let states = self.states_at(&snap, group, state_names)?;
-        let start = group_key(group, &[]);
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(group_end(group));
-        let iter = snap.iterator_cf_opt(self.cf(CF_SM), ro, IteratorMode::From(&start, rocksdb::Direction::Forward));
-        let mut rows = Vec::new();
-        for item in iter {
-            let (k, v) = item?;
-            rows.push((k[4..].to_vec(), v.into_vec()));
-        }
-        Ok((states, rows))
+        // SAFETY: the snapshot borrows the database. `GroupSnapshot` holds
+        // the database (through `store`) for as long as it holds the
+        // snapshot, and drops the snapshot first (fields drop in declaration
+        // order); nothing borrowed from the snapshot leaves its methods.
+        let snap = unsafe { std::mem::transmute::<rocksdb::Snapshot<'_>, rocksdb::Snapshot<'static>>(snap) };
+        GroupSnapshot { snap, store: self.clone(), group }
     }
 
     /// State rows of a group, read together (one RocksDB snapshot).
@@ -568,6 +564,45 @@ pub mod testing {
     }
 }
 
+/// One group's rows at the moment [`Store::pin_group`] was called.
+pub struct GroupSnapshot {
+    // Declared before `store`, so dropped before it (see `pin_group`).
+    snap: rocksdb::Snapshot<'static>,
+    store: Store,
+    group: GroupId,
+}
+
+impl GroupSnapshot {
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// State rows of the group, as they were then.
+    pub fn states(&self, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.store.states_at(&self.snap, self.group, names)
+    }
+
+    /// Calls `each` with every state-machine row of the group (key without
+    /// the group, value) in key order, as they were then; stops at the
+    /// first error, `each`'s own included. Reads from disk: call it off the
+    /// async runtime.
+    pub fn for_each_row(&self, mut each: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        let start = group_key(self.group, &[]);
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(group_end(self.group));
+        // Rows read once, in order: they need not stay in the block cache.
+        ro.fill_cache(false);
+        let mut iter = self.snap.raw_iterator_cf_opt(self.store.cf(CF_SM), ro);
+        iter.seek(&start);
+        while iter.valid() {
+            let (k, v) = (iter.key().expect("a valid iterator has a key"), iter.value().expect("a valid iterator has a value"));
+            each(&k[4..], v)?;
+            iter.next();
+        }
+        Ok(iter.status()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -675,7 +710,7 @@ mod tests {
     }
 
     #[test]
-    fn state_machine_write_set_and_export() {
+    fn state_machine_write_set_and_pinned_group() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut ws = WriteSet::new();
@@ -684,9 +719,28 @@ mod tests {
         ws.put_sm(2, b"a", b"x".to_vec());
         ws.put_state(1, "applied", b"7".to_vec());
         store.write(ws, Durability::Synced).unwrap();
-        let (states, rows) = store.export_group(1, &["applied", "missing"]).unwrap();
-        assert_eq!(states, vec![Some(b"7".to_vec()), None]);
-        assert_eq!(rows, vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]);
+        let pinned = store.pin_group(1);
+        // Written after the pin: not in it.
+        let mut ws = WriteSet::new();
+        ws.put_sm(1, b"a", b"changed".to_vec());
+        ws.put_sm(1, b"b2", b"new".to_vec());
+        ws.put_state(1, "applied", b"8".to_vec());
+        store.write(ws, Durability::Buffered).unwrap();
+        let rows = |p: &GroupSnapshot| {
+            let mut rows = Vec::new();
+            p.for_each_row(|k, v| Ok(rows.push((k.to_vec(), v.to_vec())))).unwrap();
+            rows
+        };
+        assert_eq!(pinned.states(&["applied", "missing"]).unwrap(), vec![Some(b"7".to_vec()), None]);
+        assert_eq!(rows(&pinned), vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]);
+        assert_eq!(rows(&store.pin_group(1)).len(), 3);
+        let mut seen = 0;
+        let stopped = pinned.for_each_row(|_, _| {
+            seen += 1;
+            Err(Error::Engine("enough".into()))
+        });
+        assert!(stopped.is_err() && seen == 1, "an error from the callback ends the walk");
+        drop(pinned);
         let mut ws = WriteSet::new();
         ws.clear_sm(1);
         ws.put_sm(1, b"c", b"3".to_vec());
