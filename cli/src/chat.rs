@@ -236,6 +236,26 @@ pub enum GroupCmd {
         #[command(flatten)]
         conn: UserConn,
     },
+    /// List a chat's members (a channel's subscribers: admins only), in id order.
+    Members {
+        chat: u64,
+        /// At most this many (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: UserConn,
+    },
+}
+
+fn role_name(r: i32) -> &'static str {
+    match pb::Role::try_from(r) {
+        Ok(pb::Role::Creator) => "creator",
+        Ok(pb::Role::Admin) => "admin",
+        Ok(pb::Role::Member) => "member",
+        _ => "?",
+    }
 }
 
 pub async fn group(profile: &ProfileDir, cmd: GroupCmd) -> Result<()> {
@@ -274,6 +294,42 @@ pub async fn group(profile: &ProfileDir, cmd: GroupCmd) -> Result<()> {
             let me = c.hello().and_then(|h| h.user).map(|u| u.id).unwrap_or_default();
             c.remove_member(chat, me).await?;
             println!("left chat {chat}");
+            Ok(())
+        }
+        GroupCmd::Members { chat, limit, json, conn } => {
+            let (c, _, _) = client(profile, &conn, true).await?;
+            let mut all = Vec::new();
+            loop {
+                let after = all.last().map(|m: &pb::ChatMember| m.user_id).unwrap_or(0);
+                let page = c.members(chat, after, 200).await?;
+                let last_page = page.len() < 200;
+                all.extend(page);
+                if last_page || (limit > 0 && all.len() >= limit) {
+                    break;
+                }
+            }
+            if limit > 0 {
+                all.truncate(limit);
+            }
+            // Names, a page of users at a time.
+            let mut names = std::collections::HashMap::new();
+            for ids in all.chunks(100) {
+                for u in c.users(ids.iter().map(|m| m.user_id).collect()).await? {
+                    names.insert(u.id, format!("{} {}", u.first_name, u.last_name).trim().to_string());
+                }
+            }
+            if json {
+                let v: Vec<_> = all
+                    .iter()
+                    .map(|m| serde_json::json!({"user_id": m.user_id, "name": names.get(&m.user_id), "role": role_name(m.role), "joined_ms": m.joined_ms}))
+                    .collect();
+                println!("{}", serde_json::json!({ "chat_id": chat, "members": v }));
+                return Ok(());
+            }
+            println!("{:<22} {:<8} {:<25} NAME", "USER", "ROLE", "JOINED");
+            for m in &all {
+                println!("{:<22} {:<8} {:<25} {}", m.user_id, role_name(m.role), when(m.joined_ms), names.get(&m.user_id).map(String::as_str).unwrap_or(""));
+            }
             Ok(())
         }
     }

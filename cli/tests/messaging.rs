@@ -345,7 +345,19 @@ fn cli_send_history_dialogs_and_groups() {
     assert!(!okay && err.contains("NOT_A_MEMBER"), "{err}");
     ok(courier("bob", &["group", "invite", &group, "+9996640003"]));
     assert!(ok(courier("cid", &["history", &group])).contains("hello team"));
+    // The member list, with roles and names, for any member.
+    let members = |profile: &str| -> Vec<(String, String)> {
+        let m: serde_json::Value = serde_json::from_str(&ok(courier(profile, &["group", "members", &group, "--json"]))).unwrap();
+        m["members"].as_array().unwrap().iter().map(|m| (m["name"].as_str().unwrap().to_string(), m["role"].as_str().unwrap().to_string())).collect()
+    };
+    let mut list = members("cid");
+    list.sort();
+    assert_eq!(list, [("Ann".to_string(), "creator".to_string()), ("Bob".into(), "member".into()), ("Cid".into(), "member".into())]);
+    assert!(ok(courier("ann", &["group", "members", &group])).contains("creator"));
     ok(courier("cid", &["group", "leave", &group]));
+    assert_eq!(members("ann").len(), 2, "who left is no longer listed");
+    let (okay, _, err) = courier("cid", &["group", "members", &group]);
+    assert!(!okay && err.contains("NOT_A_MEMBER"), "{err}");
     let (okay, _, err) = courier("cid", &["send", &group, "still here?"]);
     assert!(!okay && err.contains("NOT_A_MEMBER"), "{err}");
     let (okay, _, err) = courier("ann", &["send", &group, &"x".repeat(4097)]);

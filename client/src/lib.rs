@@ -252,6 +252,7 @@ impl Client {
                     | M::UploadPart(_)
                     | M::FinishUpload(_)
                     | M::GetFile(_)
+                    | M::GetMembers(_)
             ),
         };
         let chat = route::routed_chat(&method).filter(|_| idempotent);
@@ -576,6 +577,16 @@ impl Client {
     pub async fn history(&self, chat: u64, before: u64, after: u64, limit: u32) -> Result<Vec<pb::Message>> {
         match self.call(M::GetHistory(pb::GetHistory { chat_id: chat, before, after, limit })).await? {
             R::Messages(m) => Ok(m.messages),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A page of the chat's members in id order: those after `after_user`
+    /// (0: from the first), at most `limit` (1 to 200; 0: 100). Channels
+    /// list their subscribers to admins only (`ADMIN_REQUIRED`).
+    pub async fn members(&self, chat: u64, after_user: u64, limit: u32) -> Result<Vec<pb::ChatMember>> {
+        match self.call(M::GetMembers(pb::GetMembers { chat_id: chat, after_user, limit })).await? {
+            R::Members(m) => Ok(m.members),
             other => Err(unexpected(other)),
         }
     }

@@ -38,6 +38,7 @@ pub(crate) fn routed_chat(m: &M) -> Option<u64> {
         M::SendReaction(r) => r.chat_id,
         M::GetHistory(h) => h.chat_id,
         M::Search(s) => s.chat_id,
+        M::GetMembers(g) => g.chat_id,
         _ => return None,
     })
 }

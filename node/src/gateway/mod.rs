@@ -401,6 +401,10 @@ impl Gateway {
                 let list = c.history(me, id, before, after, limit).await?;
                 Ok(R::Messages(pb::Messages { messages: list.iter().map(|m| chat_model::message(id, m)).collect() }))
             }
+            Method::GetMembers { chat: id, after, limit } => {
+                let list = c.members(me, id, after, limit).await?;
+                Ok(R::Members(pb::Members { members: list.iter().map(|(u, m)| chat_model::member(*u, m)).collect() }))
+            }
             Method::Forward { chat: id, from_chat, ids, random_id } => Ok(R::Message(chat_model::message(id, &c.forward(me, id, from_chat, ids, random_id).await?))),
             Method::Pin { chat: id, id: msg } => chat(c.pin(me, id, msg).await?),
             Method::React { chat: id, id: msg, emoji } => Ok(R::Message(chat_model::message(id, &c.react(me, id, msg, emoji).await?))),

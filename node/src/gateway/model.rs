@@ -56,6 +56,7 @@ pub enum Method {
     DeleteMessages { chat: u64, ids: Vec<u64> },
     ReadHistory { chat: u64, max_id: u64 },
     GetHistory { chat: u64, before: u64, after: u64, limit: u32 },
+    GetMembers { chat: u64, after: u64, limit: u32 },
     GetDialogs,
     GetDifference(Vec<(u64, u64)>),
     Forward { chat: u64, from_chat: u64, ids: Vec<u64>, random_id: u64 },
@@ -104,6 +105,7 @@ impl Method {
             Method::DeleteMessages { .. } => "delete_messages",
             Method::ReadHistory { .. } => "read_history",
             Method::GetHistory { .. } => "get_history",
+            Method::GetMembers { .. } => "get_members",
             Method::GetDialogs => "get_dialogs",
             Method::GetDifference(_) => "get_difference",
             Method::Forward { .. } => "forward_messages",
@@ -240,6 +242,13 @@ impl TryFrom<pb::Request> for Method {
             }
             Some(M::ReadHistory(r)) => Method::ReadHistory { chat: r.chat_id, max_id: r.max_id },
             Some(M::GetHistory(h)) => Method::GetHistory { chat: h.chat_id, before: h.before, after: h.after, limit: h.limit },
+            Some(M::GetMembers(g)) => {
+                let max = crate::messaging::logic::MEMBERS_PAGE_MAX;
+                if g.limit > max {
+                    return Err(Error::BadRequest(format!("limit: 1 to {max} (0: 100)")));
+                }
+                Method::GetMembers { chat: g.chat_id, after: g.after_user, limit: if g.limit == 0 { 100 } else { g.limit } }
+            }
             Some(M::GetDialogs(_)) => Method::GetDialogs,
             Some(M::GetDifference(d)) => {
                 if d.states.len() > DIFF_CHATS_MAX {
@@ -339,5 +348,9 @@ mod tests {
         assert_eq!(bad(create(0)), "BAD_REQUEST");
         assert_eq!(bad(create(99)), "BAD_REQUEST");
         assert!(Method::try_from(create(2)).unwrap().needs_session());
+        let members = |limit: u32| pb::Request { method: Some(M::GetMembers(pb::GetMembers { chat_id: 3, after_user: 4, limit })) };
+        assert_eq!(bad(members(201)), "BAD_REQUEST");
+        assert_eq!(Method::try_from(members(0)).unwrap(), Method::GetMembers { chat: 3, after: 4, limit: 100 });
+        assert_eq!(Method::try_from(members(200)).unwrap(), Method::GetMembers { chat: 3, after: 4, limit: 200 });
     }
 }

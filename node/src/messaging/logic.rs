@@ -41,6 +41,9 @@ pub const DIFF_SLICE: usize = 500;
 pub const DIFF_TOO_LONG: u64 = 10_000;
 /// Messages a `too_long` answer and a history page carry at most.
 pub const PAGE_MAX: usize = 100;
+/// Members in one page of a chat's member list (Telegram pages its
+/// participants by 200 too).
+pub const MEMBERS_PAGE_MAX: u32 = 200;
 
 /// The bits of a chat id that name its data group (clients route by them:
 /// `GetRoutes`).
@@ -260,12 +263,17 @@ pub enum Query {
     UserChats { user: u64 },
     /// Which of these chats `user` is a member of.
     Memberships { user: u64, chats: Vec<u64> },
-    /// A chat's members (bounded), for admins and clients.
+    /// A chat's first members (bounded); `MembersAfter` pages.
     Members { chat: u64, user: u64, limit: u32 },
     /// Messages whose text contains `text` (case-insensitive), newest first.
     Search { chat: u64, user: u64, text: String, limit: u32 },
     /// Messages of a chat by id (forwarding reads its sources with this).
     Get { chat: u64, user: u64, ids: Vec<u64> },
+    // Queries cross the wire to a group's leader: a new one is a new
+    // variant at the end.
+    /// A page of a chat's members: those with ids after `after` (0: from
+    /// the first), in id order, at most `limit`.
+    MembersAfter { chat: u64, user: u64, after: u64, limit: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -777,6 +785,27 @@ fn unread(view: &dyn StateRead, chat: &Chat, user: u64, read_max_id: u64) -> Res
     Ok(n)
 }
 
+/// A page of a chat's members, read from its member rows in user-id order:
+/// a page costs its length, whatever the chat's history (before, the list
+/// was rebuilt from every event the chat ever had). A channel's subscriber
+/// list is for its admins, as in Telegram.
+fn members(view: &dyn StateRead, chat: u64, user: u64, after: u64, limit: u32) -> Result<Outcome> {
+    let (c, me) = tri!(membership(view, chat, user)?);
+    if c.kind == ChatKind::Channel && me.role == Role::Member {
+        return Ok(Err(ChatError::AdminRequired));
+    }
+    let prefix = key(b"m/mem/", &[chat]);
+    let from = if after == 0 { Vec::new() } else { member_key(chat, after) };
+    let rows = view.scan(&prefix, &from, limit.clamp(1, MEMBERS_PAGE_MAX) as usize)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (k, v) in rows {
+        let id = k.get(prefix.len()..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+        let id = id.ok_or_else(|| crate::error::Error::Io(format!("a member row of chat {chat} with a malformed key")))?;
+        out.push((id, courier_raft::codec::decode(&v)?));
+    }
+    Ok(Ok(Reply::Members(out)))
+}
+
 /// Answers one messaging query from the (linearizably read) state.
 pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
     match q {
@@ -893,33 +922,8 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             }
             Ok(Ok(Reply::Chats(out)))
         }
-        Query::Members { chat, user, limit } => {
-            let _ = tri!(membership(view, *chat, *user)?);
-            // Member rows are keyed by user id; without a range scan the
-            // chat's Joined/Left events are the index (bounded by `limit`).
-            let c = get::<Chat>(view, &chat_key(*chat))?.expect("membership checked");
-            let mut seen = std::collections::BTreeMap::new();
-            for p in 1..=c.pts {
-                if let Some(e) = get::<Event>(view, &event_key(*chat, p))? {
-                    match e.kind {
-                        EventKind::Joined(us) => us.into_iter().for_each(|u| {
-                            seen.insert(u, ());
-                        }),
-                        EventKind::Left(u) => {
-                            seen.remove(&u);
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            let mut out = Vec::new();
-            for u in seen.into_keys().take(*limit as usize) {
-                if let Some(m) = get::<Member>(view, &member_key(*chat, u))? {
-                    out.push((u, m));
-                }
-            }
-            Ok(Ok(Reply::Members(out)))
-        }
+        Query::Members { chat, user, limit } => members(view, *chat, *user, 0, *limit),
+        Query::MembersAfter { chat, user, after, limit } => members(view, *chat, *user, *after, *limit),
     }
 }
 
@@ -975,6 +979,59 @@ mod tests {
         assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1]);
         let Ok(Reply::Messages(page)) = query(&v, &Query::History { chat: CHAT, user: B, before: 0, after: 1, limit: 50 }).unwrap() else { panic!() };
         assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), vec![2, 3], "paging forward");
+    }
+
+    /// A view that counts the rows it was asked for.
+    struct Counting<'a>(&'a MemView, std::cell::Cell<usize>);
+
+    impl StateRead for Counting<'_> {
+        fn get(&self, key: &[u8]) -> courier_raft::Result<Option<Vec<u8>>> {
+            self.1.set(self.1.get() + 1);
+            self.0.get(key)
+        }
+        fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> courier_raft::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            let rows = self.0.scan(prefix, after, limit)?;
+            self.1.set(self.1.get() + rows.len());
+            Ok(rows)
+        }
+    }
+
+    #[test]
+    fn members_come_in_pages_by_id_whatever_the_chat_s_history() {
+        let mut v = MemView::default();
+        group(&mut v);
+        let others: Vec<u64> = (10..15).map(|n| n << 16 | 3).collect();
+        ok(&mut v, Cmd::Invite { chat: CHAT, by: A, users: others.clone(), now_ms: 1 });
+        ok(&mut v, Cmd::Remove { chat: CHAT, by: A, user: others[1], now_ms: 2 });
+        ok(&mut v, Cmd::SetRole { chat: CHAT, by: A, user: B, role: Role::Admin, now_ms: 3 });
+        for i in 0..500 {
+            send(&mut v, A, i, "x", 4).unwrap();
+        }
+        let page = |after: u64, limit: u32| -> Vec<u64> {
+            let counted = Counting(&v, Default::default());
+            let Ok(Reply::Members(m)) = query(&counted, &Query::MembersAfter { chat: CHAT, user: B, after, limit }).unwrap() else { panic!() };
+            assert!(counted.1.get() <= 2 + limit as usize, "a page read {} rows for {limit} members of a chat with 500 messages", counted.1.get());
+            m.into_iter().map(|(u, _)| u).collect()
+        };
+        let mut all = vec![A, B];
+        all.extend(others.iter().filter(|u| **u != others[1]));
+        all.sort();
+        assert_eq!(page(0, 200), all, "every member, in id order, without the one removed");
+        assert_eq!(page(0, 2), all[..2]);
+        assert_eq!(page(all[1], 2), all[2..4], "the next page starts after the last id seen");
+        assert_eq!(page(*all.last().unwrap(), 2), Vec::<u64>::new());
+        let Ok(Reply::Members(m)) = query(&v, &Query::Members { chat: CHAT, user: A, limit: 3 }).unwrap() else { panic!() };
+        assert_eq!(m.iter().map(|(u, _)| *u).collect::<Vec<_>>(), all[..3]);
+        assert_eq!(m.iter().find(|(u, _)| *u == B).map(|(_, r)| r.role), Some(Role::Admin), "with their roles");
+        assert_eq!(query(&v, &Query::MembersAfter { chat: CHAT, user: C, after: 0, limit: 5 }).unwrap(), Err(ChatError::NotAMember));
+
+        // A channel's subscribers are listed to its admins only.
+        let ch = 5 << 16 | 5;
+        ok(&mut v, Cmd::Create { id: ch, kind: ChatKind::Channel, title: "News".into(), creator: A, members: vec![], now_ms: 9 });
+        ok(&mut v, Cmd::Invite { chat: ch, by: A, users: vec![B, C], now_ms: 10 });
+        assert_eq!(query(&v, &Query::MembersAfter { chat: ch, user: C, after: 0, limit: 5 }).unwrap(), Err(ChatError::AdminRequired));
+        let Ok(Reply::Members(m)) = query(&v, &Query::MembersAfter { chat: ch, user: A, after: 0, limit: 5 }).unwrap() else { panic!() };
+        assert_eq!(m.len(), 3);
     }
 
     #[test]

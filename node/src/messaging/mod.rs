@@ -211,6 +211,14 @@ impl Messaging {
         }
     }
 
+    /// A page of the chat's members, in id order after `after`.
+    pub async fn members(&self, me: u64, chat: u64, after: u64, limit: u32) -> Result<Vec<(u64, logic::Member)>> {
+        match self.read(self.group_of(chat)?, logic::Query::MembersAfter { chat, user: me, after, limit }).await? {
+            Reply::Members(m) => Ok(m),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
     /// Copies messages of `from_chat` (which `me` must be able to read) into `chat`.
     pub async fn forward(&self, me: u64, chat: u64, from_chat: u64, ids: Vec<u64>, random_id: u64) -> Result<Message> {
         let sources = match self.read(self.group_of(from_chat)?, logic::Query::Get { chat: from_chat, user: me, ids }).await? {

@@ -2,7 +2,7 @@
 
 use courier_proto::client as pb;
 
-use super::logic::{Attachment, Chat, ChatDiff, ChatKind, Dialog, Event, EventKind, MediaKind, Message, Role};
+use super::logic::{Attachment, Chat, ChatDiff, ChatKind, Dialog, Event, EventKind, MediaKind, Member, Message, Role};
 
 pub fn chat(c: &Chat) -> pb::Chat {
     let kind = match c.kind {
@@ -51,6 +51,10 @@ fn media(a: &Attachment) -> pb::MessageMedia {
 
 pub fn thumbs(t: &[crate::media::logic::Thumb]) -> Vec<pb::Thumb> {
     t.iter().map(|t| pb::Thumb { kind: char::from(t.kind).to_string(), width: t.width, height: t.height, size: t.chunk.len }).collect()
+}
+
+pub fn member(user: u64, m: &Member) -> pb::ChatMember {
+    pb::ChatMember { user_id: user, role: role(m.role).into(), joined_ms: m.joined_ms }
 }
 
 fn role(r: Role) -> pb::Role {
