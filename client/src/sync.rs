@@ -1,14 +1,25 @@
 //! A device's local copy of its chats, kept by live events and by
 //! `get_difference` after time away. Each chat's events carry consecutive
-//! `pts`: an event already seen is skipped, an event after a gap means "sync
-//! first" (the gap is filled from the difference, never guessed).
+//! `pts`: an event already seen is skipped, and an event after a gap is held
+//! a moment (a send's own events come in its reply and may overtake other
+//! members' earlier events still on the push stream): when the missing
+//! events arrive, the held ones apply after them; when they have not come
+//! within [`GAP_WAIT`], the device syncs, and the gap is filled from the
+//! difference, never guessed. Telegram's clients wait the same way before
+//! `getDifference`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use courier_proto::client as pb;
 use pb::chat_event::Kind;
 
 use crate::{Client, Result};
+
+/// How long events past a gap wait for the missing ones before a sync.
+pub const GAP_WAIT: Duration = Duration::from_millis(500);
+/// Events past a gap one chat holds; one more asks for a sync at once.
+pub const HELD_MAX: usize = 256;
 
 /// One chat as this device knows it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -24,6 +35,9 @@ pub struct ChatView {
     /// Messages deleted for this user only: gone from `messages`, and later
     /// edits of them are ignored.
     pub hidden: BTreeSet<u64>,
+    /// Events past a gap, by pts, and since when the first of them waits.
+    held: BTreeMap<u64, pb::ChatEvent>,
+    gap_since: Option<Instant>,
 }
 
 /// What applying one live event did.
@@ -34,9 +48,41 @@ pub enum Applied {
     Duplicate,
     /// An event is missing before this one: call [`SyncState::sync`].
     Gap,
+    /// Past a gap: held until the missing events arrive (it is applied
+    /// after them), or until [`SyncState::sync_due`] says to sync.
+    Held,
 }
 
 impl ChatView {
+    /// A live event: applied in pts order, held past a gap.
+    fn on_event(&mut self, e: &pb::ChatEvent, now: Instant) -> Applied {
+        match self.apply(e) {
+            Applied::Gap if self.held.len() < HELD_MAX => {
+                self.held.insert(e.pts, e.clone());
+                self.gap_since.get_or_insert(now);
+                Applied::Held
+            }
+            applied => {
+                if applied == Applied::Applied {
+                    self.apply_held();
+                }
+                applied
+            }
+        }
+    }
+
+    /// Applies the held events that now follow on, drops the ones already
+    /// covered, and ends the wait once none is held.
+    fn apply_held(&mut self) {
+        while let Some(e) = self.held.first_entry().map(|e| e.remove()) {
+            if self.apply(&e) == Applied::Gap {
+                self.held.insert(e.pts, e);
+                return;
+            }
+        }
+        self.gap_since = None;
+    }
+
     fn apply(&mut self, e: &pb::ChatEvent) -> Applied {
         if e.pts <= self.pts {
             return Applied::Duplicate;
@@ -99,10 +145,27 @@ impl SyncState {
         self.chats.iter().map(|(id, v)| (*id, v.pts)).collect()
     }
 
-    /// Applies a live event (a chat not seen yet starts empty at pts 0).
+    /// Applies a live event (a chat not seen yet starts empty at pts 0);
+    /// one past a gap is held (see the module's note).
     pub fn on_event(&mut self, e: &pb::ChatEvent) -> Applied {
+        self.on_event_at(e, Instant::now())
+    }
+
+    /// [`SyncState::on_event`] at `now`.
+    pub fn on_event_at(&mut self, e: &pb::ChatEvent, now: Instant) -> Applied {
         let view = self.chats.entry(e.chat_id).or_insert_with(|| ChatView { chat: pb::Chat { id: e.chat_id, ..Default::default() }, ..Default::default() });
-        view.apply(e)
+        view.on_event(e, now)
+    }
+
+    /// When a held gap will be due for a sync (the earliest of any chat), if one is held.
+    pub fn gap_deadline(&self) -> Option<Instant> {
+        self.chats.values().filter_map(|v| v.gap_since).min().map(|t| t + GAP_WAIT)
+    }
+
+    /// Whether a chat's missing events waited [`GAP_WAIT`] in vain by `now`:
+    /// time to [`SyncState::sync`].
+    pub fn sync_due(&self, now: Instant) -> bool {
+        self.gap_deadline().is_some_and(|t| now >= t)
     }
 
     /// Applies one chat's part of a difference; returns whether more remains.
@@ -128,6 +191,13 @@ impl SyncState {
                 return false;
             }
         }
+        // Held events the difference covered are dropped; later ones follow on.
+        view.apply_held();
+        if !d.more && !view.held.is_empty() {
+            // Held events past what the server had when it answered: they
+            // wait for their gap again, from now.
+            view.gap_since = Some(Instant::now());
+        }
         d.more
     }
 
@@ -146,5 +216,70 @@ impl SyncState {
             }
         }
         Err(crate::Error::Protocol("the difference did not end".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHAT: u64 = 7;
+
+    fn new_message(pts: u64, id: u64) -> pb::ChatEvent {
+        let m = pb::Message { chat_id: CHAT, id, text: format!("m{id}"), ..Default::default() };
+        pb::ChatEvent { chat_id: CHAT, pts, date_ms: 0, kind: Some(Kind::NewMessage(m)) }
+    }
+
+    fn ids(s: &SyncState) -> Vec<u64> {
+        s.chats[&CHAT].messages.keys().copied().collect()
+    }
+
+    #[test]
+    fn an_event_past_a_gap_waits_for_the_missing_one_and_then_follows_it() {
+        let t0 = Instant::now();
+        let mut s = SyncState::default();
+        assert_eq!(s.on_event_at(&new_message(1, 1), t0), Applied::Applied);
+        // The device's own send (pts 3) came in its reply before pts 2 came pushed.
+        assert_eq!(s.on_event_at(&new_message(3, 3), t0), Applied::Held);
+        assert_eq!(s.on_event_at(&new_message(3, 3), t0), Applied::Held, "a repeat is held once");
+        assert_eq!(ids(&s), [1]);
+        assert!(!s.sync_due(t0 + GAP_WAIT - Duration::from_millis(1)));
+        assert!(s.sync_due(t0 + GAP_WAIT), "missing for {GAP_WAIT:?}: sync");
+        assert_eq!(s.on_event_at(&new_message(2, 2), t0 + Duration::from_millis(20)), Applied::Applied);
+        assert_eq!(ids(&s), [1, 2, 3], "the held event applied after the missing one");
+        assert_eq!(s.chats[&CHAT].pts, 3);
+        assert_eq!((s.gap_deadline(), s.sync_due(t0 + GAP_WAIT)), (None, false), "nothing left to wait for");
+        assert_eq!(s.on_event_at(&new_message(3, 3), t0), Applied::Duplicate);
+    }
+
+    #[test]
+    fn a_difference_fills_the_gap_and_held_events_past_it_follow() {
+        let t0 = Instant::now();
+        let mut s = SyncState::default();
+        s.on_event_at(&new_message(1, 1), t0);
+        for pts in [3, 4, 6] {
+            assert_eq!(s.on_event_at(&new_message(pts, pts), t0), Applied::Held);
+        }
+        let chat = pb::Chat { id: CHAT, pts: 5, last_id: 5, ..Default::default() };
+        let d = pb::ChatDifference { chat: Some(chat), events: (2..=5).map(|p| new_message(p, p)).collect(), ..Default::default() };
+        assert!(!s.on_difference(&d));
+        assert_eq!(ids(&s), [1, 2, 3, 4, 5, 6], "held 3 and 4 came again in the difference; 6 followed it");
+        assert_eq!(s.chats[&CHAT].pts, 6);
+        assert_eq!(s.gap_deadline(), None);
+    }
+
+    #[test]
+    fn too_many_held_events_ask_for_a_sync_at_once() {
+        let t0 = Instant::now();
+        let mut s = SyncState::default();
+        s.on_event_at(&new_message(1, 1), t0);
+        for pts in 3..3 + HELD_MAX as u64 {
+            assert_eq!(s.on_event_at(&new_message(pts, pts), t0), Applied::Held);
+        }
+        assert_eq!(s.on_event_at(&new_message(1000, 1000), t0), Applied::Gap);
+        // A chat reset by `too_long` forgets what it held.
+        let chat = pb::Chat { id: CHAT, pts: 2000, ..Default::default() };
+        s.on_difference(&pb::ChatDifference { chat: Some(chat), too_long: true, ..Default::default() });
+        assert_eq!(s.gap_deadline(), None);
     }
 }

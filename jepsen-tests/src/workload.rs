@@ -436,7 +436,18 @@ pub async fn device(
         }
         let online_until = Instant::now() + Duration::from_millis(rand::random_range(3_000..8_000));
         while Instant::now() < online_until.min(until) {
-            match tokio::time::timeout(Duration::from_secs(2), d.events.recv()).await {
+            // A gap waits a moment for its events (see `SyncState`), then syncs.
+            if state.sync_due(std::time::Instant::now())
+                && timed(state.sync(&d.client)).await.is_err()
+            {
+                break;
+            }
+            let quiet = Duration::from_secs(2);
+            let wait = state.gap_deadline().map_or(quiet, |t| {
+                t.saturating_duration_since(std::time::Instant::now())
+                    .min(quiet)
+            });
+            match tokio::time::timeout(wait, d.events.recv()).await {
                 Ok(Some(Event::Update(pb::Update {
                     kind: Some(pb::update::Kind::ChatEvent(e)),
                 }))) => {
@@ -452,6 +463,8 @@ pub async fn device(
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => break,
+                // A gap's wait ended: the top of the loop syncs.
+                Err(_) if state.gap_deadline().is_some() => {}
                 // Quiet: make sure the connection (and so the pushes) still stands.
                 Err(_) => {
                     if timed(state.sync(&d.client)).await.is_err() {
