@@ -39,6 +39,10 @@ pub const EDIT_WINDOW_MS: u64 = 48 * 3600 * 1000;
 pub const DIFF_SLICE: usize = 500;
 /// A device further behind than this many events gets `too_long`.
 pub const DIFF_TOO_LONG: u64 = 10_000;
+/// Events a chat keeps: no difference reads further back than
+/// [`DIFF_TOO_LONG`] (a slice's margin on top), so older ones go as new
+/// ones come and a chat's event rows do not grow with its history.
+pub const EVENTS_KEPT: u64 = DIFF_TOO_LONG + DIFF_SLICE as u64;
 /// Messages a `too_long` answer and a history page carry at most.
 pub const PAGE_MAX: usize = 100;
 /// Members in one page of a chat's member list (Telegram pages its
@@ -409,6 +413,9 @@ fn record(view: &mut dyn StateView, chat: &mut Chat, kind: EventKind, now_ms: u6
     let ev = Event { pts: chat.pts, date_ms: now_ms, kind };
     put(view, &event_key(chat.id, ev.pts), &ev);
     put(view, &chat_key(chat.id), chat);
+    if chat.pts > EVENTS_KEPT {
+        view.delete(&event_key(chat.id, chat.pts - EVENTS_KEPT));
+    }
     ev
 }
 
@@ -1114,6 +1121,24 @@ mod tests {
         // Far behind, or from the future: too_long with the newest messages.
         assert!(matches!(diff(&v, B, 1_000_000), ChatDiff::TooLong { .. }));
         assert_eq!(diff(&v, C, 0), ChatDiff::Gone { chat: CHAT });
+    }
+
+    #[test]
+    fn a_chat_keeps_the_events_a_difference_can_ask_for_and_no_more() {
+        let mut v = MemView::default();
+        let c = group(&mut v);
+        for i in 0..EVENTS_KEPT + 100 {
+            send(&mut v, A, i, "m", i).unwrap();
+        }
+        let pts = c.pts + EVENTS_KEPT + 100;
+        let events = v.scan(&key(b"m/ev/", &[CHAT]), &[], usize::MAX).unwrap();
+        assert_eq!(events.len() as u64, EVENTS_KEPT, "the newest {EVENTS_KEPT} events, not all {pts}");
+        assert_eq!(events[0].0, event_key(CHAT, pts - EVENTS_KEPT + 1));
+        // The furthest-behind device still served gets every event after its pts.
+        let ChatDiff::Events { events, more, .. } = diff(&v, B, pts - DIFF_TOO_LONG) else { panic!("within the window") };
+        assert!(more);
+        assert_eq!(events.iter().map(|e| e.pts).collect::<Vec<_>>(), (pts - DIFF_TOO_LONG + 1..=pts - DIFF_TOO_LONG + DIFF_SLICE as u64).collect::<Vec<_>>());
+        assert!(matches!(diff(&v, B, pts - DIFF_TOO_LONG - 1), ChatDiff::TooLong { .. }), "one further: too_long");
     }
 
     #[test]
