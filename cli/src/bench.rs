@@ -396,7 +396,14 @@ pub async fn messages(args: MessagesBenchArgs) -> Result<()> {
     let ca_path = args.conn.ca.clone().context("pass --ca FILE or set COURIER_CA")?;
     let ca = std::fs::read(&ca_path).with_context(|| format!("read {}", ca_path.display()))?;
     let base = rand::random_range(0..90_000u64);
-    let connect = |node: &str| ClientConfig { route_to_leaders: !args.no_leader_routing, ..ClientConfig::new(vec![node.to_string()], ca.clone()) };
+    // The senders share one UDP socket: one process playing many devices
+    // need not wake a socket's task per device for every packet.
+    let endpoint = courier_client::shared_endpoint()?;
+    let connect = |node: &str| ClientConfig {
+        route_to_leaders: !args.no_leader_routing,
+        endpoint: Some(endpoint.clone()),
+        ..ClientConfig::new(vec![node.to_string()], ca.clone())
+    };
     // Set-up: one user and one group per sender.
     let mut senders = Vec::new();
     for w in 0..args.senders {
