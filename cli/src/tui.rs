@@ -18,6 +18,8 @@ commands:
   /open N|CHAT|+PHONE open chat number N of /dialogs, a chat id, or the private chat with a phone (/o)
   /more               older messages of the open chat
   /group TITLE +PHONE…  create a group with these members and open it
+  /members            who is in the open chat (the first 50, with roles)
+  /invite +PHONE…     add people to the open group
   /search TEXT        find messages in the open chat
   /react ID EMOJI     react to a message of the open chat
   /edit ID TEXT       edit your message;  /delete ID   delete it for everyone
@@ -213,7 +215,29 @@ impl Ui {
                 let f = self.c.download(at, std::path::Path::new(path.trim()), |_, _| {}).await?;
                 println!("saved {} ({}) to {}", f.name, indicatif::HumanBytes(f.size), path.trim());
             }
-            ("/more" | "/search" | "/react" | "/edit" | "/delete" | "/file" | "/save", _) => println!("open a chat first: /open N"),
+            ("/members", Some(chat)) => {
+                let list = self.c.members(chat.id, 0, 50).await?;
+                let mut line = Vec::new();
+                for m in &list {
+                    let role = match pb::Role::try_from(m.role) {
+                        Ok(pb::Role::Creator) => " (creator)",
+                        Ok(pb::Role::Admin) => " (admin)",
+                        _ => "",
+                    };
+                    line.push(format!("{}{role}", self.name(m.user_id).await));
+                }
+                let more = if list.len() == 50 && chat.members > 50 { format!(" and {} more", chat.members - 50) } else { String::new() };
+                println!("{} members: {}{more}", chat.members.max(list.len() as u64), line.join(", "));
+            }
+            ("/invite", Some(chat)) => {
+                let mut ids = Vec::new();
+                for p in rest.split_whitespace() {
+                    ids.push(self.c.resolve_phone(p).await?.id);
+                }
+                let after = self.c.invite(chat.id, ids).await?;
+                println!("{} members now", after.members);
+            }
+            ("/more" | "/search" | "/react" | "/edit" | "/delete" | "/file" | "/save" | "/members" | "/invite", _) => println!("open a chat first: /open N"),
             _ => println!("unknown command {cmd}; /help lists them"),
         }
         Ok(true)

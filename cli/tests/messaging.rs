@@ -450,12 +450,16 @@ fn terminal_client_in_tmux_logs_in_opens_a_chat_sends_and_sees_the_reply() {
     let h = courier("ann", &["history", "+9996650002"]);
     assert!(h.contains("hi Ann, from the terminal"), "{h}");
     courier("ann", &["send", "+9996650002", "hello Bob, reply from node 1"]);
-    let screen = t.must_show("Ann: hello Bob, reply from node 1");
+    t.must_show("Ann: hello Bob, reply from node 1");
     // Bob's client marked it read: Ann's dialog shows the chat read by Bob.
     must_wait(Duration::from_secs(10), "Bob's read mark", || {
         let d: serde_json::Value = serde_json::from_str(&courier("bob", &["dialogs", "--json"])).ok()?;
         (d["dialogs"][0]["unread"] == 0).then_some(())
     });
+    // Who is in the chat, from the terminal.
+    t.keys("/members");
+    let screen = t.must_show("2 members: ");
+    assert!(screen.contains("Ann") && screen.contains("Bob"), "{screen}");
     eprintln!("---- the terminal ----\n{screen}");
     t.keys("/quit");
     t.must_show("bye");
