@@ -133,12 +133,8 @@ impl StateMachine {
         Self { group, store, app, cache: Default::default() }
     }
 
-    /// The applied id and membership, read together (apply may run meanwhile).
-    fn meta(&self) -> Result<SnapshotMeta, io::Error> {
-        meta_of(&self.store.get_states(self.group, &[APPLIED, MEMBERSHIP]).map_err(io_err)?)
-    }
-
-    /// The group as it is now, pinned (nothing read but its meta).
+    /// The group as it is now, pinned: the applied id and membership are
+    /// read together (apply may run meanwhile), the rows not at all.
     fn pinned(&self) -> Result<Snapshot, io::Error> {
         let pinned = self.store.pin_group(self.group);
         let meta = meta_of(&pinned.states(&[APPLIED, MEMBERSHIP]).map_err(io_err)?)?;
@@ -177,7 +173,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        let meta = self.meta()?;
+        let meta = self.pinned()?.meta;
         Ok((meta.last_log_id, meta.last_membership))
     }
 

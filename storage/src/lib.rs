@@ -430,15 +430,6 @@ impl Store {
         GroupSnapshot { snap, store: self.clone(), group }
     }
 
-    /// State rows of a group, read together (one RocksDB snapshot).
-    pub fn get_states(&self, group: GroupId, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        self.states_at(&self.db().snapshot(), group, names)
-    }
-
-    fn states_at(&self, snap: &rocksdb::Snapshot<'_>, group: GroupId, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        names.iter().map(|name| Ok(snap.get_cf(self.cf(CF_STATE), group_key(group, name.as_bytes()))?)).collect()
-    }
-
     // ---- media chunks ----
     // `1 ‖ SHA-256` → the chunk's bytes (1 is the format); `0 ‖ SHA-256` →
     // when it was last written (ms, big-endian; empty in chunks written
@@ -579,7 +570,7 @@ impl GroupSnapshot {
 
     /// State rows of the group, as they were then.
     pub fn states(&self, names: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        self.store.states_at(&self.snap, self.group, names)
+        names.iter().map(|name| Ok(self.snap.get_cf(self.store.cf(CF_STATE), group_key(self.group, name.as_bytes()))?)).collect()
     }
 
     /// Calls `each` with every state-machine row of the group (key without
