@@ -116,12 +116,6 @@ pub fn plan_meta(nodes: &[NodeHealth], current: &BTreeSet<NodeId>) -> Option<BTr
     (target != *current && !target.is_empty()).then_some(target)
 }
 
-/// One leadership transfer that evens out how many groups each node leads, if
-/// any node leads two or more groups than another voter that could take one.
-pub fn plan_leader_move(leaders: &BTreeMap<GroupId, (NodeId, BTreeSet<NodeId>)>, up: &BTreeSet<NodeId>) -> Option<(GroupId, NodeId)> {
-    plan_leader_move_except(leaders, up, &BTreeSet::new())
-}
-
 /// Up to `max` leadership transfers that even out how many groups each node
 /// leads, each planned as if the earlier ones had happened, at most one per
 /// group. A fresh cluster starts with every group led by its first node; one
@@ -132,7 +126,7 @@ pub fn plan_leader_moves(leaders: &BTreeMap<GroupId, (NodeId, BTreeSet<NodeId>)>
     let mut moved = BTreeSet::new();
     let mut moves = Vec::new();
     while moves.len() < max {
-        let Some((g, to)) = plan_leader_move_except(&after, up, &moved) else { break };
+        let Some((g, to)) = next_leader_move(&after, up, &moved) else { break };
         after.get_mut(&g).expect("a planned group is in the map").0 = to;
         moved.insert(g);
         moves.push((g, to));
@@ -140,8 +134,10 @@ pub fn plan_leader_moves(leaders: &BTreeMap<GroupId, (NodeId, BTreeSet<NodeId>)>
     moves
 }
 
-/// [`plan_leader_move`], choosing none of the groups in `fixed`.
-fn plan_leader_move_except(
+/// One leadership transfer that evens out how many groups each node leads, if
+/// any node leads two or more groups than another voter that could take one;
+/// none of the groups in `fixed` moves.
+fn next_leader_move(
     leaders: &BTreeMap<GroupId, (NodeId, BTreeSet<NodeId>)>,
     up: &BTreeSet<NodeId>,
     fixed: &BTreeSet<GroupId>,
@@ -256,11 +252,11 @@ mod tests {
         let voters: BTreeSet<NodeId> = [1, 2, 3].into();
         let all_on_one: BTreeMap<GroupId, (NodeId, BTreeSet<NodeId>)> = (1..=6).map(|g| (g, (1, voters.clone()))).collect();
         let up: BTreeSet<NodeId> = [1, 2, 3].into();
-        let (g, to) = plan_leader_move(&all_on_one, &up).unwrap();
+        let [(g, to)] = plan_leader_moves(&all_on_one, &up, 1)[..] else { panic!("one move") };
         assert_eq!(all_on_one[&g].0, 1);
         assert_ne!(to, 1);
         let even: BTreeMap<GroupId, (NodeId, BTreeSet<NodeId>)> = (1..=6).map(|g| (g, ((g as u64 % 3) + 1, voters.clone()))).collect();
-        assert_eq!(plan_leader_move(&even, &up), None);
+        assert_eq!(plan_leader_moves(&even, &up, 1), vec![]);
     }
 
     #[test]
