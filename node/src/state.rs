@@ -45,6 +45,12 @@ pub fn put_row<T: Evolved>(view: &mut dyn StateView, key: &[u8], value: &T) {
     view.put(key, courier_raft::codec::encode_as(T::FORMAT, value));
 }
 
+/// The id [`key`] wrote right after `prefix` (the key's first `prefix` bytes),
+/// or `None` for a key too short to hold one.
+pub fn id_after(key: &[u8], prefix: usize) -> Option<u64> {
+    key.get(prefix..prefix + 8)?.try_into().ok().map(u64::from_be_bytes)
+}
+
 /// `prefix` followed by big-endian ids: keys that sort by id.
 pub fn key(prefix: &[u8], ids: &[u64]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + 8 * ids.len());

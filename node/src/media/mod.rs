@@ -780,7 +780,7 @@ impl Media {
                 let prefix = logic::RefRows::Uploads.prefix();
                 for (k, v) in store.scan_sm(g, prefix)? {
                     let u = courier_raft::codec::decode::<logic::Upload>(&v)?;
-                    if u.started_ms < before_ms && let Ok(id) = k[prefix.len()..].try_into().map(u64::from_be_bytes) {
+                    if u.started_ms < before_ms && let Some(id) = crate::state::id_after(&k, prefix.len()) {
                         out.push((g, id, u.owner));
                     }
                 }

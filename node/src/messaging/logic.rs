@@ -24,7 +24,7 @@ use courier_raft::logic::{StateRead, StateView};
 
 use crate::error::Result;
 use crate::media::logic::Thumb;
-use crate::state::{Evolved, get, get_row, key, put, put_row};
+use crate::state::{Evolved, get, get_row, id_after, key, put, put_row};
 
 /// Characters in a message (the brief's limit).
 pub const MESSAGE_MAX: usize = 4096;
@@ -359,6 +359,10 @@ fn chat_key(chat: u64) -> Vec<u8> {
 }
 fn member_key(chat: u64, user: u64) -> Vec<u8> {
     key(b"m/mem/", &[chat, user])
+}
+/// The prefix of a chat's member rows ([`member_key`] without the user).
+fn members_prefix(chat: u64) -> Vec<u8> {
+    key(b"m/mem/", &[chat])
 }
 fn msg_key(chat: u64, id: u64) -> Vec<u8> {
     key(b"m/msg/", &[chat, id])
@@ -801,13 +805,12 @@ fn members(view: &dyn StateRead, chat: u64, user: u64, after: u64, limit: u32) -
     if c.kind == ChatKind::Channel && me.role == Role::Member {
         return Ok(Err(ChatError::AdminRequired));
     }
-    let prefix = key(b"m/mem/", &[chat]);
+    let prefix = members_prefix(chat);
     let from = if after == 0 { Vec::new() } else { member_key(chat, after) };
     let rows = view.scan(&prefix, &from, limit.clamp(1, MEMBERS_PAGE_MAX) as usize)?;
     let mut out = Vec::with_capacity(rows.len());
     for (k, v) in rows {
-        let id = k.get(prefix.len()..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
-        let id = id.ok_or_else(|| crate::error::Error::Io(format!("a member row of chat {chat} with a malformed key")))?;
+        let id = id_after(&k, prefix.len()).ok_or_else(|| crate::error::Error::Io(format!("a member row of chat {chat} with a malformed key")))?;
         out.push((id, courier_raft::codec::decode(&v)?));
     }
     Ok(Ok(Reply::Members(out)))
