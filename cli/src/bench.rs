@@ -321,15 +321,20 @@ fn metric_value(metrics: &str, name: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// The summed CPU seconds of the nodes at these admin addresses, or `None`
-/// if one does not answer (or predates the counter).
-async fn nodes_cpu_seconds(addrs: &[String]) -> Option<f64> {
-    let mut total = 0.0;
+/// A metric's value on each node at these admin addresses, or `None` if
+/// one does not answer (or predates the metric).
+async fn per_node(addrs: &[String], name: &str) -> Option<Vec<f64>> {
+    let mut values = Vec::with_capacity(addrs.len());
     for addr in addrs {
         let text = crate::dev::http_get(addr, "/metrics", Duration::from_secs(5)).await?;
-        total += metric_value(&text, "courier_process_cpu_seconds_total")?;
+        values.push(metric_value(&text, name)?);
     }
-    Some(total)
+    Some(values)
+}
+
+/// The summed CPU seconds of the nodes at these admin addresses.
+async fn nodes_cpu_seconds(addrs: &[String]) -> Option<f64> {
+    Some(per_node(addrs, "courier_process_cpu_seconds_total").await?.iter().sum())
 }
 
 /// Watches how many groups each node leads: steady once no count changed for
@@ -359,29 +364,20 @@ impl LeaderWatch {
     }
 }
 
-/// Groups led by each node at these admin addresses, or `None` if one does not answer.
-async fn groups_led(addrs: &[String]) -> Option<Vec<u64>> {
-    let mut counts = Vec::new();
-    for addr in addrs {
-        let text = crate::dev::http_get(addr, "/metrics", Duration::from_secs(5)).await?;
-        counts.push(metric_value(&text, "courier_raft_groups_led")? as u64);
-    }
-    Some(counts)
-}
-
 /// Waits, at most `limit`, until the nodes' leaderships stop moving (see
 /// [`LeaderWatch`]); says what it waits for. Without admin addresses it
 /// cannot tell, and does not wait.
 async fn wait_for_steady_leaders(addrs: &[String], limit: Duration) {
-    let (start, mut watch, mut shown) = (Instant::now(), LeaderWatch::new(Duration::from_secs(5)), None);
+    let (start, mut watch) = (Instant::now(), LeaderWatch::new(Duration::from_secs(5)));
     while start.elapsed() < limit {
-        let Some(counts) = groups_led(addrs).await else { return };
-        if watch.steady(counts.clone(), Instant::now()) {
-            return;
-        }
-        if shown.as_ref() != Some(&counts) {
+        let Some(led) = per_node(addrs, "courier_raft_groups_led").await else { return };
+        let counts: Vec<u64> = led.into_iter().map(|n| n as u64).collect();
+        let changed = watch.last.as_ref().is_none_or(|(seen, _)| *seen != counts);
+        if changed {
             eprintln!("waiting for the leaders to settle: groups led per node {counts:?}");
-            shown = Some(counts);
+        }
+        if watch.steady(counts, Instant::now()) {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
