@@ -59,8 +59,7 @@ fn follow(client: std::sync::Arc<Client>, mut events: mpsc::Receiver<Event>) -> 
         state.sync(&client).await.unwrap();
         let (quiet, mut syncs) = (Duration::from_secs(3), 0);
         loop {
-            let wait = state.gap_deadline().map_or(quiet, |t| t.saturating_duration_since(std::time::Instant::now()).min(quiet));
-            match tokio::time::timeout(wait, events.recv()).await {
+            match tokio::time::timeout(state.wait_from(std::time::Instant::now(), quiet), events.recv()).await {
                 Ok(Some(Event::Update(pb::Update { kind: Some(pb::update::Kind::ChatEvent(e)) }))) => {
                     if state.on_event(&e) == Applied::Gap {
                         syncs += 1;

@@ -168,6 +168,12 @@ impl SyncState {
         self.gap_deadline().is_some_and(|t| now >= t)
     }
 
+    /// How long a reader of live events may wait for the next one from
+    /// `now`: until a held gap is due, and at most `idle`.
+    pub fn wait_from(&self, now: Instant, idle: Duration) -> Duration {
+        self.gap_deadline().map_or(idle, |t| t.saturating_duration_since(now).min(idle))
+    }
+
     /// Applies one chat's part of a difference; returns whether more remains.
     pub fn on_difference(&mut self, d: &pb::ChatDifference) -> bool {
         let Some(chat) = &d.chat else { return false };
@@ -194,9 +200,11 @@ impl SyncState {
         // Held events the difference covered are dropped; later ones follow on.
         view.apply_held();
         if !d.more && !view.held.is_empty() {
-            // Held events past what the server had when it answered: they
-            // wait for their gap again, from now.
-            view.gap_since = Some(Instant::now());
+            // Every held event was committed before the sync began, so a
+            // whole difference covers it: one past it is a server bug.
+            tracing::warn!(chat = chat.id, held = view.held.len(), have = view.pts, "difference ended before events already received");
+            view.held.clear();
+            view.gap_since = None;
         }
         d.more
     }
@@ -245,10 +253,12 @@ mod tests {
         assert_eq!(ids(&s), [1]);
         assert!(!s.sync_due(t0 + GAP_WAIT - Duration::from_millis(1)));
         assert!(s.sync_due(t0 + GAP_WAIT), "missing for {GAP_WAIT:?}: sync");
+        assert_eq!(s.wait_from(t0 + Duration::from_millis(100), Duration::from_secs(2)), GAP_WAIT - Duration::from_millis(100), "a reader waits no longer than the gap");
         assert_eq!(s.on_event_at(&new_message(2, 2), t0 + Duration::from_millis(20)), Applied::Applied);
         assert_eq!(ids(&s), [1, 2, 3], "the held event applied after the missing one");
         assert_eq!(s.chats[&CHAT].pts, 3);
         assert_eq!((s.gap_deadline(), s.sync_due(t0 + GAP_WAIT)), (None, false), "nothing left to wait for");
+        assert_eq!(s.wait_from(t0, Duration::from_secs(2)), Duration::from_secs(2));
         assert_eq!(s.on_event_at(&new_message(3, 3), t0), Applied::Duplicate);
     }
 

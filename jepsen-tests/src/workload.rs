@@ -443,10 +443,7 @@ pub async fn device(
                 break;
             }
             let quiet = Duration::from_secs(2);
-            let wait = state.gap_deadline().map_or(quiet, |t| {
-                t.saturating_duration_since(std::time::Instant::now())
-                    .min(quiet)
-            });
+            let wait = state.wait_from(std::time::Instant::now(), quiet);
             match tokio::time::timeout(wait, d.events.recv()).await {
                 Ok(Some(Event::Update(pb::Update {
                     kind: Some(pb::update::Kind::ChatEvent(e)),
