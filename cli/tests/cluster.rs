@@ -210,6 +210,10 @@ fn wiped_node_rejoins_under_a_new_id_and_catches_up_by_snapshot() {
         s["groups"].as_array()?.iter().all(|g| g["replicas"].as_array().unwrap().iter().all(|r| r["lag"].as_u64() == Some(0))).then_some(())
     });
     assert!(c.log(3).contains("installed snapshot"), "the new replica was seeded by a snapshot, not the whole log");
+    // Snapshots arrive through staged files, moved into the database on install.
+    let staging = c.nodes[&3].data.join("staging");
+    assert!(staging.is_dir(), "snapshots were staged in {}", staging.display());
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "no staged file is left");
     // Everything written before the wipe is readable through the new node.
     for k in (0..200).step_by(7) {
         assert_eq!(c.get_on(3, &format!("key{k}")).as_deref(), Some(format!("value{k}").as_str()));

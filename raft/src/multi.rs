@@ -519,11 +519,20 @@ impl MultiRaft {
         })
     }
 
-    pub async fn handle_snapshot(&self, group: GroupId, meta: &[u8], data: Vec<u8>) -> Result<Vec<u8>> {
+    /// Installs the snapshot a leader streams: its vote and meta, then its
+    /// encoded body in `pieces` as they arrive (a body cut short installs
+    /// nothing). Answers the encoded response.
+    pub async fn handle_snapshot(&self, group: GroupId, meta: &[u8], mut pieces: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Result<Vec<u8>> {
         let (vote, meta): (Vote, SnapshotMeta) = decode(meta)?;
-        let resp = self
-            .raft(group)?
-            .install_full_snapshot(vote, Snapshot { meta, snapshot: crate::snapshot::SnapshotData::Encoded(data) })
+        let raft = self.raft(group)?;
+        // Staged to a file as the pieces come (a blocking thread decodes and
+        // writes them), so the group is never held in memory.
+        let store = self.inner.store.clone();
+        let staged = tokio::task::spawn_blocking(move || crate::snapshot::receive(&store, group, std::iter::from_fn(|| pieces.blocking_recv())))
+            .await
+            .map_err(|e| Error::Fatal(format!("snapshot receiver: {e}")))??;
+        let resp = raft
+            .install_full_snapshot(vote, Snapshot { meta, snapshot: crate::snapshot::SnapshotData::Staged(staged) })
             .await
             .map_err(|e| Error::Fatal(e.to_string()))?;
         Ok(encode(&resp))

@@ -281,12 +281,32 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         tx.try_send(SnapshotChunk { group, meta, data: Vec::new(), target }).expect("room for the first chunk");
         let data = snapshot.snapshot;
+        // A snapshot takes as long as its size needs: what times out is a
+        // transfer that stops moving (no piece taken, or no answer after the
+        // last one, for `idle`).
+        let started = tokio::time::Instant::now();
+        let moved = Arc::new(AtomicU64::new(0));
+        let moved_by_reader = moved.clone();
         let reader = tokio::task::spawn_blocking(move || {
-            data.encode_in_pieces(SNAPSHOT_CHUNK, |piece| tx.blocking_send(SnapshotChunk { group, meta: Vec::new(), data: piece, target }).is_ok())
+            data.encode_in_pieces(SNAPSHOT_CHUNK, |piece| {
+                let sent = tx.blocking_send(SnapshotChunk { group, meta: Vec::new(), data: piece, target }).is_ok();
+                moved_by_reader.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                sent
+            })
         });
+        let idle = option.hard_ttl().max(Duration::from_secs(60));
+        let stalled = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if started.elapsed().saturating_sub(Duration::from_millis(moved.load(Ordering::Relaxed))) > idle {
+                    return;
+                }
+            }
+        };
         let send = client.snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
         let reply = tokio::select! {
-            r = tokio::time::timeout(option.hard_ttl().max(Duration::from_secs(60)), send) => r,
+            r = send => Ok(r),
+            () = stalled => Err(()),
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
         // A body that could not be read all (the stream then ended early)
@@ -295,7 +315,7 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
             return Err(StreamingError::Network(NetworkError::new(&e)));
         }
         let reply = match reply {
-            Err(_) => return Err(StreamingError::Network(NetworkError::new(&AnyError::error("snapshot timed out")))),
+            Err(()) => return Err(StreamingError::Network(NetworkError::new(&AnyError::error(format!("snapshot stalled for {idle:?}"))))),
             Ok(Err(status)) => return Err(rpc_to_streaming(status_to_rpc_error(status))),
             Ok(Ok(r)) => r.into_inner(),
         };

@@ -7,7 +7,7 @@
 //! |---------------|-----------------------------|----------------------------------------|
 //! | `meta`        | name                        | format version, node identity          |
 //! | `raft_log`    | group (u32 BE) + index (u64 BE) | Raft log entries of every group    |
-//! | `raft_state`  | group (u32 BE) + name       | vote, committed, purged, snapshot, applied state |
+//! | `raft_state`  | group (u32 BE) + name       | vote, committed, purged, applied, membership, an install in progress |
 //! | `sm`          | group (u32 BE) + key        | each group's state machine             |
 //! | `chunks`      | chunk hash                  | media chunks (placement ring)          |
 //!
@@ -15,6 +15,7 @@
 //! once, then [`Store::sync_wal`] fsyncs the write-ahead log for every caller
 //! that queued since the last sync (group commit: many groups, one fsync).
 
+mod install;
 mod syncer;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
 
+pub use install::{StageWriter, StagedGroup, StateChanges};
 pub use syncer::SyncCallback;
 
 /// Identifies a Raft group inside the node's one database.
@@ -75,6 +77,8 @@ struct Inner {
     /// written again (its time refreshed) is never deleted by a collector
     /// that saw its old time.
     chunk_lock: std::sync::Mutex<()>,
+    /// The `sm` column family's options, for the files snapshots are staged in.
+    sm_opts: Options,
 }
 
 fn group_key(group: GroupId, rest: &[u8]) -> Vec<u8> {
@@ -204,6 +208,7 @@ impl Store {
         // check, most of all) skip the skiplist and every table.
         let cache = rocksdb::Cache::new_lru_cache(64 << 20);
         let mut cfs = Vec::new();
+        let mut sm_opts = None;
         for name in ALL_CFS {
             let mut cf = match insert_hint_prefix(name) {
                 Some(len) => Options::default()
@@ -229,6 +234,9 @@ impl Store {
                 cf.set_min_blob_size(4096);
                 cf.set_blob_file_size(256 << 20);
                 cf.set_enable_blob_gc(true);
+            }
+            if name == CF_SM {
+                sm_opts = Some(cf.clone());
             }
             cfs.push(ColumnFamilyDescriptor::new(name, cf));
         }
@@ -259,7 +267,10 @@ impl Store {
         }
         let db = Arc::new(db);
         let syncer = syncer::Syncer::start(db.clone());
-        Ok(Store { inner: Arc::new(Inner { db, syncer, path: dir.to_path_buf(), chunk_lock: std::sync::Mutex::default() }) })
+        let sm_opts = sm_opts.expect("sm is one of the column families");
+        let store = Store { inner: Arc::new(Inner { db, syncer, path: dir.to_path_buf(), chunk_lock: std::sync::Mutex::default(), sm_opts }) };
+        store.recover_installs()?;
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {

@@ -111,15 +111,24 @@ impl Peer for PeerService {
         let raft = self.0.raft()?;
         raft.check_target(first.target).map_err(raft_err)?;
         let (group, meta) = (first.group, first.meta);
-        let mut data = first.data;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            if data.len() + chunk.data.len() > (4usize << 30) {
-                return Err(Status::invalid_argument("BAD_REQUEST: snapshot larger than 4 GiB"));
+        // The pieces go to the receiver as they come (two queued at most: the
+        // stream is not read faster than the body is staged).
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let feed = async move {
+            if !first.data.is_empty() && tx.send(first.data).await.is_err() {
+                return Ok(());
             }
-            data.extend_from_slice(&chunk.data);
-        }
-        let payload = raft.handle_snapshot(group, &meta, data).await.map_err(raft_err)?;
+            while let Some(chunk) = stream.next().await {
+                if tx.send(chunk?.data).await.is_err() {
+                    // The receiver refused the body; its error is the answer.
+                    break;
+                }
+            }
+            Ok::<_, Status>(())
+        };
+        let (fed, installed) = tokio::join!(feed, raft.handle_snapshot(group, &meta, rx));
+        fed?;
+        let payload = installed.map_err(raft_err)?;
         Ok(tonic::Response::new(RaftReply { payload }))
     }
 
