@@ -191,6 +191,7 @@ fn push_varint(out: &mut Vec<u8>, mut n: u64) {
 
 #[cfg(test)]
 mod tests {
+    use courier_storage::testing::group_rows as rows_of;
     use courier_storage::{Durability, Store, WriteSet};
 
     use super::*;
@@ -247,18 +248,6 @@ mod tests {
 
         let empty = SnapshotData::Pinned(store.pin_group(9));
         assert_eq!(pieces(&empty, 1024).concat(), encode(&SnapshotBody { rows: vec![] }));
-    }
-
-    fn rows_of(store: &Store, group: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut out = Vec::new();
-        store
-            .pin_group(group)
-            .for_each_row(|k, v| {
-                out.push((k.to_vec(), v.to_vec()));
-                Ok(())
-            })
-            .unwrap();
-        out
     }
 
     #[test]

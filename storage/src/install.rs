@@ -276,18 +276,7 @@ impl Marker {
 mod tests {
     use super::*;
     use crate::WriteSet;
-
-    fn rows(store: &Store, group: GroupId) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut out = Vec::new();
-        store
-            .pin_group(group)
-            .for_each_row(|k, v| {
-                out.push((k.to_vec(), v.to_vec()));
-                Ok(())
-            })
-            .unwrap();
-        out
-    }
+    use crate::testing::group_rows as rows;
 
     fn stage(store: &Store, group: GroupId, n: u32) -> StagedGroup {
         store

@@ -558,6 +558,13 @@ fn chunk_key(hash: &[u8; 32]) -> [u8; 33] {
 pub mod testing {
     use super::*;
 
+    /// A group's state-machine rows now (keys without the group), in key order.
+    pub fn group_rows(store: &Store, group: GroupId) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut rows = Vec::new();
+        store.pin_group(group).for_each_row(|k, v| Ok(rows.push((k.to_vec(), v.to_vec())))).expect("the rows read");
+        rows
+    }
+
     /// Rewrites the format marker of a closed data directory.
     pub fn set_format_version(dir: &Path, version: &str) -> Result<()> {
         let store = Store::open(dir)?;
