@@ -282,23 +282,29 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         tx.try_send(SnapshotChunk { group, meta, data: Vec::new(), target }).expect("room for the first chunk");
         let data = snapshot.snapshot;
         // A snapshot takes as long as its size needs: what times out is a
-        // transfer that stops moving (no piece taken, or no answer after the
-        // last one, for `idle`).
+        // transfer that stops moving, no piece taken for `idle`. Before the
+        // first piece (the rows are counted first) and after the last (the
+        // follower syncs and ingests what it staged) it may take ten times that.
         let started = tokio::time::Instant::now();
         let moved = Arc::new(AtomicU64::new(0));
-        let moved_by_reader = moved.clone();
+        let (moved_by_reader, read_all) = (moved.clone(), Arc::new(AtomicBool::new(false)));
+        let read_all_by_reader = read_all.clone();
         let reader = tokio::task::spawn_blocking(move || {
-            data.encode_in_pieces(SNAPSHOT_CHUNK, |piece| {
+            let walked = data.encode_in_pieces(SNAPSHOT_CHUNK, |piece| {
                 let sent = tx.blocking_send(SnapshotChunk { group, meta: Vec::new(), data: piece, target }).is_ok();
                 moved_by_reader.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
                 sent
-            })
+            });
+            read_all_by_reader.store(true, Ordering::Relaxed);
+            walked
         });
         let idle = option.hard_ttl().max(Duration::from_secs(60));
         let stalled = async {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                if started.elapsed().saturating_sub(Duration::from_millis(moved.load(Ordering::Relaxed))) > idle {
+                let last = moved.load(Ordering::Relaxed);
+                let allowed = if last == 0 || read_all.load(Ordering::Relaxed) { idle * 10 } else { idle };
+                if started.elapsed().saturating_sub(Duration::from_millis(last)) > allowed {
                     return;
                 }
             }

@@ -2,21 +2,28 @@
 //!
 //! A follower that receives a snapshot writes its rows, as they arrive, to a
 //! staged SST file ([`Store::stage_group`]); nothing of the group is held in
-//! memory, whatever its size. Installing it ([`Store::install_group`]) swaps
-//! the group's rows for the file's and sets its state rows, atomically across
-//! a crash:
+//! memory, whatever its size. The file also holds a range tombstone over the
+//! whole group, which deletes every older row of the group and none of the
+//! file's own: ingesting it replaces the group's rows in one step, so no
+//! reader ever sees the group half-installed. Installing it
+//! ([`Store::install_group`]) also sets the group's state rows (applied id,
+//! membership), atomically across a crash:
 //!
-//! 1. one synced write records the install (a marker in `raft_state` naming
-//!    the file and the state rows to set) and deletes the group's rows;
-//! 2. the file is ingested into `sm` (RocksDB moves it in; durable on return);
+//! 1. one synced write records the install: a marker in `raft_state`
+//!    naming the file and the state rows to set;
+//! 2. a second name of the file is ingested into `sm` (RocksDB moves that
+//!    name into the database; durable on return), after a flush of `sm`'s
+//!    memtable so the ingest needs none while it holds the write queue;
 //! 3. one synced write sets the state rows and deletes the marker;
 //! 4. the staged file is removed.
 //!
 //! A node that stops between 1 and 3 finds the marker at the next open and
-//! finishes from it, before anything reads the group: from step 1 again if
-//! the staged file is still there (deleting and ingesting twice leaves the
-//! same rows), from step 3 if ingesting moved it away already. Staged files no marker names are left
-//! over from installs that never began (or from step 4) and are removed.
+//! does 2–4 from it, before anything reads the group (ingesting twice leaves
+//! the same rows: the second file's tombstone covers the first's). The
+//! marker's own name of the file stays until step 4, so a marker whose file
+//! is missing is damage, reported, never taken for progress. Staged files no
+//! marker names are left over from installs that never began (or from step
+//! 4) and are removed.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +43,7 @@ pub(crate) const STAGING_DIR: &str = "staging";
 /// without being installed, the file goes.
 pub struct StagedGroup {
     group: GroupId,
-    /// `None` for a group without rows (RocksDB makes no empty tables).
+    /// Until an install's marker names it.
     file: Option<PathBuf>,
     rows: u64,
 }
@@ -89,8 +96,7 @@ impl Store {
     /// it off the async runtime. On error nothing is left behind.
     pub fn stage_group(&self, group: GroupId, fill: impl FnOnce(&mut StageWriter<'_>) -> Result<()>) -> Result<StagedGroup> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let dir = self.path().join(STAGING_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Engine(format!("create {}: {e}", dir.display())))?;
+        let dir = self.staging_dir();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let path = dir.join(format!("g{group}-{nanos}-{}.sst", SEQ.fetch_add(1, Ordering::Relaxed)));
         // From here on the file is the staged group's: dropped on any error.
@@ -98,18 +104,14 @@ impl Store {
         let writer = SstFileWriter::create(&self.inner.sm_opts);
         writer.open(&path)?;
         let mut w = StageWriter { writer, group, key: Vec::new(), rows: 0 };
+        // The file replaces the whole group (a group without rows too: a
+        // file of just the tombstone).
+        w.writer.delete_range(group_key(group, &[]), group_end(group))?;
         fill(&mut w)?;
         staged.rows = w.rows;
-        if w.rows == 0 {
-            drop(w);
-            let _ = std::fs::remove_file(staged.file.take().expect("set above"));
-        } else {
-            // The file is synced by `finish`; its name must be too before a
-            // marker names it (an interrupted install reads a missing file
-            // as one already ingested).
-            w.writer.finish()?;
-            std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| Error::Engine(format!("sync {}: {e}", dir.display())))?;
-        }
+        // `finish` syncs the file; its name is synced before a marker names it.
+        w.writer.finish()?;
+        sync_dir(&dir)?;
         Ok(staged)
     }
 
@@ -123,27 +125,33 @@ impl Store {
 
     /// The install's first `steps` steps (all four but in tests).
     pub(crate) fn install_steps(&self, mut staged: StagedGroup, states: StateChanges, steps: u8) -> Result<()> {
-        let file = staged.file.take().map(|f| f.file_name().expect("a staged file has a name").to_string_lossy().into_owned());
-        let marker = Marker { file, states };
+        let path = staged.file.as_ref().expect("a staged group not yet installed has its file");
+        let marker = Marker { file: path.file_name().expect("a staged file has a name").to_string_lossy().into_owned(), states };
         let group = staged.group;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_STATE), group_key(group, INSTALLING), marker.encode());
-        batch.delete_range_cf(self.cf(CF_SM), group_key(group, &[]), group_end(group));
         self.db().write_opt(batch, &Self::write_opts(Durability::Synced))?;
+        // The marker names the file now: it goes with the install, not the drop.
+        staged.file = None;
         if steps > 1 {
-            self.finish_install(group, marker, steps)?;
+            self.finish_install(group, &marker, steps)?;
         }
         Ok(())
     }
 
     /// Steps 2–4 of an install whose marker is written.
-    fn finish_install(&self, group: GroupId, marker: Marker, steps: u8) -> Result<()> {
-        let file = marker.file.as_ref().map(|name| self.path().join(STAGING_DIR).join(name));
-        if let Some(file) = &file {
-            let mut opts = IngestExternalFileOptions::default();
-            opts.set_move_files(true);
-            self.db().ingest_external_file_cf_opts(self.cf(CF_SM), &opts, vec![file])?;
+    fn finish_install(&self, group: GroupId, marker: &Marker, steps: u8) -> Result<()> {
+        let file = self.staging_dir().join(&marker.file);
+        let second = file.with_extension("ingest");
+        let engine = |what: &str, e: std::io::Error| Error::Engine(format!("{what} {}: {e}", second.display()));
+        if second.exists() {
+            std::fs::remove_file(&second).map_err(|e| engine("remove", e))?;
         }
+        std::fs::hard_link(&file, &second).map_err(|e| engine("link", e))?;
+        self.db().flush_cf(self.cf(CF_SM))?;
+        let mut opts = IngestExternalFileOptions::default();
+        opts.set_move_files(true);
+        self.db().ingest_external_file_cf_opts(self.cf(CF_SM), &opts, vec![&second])?;
         if steps < 3 {
             return Ok(());
         }
@@ -156,44 +164,55 @@ impl Store {
         }
         batch.delete_cf(self.cf(CF_STATE), group_key(group, INSTALLING));
         self.db().write_opt(batch, &Self::write_opts(Durability::Synced))?;
-        if steps > 3
-            && let Some(file) = &file
-        {
-            let _ = std::fs::remove_file(file);
+        if steps > 3 {
+            let _ = std::fs::remove_file(&file);
         }
         Ok(())
     }
 
-    /// Finishes every install a stop interrupted, then removes staged files
-    /// nothing names. Called at open, before anything reads a group.
+    fn staging_dir(&self) -> PathBuf {
+        self.path().join(STAGING_DIR)
+    }
+
+    /// Makes the staging directory (its name synced), finishes every install
+    /// a stop interrupted, then removes staged files nothing names. Called
+    /// at open, before anything reads a group.
     pub(crate) fn recover_installs(&self) -> Result<()> {
+        let dir = self.staging_dir();
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Engine(format!("create {}: {e}", dir.display())))?;
+            sync_dir(self.path())?;
+        }
         let mut interrupted = Vec::new();
         for item in self.db().iterator_cf(self.cf(CF_STATE), rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
             if k.len() == 4 + INSTALLING.len() && &k[4..] == INSTALLING {
                 let group = GroupId::from_be_bytes(k[..4].try_into().expect("4 bytes"));
-                interrupted.push((group, Marker::decode(&v)?));
+                interrupted.push((group, Marker::decode(&v).map_err(|e| Error::Corrupt(format!("group {group}: {e}")))?));
             }
         }
-        for (group, mut marker) in interrupted {
-            tracing::warn!(group, "finishing a snapshot install a stop interrupted");
-            // Ingesting moves the file into the database: once it is gone
-            // from the staging directory, the rows are in (see `stage_group`
-            // for why its name cannot vanish otherwise).
-            if let Some(f) = &marker.file
-                && self.path().join(STAGING_DIR).join(f).exists()
-            {
-                let mut batch = WriteBatch::default();
-                batch.delete_range_cf(self.cf(CF_SM), group_key(group, &[]), group_end(group));
-                self.db().write_opt(batch, &Self::write_opts(Durability::Synced))?;
-            } else {
-                marker.file = None;
+        for (group, marker) in interrupted {
+            let file = dir.join(&marker.file);
+            tracing::warn!(group, file = %file.display(), "finishing a snapshot install a stop interrupted");
+            let advice = "move this node's data directory away and let the node join again (its replicas come back by snapshot)";
+            match file.try_exists() {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Error::Corrupt(format!("group {group}: an interrupted snapshot install's file {} is gone; {advice}", file.display())));
+                }
+                Err(e) => return Err(Error::Engine(format!("group {group}: cannot look for {}: {e}", file.display()))),
             }
-            self.finish_install(group, marker, 4)?;
+            self.finish_install(group, &marker, 4).map_err(|e| {
+                Error::Engine(format!("group {group}: finishing an interrupted snapshot install from {}: {e}; {advice}", file.display()))
+            })?;
         }
-        remove_staged_files(&self.path().join(STAGING_DIR));
+        remove_staged_files(&dir);
         Ok(())
     }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::Engine(format!("sync {}: {e}", dir.display())))
 }
 
 fn remove_staged_files(dir: &Path) {
@@ -208,14 +227,14 @@ fn remove_staged_files(dir: &Path) {
 /// What an interrupted install needs to be finished.
 struct Marker {
     /// The staged file's name in the staging directory.
-    file: Option<String>,
+    file: String,
     states: StateChanges,
 }
 
 impl Marker {
     /// Format byte; the state count (u32 BE); per state its name and value
     /// (u32 BE length first; a value's length `u32::MAX` for a delete); then
-    /// the staged file's name (the rest, UTF-8; empty for none).
+    /// the staged file's name (the rest, UTF-8).
     fn encode(&self) -> Vec<u8> {
         let mut out = vec![MARKER_FORMAT];
         out.extend_from_slice(&(self.states.len() as u32).to_be_bytes());
@@ -230,9 +249,7 @@ impl Marker {
                 None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
             }
         }
-        if let Some(f) = &self.file {
-            out.extend_from_slice(f.as_bytes());
-        }
+        out.extend_from_slice(self.file.as_bytes());
         out
     }
 
@@ -267,7 +284,7 @@ impl Marker {
             };
             states.push((name, value));
         }
-        let file = (!rest.is_empty()).then(|| String::from_utf8(rest.to_vec()).map_err(|_| bad())).transpose()?;
+        let file = String::from_utf8(rest.to_vec()).ok().filter(|f| !f.is_empty() && !f.contains('/')).ok_or_else(bad)?;
         Ok(Marker { file, states })
     }
 }
@@ -343,6 +360,9 @@ mod tests {
                 let store = Store::open(dir.path()).unwrap();
                 seed(&store);
                 store.install_steps(stage(&store, 5, 300), states(), steps).unwrap();
+                if steps == 1 {
+                    assert_eq!(rows(&store, 5), vec![(b"old-row".to_vec(), b"x".to_vec())], "the old rows stand until the ingest replaces them");
+                }
                 // A staged file no install names, as a stop leaves it.
                 std::fs::write(dir.path().join(STAGING_DIR).join("g5-stray.sst"), b"x").unwrap();
             }
@@ -356,15 +376,30 @@ mod tests {
             );
             assert_eq!(staging_files(dir.path()), 0);
         }
+
+        // A marker whose file is gone is damage: the node says so and does not open.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            seed(&store);
+            store.install_steps(stage(&store, 5, 10), states(), 2).unwrap();
+            for f in std::fs::read_dir(dir.path().join(STAGING_DIR)).unwrap() {
+                std::fs::remove_file(f.unwrap().path()).unwrap();
+            }
+        }
+        let err = Store::open(dir.path()).err().expect("a marker without its file is refused");
+        assert!(err.to_string().contains("is gone") && err.to_string().contains("join again"), "{err}");
     }
 
     #[test]
     fn markers_round_trip_and_refuse_garbage() {
-        let m = Marker { file: Some("g1-2-3.sst".into()), states: states() };
+        let m = Marker { file: "g1-2-3.sst".into(), states: states() };
         let back = Marker::decode(&m.encode()).unwrap();
         assert_eq!((back.file, back.states), (m.file, m.states));
-        let none = Marker { file: None, states: vec![] };
-        assert_eq!(Marker::decode(&none.encode()).unwrap().file, None);
+        let nameless = Marker { file: String::new(), states: vec![] };
+        assert!(Marker::decode(&nameless.encode()).is_err(), "a marker names its file");
+        let elsewhere = Marker { file: "../db/CURRENT".into(), states: vec![] };
+        assert!(Marker::decode(&elsewhere.encode()).is_err(), "only a name in the staging directory");
         assert!(Marker::decode(&[2, 0, 0, 0, 0]).is_err(), "unknown format");
         assert!(Marker::decode(&[1, 0, 0, 0, 1, 0, 0]).is_err(), "truncated");
     }
