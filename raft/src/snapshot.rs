@@ -58,7 +58,7 @@ impl SnapshotData {
         // What postcard writes for a `SnapshotBody`: the row count, then
         // each key and value with its length, lengths as varints.
         let mut buf = vec![codec::FORMAT];
-        push_varint(&mut buf, count);
+        push_len(&mut buf, count);
         let (mut written, mut gone) = (0u64, false);
         let walked = p.for_each_row(|k, v| {
             if written == count {
@@ -66,9 +66,9 @@ impl SnapshotData {
                 return Err(courier_storage::Error::Corrupt("a pinned group grew between two reads".into()));
             }
             written += 1;
-            push_varint(&mut buf, k.len() as u64);
+            push_len(&mut buf, k.len() as u64);
             buf.extend_from_slice(k);
-            push_varint(&mut buf, v.len() as u64);
+            push_len(&mut buf, v.len() as u64);
             buf.extend_from_slice(v);
             if buf.len() >= piece && !out(std::mem::take(&mut buf)) {
                 gone = true;
@@ -146,20 +146,16 @@ impl<I: Iterator<Item = Vec<u8>>> Pieces<I> {
         Ok(self.buf[self.at - 1])
     }
 
-    /// A postcard varint: 7 bits a byte, low first, at most 10 bytes.
+    /// A length as postcard writes it (a varint of at most 10 bytes).
     fn varint(&mut self) -> Result<u64> {
-        let mut n = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            if shift == 63 && b > 1 {
-                return Err(Error::Decode("varint past 64 bits".into()));
-            }
-            n |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(n);
-            }
+        // Up to 10 bytes, fewer where the body ends sooner.
+        if self.fill(10).is_err() && self.buf.len() == self.at {
+            return Err(Error::Decode("snapshot body cut short".into()));
         }
-        Err(Error::Decode("varint past 64 bits".into()))
+        let avail = &self.buf[self.at..];
+        let (n, rest) = postcard::take_from_bytes::<u64>(avail).map_err(|e| Error::Decode(format!("snapshot length: {e}")))?;
+        self.at += avail.len() - rest.len();
+        Ok(n)
     }
 
     /// A length-prefixed byte string.
@@ -174,19 +170,14 @@ impl<I: Iterator<Item = Vec<u8>>> Pieces<I> {
     }
 }
 
-/// Appends `n` as postcard writes a length: 7 bits a byte, low first, the
-/// high bit set on every byte but the last.
-fn push_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
+/// Appends a length as postcard writes it (a varint).
+fn push_len(out: &mut Vec<u8>, n: u64) {
+    let buf = std::mem::take(out);
+    *out = postcard::to_extend(&n, buf).expect("a u64 always encodes");
 }
 
 #[cfg(test)]
 mod tests {
-    use courier_storage::testing::group_rows as rows_of;
     use courier_storage::{Durability, Store, WriteSet};
 
     use super::*;
@@ -243,6 +234,10 @@ mod tests {
 
         let empty = SnapshotData::Pinned(store.pin_group(9));
         assert_eq!(pieces(&empty, 1024).concat(), encode(&SnapshotBody { rows: vec![] }));
+    }
+
+    fn rows_of(store: &Store, group: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        store.scan_sm(group, b"").unwrap()
     }
 
     #[test]
