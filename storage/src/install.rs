@@ -143,11 +143,12 @@ impl Store {
     fn finish_install(&self, group: GroupId, marker: &Marker, steps: u8) -> Result<()> {
         let file = self.staging_dir().join(&marker.file);
         let second = file.with_extension("ingest");
-        let engine = |what: &str, e: std::io::Error| Error::Engine(format!("{what} {}: {e}", second.display()));
-        if second.exists() {
-            std::fs::remove_file(&second).map_err(|e| engine("remove", e))?;
+        // A second name left by an install a stop interrupted goes first.
+        match std::fs::remove_file(&second) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Engine(format!("remove {}: {e}", second.display()))),
+            _ => {}
         }
-        std::fs::hard_link(&file, &second).map_err(|e| engine("link", e))?;
+        std::fs::hard_link(&file, &second).map_err(|e| Error::Engine(format!("link {}: {e}", second.display())))?;
         self.db().flush_cf(self.cf(CF_SM))?;
         let mut opts = IngestExternalFileOptions::default();
         opts.set_move_files(true);
@@ -293,7 +294,10 @@ impl Marker {
 mod tests {
     use super::*;
     use crate::WriteSet;
-    use crate::testing::group_rows as rows;
+
+    fn rows(store: &Store, group: GroupId) -> Vec<(Vec<u8>, Vec<u8>)> {
+        store.scan_sm(group, b"").unwrap()
+    }
 
     fn stage(store: &Store, group: GroupId, n: u32) -> StagedGroup {
         store

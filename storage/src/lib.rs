@@ -152,7 +152,6 @@ pub struct WriteSet {
 enum Op {
     PutSm(GroupId, Vec<u8>, Vec<u8>),
     DeleteSm(GroupId, Vec<u8>),
-    ClearSm(GroupId),
     PutState(GroupId, Vec<u8>, Vec<u8>),
     DeleteState(GroupId, Vec<u8>),
 }
@@ -166,10 +165,6 @@ impl WriteSet {
     }
     pub fn delete_sm(&mut self, group: GroupId, key: &[u8]) {
         self.ops.push(Op::DeleteSm(group, key.to_vec()));
-    }
-    /// Removes the whole state machine of `group` (before installing a snapshot).
-    pub fn clear_sm(&mut self, group: GroupId) {
-        self.ops.push(Op::ClearSm(group));
     }
     pub fn put_state(&mut self, group: GroupId, name: &str, value: Vec<u8>) {
         self.ops.push(Op::PutState(group, name.as_bytes().to_vec(), value));
@@ -523,7 +518,6 @@ impl Store {
             match op {
                 Op::PutSm(g, k, v) => batch.put_cf(self.cf(CF_SM), group_key(g, &k), v),
                 Op::DeleteSm(g, k) => batch.delete_cf(self.cf(CF_SM), group_key(g, &k)),
-                Op::ClearSm(g) => batch.delete_range_cf(self.cf(CF_SM), group_key(g, &[]), group_end(g)),
                 Op::PutState(g, k, v) => batch.put_cf(self.cf(CF_STATE), group_key(g, &k), v),
                 Op::DeleteState(g, k) => batch.delete_cf(self.cf(CF_STATE), group_key(g, &k)),
             }
@@ -557,13 +551,6 @@ fn chunk_key(hash: &[u8; 32]) -> [u8; 33] {
 /// Helpers for tests that need to put a data directory into a given state.
 pub mod testing {
     use super::*;
-
-    /// A group's state-machine rows now (keys without the group), in key order.
-    pub fn group_rows(store: &Store, group: GroupId) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut rows = Vec::new();
-        store.pin_group(group).for_each_row(|k, v| Ok(rows.push((k.to_vec(), v.to_vec())))).expect("the rows read");
-        rows
-    }
 
     /// Rewrites the format marker of a closed data directory.
     pub fn set_format_version(dir: &Path, version: &str) -> Result<()> {
@@ -750,10 +737,9 @@ mod tests {
         });
         assert!(stopped.is_err() && seen == 1, "an error from the callback ends the walk");
         drop(pinned);
-        let mut ws = WriteSet::new();
-        ws.clear_sm(1);
-        ws.put_sm(1, b"c", b"3".to_vec());
-        store.write(ws, Durability::Synced).unwrap();
+        // A group's rows are replaced whole by installing a staged group.
+        let staged = store.stage_group(1, |w| w.put(b"c", b"3")).unwrap();
+        store.install_group(staged, Vec::new()).unwrap();
         assert_eq!(store.scan_sm(1, b"").unwrap(), vec![(b"c".to_vec(), b"3".to_vec())]);
         assert_eq!(store.get_sm(2, b"a").unwrap(), Some(b"x".to_vec()));
     }
