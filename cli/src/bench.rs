@@ -347,18 +347,30 @@ struct LeaderWatch {
     last: Option<(Vec<u64>, Instant)>,
 }
 
+/// What one look at the leaders found.
+#[derive(Debug, PartialEq, Eq)]
+enum Leaders {
+    /// The counts differ from the last look's (or this is the first).
+    Moved,
+    /// Unchanged, for less than the quiet time.
+    Holding,
+    /// Unchanged for the quiet time.
+    Steady,
+}
+
 impl LeaderWatch {
     fn new(quiet: Duration) -> Self {
         LeaderWatch { quiet, last: None }
     }
 
-    /// Records the counts seen at `now`; true once they held for `quiet`.
-    fn steady(&mut self, counts: Vec<u64>, now: Instant) -> bool {
+    /// Records the counts seen at `now`.
+    fn observe(&mut self, counts: Vec<u64>, now: Instant) -> Leaders {
         match &self.last {
-            Some((seen, since)) if *seen == counts => now.duration_since(*since) >= self.quiet,
+            Some((seen, since)) if *seen == counts && now.duration_since(*since) >= self.quiet => Leaders::Steady,
+            Some((seen, _)) if *seen == counts => Leaders::Holding,
             _ => {
                 self.last = Some((counts, now));
-                false
+                Leaders::Moved
             }
         }
     }
@@ -372,12 +384,10 @@ async fn wait_for_steady_leaders(addrs: &[String], limit: Duration) {
     while start.elapsed() < limit {
         let Some(led) = per_node(addrs, "courier_raft_groups_led").await else { return };
         let counts: Vec<u64> = led.into_iter().map(|n| n as u64).collect();
-        let changed = watch.last.as_ref().is_none_or(|(seen, _)| *seen != counts);
-        if changed {
-            eprintln!("waiting for the leaders to settle: groups led per node {counts:?}");
-        }
-        if watch.steady(counts, Instant::now()) {
-            return;
+        match watch.observe(counts.clone(), Instant::now()) {
+            Leaders::Steady => return,
+            Leaders::Moved => eprintln!("waiting for the leaders to settle: groups led per node {counts:?}"),
+            Leaders::Holding => {}
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -696,7 +706,7 @@ fn dd_rate(dir: &std::path::Path, mib: u64) -> Result<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Duration, Instant, LeaderWatch, metric_value};
+    use super::{Duration, Instant, LeaderWatch, Leaders, metric_value};
 
     #[test]
     fn node_cpu_seconds_are_read_from_the_metrics_text() {
@@ -713,11 +723,11 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut w = LeaderWatch::new(Duration::from_secs(5));
-        assert!(!w.steady(vec![17, 0, 0], at(0)));
-        assert!(!w.steady(vec![13, 2, 2], at(3_000)), "a change starts the quiet time over");
-        assert!(!w.steady(vec![13, 2, 2], at(7_999)));
-        assert!(!w.steady(vec![7, 5, 5], at(8_000)));
-        assert!(!w.steady(vec![7, 5, 5], at(12_999)));
-        assert!(w.steady(vec![7, 5, 5], at(13_000)));
+        assert_eq!(w.observe(vec![17, 0, 0], at(0)), Leaders::Moved);
+        assert_eq!(w.observe(vec![13, 2, 2], at(3_000)), Leaders::Moved, "a change starts the quiet time over");
+        assert_eq!(w.observe(vec![13, 2, 2], at(7_999)), Leaders::Holding);
+        assert_eq!(w.observe(vec![7, 5, 5], at(8_000)), Leaders::Moved);
+        assert_eq!(w.observe(vec![7, 5, 5], at(12_999)), Leaders::Holding);
+        assert_eq!(w.observe(vec![7, 5, 5], at(13_000)), Leaders::Steady);
     }
 }
