@@ -249,7 +249,8 @@ pub enum GroupCmd {
     },
 }
 
-fn role_name(r: i32) -> &'static str {
+/// A member's role as people read it.
+pub(crate) fn role_name(r: i32) -> &'static str {
     match pb::Role::try_from(r) {
         Ok(pb::Role::Creator) => "creator",
         Ok(pb::Role::Admin) => "admin",

@@ -219,10 +219,9 @@ impl Ui {
                 let list = self.c.members(chat.id, 0, 50).await?;
                 let mut line = Vec::new();
                 for m in &list {
-                    let role = match pb::Role::try_from(m.role) {
-                        Ok(pb::Role::Creator) => " (creator)",
-                        Ok(pb::Role::Admin) => " (admin)",
-                        _ => "",
+                    let role = match crate::chat::role_name(m.role) {
+                        "member" => String::new(),
+                        r => format!(" ({r})"),
                     };
                     line.push(format!("{}{role}", self.name(m.user_id).await));
                 }
