@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use courier_client::sync::{Applied, SyncState};
+use courier_client::sync::{Followed, SyncState};
 use courier_client::{Client, ClientConfig, Event, pb};
 use tokio::sync::mpsc;
 
@@ -57,23 +57,12 @@ fn follow(client: std::sync::Arc<Client>, mut events: mpsc::Receiver<Event>) -> 
     tokio::spawn(async move {
         let mut state = SyncState::default();
         state.sync(&client).await.unwrap();
-        let (quiet, mut syncs) = (Duration::from_secs(3), 0);
+        let mut syncs = 0;
         loop {
-            match tokio::time::timeout(state.wait_from(std::time::Instant::now(), quiet), events.recv()).await {
-                Ok(Some(Event::Update(pb::Update { kind: Some(pb::update::Kind::ChatEvent(e)) }))) => {
-                    if state.on_event(&e) == Applied::Gap {
-                        syncs += 1;
-                        state.sync(&client).await.unwrap();
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(_) if state.gap_deadline().is_none() => break,
-                Err(_) => {}
-            }
-            if state.sync_due(std::time::Instant::now()) {
-                syncs += 1;
-                state.sync(&client).await.unwrap();
+            match state.follow(&client, &mut events, Duration::from_secs(3)).await.unwrap() {
+                Followed::ChatEvent { synced: true, .. } | Followed::Synced => syncs += 1,
+                Followed::Quiet | Followed::Closed => break,
+                Followed::ChatEvent { .. } | Followed::Other(_) => {}
             }
         }
         (state, syncs)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use courier_proto::client as pb;
 use pb::chat_event::Kind;
 
-use crate::{Client, Result};
+use crate::{Client, Event, Result};
 
 /// How long events past a gap wait for the missing ones before a sync.
 pub const GAP_WAIT: Duration = Duration::from_millis(500);
@@ -38,6 +38,22 @@ pub struct ChatView {
     /// Events past a gap, by pts, and since when the first of them waits.
     held: BTreeMap<u64, pb::ChatEvent>,
     gap_since: Option<Instant>,
+}
+
+/// What one step of [`SyncState::follow`] saw.
+#[derive(Debug)]
+pub enum Followed {
+    /// A chat event, applied (or held past a gap, or a repeat skipped);
+    /// `synced`: it showed a gap that could not be held, and the device synced.
+    ChatEvent { event: pb::ChatEvent, synced: bool },
+    /// Any other event (connection news, typing, …).
+    Other(Event),
+    /// Events missing before held ones did not come in time: the device synced.
+    Synced,
+    /// Nothing came for the idle time, and nothing is held.
+    Quiet,
+    /// The event stream ended.
+    Closed,
 }
 
 /// What applying one live event did.
@@ -207,6 +223,32 @@ impl SyncState {
             view.gap_since = None;
         }
         d.more
+    }
+
+    /// One step of following a device's live events: waits for the next
+    /// (at most `idle`; a held gap's wait ends sooner), applies it, and
+    /// syncs when a gap needs it. Call it in a loop.
+    pub async fn follow(&mut self, client: &Client, events: &mut tokio::sync::mpsc::Receiver<Event>, idle: Duration) -> Result<Followed> {
+        loop {
+            if self.sync_due(Instant::now()) {
+                self.sync(client).await?;
+                return Ok(Followed::Synced);
+            }
+            return match tokio::time::timeout(self.wait_from(Instant::now(), idle), events.recv()).await {
+                Ok(Some(Event::Update(pb::Update { kind: Some(pb::update::Kind::ChatEvent(event)) }))) => {
+                    let synced = self.on_event(&event) == Applied::Gap;
+                    if synced {
+                        self.sync(client).await?;
+                    }
+                    Ok(Followed::ChatEvent { event, synced })
+                }
+                Ok(Some(other)) => Ok(Followed::Other(other)),
+                Ok(None) => Ok(Followed::Closed),
+                // A held gap's wait ended: the top of the loop syncs once it is due.
+                Err(_) if self.gap_deadline().is_some() => continue,
+                Err(_) => Ok(Followed::Quiet),
+            };
+        }
     }
 
     /// Brings every chat up to date (and finds chats joined meanwhile),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use courier_client::sync::SyncState;
+use courier_client::sync::{Followed, SyncState};
 use courier_client::{Client, ClientConfig, Error, Event, pb};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -436,38 +436,22 @@ pub async fn device(
         }
         let online_until = Instant::now() + Duration::from_millis(rand::random_range(3_000..8_000));
         while Instant::now() < online_until.min(until) {
-            // A gap waits a moment for its events (see `SyncState`), then syncs.
-            if state.sync_due(std::time::Instant::now())
-                && timed(state.sync(&d.client)).await.is_err()
-            {
-                break;
-            }
-            let quiet = Duration::from_secs(2);
-            let wait = state.wait_from(std::time::Instant::now(), quiet);
-            match tokio::time::timeout(wait, d.events.recv()).await {
-                Ok(Some(Event::Update(pb::Update {
-                    kind: Some(pb::update::Kind::ChatEvent(e)),
-                }))) => {
+            // A gap waits a moment for its events, then syncs (`SyncState::follow`).
+            match timed(state.follow(&d.client, &mut d.events, Duration::from_secs(2))).await {
+                Ok(Followed::ChatEvent { event: e, .. }) => {
                     if let Some(pb::chat_event::Kind::NewMessage(m)) = &e.kind {
                         seen.entry((e.chat_id, m.id))
                             .or_insert((m.from, ident(&m.text).to_string()));
                     }
-                    if state.on_event(&e) == courier_client::sync::Applied::Gap
-                        && timed(state.sync(&d.client)).await.is_err()
-                    {
-                        break;
-                    }
                 }
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                // A gap's wait ended: the top of the loop syncs.
-                Err(_) if state.gap_deadline().is_some() => {}
                 // Quiet: make sure the connection (and so the pushes) still stands.
-                Err(_) => {
+                Ok(Followed::Quiet) => {
                     if timed(state.sync(&d.client)).await.is_err() {
                         break;
                     }
                 }
+                Ok(Followed::Closed) | Err(_) => break,
+                Ok(Followed::Synced | Followed::Other(_)) => {}
             }
         }
         // Offline for a while, then back through a random node.
