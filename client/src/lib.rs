@@ -614,7 +614,7 @@ impl Client {
     }
 
     pub async fn search(&self, chat: u64, text: &str, limit: u32) -> Result<Vec<pb::Message>> {
-        match self.call(M::Search(pb::Search { chat_id: chat, text: text.into(), limit })).await? {
+        match self.call(M::Search(pb::Search { chat_id: chat, text: text.into(), limit, before: 0 })).await? {
             R::Messages(m) => Ok(m.messages),
             other => Err(unexpected(other)),
         }
@@ -629,7 +629,7 @@ impl Client {
     }
 
     pub async fn dialogs(&self) -> Result<Vec<pb::Dialog>> {
-        match self.call(M::GetDialogs(pb::GetDialogs {})).await? {
+        match self.call(M::GetDialogs(pb::GetDialogs::default())).await? {
             R::Dialogs(d) => Ok(d.dialogs),
             other => Err(unexpected(other)),
         }

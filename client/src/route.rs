@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(routed_chat(&M::GetHistory(pb::GetHistory { chat_id: 9, ..Default::default() })), Some(9));
         // Not idempotent, or not about one chat's group.
         assert_eq!(routed_chat(&M::CreateChat(pb::CreateChat::default())), None);
-        assert_eq!(routed_chat(&M::GetDialogs(pb::GetDialogs {})), None);
+        assert_eq!(routed_chat(&M::GetDialogs(pb::GetDialogs::default())), None);
         assert_eq!(routed_chat(&M::SetTyping(pb::SetTyping { chat_id: 9 })), None);
     }
 

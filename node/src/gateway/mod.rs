@@ -399,7 +399,7 @@ impl Gateway {
             }
             Method::GetHistory { chat: id, before, after, limit } => {
                 let list = c.history(me, id, before, after, limit).await?;
-                Ok(R::Messages(pb::Messages { messages: list.iter().map(|m| chat_model::message(id, m)).collect() }))
+                Ok(R::Messages(pb::Messages { messages: list.iter().map(|m| chat_model::message(id, m)).collect(), more: false }))
             }
             Method::GetMembers { chat: id, after, limit } => {
                 let list = c.members(me, id, after, limit).await?;
@@ -410,15 +410,15 @@ impl Gateway {
             Method::React { chat: id, id: msg, emoji } => Ok(R::Message(chat_model::message(id, &c.react(me, id, msg, emoji).await?))),
             Method::Search { chat: id, text, limit } => {
                 let list = c.search(me, id, text, limit).await?;
-                Ok(R::Messages(pb::Messages { messages: list.iter().map(|m| chat_model::message(id, m)).collect() }))
+                Ok(R::Messages(pb::Messages { messages: list.iter().map(|m| chat_model::message(id, m)).collect(), more: false }))
             }
             Method::Typing { chat: id } => {
                 c.typing(me, id).await?;
                 Ok(R::Done(pb::Done {}))
             }
-            Method::GetDialogs => Ok(R::Dialogs(pb::Dialogs { dialogs: c.dialogs(me).await?.iter().map(chat_model::dialog).collect() })),
+            Method::GetDialogs => Ok(R::Dialogs(pb::Dialogs { dialogs: c.dialogs(me).await?.iter().map(chat_model::dialog).collect(), more: false })),
             Method::GetDifference(states) => {
-                Ok(R::Difference(pb::Difference { chats: c.difference(me, states).await?.iter().map(chat_model::difference).collect() }))
+                Ok(R::Difference(pb::Difference { chats: c.difference(me, states).await?.iter().map(chat_model::difference).collect(), more: false }))
             }
             other => Err(Error::BadRequest(format!("unexpected method {}", other.name()))),
         }

@@ -298,6 +298,7 @@ impl TryFrom<pb::Request> for Method {
                 let via = (g.chat_id != 0 || g.message_id != 0).then_some((g.chat_id, g.message_id));
                 Method::GetFile { file: g.file_id, offset: g.offset, limit: g.limit, via, thumb }
             }
+            Some(M::GetReactions(_)) => return Err(Error::BadRequest("unknown method get_reactions".into())),
             Some(M::GetUsers(u)) => {
                 if u.ids.len() > 100 {
                     return Err(Error::BadRequest("ids: at most 100".into()));
