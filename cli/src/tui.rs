@@ -94,7 +94,7 @@ impl Ui {
             extra.push_str(" (edited)");
         }
         if !m.reactions.is_empty() {
-            let r: Vec<String> = m.reactions.iter().map(|r| format!("{}{}", r.emoji, r.users.len())).collect();
+            let r: Vec<String> = m.reactions.iter().map(|r| format!("{}{}", r.emoji, r.count)).collect();
             extra.push_str(&format!("  [{}]", r.join(" ")));
         }
         if let Some(line) = crate::chat::media_line(m).filter(|_| !m.deleted) {

@@ -489,6 +489,8 @@ fn last_seen_when_every_device_left() {
     rt.block_on(async {
         let (a, _, _) = device(&c, 1, "+9996680001", "Ann").await;
         let (b, _, bob) = device(&c, 3, "+9996680002", "Bob").await;
+        // Presence is for people who share a chat (docs/security.md).
+        a.private_chat(bob.id).await.unwrap();
         assert!(a.users(vec![bob.id]).await.unwrap()[0].online);
         let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
         b.close().await;

@@ -185,7 +185,7 @@ pub(crate) async fn request(conn: &quinn::Connection, req: &pb::Request, timeout
             Ok(Some(pb::Response { result: Some(r) })) => Ok(r),
             Ok(Some(pb::Response { result: None })) => Err(Error::Protocol("empty response (a newer node?)".into())),
             Ok(None) => Err(conn.close_reason().map(conn_error).unwrap_or_else(|| Error::Unavailable("the node closed the stream".into()))),
-            Err(e) => Err(conn.close_reason().map(conn_error).unwrap_or_else(|| Error::Unavailable(e.to_string()))),
+            Err(e) => Err(read_error(e, conn.close_reason())),
         }
     };
     match tokio::time::timeout(timeout, run).await {
@@ -194,9 +194,29 @@ pub(crate) async fn request(conn: &quinn::Connection, req: &pb::Request, timeout
     }
 }
 
+/// What a failed read of the node's answer means. An answer this client
+/// cannot take (over the frame limit, undecodable) would be the same on
+/// every node: final, never retried. A broken stream or connection is
+/// retryable.
+fn read_error(e: frame::FrameError, closed: Option<quinn::ConnectionError>) -> Error {
+    match e {
+        frame::FrameError::TooLarge { .. } | frame::FrameError::Decode(_) => Error::Protocol(format!("the node's answer: {e}")),
+        e => closed.map(conn_error).unwrap_or_else(|| Error::Unavailable(e.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_over_the_frame_limit_is_final_a_broken_stream_is_not() {
+        let big = read_error(frame::FrameError::TooLarge { len: 1_313_204, limit: MAX_CLIENT_FRAME }, None);
+        assert!(!big.is_retryable(), "{big}");
+        assert_eq!(big.code(), "BAD_REQUEST");
+        let cut = read_error(frame::FrameError::Truncated, None);
+        assert!(cut.is_retryable(), "{cut}");
+    }
 
     #[test]
     fn server_names_and_close_codes() {

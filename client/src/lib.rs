@@ -253,6 +253,7 @@ impl Client {
                     | M::FinishUpload(_)
                     | M::GetFile(_)
                     | M::GetMembers(_)
+                    | M::GetReactions(_)
             ),
         };
         let chat = route::routed_chat(&method).filter(|_| idempotent);
@@ -296,7 +297,7 @@ impl Client {
                 Ok(Err(e))
             }
             Ok(r) => Ok(Ok(r)),
-            Err(e @ Error::Api { .. }) => Ok(Err(e)),
+            Err(e @ (Error::Api { .. } | Error::Protocol(_))) => Ok(Err(e)),
             Err(e) => Err(e),
         }
     }
@@ -575,8 +576,23 @@ impl Client {
     /// Messages below `before` (0: the newest), newest first; or with
     /// `before = 0, after > 0`, those after `after`, oldest first.
     pub async fn history(&self, chat: u64, before: u64, after: u64, limit: u32) -> Result<Vec<pb::Message>> {
+        Ok(self.history_page(chat, before, after, limit).await?.messages)
+    }
+
+    /// [`Client::history`] with `more`: the page was cut (by count or by
+    /// bytes) before its range ended; go on from its last message's id.
+    pub async fn history_page(&self, chat: u64, before: u64, after: u64, limit: u32) -> Result<pb::Messages> {
         match self.call(M::GetHistory(pb::GetHistory { chat_id: chat, before, after, limit })).await? {
-            R::Messages(m) => Ok(m.messages),
+            R::Messages(m) => Ok(m),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Who reacted with what to a message: a page in user-id order after
+    /// `after_user` (0: from the first), at most `limit` (1 to 200; 0: 100).
+    pub async fn reactions(&self, chat: u64, id: u64, after_user: u64, limit: u32) -> Result<Vec<pb::Reactor>> {
+        match self.call(M::GetReactions(pb::GetReactions { chat_id: chat, id, after_user, limit })).await? {
+            R::Reactors(r) => Ok(r.reactors),
             other => Err(unexpected(other)),
         }
     }
@@ -613,9 +629,16 @@ impl Client {
         }
     }
 
+    /// The newest messages containing `text` (one page; see [`Client::search_page`]).
     pub async fn search(&self, chat: u64, text: &str, limit: u32) -> Result<Vec<pb::Message>> {
-        match self.call(M::Search(pb::Search { chat_id: chat, text: text.into(), limit, before: 0 })).await? {
-            R::Messages(m) => Ok(m.messages),
+        Ok(self.search_page(chat, text, limit, 0).await?.messages)
+    }
+
+    /// Matches below message `before` (0: from the newest); `more`: ask
+    /// again with `before` = the last match's id.
+    pub async fn search_page(&self, chat: u64, text: &str, limit: u32, before: u64) -> Result<pb::Messages> {
+        match self.call(M::Search(pb::Search { chat_id: chat, text: text.into(), limit, before })).await? {
+            R::Messages(m) => Ok(m),
             other => Err(unexpected(other)),
         }
     }
@@ -628,9 +651,30 @@ impl Client {
         }
     }
 
+    /// Every dialog, most recent first (all pages; see [`Client::dialogs_page`]).
     pub async fn dialogs(&self) -> Result<Vec<pb::Dialog>> {
-        match self.call(M::GetDialogs(pb::GetDialogs::default())).await? {
-            R::Dialogs(d) => Ok(d.dialogs),
+        let mut all: Vec<pb::Dialog> = Vec::new();
+        let mut before = (0, 0);
+        // Bounded: each page moves `before` down the list.
+        for _ in 0..100_000 {
+            let page = self.dialogs_page(before, 100).await?;
+            let Some(last) = page.dialogs.last().and_then(|d| d.chat.as_ref()) else { break };
+            let next = (last.last_ms, last.id);
+            all.extend(page.dialogs);
+            if !page.more || next == before {
+                break;
+            }
+            before = next;
+        }
+        Ok(all)
+    }
+
+    /// A page of dialogs after `before` = (`chat.last_ms`, `chat.id`) of the
+    /// last one of the previous page ((0, 0): from the top); `more` says
+    /// whether more follow.
+    pub async fn dialogs_page(&self, before: (u64, u64), limit: u32) -> Result<pb::Dialogs> {
+        match self.call(M::GetDialogs(pb::GetDialogs { before_ms: before.0, before_chat: before.1, limit })).await? {
+            R::Dialogs(d) => Ok(d),
             other => Err(unexpected(other)),
         }
     }
@@ -667,9 +711,15 @@ impl Client {
 
     /// What happened in each chat after the given pts (chats not named come from 0).
     pub async fn difference(&self, states: Vec<(u64, u64)>) -> Result<Vec<pb::ChatDifference>> {
+        Ok(self.difference_page(states).await?.chats)
+    }
+
+    /// [`Client::difference`] with `more`: the answer reached its size
+    /// bound and left chats out; apply it and ask again.
+    pub async fn difference_page(&self, states: Vec<(u64, u64)>) -> Result<pb::Difference> {
         let states = states.into_iter().map(|(chat_id, pts)| pb::ChatState { chat_id, pts }).collect();
         match self.call(M::GetDifference(pb::GetDifference { states })).await? {
-            R::Difference(d) => Ok(d.chats),
+            R::Difference(d) => Ok(d),
             other => Err(unexpected(other)),
         }
     }

@@ -39,6 +39,7 @@ pub(crate) fn routed_chat(m: &M) -> Option<u64> {
         M::GetHistory(h) => h.chat_id,
         M::Search(s) => s.chat_id,
         M::GetMembers(g) => g.chat_id,
+        M::GetReactions(g) => g.chat_id,
         _ => return None,
     })
 }

@@ -256,9 +256,10 @@ impl SyncState {
     pub async fn sync(&mut self, client: &Client) -> Result<()> {
         // Bounded: each round moves every chat with more by a full slice.
         for _ in 0..10_000 {
-            let diffs = client.difference(self.states()).await?;
-            let mut more = false;
-            for d in &diffs {
+            let diff = client.difference_page(self.states()).await?;
+            // Chats left out of a full answer come in the next one.
+            let mut more = diff.more;
+            for d in &diff.chats {
                 more |= self.on_difference(d);
             }
             if !more {

@@ -32,6 +32,7 @@ pub struct NodeConfig {
     pub gateway: GatewayConfig,
     pub auth: AuthConfig,
     pub media: MediaConfig,
+    pub limits: LimitsConfig,
     /// Testing only: a file holding seconds (may be negative) added to this
     /// node's wall clock, re-read on every use. Lets tests expire login codes.
     pub clock_offset_file: Option<PathBuf>,
@@ -46,6 +47,22 @@ pub struct DebugConfig {
     /// Forget the client's `random_id` on sends: a retried send makes a
     /// second message (breaks G3).
     pub unsafe_ignore_random_id: bool,
+}
+
+/// What one user may spend (docs/security.md lists every budget). Each
+/// is per user per node: a node keeps its own count.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `resolve_phone` calls a user may make a minute (a burst of this
+    /// many, refilled evenly); past it `FLOOD_WAIT`. 0: no limit.
+    pub resolve_phone_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { resolve_phone_per_minute: 30 }
+    }
 }
 
 /// Media storage's background work.
@@ -160,6 +177,7 @@ impl Default for NodeConfig {
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
             media: MediaConfig::default(),
+            limits: LimitsConfig::default(),
             clock_offset_file: None,
             debug: DebugConfig::default(),
         }

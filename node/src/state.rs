@@ -24,6 +24,13 @@ pub fn put<T: serde::Serialize>(view: &mut dyn StateView, key: &[u8], value: &T)
 pub trait Evolved: serde::Serialize + serde::de::DeserializeOwned {
     const FORMAT: u8;
     type Prev: serde::de::DeserializeOwned + Into<Self>;
+
+    /// A row of an older `format` (below `FORMAT`). By default it is the
+    /// codec's first format, read as `Prev`; a row that evolved more than
+    /// once reads each older format through its own layout.
+    fn older(_format: u8, bytes: &[u8]) -> Result<Self> {
+        Ok(courier_raft::codec::decode::<Self::Prev>(bytes)?.into())
+    }
 }
 
 pub fn decode_row<T: Evolved>(bytes: &[u8]) -> Result<T> {
@@ -31,7 +38,7 @@ pub fn decode_row<T: Evolved>(bytes: &[u8]) -> Result<T> {
     if format == T::FORMAT {
         Ok(courier_raft::codec::decode_body(body)?)
     } else if format < T::FORMAT {
-        Ok(courier_raft::codec::decode::<T::Prev>(bytes)?.into())
+        T::older(format, bytes)
     } else {
         Err(courier_raft::Error::Decode(format!("unknown row format {format}")).into())
     }

@@ -178,13 +178,22 @@ fn fail_all(pending: &mut HashMap<u64, Reply>, status: &Status) {
 }
 
 /// The receiving side's result stream: everything finished since the last
-/// message goes in the next one.
+/// message goes in the next one, in messages of at most [`MAX_BYTES`] of
+/// results (a gRPC message past the peer's limit would break the stream
+/// and fail every call on it; one result alone always goes).
 pub fn results_stream(rx: mpsc::Receiver<ForwardResult>) -> impl tokio_stream::Stream<Item = Result<courier_proto::peer::ForwardResults, Status>> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move {
-        let first = rx.recv().await?;
-        let (results, _) = crate::batch::take_queued(first, &mut rx, MAX_BATCH, usize::MAX, |_| 0);
-        Some((Ok(courier_proto::peer::ForwardResults { results }), rx))
+    futures::stream::unfold((rx, None), |(mut rx, held): (mpsc::Receiver<ForwardResult>, Option<ForwardResult>)| async move {
+        let first = match held {
+            Some(r) => r,
+            None => rx.recv().await?,
+        };
+        let (results, rest) = crate::batch::take_queued(first, &mut rx, MAX_BATCH, MAX_BYTES, result_size);
+        Some((Ok(courier_proto::peer::ForwardResults { results }), (rx, rest)))
     })
+}
+
+fn result_size(r: &ForwardResult) -> usize {
+    r.result.as_ref().map_or(0, |x| x.payload.len() + x.message.len())
 }
 
 #[cfg(test)]
@@ -277,6 +286,28 @@ mod tests {
         assert_eq!(*fake.singles.lock().unwrap(), 0);
         let messages = *fake.messages.lock().unwrap();
         assert!(messages < 80, "calls queued together travel together: {messages} messages for 80 calls");
+    }
+
+    #[tokio::test]
+    async fn results_go_in_messages_a_peer_can_take() {
+        // 40 results of 3 MiB ready at once: one message would be 120 MiB,
+        // past the 64 MiB a peer decodes.
+        let (tx, rx) = mpsc::channel(MAX_PENDING);
+        for id in 0..40u64 {
+            let result = courier_proto::peer::RaftResult { payload: vec![7; 3 << 20], code: 0, message: String::new() };
+            tx.send(ForwardResult { id, result: Some(result) }).await.unwrap();
+        }
+        drop(tx);
+        let messages: Vec<_> = results_stream(rx).collect().await;
+        let mut ids = Vec::new();
+        for m in &messages {
+            let m = m.as_ref().unwrap();
+            let bytes: usize = m.results.iter().map(result_size).sum();
+            assert!(bytes <= MAX_BYTES, "a message of {bytes} bytes");
+            ids.extend(m.results.iter().map(|r| r.id));
+        }
+        assert_eq!(ids, (0..40).collect::<Vec<_>>(), "every result once, in order");
+        assert!(messages.len() >= 15, "{} messages", messages.len());
     }
 
     #[tokio::test]

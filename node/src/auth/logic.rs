@@ -28,6 +28,16 @@ pub fn user_group(user_id: u64) -> u32 {
 }
 
 /// E.164: `+` and 8 to 15 digits, the first not 0.
+/// Who asked for a login code, as the account's logged-in devices are
+/// shown it: the app's name and version (letters, digits and `./-_` only,
+/// at most 32) and the address. The asker chose both strings it sent; only
+/// these are shown, so no sentence of theirs reaches the owner.
+pub fn asker_label(app_version: &str, ip: std::net::IpAddr) -> String {
+    let app: String = app_version.chars().filter(|c| c.is_ascii_alphanumeric() || "./-_".contains(*c)).take(32).collect();
+    let app = if app.is_empty() { "an unnamed app".to_string() } else { app };
+    format!("{app} from {ip}")
+}
+
 pub fn valid_phone(phone: &str) -> bool {
     let Some(digits) = phone.strip_prefix('+') else { return false };
     (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0')
@@ -162,7 +172,7 @@ pub enum AuthError {
     PhoneCodeInvalid { tries_left: u8 },
     #[error("the code expired or was used up; ask for a new one")]
     PhoneCodeExpired,
-    #[error("too many codes for this phone; wait {secs} s")]
+    #[error("too many requests; wait {secs} s")]
     FloodWait { secs: u32 },
     #[error("this phone has no account yet; sign up with a name")]
     SignUpRequired,
@@ -172,6 +182,11 @@ pub enum AuthError {
     Unauthorized,
     #[error("this session was terminated; log in again")]
     SessionRevoked,
+    // Outcomes cross the wire: new refusals at the end.
+    /// A sign-in or sign-up on a connection that is logged in (one account
+    /// per connection; log out first, or open another connection).
+    #[error("this connection is logged in (or signing in) already; log out first, or use another connection")]
+    AlreadyLoggedIn,
 }
 
 impl AuthError {
@@ -185,6 +200,7 @@ impl AuthError {
             AuthError::BadRequest(_) => "BAD_REQUEST",
             AuthError::Unauthorized => "UNAUTHORIZED",
             AuthError::SessionRevoked => "SESSION_REVOKED",
+            AuthError::AlreadyLoggedIn => "ALREADY_LOGGED_IN",
         }
     }
 }

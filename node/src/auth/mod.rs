@@ -116,12 +116,15 @@ impl Auth {
             if self.cfg.deliver_in_app
                 && let Ok(Reply::User(Some(user))) = self.read(group, logic::Query::UserByPhone { phone: phone.into() }).await
             {
-                let notice = Notice::LoginCode { user_id: user.id, phone: phone.into(), code: code.clone(), device: caller.device.clone() };
+                // Who asked, as the account's devices show it: the app and the
+                // address, never the asker's free text (a phishing line).
+                let notice = Notice::LoginCode { user_id: user.id, phone: phone.into(), code: code.clone(), device: logic::asker_label(&caller.app_version, caller.addr.ip()) };
                 self.node.broadcast(&notice, Duration::from_secs(1)).await;
                 delivery = "app";
             }
         } else {
             tracing::info!(%phone, "login code for a test number (code = the DC digit five times)");
+            delivery = "test";
         }
         Ok(SentCode { code_id, ttl_secs: self.cfg.code_ttl_secs as u32, delivery })
     }

@@ -39,6 +39,8 @@ pub struct Gateway {
     chats: Arc<Messaging>,
     media: Arc<crate::media::Media>,
     cfg: GatewayConfig,
+    /// `resolve_phone` per user (`limits.resolve_phone_per_minute`).
+    resolve_limit: std::sync::Mutex<crate::auth::limit::RateLimiter<u64>>,
 }
 
 /// The QUIC endpoint on `socket` (bound at start-up so a port conflict shows at once).
@@ -63,7 +65,8 @@ pub fn endpoint(cfg: &NodeConfig, socket: std::net::UdpSocket) -> Result<quinn::
 
 impl Gateway {
     pub fn new(node: Node, auth: Arc<Auth>, chats: Arc<Messaging>, media: Arc<crate::media::Media>, cfg: GatewayConfig) -> Arc<Gateway> {
-        Arc::new(Gateway { node, auth, chats, media, cfg })
+        let resolve_limit = std::sync::Mutex::new(crate::auth::limit::RateLimiter::new(node.config().limits.resolve_phone_per_minute));
+        Arc::new(Gateway { node, auth, chats, media, cfg, resolve_limit })
     }
 
     fn timeout(&self) -> Duration {
@@ -150,7 +153,15 @@ impl Gateway {
         let req = match frame::read::<pb::Request, _>(&mut recv, MAX_CLIENT_FRAME).await {
             Ok(Some(r)) => r,
             Ok(None) => return Err(bad(Error::BadRequest("empty hello stream".into()))),
-            Err(e) => return Err(bad(Error::BadRequest(e.to_string()))),
+            Err(e) => {
+                // Answered like any bad hello, then closed.
+                if matches!(e, FrameError::TooLarge { .. }) {
+                    let _ = recv.stop(VarInt::from_u32(close::BAD_REQUEST));
+                }
+                let e = Error::BadRequest(e.to_string());
+                refuse(&mut send, &e).await;
+                return Err(bad(e));
+            }
         };
         let hello = match Method::try_from(req) {
             Ok(Method::Hello(h)) => h,
@@ -257,18 +268,6 @@ impl Gateway {
         match m {
             Method::Hello(_) => Err(Error::BadRequest("hello comes once, on the first stream".into())),
             Method::Ping(nonce) => Ok(R::Pong(pb::Pong { nonce })),
-            Method::GetRoutes => {
-                let raft = self.node.raft()?;
-                let routes = raft
-                    .leader_client_addrs()
-                    .into_iter()
-                    .map(|(group, leader)| {
-                        let (node_id, addr) = leader.unwrap_or_default();
-                        pb::Route { group, addr, node_id }
-                    })
-                    .collect();
-                Ok(R::Routes(pb::Routes { group_mask: crate::messaging::logic::CHAT_GROUP_MASK, routes }))
-            }
             Method::SendCode { phone } => {
                 let sent = self.auth.send_code(&phone, &caller).await?;
                 Ok(R::SentCode(pb::SentCode {
@@ -277,20 +276,81 @@ impl Gateway {
                     delivery: sent.delivery.into(),
                 }))
             }
+            // One account per connection (as one auth key per connection in
+            // Telegram): refused before anything is proposed.
+            Method::SignIn { .. } | Method::SignUp { .. } if !ctx.begin_sign_in() => Err(AuthError::AlreadyLoggedIn.into()),
             Method::SignIn { phone, code_id, code } => {
-                let a = self.auth.sign_in(&phone, code_id, &code, &caller).await?;
-                Ok(self.logged_in(ctx, a))
+                let r = self.auth.sign_in(&phone, code_id, &code, &caller).await.map(|a| self.logged_in(ctx, a));
+                ctx.end_sign_in();
+                r
             }
             Method::SignUp { phone, code_id, first_name, last_name } => {
-                let a = self.auth.sign_up(&phone, code_id, &first_name, &last_name, &caller).await?;
-                Ok(self.logged_in(ctx, a))
+                let r = self.auth.sign_up(&phone, code_id, &first_name, &last_name, &caller).await.map(|a| self.logged_in(ctx, a));
+                ctx.end_sign_in();
+                r
             }
             m => {
                 let me = self.session(ctx).await?;
                 match m {
                     Method::GetSelf => Ok(R::User(user_to_proto(&me.user))),
+                    Method::GetRoutes => {
+                        let raft = self.node.raft()?;
+                        let routes = raft
+                            .leader_client_addrs()
+                            .into_iter()
+                            .map(|(group, leader)| {
+                                let (node_id, addr) = leader.unwrap_or_default();
+                                pb::Route { group, addr, node_id }
+                            })
+                            .collect();
+                        Ok(R::Routes(pb::Routes { group_mask: crate::messaging::logic::CHAT_GROUP_MASK, routes }))
+                    }
+                    Method::ResolvePhone { phone } => {
+                        let now_ms = self.auth.clock().now_ms();
+                        if let Err(secs) = self.resolve_limit.lock().expect("limiter lock").check(&me.user.id, now_ms) {
+                            return Err(AuthError::FloodWait { secs }.into());
+                        }
+                        match self.auth.user_by_phone(&phone).await? {
+                            Some(u) => {
+                                ctx.resolved(u.id);
+                                // The caller gave this very number: it may be shown.
+                                Ok(R::User(user_to_proto(&u)))
+                            }
+                            None => Err(Error::BadRequest("no account has this phone number".into())),
+                        }
+                    }
+                    Method::GetUsers(ids) => {
+                        let mut visible = self.chats.visible_users(me.user.id, &ids).await?;
+                        for id in ids.iter().copied().filter(|id| ctx.has_resolved(*id)) {
+                            if !visible.contains(&id) {
+                                visible.push(id);
+                            }
+                        }
+                        let found = futures::future::join_all(visible.iter().map(|id| self.auth.user_by_id(*id))).await;
+                        let (online, seen) = self.node.presence(&visible).await;
+                        let mut users = Vec::new();
+                        for u in found {
+                            users.extend(u?.map(|u| pb::User {
+                                online: online.contains(&u.id),
+                                last_seen_ms: seen.get(&u.id).copied().unwrap_or(0),
+                                // A phone number is shown to its owner only.
+                                phone: if u.id == me.user.id { u.phone.clone() } else { String::new() },
+                                ..user_to_proto(&u)
+                            }));
+                        }
+                        Ok(R::Users(pb::Users { users }))
+                    }
                     Method::GetSessions => {
-                        let list = self.auth.sessions(me.group, me.hash).await?;
+                        let mut list = self.auth.sessions(me.group, me.hash).await?;
+                        // The current session first, then the most recently
+                        // active, as many as fit an answer (terminating the
+                        // others reaches every one).
+                        list.sort_by_key(|s| (s.id != me.session_id, std::cmp::Reverse(s.last_active_ms)));
+                        let mut bytes = 0;
+                        list.retain(|s| {
+                            bytes += 64 + s.device.len() + s.app_version.len() + s.address.len();
+                            bytes <= 2 * crate::messaging::logic::REPLY_BYTES
+                        });
                         Ok(R::Sessions(pb::Sessions {
                             sessions: list
                                 .into_iter()
@@ -362,23 +422,6 @@ impl Gateway {
         let c = &self.chats;
         let chat = |c: crate::messaging::Chat| Ok(R::Chat(chat_model::chat(&c)));
         match m {
-            Method::ResolvePhone { phone } => match self.auth.user_by_phone(&phone).await? {
-                Some(u) => Ok(R::User(user_to_proto(&u))),
-                None => Err(Error::BadRequest("no account has this phone number".into())),
-            },
-            Method::GetUsers(ids) => {
-                let found = futures::future::join_all(ids.iter().map(|id| self.auth.user_by_id(*id))).await;
-                let (online, seen) = self.node.presence(&ids).await;
-                let mut users = Vec::new();
-                for u in found {
-                    users.extend(u?.map(|u| pb::User {
-                        online: online.contains(&u.id),
-                        last_seen_ms: seen.get(&u.id).copied().unwrap_or(0),
-                        ..user_to_proto(&u)
-                    }));
-                }
-                Ok(R::Users(pb::Users { users }))
-            }
             Method::CreateChat { kind, title, members } => chat(c.create(me, kind, title, members).await?),
             Method::Invite { chat: id, users } => chat(c.invite(me, id, users).await?),
             Method::RemoveMember { chat: id, user } => chat(c.remove(me, id, user).await?),
@@ -398,8 +441,8 @@ impl Gateway {
                 Ok(R::Done(pb::Done {}))
             }
             Method::GetHistory { chat: id, before, after, limit } => {
-                let list = c.history(me, id, before, after, limit).await?;
-                Ok(R::Messages(pb::Messages { messages: list.iter().map(|m| chat_model::message(id, m)).collect(), more: false }))
+                let (list, more) = c.history(me, id, before, after, limit).await?;
+                Ok(R::Messages(pb::Messages { messages: list.iter().map(|m| chat_model::message(id, m)).collect(), more }))
             }
             Method::GetMembers { chat: id, after, limit } => {
                 let list = c.members(me, id, after, limit).await?;
@@ -408,17 +451,25 @@ impl Gateway {
             Method::Forward { chat: id, from_chat, ids, random_id } => Ok(R::Message(chat_model::message(id, &c.forward(me, id, from_chat, ids, random_id).await?))),
             Method::Pin { chat: id, id: msg } => chat(c.pin(me, id, msg).await?),
             Method::React { chat: id, id: msg, emoji } => Ok(R::Message(chat_model::message(id, &c.react(me, id, msg, emoji).await?))),
-            Method::Search { chat: id, text, limit } => {
-                let list = c.search(me, id, text, limit).await?;
-                Ok(R::Messages(pb::Messages { messages: list.iter().map(|m| chat_model::message(id, m)).collect(), more: false }))
+            Method::Search { chat: id, text, limit, before } => {
+                let (list, more) = c.search(me, id, text, limit, before).await?;
+                Ok(R::Messages(pb::Messages { messages: list.iter().map(|m| chat_model::message(id, m)).collect(), more }))
+            }
+            Method::GetReactions { chat: id, id: msg, after, limit } => {
+                let list = c.reactors(me, id, msg, after, limit).await?;
+                Ok(R::Reactors(pb::Reactors { reactors: list.into_iter().map(|(user_id, emoji)| pb::Reactor { user_id, emoji }).collect() }))
             }
             Method::Typing { chat: id } => {
                 c.typing(me, id).await?;
                 Ok(R::Done(pb::Done {}))
             }
-            Method::GetDialogs => Ok(R::Dialogs(pb::Dialogs { dialogs: c.dialogs(me).await?.iter().map(chat_model::dialog).collect(), more: false })),
+            Method::GetDialogs { before, limit } => {
+                let (list, more) = c.dialogs(me, before, limit as usize).await?;
+                Ok(R::Dialogs(pb::Dialogs { dialogs: list.iter().map(chat_model::dialog).collect(), more }))
+            }
             Method::GetDifference(states) => {
-                Ok(R::Difference(pb::Difference { chats: c.difference(me, states).await?.iter().map(chat_model::difference).collect(), more: false }))
+                let (list, more) = c.difference(me, states).await?;
+                Ok(R::Difference(pb::Difference { chats: list.iter().map(chat_model::difference).collect(), more }))
             }
             other => Err(Error::BadRequest(format!("unexpected method {}", other.name()))),
         }
@@ -426,11 +477,13 @@ impl Gateway {
 
     /// Ends this connection's session; the connection stays open, logged out.
     async fn log_out(&self, ctx: &Arc<ConnCtx>, me: &Authed) -> Result<R> {
-        ctx.log_out();
+        self.node.conns().log_out(ctx);
         self.auth.revoke(me.group, me.hash, Revoke::Current).await?;
         Ok(R::Done(pb::Done {}))
     }
 
+    /// Ends a sign-in begun with `ConnCtx::begin_sign_in`: the connection
+    /// is logged in with the new session.
     fn logged_in(&self, ctx: &Arc<ConnCtx>, a: NewAuthorization) -> R {
         let group = crate::auth::token::token_group(&a.token, u32::MAX).unwrap_or(0);
         let authed = Authed { group, hash: crate::auth::token::token_hash(&a.token), user: a.user.clone(), session_id: a.session_id, checked_at: Instant::now() };
@@ -455,12 +508,12 @@ impl Gateway {
                 }
             }
             Some(Validity::Unknown) | None => {
-                ctx.log_out();
+                self.node.conns().log_out(ctx);
                 return Err(AuthError::Unauthorized.into());
             }
             Some(Validity::Revoked) => {}
         }
-        ctx.log_out();
+        self.node.conns().log_out(ctx);
         ctx.conn.close(close::SESSION_REVOKED.into(), b"SESSION_REVOKED");
         Err(AuthError::SessionRevoked.into())
     }
@@ -486,7 +539,7 @@ impl Gateway {
                                 self.node.conns().accept_check(ctx, Authed { checked_at: now, ..a });
                             }
                             (_, Some(_)) => {
-                                ctx.log_out();
+                                self.node.conns().log_out(ctx);
                                 ctx.conn.close(close::SESSION_REVOKED.into(), b"SESSION_REVOKED");
                             }
                             _ => {}
@@ -507,10 +560,14 @@ impl Gateway {
         }
         open_push(ctx);
         let (Some(me), chats, registry, ctx) = (ctx.authed(), self.chats.clone(), self.node.conns().clone(), ctx.clone()) else { return };
+        registry.begin_load(&ctx);
         tokio::spawn(async move {
             match chats.member_chats(me.user.id).await {
-                Ok(list) => registry.subscribe(&ctx, &list),
-                Err(e) => tracing::warn!(conn = ctx.id, "cannot load the user's chats for live updates: {e}"),
+                Ok(list) => registry.subscribe_loaded(&ctx, &list),
+                Err(e) => {
+                    registry.subscribe_loaded(&ctx, &[]);
+                    tracing::warn!(conn = ctx.id, "cannot load the user's chats for live updates: {e}");
+                }
             }
         });
     }
@@ -562,7 +619,14 @@ async fn reply(send: &mut quinn::SendStream, result: std::result::Result<R, &Err
         Ok(r) => r,
         Err(e) => R::Error(e.to_client()),
     };
-    let _ = frame::write(send, &pb::Response { result: Some(result) }).await;
+    let mut response = pb::Response { result: Some(result) };
+    // Every answer is cut to fit a frame where it is made; one that still
+    // does not is a bug, answered as one (never a frame the client refuses).
+    if prost::Message::encoded_len(&response) > MAX_CLIENT_FRAME as usize {
+        tracing::error!(bytes = prost::Message::encoded_len(&response), "an answer over the frame limit");
+        response = pb::Response { result: Some(R::Error(Error::Io("an answer over the frame limit".into()).to_client())) };
+    }
+    let _ = frame::write(send, &response).await;
     let _ = send.finish();
 }
 

@@ -57,12 +57,14 @@ pub enum Method {
     ReadHistory { chat: u64, max_id: u64 },
     GetHistory { chat: u64, before: u64, after: u64, limit: u32 },
     GetMembers { chat: u64, after: u64, limit: u32 },
-    GetDialogs,
+    /// A page of dialogs after `before` = (last_ms, chat id), at most `limit`.
+    GetDialogs { before: (u64, u64), limit: u32 },
     GetDifference(Vec<(u64, u64)>),
     Forward { chat: u64, from_chat: u64, ids: Vec<u64>, random_id: u64 },
     Pin { chat: u64, id: u64 },
     React { chat: u64, id: u64, emoji: String },
-    Search { chat: u64, text: String, limit: u32 },
+    Search { chat: u64, text: String, limit: u32, before: u64 },
+    GetReactions { chat: u64, id: u64, after: u64, limit: u32 },
     Typing { chat: u64 },
     GetUsers(Vec<u64>),
     DeleteForMe { chat: u64, ids: Vec<u64> },
@@ -106,7 +108,8 @@ impl Method {
             Method::ReadHistory { .. } => "read_history",
             Method::GetHistory { .. } => "get_history",
             Method::GetMembers { .. } => "get_members",
-            Method::GetDialogs => "get_dialogs",
+            Method::GetDialogs { .. } => "get_dialogs",
+            Method::GetReactions { .. } => "get_reactions",
             Method::GetDifference(_) => "get_difference",
             Method::Forward { .. } => "forward_messages",
             Method::Pin { .. } => "pin_message",
@@ -249,7 +252,12 @@ impl TryFrom<pb::Request> for Method {
                 }
                 Method::GetMembers { chat: g.chat_id, after: g.after_user, limit: if g.limit == 0 { 100 } else { g.limit } }
             }
-            Some(M::GetDialogs(_)) => Method::GetDialogs,
+            Some(M::GetDialogs(d)) => {
+                if d.limit > 100 {
+                    return Err(Error::BadRequest("limit: 1 to 100 (0: 100)".into()));
+                }
+                Method::GetDialogs { before: (d.before_ms, d.before_chat), limit: if d.limit == 0 { 100 } else { d.limit } }
+            }
             Some(M::GetDifference(d)) => {
                 if d.states.len() > DIFF_CHATS_MAX {
                     return Err(Error::BadRequest(format!("states: at most {DIFF_CHATS_MAX} chats")));
@@ -264,7 +272,7 @@ impl TryFrom<pb::Request> for Method {
             }
             Some(M::PinMessage(p)) => Method::Pin { chat: p.chat_id, id: p.id },
             Some(M::SendReaction(r)) => Method::React { chat: r.chat_id, id: r.id, emoji: text("emoji", r.emoji, logic::REACTION_CHARS)? },
-            Some(M::Search(s)) => Method::Search { chat: s.chat_id, text: text("text", s.text, 256)?, limit: s.limit },
+            Some(M::Search(s)) => Method::Search { chat: s.chat_id, text: text("text", s.text, 256)?, limit: s.limit, before: s.before },
             Some(M::SetTyping(t)) => Method::Typing { chat: t.chat_id },
             Some(M::DeleteForMe(d)) => {
                 if d.ids.is_empty() || d.ids.len() > logic::PAGE_MAX {
@@ -298,7 +306,12 @@ impl TryFrom<pb::Request> for Method {
                 let via = (g.chat_id != 0 || g.message_id != 0).then_some((g.chat_id, g.message_id));
                 Method::GetFile { file: g.file_id, offset: g.offset, limit: g.limit, via, thumb }
             }
-            Some(M::GetReactions(_)) => return Err(Error::BadRequest("unknown method get_reactions".into())),
+            Some(M::GetReactions(g)) => {
+                if g.limit > logic::MEMBERS_PAGE_MAX {
+                    return Err(Error::BadRequest(format!("limit: 1 to {} (0: 100)", logic::MEMBERS_PAGE_MAX)));
+                }
+                Method::GetReactions { chat: g.chat_id, id: g.id, after: g.after_user, limit: if g.limit == 0 { 100 } else { g.limit } }
+            }
             Some(M::GetUsers(u)) => {
                 if u.ids.len() > 100 {
                     return Err(Error::BadRequest("ids: at most 100".into()));

@@ -80,7 +80,19 @@ pub struct ConnCtx {
     push: Mutex<Option<mpsc::Sender<pb::Update>>>,
     /// The chats whose events this connection receives.
     chats: Mutex<HashSet<u64>>,
+    /// While the user's chat list is being read for the subscriptions: the
+    /// chats the user left meanwhile (not to be subscribed from that read).
+    loading: Mutex<Option<Vec<u64>>>,
+    /// A sign-in or sign-up is running on this connection (one at a time,
+    /// and none once it is logged in: one account per connection).
+    signing_in: std::sync::atomic::AtomicBool,
+    /// Accounts this connection found by phone number (`resolve_phone`):
+    /// `get_users` answers them too. Bounded by [`RESOLVED_MAX`].
+    resolved: Mutex<HashSet<u64>>,
 }
+
+/// Accounts a connection remembers having resolved by phone.
+pub const RESOLVED_MAX: usize = 1_000;
 
 impl ConnCtx {
     pub fn authed(&self) -> Option<Authed> {
@@ -100,10 +112,36 @@ impl ConnCtx {
         *self.push.lock().expect("conn lock") = Some(tx);
     }
 
-    /// Forgets the session (log out on this connection); no more pushes.
-    pub fn log_out(&self) {
+    /// Starts a sign-in on a logged-out connection: `false` when it is
+    /// logged in or another sign-in runs (one account per connection).
+    /// [`ConnCtx::end_sign_in`] ends it.
+    pub fn begin_sign_in(&self) -> bool {
+        self.authed().is_none() && !self.signing_in.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn end_sign_in(&self) {
+        self.signing_in.store(false, Ordering::Release);
+    }
+
+    /// Remembers an account found by phone on this connection.
+    pub fn resolved(&self, user: u64) {
+        let mut r = self.resolved.lock().expect("conn lock");
+        if r.len() < RESOLVED_MAX {
+            r.insert(user);
+        }
+    }
+
+    /// Whether this connection resolved `user` by phone.
+    pub fn has_resolved(&self, user: u64) -> bool {
+        self.resolved.lock().expect("conn lock").contains(&user)
+    }
+
+    /// Forgets the session; no more pushes (the registry drops the
+    /// subscriptions: [`Registry::log_out`]).
+    fn forget_session(&self) {
         *self.auth.lock().expect("conn lock") = None;
         *self.push.lock().expect("conn lock") = None;
+        self.resolved.lock().expect("conn lock").clear();
     }
 
     /// Whether the change came from this connection's client itself.
@@ -164,6 +202,9 @@ impl Registry {
             auth: Mutex::new(None),
             push: Mutex::new(None),
             chats: Default::default(),
+            loading: Mutex::new(None),
+            signing_in: Default::default(),
+            resolved: Default::default(),
         });
         self.inner.lock().expect("registry lock").conns.insert(id, ctx.clone());
         ctx
@@ -195,13 +236,47 @@ impl Registry {
     /// Starts delivering these chats' events to `ctx`.
     pub fn subscribe(&self, ctx: &ConnCtx, chats: &[u64]) {
         let mut inner = self.inner.lock().expect("registry lock");
-        if !inner.conns.contains_key(&ctx.id) {
-            return; // gone meanwhile
+        if !inner.conns.contains_key(&ctx.id) || ctx.authed().is_none() {
+            return; // gone or logged out meanwhile
         }
         let mut mine = ctx.chats.lock().expect("conn lock");
         for c in chats {
             mine.insert(*c);
             inner.subs.entry(*c).or_default().insert(ctx.id);
+        }
+    }
+
+    /// The user's chat list is about to be read for `ctx`'s subscriptions:
+    /// from now on, chats the user leaves are noted, so that a list read
+    /// before the leave does not subscribe them ([`Registry::subscribe_loaded`]).
+    pub fn begin_load(&self, ctx: &ConnCtx) {
+        let _inner = self.inner.lock().expect("registry lock");
+        *ctx.loading.lock().expect("conn lock") = Some(Vec::new());
+    }
+
+    /// Subscribes `ctx` to the chats read since [`Registry::begin_load`],
+    /// less those the user left meanwhile.
+    pub fn subscribe_loaded(&self, ctx: &ConnCtx, chats: &[u64]) {
+        let left = {
+            let _inner = self.inner.lock().expect("registry lock");
+            ctx.loading.lock().expect("conn lock").take().unwrap_or_default()
+        };
+        let keep: Vec<u64> = chats.iter().copied().filter(|c| !left.contains(c)).collect();
+        self.subscribe(ctx, &keep);
+    }
+
+    /// Logs the connection out: no session, no push stream, no
+    /// subscriptions (a later sign-in on it starts from nothing).
+    pub fn log_out(&self, ctx: &ConnCtx) {
+        let mut inner = self.inner.lock().expect("registry lock");
+        Self::drop_session(&mut inner, ctx);
+    }
+
+    fn drop_session(inner: &mut Inner, ctx: &ConnCtx) {
+        ctx.forget_session();
+        *ctx.loading.lock().expect("conn lock") = None;
+        for chat in ctx.chats.lock().expect("conn lock").drain() {
+            unsubscribe(&mut inner.subs, chat, ctx.id);
         }
     }
 
@@ -235,13 +310,11 @@ impl Registry {
                 for h in hashes {
                     inner.revoked.insert(*h, now);
                 }
-                for ctx in inner.conns.values() {
-                    let hit = ctx.auth.lock().expect("conn lock").as_ref().is_some_and(|a| set.contains(&a.hash));
-                    if hit {
-                        ctx.log_out();
-                        ctx.conn.close(close::SESSION_REVOKED.into(), b"SESSION_REVOKED");
-                        tracing::info!(conn = ctx.id, remote = %ctx.remote, "closed a connection of a revoked session");
-                    }
+                let hit: Vec<Arc<ConnCtx>> = inner.conns.values().filter(|ctx| ctx.auth.lock().expect("conn lock").as_ref().is_some_and(|a| set.contains(&a.hash))).cloned().collect();
+                for ctx in hit {
+                    Self::drop_session(&mut inner, &ctx);
+                    ctx.conn.close(close::SESSION_REVOKED.into(), b"SESSION_REVOKED");
+                    tracing::info!(conn = ctx.id, remote = %ctx.remote, "closed a connection of a revoked session");
                 }
             }
             Notice::LoginCode { user_id, phone, code, device } => {
@@ -290,10 +363,15 @@ impl Registry {
                 }
             }
             if let EventKind::Left(user) = &e.kind {
+                // Every connection of the user, subscribed or still loading its list.
+                let theirs = self.user_conns(&[*user]);
                 let mut inner = self.inner.lock().expect("registry lock");
-                for ctx in targets.iter().filter(|c| c.authed().is_some_and(|a| a.user.id == *user)) {
+                for ctx in theirs {
                     ctx.chats.lock().expect("conn lock").remove(&chat);
                     unsubscribe(&mut inner.subs, chat, ctx.id);
+                    if let Some(left) = ctx.loading.lock().expect("conn lock").as_mut() {
+                        left.push(chat);
+                    }
                 }
             }
         }

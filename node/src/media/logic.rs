@@ -285,7 +285,7 @@ macro_rules! tri {
 /// Another user's upload id is treated as unknown (nothing leaks).
 fn own_upload(view: &dyn StateRead, upload: u64, owner: u64) -> Result<Result<Option<Upload>, MediaError>> {
     Ok(match get::<Upload>(view, &upload_key(upload))? {
-        Some(u) if u.owner != owner => Err(MediaError::BadRequest("this upload id is taken; choose another".into())),
+        Some(u) if u.owner != owner => Err(MediaError::BadRequest("not an upload id you can use; choose a new random one".into())),
         other => Ok(other),
     })
 }

@@ -223,7 +223,7 @@ impl Media {
 
     async fn recorded(&self, upload: u64, owner: u64) -> Result<Option<logic::Upload>> {
         match self.read(self.upload_group(upload)?, Query::Upload { upload }).await? {
-            Reply::Upload(Some(u)) if u.owner != owner => Err(MediaError::BadRequest("this upload id is taken; choose another".into()).into()),
+            Reply::Upload(Some(u)) if u.owner != owner => Err(MediaError::BadRequest("not an upload id you can use; choose a new random one".into()).into()),
             Reply::Upload(u) => Ok(u),
             _ => Err(Error::Io("unexpected media reply".into())),
         }
@@ -251,7 +251,7 @@ impl Media {
             let total: usize = staging.values().map(|s| s.bytes).sum();
             let s = staging.entry(upload).or_insert_with(|| Staged::new(me, part_size, BTreeSet::new()));
             if s.owner != me {
-                return Err(MediaError::BadRequest("this upload id is taken; choose another".into()).into());
+                return Err(MediaError::BadRequest("not an upload id you can use; choose a new random one".into()).into());
             }
             if s.part_size != part_size {
                 return Err(MediaError::PartInvalid(format!("this upload's parts are {} bytes", s.part_size)).into());

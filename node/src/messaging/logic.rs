@@ -109,15 +109,67 @@ pub struct Message {
     pub deleted: bool,
     /// Where a forwarded message came from.
     pub fwd: Option<Forwarded>,
-    /// Emoji → the users who reacted with it.
-    pub reactions: Vec<(String, Vec<u64>)>,
+    /// Each emoji's count and most recent reactors; who reacted with what
+    /// is in rows of their own (`m/react/…`), paged by `Query::Reactors`.
+    pub reactions: Vec<Reaction>,
     /// A photo, file or voice note; `text` is then its caption.
     pub media: Option<Attachment>,
+    /// Reactions made before format 3 (user, emoji), which have no row of
+    /// their own yet: the message's next reaction moves them to rows.
+    pub unrowed: Vec<(u64, String)>,
 }
 
+/// One emoji's reactions to a message: a row stays the same size however
+/// many react (before format 3 it listed every reactor).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub count: u64,
+    /// Who reacted with it most recently, newest first (at most [`RECENT_REACTORS`]).
+    pub recent: Vec<u64>,
+}
+
+/// Reactors a message row names per emoji (Telegram shows three faces too).
+pub const RECENT_REACTORS: usize = 3;
+
 impl Evolved for Message {
-    const FORMAT: u8 = 2;
-    type Prev = MessageV1;
+    const FORMAT: u8 = 3;
+    type Prev = MessageV2;
+
+    fn older(format: u8, bytes: &[u8]) -> Result<Message> {
+        Ok(match format {
+            2 => courier_raft::codec::decode_body::<MessageV2>(courier_raft::codec::split_format(bytes)?.1)?.into(),
+            _ => MessageV2::from(courier_raft::codec::decode::<MessageV1>(bytes)?).into(),
+        })
+    }
+}
+
+/// A message row as written before reactions were counted (format 2):
+/// each emoji listed every user who reacted with it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MessageV2 {
+    id: u64,
+    from: u64,
+    date_ms: u64,
+    text: String,
+    reply_to: u64,
+    edit_ms: u64,
+    deleted: bool,
+    fwd: Option<Forwarded>,
+    reactions: Vec<(String, Vec<u64>)>,
+    media: Option<Attachment>,
+}
+
+impl From<MessageV2> for Message {
+    fn from(m: MessageV2) -> Message {
+        let MessageV2 { id, from, date_ms, text, reply_to, edit_ms, deleted, fwd, reactions, media } = m;
+        let counted = reactions
+            .iter()
+            .map(|(emoji, users)| Reaction { emoji: emoji.clone(), count: users.len() as u64, recent: users.iter().rev().take(RECENT_REACTORS).copied().collect() })
+            .collect();
+        let unrowed = reactions.into_iter().flat_map(|(emoji, users)| users.into_iter().map(move |u| (u, emoji.clone()))).collect();
+        Message { id, from, date_ms, text, reply_to, edit_ms, deleted, fwd, reactions: counted, media, unrowed }
+    }
 }
 
 /// A message row as written before messages carried media (format 1).
@@ -134,10 +186,42 @@ pub struct MessageV1 {
     reactions: Vec<(String, Vec<u64>)>,
 }
 
-impl From<MessageV1> for Message {
-    fn from(m: MessageV1) -> Message {
+impl From<MessageV1> for MessageV2 {
+    fn from(m: MessageV1) -> MessageV2 {
         let MessageV1 { id, from, date_ms, text, reply_to, edit_ms, deleted, fwd, reactions } = m;
-        Message { id, from, date_ms, text, reply_to, edit_ms, deleted, fwd, reactions, media: None }
+        MessageV2 { id, from, date_ms, text, reply_to, edit_ms, deleted, fwd, reactions, media: None }
+    }
+}
+
+/// Bytes answers may carry at most, counted with [`Message::wire_size`]
+/// and friends: pages, slices and lists are cut by this as well as by
+/// count, so every answer fits a client frame (1 MiB) and a forwarded
+/// result whatever the messages hold.
+pub const REPLY_BYTES: usize = 256 << 10;
+
+impl Message {
+    /// A little over what the message takes on the wire (protobuf tags and
+    /// lengths included): what the byte cuts count.
+    pub fn wire_size(&self) -> usize {
+        let media = self.media.as_ref().map_or(0, |a| 96 + a.name.len() + a.mime.len() + a.thumbs.len() * 24);
+        let reactions: usize = self.reactions.iter().map(|r| 24 + r.emoji.len() + 10 * r.recent.len()).sum();
+        96 + self.text.len() + media + reactions + if self.fwd.is_some() { 48 } else { 0 }
+    }
+}
+
+impl Chat {
+    pub fn wire_size(&self) -> usize {
+        96 + self.title.len()
+    }
+}
+
+impl Event {
+    pub fn wire_size(&self) -> usize {
+        32 + match &self.kind {
+            EventKind::Deleted(ids) | EventKind::Joined(ids) | EventKind::Hidden { ids, .. } => 10 * ids.len(),
+            EventKind::Title(t) => t.len(),
+            _ => 16,
+        }
     }
 }
 
@@ -278,6 +362,24 @@ pub enum Query {
     /// A page of a chat's members: those with ids after `after` (0: from
     /// the first), in id order, at most `limit`.
     MembersAfter { chat: u64, user: u64, after: u64, limit: u32 },
+    /// Search below message `before` (0: from the newest); `Search` is
+    /// this with `before = 0`.
+    SearchBefore { chat: u64, user: u64, text: String, limit: u32, before: u64 },
+    /// The chat rows (dialog order) of those of these chats `user` is a
+    /// member of: a dialog page is chosen from them before its last
+    /// messages are read.
+    ChatRows { user: u64, chats: Vec<u64> },
+    /// Who reacted with what to a message, in user-id order after `after`.
+    Reactors { chat: u64, user: u64, id: u64, after: u64, limit: u32 },
+    /// Which of `users` are members of `chat`, with the chat's kind (whom
+    /// a user may see: `get_users`). Asked by the node, not a client: no
+    /// caller's membership is checked.
+    MembersIn { chat: u64, users: Vec<u64> },
+    /// `History`, answered as a `Page` (whether the range went on).
+    HistoryPage { chat: u64, user: u64, before: u64, after: u64, limit: u32 },
+    /// `Difference` that leaves out chats with nothing new and stops when
+    /// its answer is full, saying how many chats it looked at.
+    DifferenceBounded { user: u64, chats: Vec<(u64, u64)> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +414,15 @@ pub enum Reply {
     Chats(Vec<u64>),
     Members(Vec<(u64, Member)>),
     Done,
+    // Replies cross the wire too: new ones at the end.
+    /// A page that was cut before its range ended (by count or bytes).
+    Page { messages: Vec<Message>, more: bool },
+    ChatRows(Vec<Chat>),
+    Reactors(Vec<(u64, String)>),
+    MembersIn { kind: ChatKind, members: Vec<(u64, Member)> },
+    /// The chats of a bounded difference with something new, and how many
+    /// of the chats asked (in order) it looked at; the rest come next time.
+    DifferenceBounded { diffs: Vec<ChatDiff>, looked: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -378,6 +489,10 @@ fn hidden_key(chat: u64, user: u64) -> Vec<u8> {
 }
 fn user_chats_key(user: u64) -> Vec<u8> {
     key(b"m/uchats/", &[user])
+}
+/// A user's reaction to a message (the emoji).
+fn reaction_key(chat: u64, id: u64, user: u64) -> Vec<u8> {
+    key(b"m/react/", &[chat, id, user])
 }
 
 /// Text the brief allows: at most `max` characters, not blank.
@@ -453,7 +568,7 @@ fn send(view: &mut dyn StateView, chat: u64, from: u64, random_id: u64, text: &s
     }
     c.last_id += 1;
     c.last_ms = now_ms;
-    let m = Message { id: c.last_id, from, date_ms: now_ms, text: text.to_owned(), reply_to, edit_ms: 0, deleted: false, fwd: None, reactions: Vec::new(), media: media.cloned() };
+    let m = Message { id: c.last_id, from, date_ms: now_ms, text: text.to_owned(), reply_to, edit_ms: 0, deleted: false, fwd: None, reactions: Vec::new(), media: media.cloned(), unrowed: Vec::new() };
     put_row(view, &msg_key(chat, m.id), &m);
     put(view, &rid_key(chat, from, random_id), &m.id);
     // The sender has read their own message.
@@ -481,7 +596,7 @@ fn forward(view: &mut dyn StateView, chat: u64, from: u64, random_id: u64, items
     let mut last = None;
     for Copy { text, fwd, media } in items {
         c.last_id += 1;
-        let m = Message { id: c.last_id, from, date_ms: now_ms, text, reply_to: 0, edit_ms: 0, deleted: false, fwd: Some(fwd), reactions: Vec::new(), media };
+        let m = Message { id: c.last_id, from, date_ms: now_ms, text, reply_to: 0, edit_ms: 0, deleted: false, fwd: Some(fwd), reactions: Vec::new(), media, unrowed: Vec::new() };
         put_row(view, &msg_key(chat, m.id), &m);
         events.push(record(view, &mut c, EventKind::New(m.id), now_ms));
         last = Some(m);
@@ -571,7 +686,7 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             }
             let gone: Vec<u64> = doomed.iter().map(|m| m.id).collect();
             for m in doomed {
-                put_row(view, &msg_key(*chat, m.id), &Message { text: String::new(), deleted: true, edit_ms: *now_ms, reactions: Vec::new(), fwd: None, media: None, ..m });
+                put_row(view, &msg_key(*chat, m.id), &Message { text: String::new(), deleted: true, edit_ms: *now_ms, reactions: Vec::new(), fwd: None, media: None, unrowed: Vec::new(), ..m });
             }
             let ev = record(view, &mut c, EventKind::Deleted(gone), *now_ms);
             changed(c, vec![ev], None)
@@ -705,20 +820,48 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             let Some(mut m) = get_row::<Message>(view, &msg_key(*chat, *id))?.filter(|m| !m.deleted) else {
                 return Ok(Err(ChatError::MessageNotFound));
             };
-            let before = m.reactions.clone();
-            for (_, users) in m.reactions.iter_mut() {
-                users.retain(|u| u != user);
+            // The user's reaction now: its row, or (a message from before
+            // format 3) its place in the old list.
+            let unrowed = std::mem::take(&mut m.unrowed);
+            let old = match get::<String>(view, &reaction_key(*chat, *id, *user))? {
+                Some(e) => Some(e),
+                None => unrowed.iter().find(|(u, _)| u == user).map(|(_, e)| e.clone()),
+            };
+            if old.as_deref().unwrap_or("") == emoji.as_str() {
+                m.unrowed = unrowed;
+                return changed(c, Vec::new(), Some(m)); // a repeat, or nothing to change
             }
-            m.reactions.retain(|(_, users)| !users.is_empty());
-            if !emoji.is_empty() {
-                match m.reactions.iter().position(|(e, _)| e == emoji) {
-                    Some(i) => m.reactions[i].1.push(*user),
-                    None if m.reactions.len() < REACTIONS_MAX => m.reactions.push((emoji.clone(), vec![*user])),
-                    None => return Ok(Err(ChatError::BadRequest(format!("a message holds at most {REACTIONS_MAX} different reactions")))),
+            if let Some(old) = &old
+                && let Some(i) = m.reactions.iter().position(|r| r.emoji == *old)
+            {
+                let r = &mut m.reactions[i];
+                r.count = r.count.saturating_sub(1);
+                r.recent.retain(|u| u != user);
+                if r.count == 0 {
+                    m.reactions.remove(i);
                 }
             }
-            if m.reactions == before {
-                return changed(c, Vec::new(), Some(m));
+            if !emoji.is_empty() {
+                let i = match m.reactions.iter().position(|r| r.emoji == *emoji) {
+                    Some(i) => i,
+                    None if m.reactions.len() < REACTIONS_MAX => {
+                        m.reactions.push(Reaction { emoji: emoji.clone(), count: 0, recent: Vec::new() });
+                        m.reactions.len() - 1
+                    }
+                    None => return Ok(Err(ChatError::BadRequest(format!("a message holds at most {REACTIONS_MAX} different reactions")))),
+                };
+                let r = &mut m.reactions[i];
+                r.count += 1;
+                r.recent.retain(|u| u != user);
+                r.recent.insert(0, *user);
+                r.recent.truncate(RECENT_REACTORS);
+            }
+            for (u, e) in unrowed.iter().filter(|(u, _)| u != user) {
+                put(view, &reaction_key(*chat, *id, *u), e);
+            }
+            match emoji.is_empty() {
+                true => view.delete(&reaction_key(*chat, *id, *user)),
+                false => put(view, &reaction_key(*chat, *id, *user), emoji),
             }
             put_row(view, &msg_key(*chat, *id), &m);
             let ev = record(view, &mut c, EventKind::Reactions(*id), *now_ms);
@@ -816,63 +959,172 @@ fn members(view: &dyn StateRead, chat: u64, user: u64, after: u64, limit: u32) -
     Ok(Ok(Reply::Members(out)))
 }
 
+/// Messages with these ids that `user` has not hidden, up to `limit` and
+/// [`REPLY_BYTES`] (at least one: a single message always fits a frame);
+/// `more` when ids were left.
+fn page(view: &dyn StateRead, chat: u64, user: u64, ids: impl Iterator<Item = u64>, limit: usize) -> Result<(Vec<Message>, bool)> {
+    let hidden = hidden(view, chat, user)?;
+    let (mut out, mut bytes) = (Vec::new(), 0);
+    let mut ids = ids.peekable();
+    while let Some(&id) = ids.peek() {
+        if out.len() == limit {
+            break;
+        }
+        ids.next();
+        if hidden.binary_search(&id).is_ok() {
+            continue;
+        }
+        if let Some(m) = get_row::<Message>(view, &msg_key(chat, id))? {
+            bytes += m.wire_size();
+            if bytes > REPLY_BYTES && !out.is_empty() {
+                return Ok((out, true));
+            }
+            out.push(m);
+        }
+    }
+    Ok((out, ids.peek().is_some()))
+}
+
+/// A history page: below `before` (0: from the newest), newest first; or
+/// with `after > 0, before = 0`, after `after`, oldest first.
+fn history(view: &dyn StateRead, chat: u64, user: u64, before: u64, after: u64, limit: u32) -> Result<std::result::Result<(Vec<Message>, bool), ChatError>> {
+    let (c, _) = tri!(membership(view, chat, user)?);
+    let limit = (limit as u64).clamp(1, PAGE_MAX as u64);
+    // Hidden messages are skipped; a page looks at most 10 pages' worth of ids.
+    let span = limit * 10;
+    Ok(Ok(if after > 0 && before == 0 {
+        // Paging forward from `after` (past the end: nothing).
+        if after >= c.last_id {
+            return Ok(Ok((Vec::new(), false)));
+        }
+        let hi = after.saturating_add(span).min(c.last_id);
+        let (page, more) = page(view, chat, user, (after + 1)..=hi, limit as usize)?;
+        (page, more || hi < c.last_id)
+    } else {
+        let top = if before == 0 { c.last_id } else { (before - 1).min(c.last_id) };
+        let lo = top.saturating_sub(span - 1).max(after.saturating_add(1)).max(1);
+        let (page, more) = page(view, chat, user, (lo..=top).rev(), limit as usize)?;
+        (page, more || lo > after.saturating_add(1).max(1))
+    }))
+}
+
+/// Messages containing `text` (case-insensitive) below `before` (0: from
+/// the newest), newest first, among the chat's last [`SEARCH_SCAN`].
+fn search(view: &dyn StateRead, chat: u64, user: u64, text: &str, limit: u32, before: u64) -> Result<std::result::Result<(Vec<Message>, bool), ChatError>> {
+    let (c, _) = tri!(membership(view, chat, user)?);
+    let needle = text.to_lowercase();
+    if needle.trim().is_empty() {
+        return Ok(Err(ChatError::BadRequest("search for some text".into())));
+    }
+    let limit = (limit as usize).clamp(1, PAGE_MAX);
+    let (mut out, mut bytes) = (Vec::new(), 0);
+    let lo = c.last_id.saturating_sub(SEARCH_SCAN - 1).max(1);
+    let top = if before == 0 { c.last_id } else { (before - 1).min(c.last_id) };
+    let hidden = hidden(view, chat, user)?;
+    for id in (lo..=top).rev() {
+        if out.len() == limit {
+            return Ok(Ok((out, true)));
+        }
+        if hidden.binary_search(&id).is_ok() {
+            continue;
+        }
+        if let Some(m) = get_row::<Message>(view, &msg_key(chat, id))?
+            && !m.deleted
+            && m.text.to_lowercase().contains(&needle)
+        {
+            bytes += m.wire_size();
+            if bytes > REPLY_BYTES && !out.is_empty() {
+                return Ok(Ok((out, true)));
+            }
+            out.push(m);
+        }
+    }
+    Ok(Ok((out, false)))
+}
+
+/// What a difference answer for one chat weighs (for the cut across chats).
+pub fn diff_size(d: &ChatDiff) -> usize {
+    match d {
+        ChatDiff::Events { chat, events, messages, .. } => chat.wire_size() + events.iter().map(Event::wire_size).sum::<usize>() + messages.iter().map(Message::wire_size).sum::<usize>(),
+        ChatDiff::TooLong { chat, messages, .. } => chat.wire_size() + messages.iter().map(Message::wire_size).sum::<usize>(),
+        ChatDiff::Gone { .. } => 32,
+    }
+}
+
+/// One chat's difference after `pts`, at most [`DIFF_SLICE`] events and
+/// `budget` bytes (at least one event).
+fn chat_difference(view: &dyn StateRead, chat: u64, user: u64, pts: u64, budget: usize) -> Result<ChatDiff> {
+    let (c, me) = match membership(view, chat, user)? {
+        Ok(x) => x,
+        Err(_) => return Ok(ChatDiff::Gone { chat }),
+    };
+    if pts > c.pts || c.pts - pts > DIFF_TOO_LONG {
+        // The newest messages that fit, oldest first.
+        let lo = c.last_id.saturating_sub(PAGE_MAX as u64 * 10).max(1);
+        let (mut messages, _) = page(view, chat, user, (lo..=c.last_id).rev(), PAGE_MAX)?;
+        messages.reverse();
+        return Ok(ChatDiff::TooLong { chat: c, messages, read_max_id: me.read_max_id });
+    }
+    let hi = c.pts.min(pts + DIFF_SLICE as u64);
+    let (mut events, mut msgs, mut bytes) = (Vec::new(), Vec::<Message>::new(), c.wire_size());
+    let mut last = pts;
+    for p in (pts + 1)..=hi {
+        let Some(e) = get::<Event>(view, &event_key(chat, p))? else {
+            last = p;
+            continue;
+        };
+        let e = event_for(e, user);
+        let mut size = e.wire_size();
+        let named = match &e.kind {
+            EventKind::New(id) | EventKind::Edited(id) | EventKind::Reactions(id) if !msgs.iter().any(|m| m.id == *id) => get_row::<Message>(view, &msg_key(chat, *id))?,
+            _ => None,
+        };
+        size += named.as_ref().map_or(0, Message::wire_size);
+        if bytes + size > budget && !events.is_empty() {
+            break;
+        }
+        bytes += size;
+        events.push(e);
+        msgs.extend(named);
+        last = p;
+    }
+    msgs.sort_unstable_by_key(|m| m.id);
+    let more = last < c.pts;
+    Ok(ChatDiff::Events { chat: c, events, messages: msgs, more })
+}
+
 /// Answers one messaging query from the (linearizably read) state.
 pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
     match q {
-        Query::History { chat, user, before, after, limit } => {
-            let (c, _) = tri!(membership(view, *chat, *user)?);
-            let limit = (*limit as u64).clamp(1, PAGE_MAX as u64);
-            let top = if *before == 0 { c.last_id } else { (*before - 1).min(c.last_id) };
-            // Hidden messages are skipped; a page looks at most 10 pages' worth of ids.
-            let span = limit * 10;
-            let out = if *after > 0 && *before == 0 {
-                // Paging forward from `after`.
-                let hi = after.saturating_add(span).min(c.last_id);
-                visible(view, *chat, *user, (after + 1)..=hi, limit as usize)?
-            } else {
-                let lo = top.saturating_sub(span - 1).max(after + 1).max(1);
-                visible(view, *chat, *user, (lo..=top).rev(), limit as usize)?
-            };
-            Ok(Ok(Reply::Messages(out)))
+        Query::History { chat, user, before, after, limit } => Ok(history(view, *chat, *user, *before, *after, *limit)?.map(|(page, _)| Reply::Messages(page))),
+        Query::HistoryPage { chat, user, before, after, limit } => {
+            Ok(history(view, *chat, *user, *before, *after, *limit)?.map(|(messages, more)| Reply::Page { messages, more }))
         }
+        // Every chat asked, each cut by bytes (nodes of the previous version ask this).
         Query::Difference { user, chats } => {
             let mut out = Vec::new();
             for (chat, pts) in chats {
-                let (c, me) = match membership(view, *chat, *user)? {
-                    Ok(x) => x,
-                    Err(_) => {
-                        out.push(ChatDiff::Gone { chat: *chat });
-                        continue;
-                    }
-                };
-                if *pts > c.pts || c.pts - pts > DIFF_TOO_LONG {
-                    let lo = c.last_id.saturating_sub(PAGE_MAX as u64 * 10).max(1);
-                    let mut messages = visible(view, *chat, *user, (lo..=c.last_id).rev(), PAGE_MAX)?;
-                    messages.reverse();
-                    out.push(ChatDiff::TooLong { chat: c, messages, read_max_id: me.read_max_id });
-                    continue;
-                }
-                let hi = c.pts.min(pts + DIFF_SLICE as u64);
-                let mut events = Vec::new();
-                for p in (pts + 1)..=hi {
-                    if let Some(e) = get::<Event>(view, &event_key(*chat, p))? {
-                        events.push(event_for(e, *user));
-                    }
-                }
-                let mut ids: Vec<u64> = events
-                    .iter()
-                    .flat_map(|e| match &e.kind {
-                        EventKind::New(id) | EventKind::Edited(id) | EventKind::Reactions(id) => vec![*id],
-                        _ => vec![],
-                    })
-                    .collect();
-                ids.sort_unstable();
-                ids.dedup();
-                let msgs = messages(view, *chat, ids.into_iter())?;
-                let more = hi < c.pts;
-                out.push(ChatDiff::Events { chat: c, events, messages: msgs, more });
+                out.push(chat_difference(view, *chat, *user, *pts, REPLY_BYTES)?);
             }
             Ok(Ok(Reply::Difference(out)))
+        }
+        Query::DifferenceBounded { user, chats } => {
+            // Chats in the order asked, until the answer is full; a chat
+            // with nothing new is left out (the device has it all).
+            let (mut diffs, mut bytes, mut looked) = (Vec::new(), 0, 0);
+            for (chat, pts) in chats {
+                if bytes >= REPLY_BYTES {
+                    break;
+                }
+                looked += 1;
+                let d = chat_difference(view, *chat, *user, *pts, REPLY_BYTES.saturating_sub(bytes).max(REPLY_BYTES / 8))?;
+                if matches!(&d, ChatDiff::Events { events, more: false, .. } if events.is_empty()) {
+                    continue;
+                }
+                bytes += diff_size(&d);
+                diffs.push(d);
+            }
+            Ok(Ok(Reply::DifferenceBounded { diffs, looked }))
         }
         Query::Dialogs { user, chats } => {
             let mut out = Vec::new();
@@ -885,31 +1137,46 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             }
             Ok(Ok(Reply::Dialogs(out)))
         }
-        Query::Search { chat, user, text, limit } => {
-            let (c, _) = tri!(membership(view, *chat, *user)?);
-            let needle = text.to_lowercase();
-            if needle.trim().is_empty() {
-                return Ok(Err(ChatError::BadRequest("search for some text".into())));
-            }
-            let limit = (*limit as usize).clamp(1, PAGE_MAX);
+        Query::ChatRows { user, chats } => {
             let mut out = Vec::new();
-            let lo = c.last_id.saturating_sub(SEARCH_SCAN - 1).max(1);
-            let hidden = hidden(view, *chat, *user)?;
-            for id in (lo..=c.last_id).rev() {
-                if hidden.binary_search(&id).is_ok() {
-                    continue;
-                }
-                if let Some(m) = get_row::<Message>(view, &msg_key(*chat, id))?
-                    && !m.deleted
-                    && m.text.to_lowercase().contains(&needle)
-                {
-                    out.push(m);
-                    if out.len() == limit {
-                        break;
-                    }
+            for chat in chats {
+                if let Ok((c, _)) = membership(view, *chat, *user)? {
+                    out.push(c);
                 }
             }
-            Ok(Ok(Reply::Messages(out)))
+            Ok(Ok(Reply::ChatRows(out)))
+        }
+        Query::Search { chat, user, text, limit } => Ok(search(view, *chat, *user, text, *limit, 0)?.map(|(page, _)| Reply::Messages(page))),
+        Query::SearchBefore { chat, user, text, limit, before } => Ok(search(view, *chat, *user, text, *limit, *before)?.map(|(messages, more)| Reply::Page { messages, more })),
+        Query::Reactors { chat, user, id, after, limit } => {
+            let _ = tri!(membership(view, *chat, *user)?);
+            let Some(m) = get_row::<Message>(view, &msg_key(*chat, *id))?.filter(|m| !m.deleted) else {
+                return Ok(Err(ChatError::MessageNotFound));
+            };
+            let limit = (*limit).clamp(1, MEMBERS_PAGE_MAX) as usize;
+            let prefix = key(b"m/react/", &[*chat, *id]);
+            let from = if *after == 0 { Vec::new() } else { reaction_key(*chat, *id, *after) };
+            let mut out = Vec::with_capacity(limit);
+            for (k, v) in view.scan(&prefix, &from, limit)? {
+                let u = id_after(&k, prefix.len()).ok_or_else(|| crate::error::Error::Io(format!("a reaction row of chat {chat} with a malformed key")))?;
+                out.push((u, courier_raft::codec::decode::<String>(&v)?));
+            }
+            // Reactions from before format 3 that have no row yet.
+            out.extend(m.unrowed.iter().filter(|(u, _)| *u > *after).cloned());
+            out.sort_unstable_by_key(|(u, _)| *u);
+            out.dedup_by_key(|(u, _)| *u);
+            out.truncate(limit);
+            Ok(Ok(Reply::Reactors(out)))
+        }
+        Query::MembersIn { chat, users } => {
+            let Some(c) = get::<Chat>(view, &chat_key(*chat))? else { return Ok(Err(ChatError::NotAMember)) };
+            let mut members = Vec::new();
+            for u in users.iter().take(MEMBERS_PAGE_MAX as usize) {
+                if let Some(m) = get::<Member>(view, &member_key(*chat, *u))? {
+                    members.push((*u, m));
+                }
+            }
+            Ok(Ok(Reply::MembersIn { kind: c.kind, members }))
         }
         Query::Get { chat, user, ids } => {
             let _ = tri!(membership(view, *chat, *user)?);
@@ -1277,10 +1544,14 @@ mod tests {
             Reply::Changed { message: Some(m), .. } => m.reactions,
             other => panic!("{other:?}"),
         };
+        let r = |emoji: &str, count: u64, recent: Vec<u64>| Reaction { emoji: emoji.into(), count, recent };
         react(&mut v, A, "👍");
-        assert_eq!(react(&mut v, B, "👍"), vec![("👍".to_string(), vec![A, B])]);
-        assert_eq!(react(&mut v, A, "🔥"), vec![("👍".to_string(), vec![B]), ("🔥".to_string(), vec![A])]);
-        assert_eq!(react(&mut v, B, ""), vec![("🔥".to_string(), vec![A])]);
+        assert_eq!(react(&mut v, B, "👍"), vec![r("👍", 2, vec![B, A])], "newest reactor first");
+        assert_eq!(react(&mut v, A, "🔥"), vec![r("👍", 1, vec![B]), r("🔥", 1, vec![A])]);
+        assert_eq!(react(&mut v, B, ""), vec![r("🔥", 1, vec![A])]);
+        let before = v.clone();
+        assert_eq!(react(&mut v, A, "🔥"), vec![r("🔥", 1, vec![A])], "a repeat");
+        assert_eq!(v, before, "a repeat writes nothing");
         assert!(matches!(err(&mut v, Cmd::React { chat: CHAT, user: A, id: 1, emoji: "no way".into(), now_ms: 9 }), ChatError::BadRequest(_)));
         assert_eq!(err(&mut v, Cmd::React { chat: CHAT, user: C, id: 1, emoji: "x".into(), now_ms: 9 }), ChatError::NotAMember);
         // Search: case-insensitive, newest first, members only, deleted ones excluded.
@@ -1335,5 +1606,112 @@ mod tests {
         ok(&mut v, Cmd::RemoveUserChat { user: A, chat: 2 });
         assert_eq!(query(&v, &Query::UserChats { user: A }).unwrap(), Ok(Reply::Chats(vec![1])));
         assert_eq!(query(&v, &Query::UserChats { user: B }).unwrap(), Ok(Reply::Chats(vec![])));
+    }
+
+    fn page_of(v: &MemView, q: Query) -> (Vec<u64>, bool) {
+        match query(v, &q).unwrap() {
+            Ok(Reply::Page { messages, more }) => (messages.iter().map(|m| m.id).collect(), more),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pages_slices_and_searches_are_cut_by_bytes_and_say_where_to_go_on() {
+        let mut v = MemView::default();
+        group(&mut v);
+        let heavy: String = std::iter::repeat_n('😀', MESSAGE_MAX).collect();
+        for i in 1..=40 {
+            send(&mut v, A, i, &heavy, i).unwrap();
+        }
+        let per_page = REPLY_BYTES / (heavy.len() + 96);
+        let (ids, more) = page_of(&v, Query::HistoryPage { chat: CHAT, user: B, before: 0, after: 0, limit: 100 });
+        assert!(more && ids.len() <= per_page + 1 && ids.len() >= per_page - 1, "{} of 40 fit", ids.len());
+        assert_eq!(ids[0], 40, "newest first");
+        // Paging back from the last id reaches every message once.
+        let (mut all, mut before) = (ids.clone(), *ids.last().unwrap());
+        loop {
+            let (ids, more) = page_of(&v, Query::HistoryPage { chat: CHAT, user: B, before, after: 0, limit: 100 });
+            all.extend(&ids);
+            if !more {
+                break;
+            }
+            before = *ids.last().unwrap();
+        }
+        assert_eq!(all, (1..=40).rev().collect::<Vec<_>>());
+        let (fwd, more) = page_of(&v, Query::HistoryPage { chat: CHAT, user: B, before: 0, after: 38, limit: 100 });
+        assert_eq!((fwd, more), (vec![39, 40], false), "forward to the end");
+        let (none, more) = page_of(&v, Query::HistoryPage { chat: CHAT, user: B, before: 0, after: u64::MAX, limit: 10 });
+        assert!(none.is_empty() && !more, "past the end: nothing, no overflow");
+        let (found, more) = page_of(&v, Query::SearchBefore { chat: CHAT, user: B, text: "😀😀".into(), limit: 100, before: 0 });
+        assert!(more && found.len() < 40);
+        let (next, _) = page_of(&v, Query::SearchBefore { chat: CHAT, user: B, text: "😀😀".into(), limit: 100, before: *found.last().unwrap() });
+        assert_eq!(next[0], found.last().unwrap() - 1, "search goes on below the last match");
+        // A difference slice from 0 is cut too, and says more.
+        match diff(&v, B, 0) {
+            ChatDiff::Events { events, messages, more, .. } => {
+                assert!(more && events.len() < 41, "{} events", events.len());
+                let bytes: usize = messages.iter().map(Message::wire_size).sum();
+                assert!(bytes <= REPLY_BYTES, "{bytes}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The byte count is an upper bound of the wire encoding.
+        let m = get_row::<Message>(&v, &msg_key(CHAT, 1)).unwrap().unwrap();
+        let wire = prost::Message::encoded_len(&super::super::model::message(CHAT, &m));
+        assert!(m.wire_size() >= wire, "{} < {wire}", m.wire_size());
+    }
+
+    #[test]
+    fn reactions_are_counted_and_rows_of_the_old_format_move_at_the_next_reaction() {
+        let mut v = MemView::default();
+        group(&mut v);
+        for u in 10..30u64 {
+            ok(&mut v, Cmd::Invite { chat: CHAT, by: A, users: vec![u << 16 | 1], now_ms: 1 });
+        }
+        send(&mut v, A, 1, "react to me", 2).unwrap();
+        for u in 10..30u64 {
+            ok(&mut v, Cmd::React { chat: CHAT, user: u << 16 | 1, id: 1, emoji: "👍".into(), now_ms: 3 });
+        }
+        let m = get_row::<Message>(&v, &msg_key(CHAT, 1)).unwrap().unwrap();
+        assert_eq!(m.reactions, vec![Reaction { emoji: "👍".into(), count: 20, recent: vec![29 << 16 | 1, 28 << 16 | 1, 27 << 16 | 1] }]);
+        let page = |v: &MemView, after: u64| match query(v, &Query::Reactors { chat: CHAT, user: B, id: 1, after, limit: 7 }).unwrap() {
+            Ok(Reply::Reactors(r)) => r,
+            other => panic!("{other:?}"),
+        };
+        let (mut all, mut after) = (Vec::new(), 0);
+        loop {
+            let p = page(&v, after);
+            let Some(last) = p.last() else { break };
+            after = last.0;
+            all.extend(p);
+        }
+        assert_eq!(all.len(), 20);
+        // A row written before format 3 lists every reactor; it reads as
+        // counts, its reactors page, and they get rows at the next reaction.
+        let old = MessageV2 { id: 2, from: A, date_ms: 4, text: "old".into(), reply_to: 0, edit_ms: 0, deleted: false, fwd: None, reactions: vec![("🔥".into(), vec![A, B])], media: None };
+        #[derive(Serialize)]
+        struct V2Row<'a>(u64, u64, u64, &'a str, u64, u64, bool, Option<Forwarded>, Vec<(String, Vec<u64>)>, Option<Attachment>);
+        let row = V2Row(old.id, old.from, old.date_ms, &old.text, 0, 0, false, None, old.reactions.clone(), None);
+        v.put(&msg_key(CHAT, 2), courier_raft::codec::encode_as(2, &row));
+        let mut c = get::<Chat>(&v, &chat_key(CHAT)).unwrap().unwrap();
+        c.last_id = 2;
+        put(&mut v, &chat_key(CHAT), &c);
+        let m = get_row::<Message>(&v, &msg_key(CHAT, 2)).unwrap().unwrap();
+        assert_eq!(m.reactions, vec![Reaction { emoji: "🔥".into(), count: 2, recent: vec![B, A] }]);
+        let listed = |v: &MemView| match query(v, &Query::Reactors { chat: CHAT, user: B, id: 2, after: 0, limit: 10 }).unwrap() {
+            Ok(Reply::Reactors(r)) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(listed(&v), vec![(A, "🔥".to_string()), (B, "🔥".to_string())]);
+        // A changes to 👍: the count moves, B's old reaction gets its row.
+        ok(&mut v, Cmd::React { chat: CHAT, user: A, id: 2, emoji: "👍".into(), now_ms: 5 });
+        let m = get_row::<Message>(&v, &msg_key(CHAT, 2)).unwrap().unwrap();
+        assert!(m.unrowed.is_empty());
+        assert_eq!(m.reactions, vec![Reaction { emoji: "🔥".into(), count: 1, recent: vec![B] }, Reaction { emoji: "👍".into(), count: 1, recent: vec![A] }]);
+        assert_eq!(listed(&v), vec![(A, "👍".to_string()), (B, "🔥".to_string())]);
+        // B's repeat of its old reaction changes nothing.
+        let before = v.clone();
+        ok(&mut v, Cmd::React { chat: CHAT, user: B, id: 2, emoji: "🔥".into(), now_ms: 6 });
+        assert_eq!(v, before);
     }
 }

@@ -96,11 +96,7 @@ impl Messaging {
                 all.push(m);
             }
         }
-        for u in &all[1..] {
-            if self.auth.user_by_id(*u).await?.is_none() {
-                return Err(ChatError::BadRequest(format!("no user {u}")).into());
-            }
-        }
+        self.must_be_users(&all[1..]).await?;
         let id = match kind {
             ChatKind::Private => {
                 if all.len() != 2 {
@@ -129,18 +125,29 @@ impl Messaging {
         // The inviter's membership first (no hint about a chat one is not
         // in), and before anything is listed.
         self.must_be_member(me, chat).await?;
-        for u in &users {
-            if self.auth.user_by_id(*u).await?.is_none() {
-                return Err(ChatError::BadRequest(format!("no user {u}")).into());
-            }
-        }
+        self.must_be_users(&users).await?;
         self.list_chat(&users, chat).await?;
         Ok(self.change(chat, logic::Cmd::Invite { chat, by: me, users, now_ms: self.clock.now_ms() }).await?.0)
     }
 
+    /// Every id names an account (checked before anything is written; the
+    /// answer does not say which id is not one).
+    async fn must_be_users(&self, users: &[u64]) -> Result<()> {
+        for found in futures::future::join_all(users.iter().map(|u| self.auth.user_by_id(*u))).await {
+            if found?.is_none() {
+                return Err(ChatError::BadRequest("a member named is not a user".into()).into());
+            }
+        }
+        Ok(())
+    }
+
     pub async fn remove(&self, me: u64, chat: u64, user: u64) -> Result<Chat> {
-        let (c, _) = self.change(chat, logic::Cmd::Remove { chat, by: me, user, now_ms: self.clock.now_ms() }).await?;
-        self.exec(crate::auth::logic::user_group(user), logic::Cmd::RemoveUserChat { user, chat }).await?;
+        let (c, events, _) = self.change_from(chat, logic::Cmd::Remove { chat, by: me, user, now_ms: self.clock.now_ms() }, None).await?;
+        // Only someone who was a member leaves a list: a made-up id names
+        // no group worth a write (and may name none: the meta group's bits).
+        if events.iter().any(|e| e.kind == logic::EventKind::Left(user)) {
+            self.exec(crate::auth::logic::user_group(user), logic::Cmd::RemoveUserChat { user, chat }).await?;
+        }
         Ok(c)
     }
 
@@ -204,11 +211,77 @@ impl Messaging {
         Ok(())
     }
 
-    pub async fn history(&self, me: u64, chat: u64, before: u64, after: u64, limit: u32) -> Result<Vec<Message>> {
-        match self.read(self.group_of(chat)?, logic::Query::History { chat, user: me, before, after, limit }).await? {
-            Reply::Messages(m) => Ok(m),
+    /// A page of history and whether its range went on (see `Query::History`).
+    pub async fn history(&self, me: u64, chat: u64, before: u64, after: u64, limit: u32) -> Result<(Vec<Message>, bool)> {
+        match self.read(self.group_of(chat)?, logic::Query::HistoryPage { chat, user: me, before, after, limit }).await? {
+            Reply::Page { messages, more } => Ok((messages, more)),
             other => Err(Error::Io(format!("unexpected reply {other:?}"))),
         }
+    }
+
+    /// Who reacted with what to a message, a page in user-id order.
+    pub async fn reactors(&self, me: u64, chat: u64, id: u64, after: u64, limit: u32) -> Result<Vec<(u64, String)>> {
+        match self.read(self.group_of(chat)?, logic::Query::Reactors { chat, user: me, id, after, limit }).await? {
+            Reply::Reactors(r) => Ok(r),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Which of `users` `me` may see (names, presence): `me`, and anyone
+    /// who shares a chat with `me`, except that in a channel subscribers
+    /// see its admins and admins see everyone. Both chat lists are read
+    /// (a superset each); a common chat is then checked in its group.
+    pub async fn visible_users(&self, me: u64, users: &[u64]) -> Result<Vec<u64>> {
+        /// Common chats checked per user (each list is a superset; one that
+        /// is still shared is enough).
+        const CHECKED: usize = 4;
+        let mut seen: Vec<u64> = users.iter().copied().filter(|u| *u == me).take(1).collect();
+        let others: Vec<u64> = {
+            let mut o: Vec<u64> = users.iter().copied().filter(|u| *u != me && self.user_group_of(*u).is_ok()).collect();
+            o.sort_unstable();
+            o.dedup();
+            o
+        };
+        if others.is_empty() {
+            return Ok(seen);
+        }
+        let mine: std::collections::HashSet<u64> = self.user_chats(me).await?.into_iter().collect();
+        let lists = futures::future::join_all(others.iter().map(|u| self.user_chats(*u))).await;
+        // chat → the users to check in it
+        let mut checks: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+        for (u, list) in others.iter().zip(lists) {
+            for chat in list?.into_iter().filter(|c| mine.contains(c)).take(CHECKED) {
+                checks.entry(chat).or_default().push(*u);
+            }
+        }
+        let reads = checks.into_iter().filter_map(|(chat, mut who)| {
+            who.push(me);
+            Some(self.read(self.group_of(chat).ok()?, logic::Query::MembersIn { chat, users: who }))
+        });
+        for r in futures::future::join_all(reads).await {
+            let (kind, members) = match r {
+                Ok(Reply::MembersIn { kind, members }) => (kind, members),
+                Err(e) if e.code() == "UNAVAILABLE" => return Err(e),
+                _ => continue, // the chat is gone: it shows no one
+            };
+            let Some((_, mine)) = members.iter().find(|(u, _)| *u == me) else { continue };
+            for (u, m) in members.iter().filter(|(u, _)| *u != me) {
+                let ok = kind != ChatKind::Channel || mine.role != Role::Member || m.role != Role::Member;
+                if ok && !seen.contains(u) {
+                    seen.push(*u);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// The data group of a user id, or an error for an id no account can have.
+    fn user_group_of(&self, user: u64) -> Result<u32> {
+        let g = crate::auth::logic::user_group(user);
+        if g == 0 || g > self.node.raft()?.data_groups() {
+            return Err(ChatError::BadRequest("no such user".into()).into());
+        }
+        Ok(g)
     }
 
     /// A page of the chat's members, in id order after `after`.
@@ -246,9 +319,10 @@ impl Messaging {
         self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("reaction answered no message".into()))
     }
 
-    pub async fn search(&self, me: u64, chat: u64, text: String, limit: u32) -> Result<Vec<Message>> {
-        match self.read(self.group_of(chat)?, logic::Query::Search { chat, user: me, text, limit }).await? {
-            Reply::Messages(m) => Ok(m),
+    /// Matches below `before` (0: from the newest) and whether more may follow.
+    pub async fn search(&self, me: u64, chat: u64, text: String, limit: u32, before: u64) -> Result<(Vec<Message>, bool)> {
+        match self.read(self.group_of(chat)?, logic::Query::SearchBefore { chat, user: me, text, limit, before }).await? {
+            Reply::Page { messages, more } => Ok((messages, more)),
             other => Err(Error::Io(format!("unexpected reply {other:?}"))),
         }
     }
@@ -271,7 +345,7 @@ impl Messaging {
 
     /// The user's chat list (a superset; see [`Messaging::list_chat`]).
     async fn user_chats(&self, me: u64) -> Result<Vec<u64>> {
-        match self.read(crate::auth::logic::user_group(me), logic::Query::UserChats { user: me }).await? {
+        match self.read(self.user_group_of(me)?, logic::Query::UserChats { user: me }).await? {
             Reply::Chats(c) => Ok(c),
             other => Err(Error::Io(format!("unexpected reply {other:?}"))),
         }
@@ -293,14 +367,32 @@ impl Messaging {
         Ok(out)
     }
 
-    /// Every chat of the user with its last message and unread count, most recent first.
-    pub async fn dialogs(&self, me: u64) -> Result<Vec<Dialog>> {
+    /// A page of the user's dialogs, most recent first: those after
+    /// `before` = (last_ms, chat id) in that order ((0, 0): from the top), at
+    /// most `limit` and [`logic::REPLY_BYTES`] twice over; and whether more
+    /// follow. The chat rows are read first (small), the page chosen, and
+    /// only its chats' last messages and unread counts read.
+    pub async fn dialogs(&self, me: u64, before: (u64, u64), limit: usize) -> Result<(Vec<Dialog>, bool)> {
         let chats = self.user_chats(me).await?;
-        let mut out = self
-            .per_group(chats, |cs| logic::Query::Dialogs { user: me, chats: cs }, |r| if let Reply::Dialogs(d) = r { Some(d) } else { None })
-            .await?;
-        out.sort_by_key(|d| std::cmp::Reverse((d.chat.last_ms, d.chat.id)));
-        Ok(out)
+        let mut rows = self.per_group(chats, |cs| logic::Query::ChatRows { user: me, chats: cs }, |r| if let Reply::ChatRows(c) = r { Some(c) } else { None }).await?;
+        rows.retain(|c| before == (0, 0) || (c.last_ms, c.id) < before);
+        rows.sort_by_key(|c| std::cmp::Reverse((c.last_ms, c.id)));
+        let mut more = rows.len() > limit;
+        rows.truncate(limit);
+        let order: Vec<u64> = rows.iter().map(|c| c.id).collect();
+        let mut found = self.per_group(order.clone(), |cs| logic::Query::Dialogs { user: me, chats: cs }, |r| if let Reply::Dialogs(d) = r { Some(d) } else { None }).await?;
+        found.sort_by_key(|d| order.iter().position(|c| *c == d.chat.id));
+        let mut out = Vec::with_capacity(found.len());
+        let mut bytes = 0;
+        for d in found {
+            bytes += d.chat.wire_size() + d.last.as_ref().map_or(0, Message::wire_size) + 32;
+            if bytes > 2 * logic::REPLY_BYTES && !out.is_empty() {
+                more = true;
+                break;
+            }
+            out.push(d);
+        }
+        Ok((out, more))
     }
 
     /// The chats the user is a member of now (the list checked against the chats).
@@ -310,8 +402,10 @@ impl Messaging {
     }
 
     /// What the device missed: for each chat it names, the events after its
-    /// pts; chats it does not name but the user is in come from pts 0.
-    pub async fn difference(&self, me: u64, states: Vec<(u64, u64)>) -> Result<Vec<ChatDiff>> {
+    /// pts; chats it does not name but the user is in come from pts 0. At
+    /// most [`logic::REPLY_BYTES`] twice over: `true` when chats were left
+    /// out (the device applies this and asks again).
+    pub async fn difference(&self, me: u64, states: Vec<(u64, u64)>) -> Result<(Vec<ChatDiff>, bool)> {
         let mut states = states;
         for c in self.user_chats(me).await? {
             if !states.iter().any(|(s, _)| *s == c) {
@@ -326,14 +420,32 @@ impl Messaging {
                 Err(_) => out.push(ChatDiff::Gone { chat: c }),
             }
         }
-        let reads = by_group.into_iter().map(|(g, cs)| self.read(g, logic::Query::Difference { user: me, chats: cs }));
-        for r in futures::future::join_all(reads).await {
+        let reads = by_group.into_iter().map(|(g, cs)| async move {
+            let asked = cs.len();
+            (asked, self.read(g, logic::Query::DifferenceBounded { user: me, chats: cs }).await)
+        });
+        let mut bytes: usize = out.iter().map(logic::diff_size).sum();
+        let mut more = false;
+        for (asked, r) in futures::future::join_all(reads).await {
             match r? {
-                Reply::Difference(d) => out.extend(d),
+                Reply::DifferenceBounded { diffs, looked } => {
+                    // A group answers chats in order until its answer is full;
+                    // the rest wait for the next ask.
+                    more |= (looked as usize) < asked;
+                    for d in diffs {
+                        let size = logic::diff_size(&d);
+                        if bytes + size > 2 * logic::REPLY_BYTES && !out.is_empty() {
+                            more = true;
+                            continue;
+                        }
+                        bytes += size;
+                        out.push(d);
+                    }
+                }
                 other => return Err(Error::Io(format!("unexpected reply {other:?}"))),
             }
         }
-        Ok(out)
+        Ok((out, more))
     }
 }
 

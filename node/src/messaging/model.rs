@@ -35,7 +35,7 @@ pub fn message(chat: u64, m: &Message) -> pb::Message {
         edit_ms: m.edit_ms,
         deleted: m.deleted,
         fwd: m.fwd.as_ref().map(|f| pb::ForwardedFrom { from: f.from, chat_id: f.chat, id: f.id, date_ms: f.date_ms }),
-        reactions: m.reactions.iter().map(|(emoji, users)| pb::Reaction { emoji: emoji.clone(), users: users.clone(), count: users.len() as u64 }).collect(),
+        reactions: m.reactions.iter().map(|r| pb::Reaction { emoji: r.emoji.clone(), users: r.recent.clone(), count: r.count }).collect(),
         media: m.media.as_ref().map(media),
     }
 }
