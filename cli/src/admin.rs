@@ -68,7 +68,7 @@ pub fn status_json(s: &StatusReply) -> serde_json::Value {
             "id": g.id,
             "kind": if g.id == 0 { "meta" } else { "data" },
             "leader": if g.leader == 0 { serde_json::Value::Null } else { json!(g.leader) },
-            "voters": g.voters, "learners": g.learners, "term": g.term, "applied": g.applied,
+            "voters": g.voters, "learners": g.learners, "term": g.term, "applied": g.applied, "quorum": g.quorum,
             "replicas": g.replicas.iter().map(|r| json!({"node": r.node, "applied": r.applied, "lag": r.lag})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
@@ -87,13 +87,17 @@ pub async fn status(conn: &Conn, json: bool) -> Result<()> {
         println!("{:<4} {:<10} {:<8} {:<9} {:<22} {:<22} {:>8} {:>5}", n.id, n.name, n.state, n.lifecycle, n.addr, n.peer_addr, n.replicas, n.leads);
     }
     println!();
-    println!("{:<6} {:<7} {:<12} {:<10} {:>6} {:>9}  LAG", "GROUP", "LEADER", "VOTERS", "LEARNERS", "TERM", "APPLIED");
+    println!("{:<6} {:<9} {:<12} {:<10} {:>6} {:>9}  LAG", "GROUP", "LEADER", "VOTERS", "LEARNERS", "TERM", "APPLIED");
     for g in &s.groups {
         let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-        let leader = if g.leader == 0 { "-".to_string() } else { g.leader.to_string() };
+        let leader = match (g.leader, g.quorum) {
+            (_, false) => "NOQUORUM".to_string(),
+            (0, true) => "-".to_string(),
+            (l, true) => l.to_string(),
+        };
         let lag = g.replicas.iter().map(|r| if r.lag == u64::MAX { format!("{}:?", r.node) } else { format!("{}:{}", r.node, r.lag) }).collect::<Vec<_>>().join(" ");
         let name = if g.id == 0 { "meta".to_string() } else { g.id.to_string() };
-        println!("{:<6} {:<7} {:<12} {:<10} {:>6} {:>9}  {}", name, leader, ids(&g.voters), ids(&g.learners), g.term, g.applied, lag);
+        println!("{:<6} {:<9} {:<12} {:<10} {:>6} {:>9}  {}", name, leader, ids(&g.voters), ids(&g.learners), g.term, g.applied, lag);
     }
     if let Some(c) = &s.chunks {
         println!();

@@ -113,7 +113,7 @@ fn test_phone(i: u64) -> (String, String) {
 }
 
 /// One login with a test number: send_code, sign_in, sign_up when new. Returns whether it signed up.
-async fn log_in(client: &Client, i: u64) -> courier_client::Result<bool> {
+pub(crate) async fn log_in(client: &Client, i: u64) -> courier_client::Result<bool> {
     let (phone, code) = test_phone(i);
     let sent = client.send_code(&phone).await?;
     match client.sign_in(&phone, &sent.phone_code_hash, &code).await {
@@ -317,7 +317,7 @@ pub struct MessagesBenchArgs {
 }
 
 /// A counter's or gauge's value in a node's Prometheus text.
-fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric_value(metrics: &str, name: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
@@ -379,7 +379,7 @@ impl LeaderWatch {
 /// Waits, at most `limit`, until the nodes' leaderships stop moving (see
 /// [`LeaderWatch`]); says what it waits for. Without admin addresses it
 /// cannot tell, and does not wait.
-async fn wait_for_steady_leaders(addrs: &[String], limit: Duration) {
+pub(crate) async fn wait_for_steady_leaders(addrs: &[String], limit: Duration) {
     let (start, mut watch) = (Instant::now(), LeaderWatch::new(Duration::from_secs(5)));
     while start.elapsed() < limit {
         let Some(led) = per_node(addrs, "courier_raft_groups_led").await else { return };

@@ -28,6 +28,10 @@ pub struct DevArgs {
     /// Data groups of the new cluster.
     #[arg(long, default_value_t = 16)]
     data_groups: u32,
+    /// Voters per data group (`placement.replicas`): 3 survives one dead
+    /// node, 5 two (with at least 5 nodes).
+    #[arg(long, default_value_t = 3)]
+    replicas: u32,
 }
 
 struct Ports {
@@ -82,7 +86,7 @@ fn write_config(args: &DevArgs, i: u32, certs_dir: &Path) -> Result<PathBuf> {
     let join = if i == 1 { String::new() } else { format!("\"{}\"", ports(args, 1).peer) };
     let certs = std::fs::canonicalize(certs_dir)?;
     let text = format!(
-        "# Written by `courier dev`.\nname = \"n{i}\"\ndata_dir = \".\"\npeer_addr = \"{}\"\nclient_addr = \"{}\"\nadmin_addr = \"{}\"\njoin = [{join}]\ndata_groups = {}\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n# A laptop cluster: test numbers (+99966XYYYY take code XXXXX), and no\n# per-address code limit (every local client shares one address).\n[auth]\ntest_numbers = true\ncodes_per_address_per_minute = 0\n",
+        "# Written by `courier dev`.\nname = \"n{i}\"\ndata_dir = \".\"\npeer_addr = \"{}\"\nclient_addr = \"{}\"\nadmin_addr = \"{}\"\njoin = [{join}]\ndata_groups = {}\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n# A laptop cluster: test numbers (+99966XYYYY take code XXXXX), and no\n# per-address code limit (every local client shares one address).\n[auth]\ntest_numbers = true\ncodes_per_address_per_minute = 0\n\n[placement]\nreplicas = {}\n",
         p.peer,
         p.client,
         p.admin,
@@ -90,9 +94,16 @@ fn write_config(args: &DevArgs, i: u32, certs_dir: &Path) -> Result<PathBuf> {
         certs.join("ca.pem").display(),
         certs.join(format!("n{i}.pem")).display(),
         certs.join(format!("n{i}-key.pem")).display(),
+        args.replicas,
     );
     std::fs::write(&path, text)?;
     Ok(path)
+}
+
+/// Starts `courier node --config CONFIG` with its output appended to `log`.
+pub(crate) fn spawn_node(exe: &Path, config: &Path, log: &Path) -> Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("open {}", log.display()))?;
+    Ok(Command::new(exe).arg("node").arg("--config").arg(config).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?)
 }
 
 /// `GET path` from a node's admin HTTP address: the whole response (status
@@ -125,6 +136,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     if args.nodes == 0 || args.nodes > 9 {
         bail!("--nodes must be between 1 and 9");
     }
+    if args.replicas == 0 || args.replicas % 2 == 0 {
+        bail!("--replicas must be odd (1, 3, 5, …): an even count survives no more failures than the odd one below it");
+    }
     std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
     let dir = std::fs::canonicalize(&args.dir)?;
     let certs_dir = dir.join("certs");
@@ -140,16 +154,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let exe = std::env::current_exe().context("locate the courier binary")?;
     let spawn = |i: u32| -> Result<Child> {
         let config = write_config(&args, i, &certs_dir)?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("n{i}/node.log")))?;
-        Command::new(&exe)
-            .arg("node")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start node {i}"))
+        spawn_node(&exe, &config, &dir.join(format!("n{i}/node.log"))).with_context(|| format!("start node {i}"))
     };
     let node_log = |i: u32| format!("see {}", dir.join(format!("n{i}/node.log")).display());
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -186,13 +191,14 @@ pub async fn run(args: DevArgs) -> Result<()> {
         }
     }
     let env = format!(
-        "export COURIER_NODES={}\nexport COURIER_CA={}\nexport COURIER_CERT={}\nexport COURIER_KEY={}\nexport COURIER_ADMIN_NODES={}\nexport COURIER_METRICS={}\n",
+        "export COURIER_NODES={}\nexport COURIER_CA={}\nexport COURIER_CERT={}\nexport COURIER_KEY={}\nexport COURIER_ADMIN_NODES={}\nexport COURIER_METRICS={}\nexport COURIER_DEV_DIR={}\n",
         clients.join(","),
         ca.display(),
         cert.display(),
         key.display(),
         peers.join(","),
         (1..=args.nodes).map(|i| ports(&args, i).admin).collect::<Vec<_>>().join(","),
+        dir.display(),
     );
     std::fs::write(dir.join("env"), env)?;
 
@@ -244,7 +250,18 @@ pub async fn run(args: DevArgs) -> Result<()> {
             }
         }
     }
-    println!("stopping {} nodes…", children.0.len());
+    println!("stopping {} nodes…", args.nodes);
+    // A node restarted by someone else (`courier bench failover`) is not our
+    // child: it is stopped by the pid it wrote.
+    for i in 1..=args.nodes {
+        if children.0.iter().any(|(c, _)| *c == i) {
+            continue;
+        }
+        if let Some(pid) = std::fs::read_to_string(dir.join(format!("n{i}/courier.pid"))).ok().and_then(|t| t.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) on the pid the node wrote for itself.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
     drop(children);
     Ok(())
 }

@@ -5,6 +5,7 @@ mod admin;
 mod bench;
 mod chat;
 mod dev;
+mod failover;
 mod media;
 mod tui;
 mod user;
@@ -225,6 +226,8 @@ enum BenchCmd {
     Group(bench::GroupBenchArgs),
     /// Upload and download MB/s of one file, beside the disk's fdatasync write rate.
     Media(bench::MediaBenchArgs),
+    /// Kill a node under steady senders: the longest gap between acknowledgements, time to re-lead every group, losses.
+    Failover(failover::FailoverBenchArgs),
 }
 
 fn main() {
@@ -298,6 +301,7 @@ async fn dispatch(cmd: Cmd, profile: &str) -> Result<()> {
         Cmd::Bench(BenchCmd::Messages(args)) => bench::messages(args).await,
         Cmd::Bench(BenchCmd::Group(args)) => bench::group(args).await,
         Cmd::Bench(BenchCmd::Media(args)) => bench::media(args).await,
+        Cmd::Bench(BenchCmd::Failover(args)) => failover::run(args).await,
         Cmd::Login(args) => user::login(&user::ProfileDir::open(profile)?, args).await,
         Cmd::Logout { conn } => user::logout(&user::ProfileDir::open(profile)?, &conn).await,
         Cmd::Whoami { conn, json } => user::whoami(&user::ProfileDir::open(profile)?, &conn, json).await,

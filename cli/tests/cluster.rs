@@ -117,7 +117,15 @@ fn dev_cluster_serves_linearizable_writes_from_every_node() {
         std::thread::sleep(Duration::from_millis(100));
     }
     for i in 1..=3 {
-        assert!(read_pid(&dir.path().join(format!("n{i}"))).is_none(), "n{i} removed its pid file on shutdown");
+        if read_pid(&dir.path().join(format!("n{i}"))).is_some() {
+            let mut said = String::new();
+            if let Some(mut e) = dev.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut said);
+            }
+            let log = std::fs::read_to_string(dir.path().join(format!("n{i}/node.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!("n{i} left its pid file on shutdown; courier dev said:\n{said}\nlast lines of n{i}/node.log:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub(crate) struct Conn {
 }
 
 /// Trust only the cluster CA; TLS 1.3; ALPN `courier/1`.
-pub(crate) fn tls_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig> {
+pub(crate) fn tls_config(ca_pem: &[u8], keep_alive: Duration, idle_timeout: Duration) -> Result<quinn::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     let mut n = 0;
     for c in rustls_pemfile::certs(&mut &ca_pem[..]) {
@@ -47,9 +47,12 @@ pub(crate) fn tls_config(ca_pem: &[u8]) -> Result<quinn::ClientConfig> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| Error::Config(format!("QUIC TLS: {e}")))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    transport
-        .keep_alive_interval(Some(Duration::from_secs(10)))
-        .max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("30 s is a valid idle timeout")));
+    // The idle timeout in force is the shorter of the two sides': the
+    // client's short one makes a dead node (no packets at all: kill -9, a
+    // pause, a cut cable) noticed in about that long, while keep-alives keep
+    // a quiet live connection open.
+    let idle = idle_timeout.try_into().map_err(|_| Error::Config(format!("idle timeout {idle_timeout:?} is too long")))?;
+    transport.keep_alive_interval(Some(keep_alive)).max_idle_timeout(Some(idle));
     cfg.transport_config(Arc::new(transport));
     Ok(cfg)
 }
@@ -124,10 +127,14 @@ impl Conn {
             R::Error(e) => return Err(Error::from_proto(e)),
             other => return Err(Error::Protocol(format!("unexpected hello reply {other:?}"))),
         };
-        if !requests_only {
-            spawn_readers(Arc::downgrade(inner), addr.to_string(), conn.clone());
-        }
         Ok((Conn { node: addr.to_string(), conn }, reply))
+    }
+
+    /// Starts reading the push stream and watching for the end of the
+    /// connection (the device's own connection only: the one that won the
+    /// race to connect, so no loser ever delivers pushes).
+    pub(crate) fn start_readers(&self, inner: &Arc<Inner>) {
+        spawn_readers(Arc::downgrade(inner), self.node.clone(), self.conn.clone());
     }
 }
 
@@ -163,9 +170,12 @@ fn spawn_readers(inner: Weak<Inner>, node: String, conn: quinn::Connection) {
                 return;
             }
         }
-        // A logged-in client comes back on its own, so its updates resume.
+        // A logged-in client comes back on its own, so its updates resume:
+        // at once (another node is up), then backing off.
         for attempt in 0..RECONNECT_ATTEMPTS {
-            tokio::time::sleep(Duration::from_millis((200 * (1 << attempt.min(5))).min(5000))).await;
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis((100 * (1 << attempt.min(6))).min(5000))).await;
+            }
             let Some(i) = inner.upgrade() else { return };
             match i.ensure().await {
                 Ok(_) | Err(Error::Api { .. }) | Err(Error::Tls(_)) => return,
@@ -223,6 +233,6 @@ mod tests {
         assert_eq!(host_of("127.0.0.1:7002"), "127.0.0.1");
         assert_eq!(host_of("node1.example:7002"), "node1.example");
         assert_eq!(host_of("[::1]:7002"), "::1");
-        assert!(tls_config(b"not a pem").is_err());
+        assert!(tls_config(b"not a pem", Duration::from_millis(400), Duration::from_millis(1200)).is_err());
     }
 }

@@ -62,6 +62,17 @@ pub struct ClientConfig {
     /// the node push them back (they still arrive as [`Event::Update`],
     /// from the reply). `false` asks for the push, as older clients did.
     pub own_sends_in_reply: bool,
+    /// QUIC keep-alives on a quiet connection.
+    pub keep_alive: Duration,
+    /// A connection with no packet from the node this long is dead (the
+    /// node died, paused or is cut off): the client moves to another node.
+    /// Keep it a few keep-alives long; a client holding thousands of
+    /// connections may want both longer.
+    pub idle_timeout: Duration,
+    /// Connecting races the nodes: the next one is tried when the one
+    /// before has not answered within this (or failed), and the first
+    /// handshake to finish wins.
+    pub race_delay: Duration,
 }
 
 /// A UDP endpoint many clients can share (a bench holding thousands of
@@ -83,6 +94,9 @@ impl ClientConfig {
             endpoint: None,
             route_to_leaders: true,
             own_sends_in_reply: true,
+            keep_alive: Duration::from_millis(400),
+            idle_timeout: Duration::from_millis(1500),
+            race_delay: Duration::from_millis(100),
         }
     }
 }
@@ -118,6 +132,9 @@ pub(crate) struct Inner {
     current: tokio::sync::Mutex<Option<conn::Conn>>,
     /// Index into `cfg.nodes` of the node to try next.
     next: Mutex<usize>,
+    /// When each node last failed to connect or dropped its connection:
+    /// such a node is tried last for [`FAILED_FOR`].
+    failed: Mutex<std::collections::HashMap<usize, Instant>>,
     events: mpsc::Sender<Event>,
     hello: Mutex<Option<pb::HelloReply>>,
     /// Chats' leaders and the extra connections to them ([`route`]).
@@ -127,47 +144,100 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// Connects if there is no live connection; tries every node once.
+    /// Connects if there is no live connection. The nodes race: the
+    /// preferred one (the last that worked) first, the next when it has
+    /// not answered within `race_delay` or failed, nodes that failed
+    /// lately last; the first handshake and hello to finish wins and the
+    /// others are dropped. A node that answers and refuses the session
+    /// ends it (another would too).
     pub(crate) async fn ensure(self: &Arc<Self>) -> Result<quinn::Connection> {
+        use futures::StreamExt;
         let mut cur = self.current.lock().await;
         if let Some(c) = cur.as_ref()
             && c.conn.close_reason().is_none()
         {
             return Ok(c.conn.clone());
         }
-        *cur = None;
-        let n = self.cfg.nodes.len();
+        if let Some(c) = cur.take() {
+            self.failed.lock().expect("failed lock").insert(self.index_of(&c.node), Instant::now());
+        }
+        let order = {
+            let failed = self.failed.lock().expect("failed lock");
+            connect_order(self.cfg.nodes.len(), *self.next.lock().expect("next lock"), &failed, Instant::now())
+        };
+        let token = self.token.lock().expect("token lock").clone();
+        let mut queue = order.into_iter();
+        let mut racing = futures::stream::FuturesUnordered::new();
         let mut last = None;
-        for _ in 0..n {
-            let idx = {
-                let mut next = self.next.lock().expect("next lock");
-                let i = *next % n;
-                *next = (i + 1) % n;
-                i
-            };
-            let addr = self.cfg.nodes[idx].clone();
-            let token = self.token.lock().expect("token lock").clone();
-            match conn::Conn::open(self, &addr, token.as_deref(), false).await {
-                Ok((c, hello)) => {
-                    // Stay on this node next time.
-                    *self.next.lock().expect("next lock") = idx;
-                    let _ = self.events.try_send(Event::Connected { node: addr.clone(), authorized: hello.authorized });
-                    *self.hello.lock().expect("hello lock") = Some(hello);
-                    let live = c.conn.clone();
-                    *cur = Some(c);
-                    return Ok(live);
-                }
-                // The node answered and refused the session: another node will too.
-                Err(e @ (Error::Api { .. } | Error::Tls(_))) => return Err(e),
-                Err(e) => {
-                    tracing::debug!(node = %addr, "cannot connect: {e}");
-                    last = Some(e);
+        loop {
+            if racing.is_empty() {
+                let Some(idx) = queue.next() else { break };
+                racing.push(self.attempt(idx, token.clone()));
+            }
+            let more = queue.len() > 0;
+            tokio::select! {
+                Some((idx, r)) = racing.next() => match r {
+                    Ok((c, hello)) => {
+                        // The rest of the race is dropped: their connections close.
+                        drop(racing);
+                        *self.next.lock().expect("next lock") = idx;
+                        self.failed.lock().expect("failed lock").remove(&idx);
+                        c.start_readers(self);
+                        let _ = self.events.try_send(Event::Connected { node: c.node.clone(), authorized: hello.authorized });
+                        *self.hello.lock().expect("hello lock") = Some(hello);
+                        let live = c.conn.clone();
+                        *cur = Some(c);
+                        return Ok(live);
+                    }
+                    // The node answered and refused the session: another node will too.
+                    Err(e @ (Error::Api { .. } | Error::Tls(_))) => return Err(e),
+                    Err(e) => {
+                        tracing::debug!(node = %self.cfg.nodes[idx], "cannot connect: {e}");
+                        self.failed.lock().expect("failed lock").insert(idx, Instant::now());
+                        last = Some(e);
+                        if let Some(next) = queue.next() {
+                            racing.push(self.attempt(next, token.clone()));
+                        }
+                    }
+                },
+                _ = tokio::time::sleep(self.cfg.race_delay), if more => {
+                    if let Some(next) = queue.next() {
+                        racing.push(self.attempt(next, token.clone()));
+                    }
                 }
             }
         }
         Err(last.unwrap_or_else(|| Error::Unavailable("no node answered".into())))
     }
 
+    /// One racer: connect to node `idx` and say hello.
+    fn attempt(self: &Arc<Self>, idx: usize, token: Option<Vec<u8>>) -> impl std::future::Future<Output = (usize, Result<(conn::Conn, pb::HelloReply)>)> + use<> {
+        let inner = self.clone();
+        async move {
+            let addr = inner.cfg.nodes[idx].clone();
+            (idx, conn::Conn::open(&inner, &addr, token.as_deref(), false).await)
+        }
+    }
+
+    fn index_of(&self, node: &str) -> usize {
+        self.cfg.nodes.iter().position(|n| n == node).unwrap_or(0)
+    }
+}
+
+/// How long a node that failed is tried after the others.
+const FAILED_FOR: Duration = Duration::from_secs(30);
+
+/// The order in which to try `n` nodes: from `preferred` on, round the
+/// list, but nodes that failed within [`FAILED_FOR`] last (the longest
+/// ago first). Pure, for the unit test.
+fn connect_order(n: usize, preferred: usize, failed: &std::collections::HashMap<usize, Instant>, now: Instant) -> Vec<usize> {
+    let recent = |i: &usize| failed.get(i).filter(|t| now.duration_since(**t) < FAILED_FOR).copied();
+    let all: Vec<usize> = (0..n).map(|k| (preferred + k) % n.max(1)).collect();
+    let mut order: Vec<usize> = all.iter().copied().filter(|i| recent(i).is_none()).collect();
+    let mut bad: Vec<(Instant, usize)> = all.iter().filter_map(|i| recent(i).map(|t| (t, *i))).collect();
+    bad.sort();
+    order.extend(bad.into_iter().map(|(_, i)| i));
+    order
 }
 
 /// Events are dropped (never block the client) when the reader falls this far behind.
@@ -186,7 +256,7 @@ impl Client {
         if cfg.nodes.is_empty() {
             return Err(Error::Config("no node addresses; pass --node ADDR or set COURIER_NODES".into()));
         }
-        let tls = conn::tls_config(&cfg.ca_pem)?;
+        let tls = conn::tls_config(&cfg.ca_pem, cfg.keep_alive, cfg.idle_timeout)?;
         let (endpoint, own_endpoint) = match &cfg.endpoint {
             Some(e) => (e.clone(), false),
             None => (conn::endpoint()?, true),
@@ -195,7 +265,20 @@ impl Client {
         let start = rand::random_range(0..cfg.nodes.len());
         let token = Mutex::new(cfg.token.clone());
         let own_sends_key = if cfg.own_sends_in_reply { rand::random::<u64>().max(1) } else { 0 };
-        let inner = Inner { cfg, endpoint, own_endpoint, tls, token, current: Default::default(), next: Mutex::new(start), events: tx, hello: Mutex::new(None), routes: Mutex::default(), own_sends_key };
+        let inner = Inner {
+            cfg,
+            endpoint,
+            own_endpoint,
+            tls,
+            token,
+            current: Default::default(),
+            next: Mutex::new(start),
+            failed: Mutex::default(),
+            events: tx,
+            hello: Mutex::new(None),
+            routes: Mutex::default(),
+            own_sends_key,
+        };
         Ok((Client { inner: Arc::new(inner) }, rx))
     }
 
@@ -742,4 +825,23 @@ impl Drop for Client {
 
 fn unexpected(r: R) -> Error {
     Error::Protocol(format!("unexpected response {r:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_are_tried_from_the_preferred_one_and_failed_ones_last() {
+        let now = Instant::now();
+        let none = std::collections::HashMap::new();
+        assert_eq!(connect_order(3, 1, &none, now), vec![1, 2, 0]);
+        let mut failed = std::collections::HashMap::new();
+        failed.insert(1, now - Duration::from_secs(2));
+        failed.insert(2, now - Duration::from_secs(5));
+        assert_eq!(connect_order(3, 1, &failed, now), vec![0, 2, 1], "failed last, the longest ago first");
+        failed.insert(2, now - FAILED_FOR - Duration::from_secs(1));
+        assert_eq!(connect_order(3, 1, &failed, now), vec![2, 0, 1], "a failure long ago is forgotten");
+        assert_eq!(connect_order(1, 0, &failed, now), vec![0]);
+    }
 }

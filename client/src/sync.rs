@@ -242,6 +242,12 @@ impl SyncState {
                     }
                     Ok(Followed::ChatEvent { event, synced })
                 }
+                // Back on a node (after its own node died, or a reconnect):
+                // what was sent meanwhile comes by difference, once.
+                Ok(Some(Event::Connected { authorized: true, .. })) => {
+                    self.sync(client).await?;
+                    Ok(Followed::Synced)
+                }
                 Ok(Some(other)) => Ok(Followed::Other(other)),
                 Ok(None) => Ok(Followed::Closed),
                 // A held gap's wait ended: the top of the loop syncs once it is due.

@@ -38,9 +38,11 @@ pub struct RaftOptions {
 impl Default for RaftOptions {
     fn default() -> Self {
         RaftOptions {
+            // Every group led again within about 0.7 s of its leader's
+            // death (docs/architecture.md, "Timing defaults").
             heartbeat_ms: 100,
-            election_min_ms: 500,
-            election_max_ms: 1000,
+            election_min_ms: 300,
+            election_max_ms: 600,
             snapshot_logs: 10_000,
             keep_logs: 1_000,
             request_timeout: Duration::from_secs(10),
@@ -364,7 +366,12 @@ impl MultiRaft {
     /// (which redirects). Retries while the group has no leader, until the
     /// request timeout.
     async fn route(&self, group: GroupId, op: ForwardOp) -> Result<ForwardOk> {
-        let deadline = Instant::now() + self.inner.opts.request_timeout;
+        let started = Instant::now();
+        let deadline = started + self.inner.opts.request_timeout;
+        // No leader to be found (or none with a majority) for this long:
+        // the group has no quorum now; the caller hears so at once
+        // (`UNAVAILABLE`, retryable) rather than after the request timeout.
+        let leaderless = started + self.leaderless_after();
         let mut last;
         let mut attempt = 0usize;
         loop {
@@ -410,11 +417,34 @@ impl MultiRaft {
                 ForwardErr::Unavailable(m) => last = m,
             }
             attempt += 1;
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline.min(leaderless) {
                 tracing::warn!(group, "request gave up: {last}");
                 return Err(Error::Unavailable { group });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How long a request looks for a leader with a majority before it
+    /// answers `Unavailable`: two election timeouts (an election that is
+    /// merely slow ends well within it), at least a second.
+    fn leaderless_after(&self) -> Duration {
+        Duration::from_millis((2 * self.inner.opts.election_max_ms).max(1000)).min(self.inner.opts.request_timeout)
+    }
+
+    /// `Unavailable` when this node leads `group` but has not heard from a
+    /// majority for an election timeout: its writes and reads would wait
+    /// for a quorum that is not there (the other voters dead or cut off).
+    fn leader_has_quorum(&self, raft: &Raft) -> std::result::Result<(), ForwardErr> {
+        let m = raft.metrics().borrow_watched().clone();
+        // A lone voter is its own majority.
+        if m.current_leader != Some(self.inner.id) || m.membership_config.membership().voter_ids().count() <= 1 {
+            return Ok(());
+        }
+        let lost = Duration::from_millis(self.inner.opts.election_max_ms);
+        match m.last_quorum_acked.map(|t| openraft::Instant::elapsed(&*t)) {
+            Some(t) if t > lost => Err(ForwardErr::Unavailable(format!("no majority has answered for {t:?}"))),
+            _ => Ok(()),
         }
     }
 
@@ -436,11 +466,15 @@ impl MultiRaft {
                 Ok(None) => Err(ForwardErr::Invalid(format!("node {} holds no replica of group {group}", self.inner.id))),
                 Err(e) => Err(ForwardErr::Fatal(e.to_string())),
             },
-            ForwardOp::Write(cmd) => match raft.client_write(cmd).await {
-                Ok(resp) => Ok(ForwardOk::Response(resp.data)),
-                Err(e) => Err(write_err(e)),
+            ForwardOp::Write(cmd) => match self.leader_has_quorum(&raft).map(|_| raft.client_write(cmd)) {
+                Err(e) => Err(e),
+                Ok(write) => match write.await {
+                    Ok(resp) => Ok(ForwardOk::Response(resp.data)),
+                    Err(e) => Err(write_err(e)),
+                },
             },
             ForwardOp::Read(q) => {
+                self.leader_has_quorum(&raft)?;
                 match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                     Ok(_) => {}
                     Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {

@@ -484,15 +484,20 @@ impl Node {
         let views: BTreeMap<NodeId, Vec<ReplicaView>> =
             probes.iter().filter_map(|(id, r)| r.as_ref().map(|r| (*id, r.replicas.clone()))).collect();
         let leaders = leader_views(&views);
+        let answered: BTreeSet<NodeId> = probes.iter().filter(|(_, r)| r.is_some()).map(|(id, _)| *id).collect();
+        // A majority of the voters answers probes.
+        let quorum = |voters: &[u64]| 2 * voters.iter().filter(|v| answered.contains(v)).count() > voters.len();
         let mut groups = Vec::new();
         for g in 0..=multi.data_groups() {
             let Some((_, lv)) = leaders.get(&g) else {
                 // No leader reachable: show what any replica knows.
                 let any = views.values().flatten().filter(|v| v.group == g && v.initialized).max_by_key(|v| v.term);
+                let voters = any.map(|v| v.voters.clone()).unwrap_or_default();
                 groups.push(GroupStatus {
                     id: g,
                     leader: 0,
-                    voters: any.map(|v| v.voters.clone()).unwrap_or_default(),
+                    quorum: quorum(&voters),
+                    voters,
                     learners: any.map(|v| v.learners.clone()).unwrap_or_default(),
                     term: any.map(|v| v.term).unwrap_or(0),
                     applied: any.map(|v| v.applied).unwrap_or(0),
@@ -508,9 +513,12 @@ impl Node {
                     ReplicaStatus { node: *n, applied: applied.unwrap_or(0), lag: applied.map(|a| lv.last_log.saturating_sub(a)).unwrap_or(u64::MAX) }
                 })
                 .collect();
+            let has_quorum = quorum(&lv.voters);
             groups.push(GroupStatus {
                 id: g,
-                leader: lv.leader,
+                // A leader without a majority leads nothing.
+                leader: if has_quorum { lv.leader } else { 0 },
+                quorum: has_quorum,
                 voters: lv.voters.clone(),
                 learners: lv.learners.clone(),
                 term: lv.term,
