@@ -426,22 +426,25 @@ impl MultiRaft {
     }
 
     /// How long a request looks for a leader with a majority before it
-    /// answers `Unavailable`: two election timeouts (an election that is
-    /// merely slow ends well within it), at least a second.
+    /// answers `Unavailable`: three election timeouts, at least 2 s. An
+    /// ordinary failover takes about two (the survivors' votes split
+    /// against the old leader's lease, `docs/architecture.md`), so it never
+    /// turns into an error; a group with no majority is told in ~2 s.
     fn leaderless_after(&self) -> Duration {
-        Duration::from_millis((2 * self.inner.opts.election_max_ms).max(1000)).min(self.inner.opts.request_timeout)
+        Duration::from_millis((3 * self.inner.opts.election_max_ms).max(2000)).min(self.inner.opts.request_timeout)
     }
 
     /// `Unavailable` when this node leads `group` but has not heard from a
-    /// majority for an election timeout: its writes and reads would wait
-    /// for a quorum that is not there (the other voters dead or cut off).
+    /// majority for two election timeouts: its writes and reads would wait
+    /// for a quorum that is not there (the other voters dead or cut off);
+    /// by then its followers would have elected another leader if they could.
     fn leader_has_quorum(&self, raft: &Raft) -> std::result::Result<(), ForwardErr> {
         let m = raft.metrics().borrow_watched().clone();
         // A lone voter is its own majority.
         if m.current_leader != Some(self.inner.id) || m.membership_config.membership().voter_ids().count() <= 1 {
             return Ok(());
         }
-        let lost = Duration::from_millis(self.inner.opts.election_max_ms);
+        let lost = Duration::from_millis(2 * self.inner.opts.election_max_ms);
         match m.last_quorum_acked.map(|t| openraft::Instant::elapsed(&*t)) {
             Some(t) if t > lost => Err(ForwardErr::Unavailable(format!("no majority has answered for {t:?}"))),
             _ => Ok(()),
