@@ -317,7 +317,7 @@ pub struct MessagesBenchArgs {
 }
 
 /// A counter's or gauge's value in a node's Prometheus text.
-pub(crate) fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+fn metric_value(metrics: &str, name: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
@@ -326,10 +326,15 @@ pub(crate) fn metric_value(metrics: &str, name: &str) -> Option<f64> {
 async fn per_node(addrs: &[String], name: &str) -> Option<Vec<f64>> {
     let mut values = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        let text = crate::dev::http_get(addr, "/metrics", Duration::from_secs(5)).await?;
-        values.push(metric_value(&text, name)?);
+        values.push(node_metric(addr, name, Duration::from_secs(5)).await?);
     }
     Some(values)
+}
+
+/// A metric's value on the node at this admin address (`None`: no answer
+/// within `timeout`, or no such metric).
+pub(crate) async fn node_metric(addr: &str, name: &str, timeout: Duration) -> Option<f64> {
+    metric_value(&crate::dev::http_get(addr, "/metrics", timeout).await?, name)
 }
 
 /// The summed CPU seconds of the nodes at these admin addresses.

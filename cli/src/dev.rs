@@ -100,6 +100,13 @@ fn write_config(args: &DevArgs, i: u32, certs_dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The pid node `i` of the dev cluster in `dir` wrote for itself.
+pub(crate) fn node_pid(dir: &Path, i: u32) -> Result<i32> {
+    let path = dir.join(format!("n{i}/courier.pid"));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {} (is the node running?)", path.display()))?;
+    text.trim().parse().with_context(|| format!("{} holds no pid", path.display()))
+}
+
 /// Starts `courier node --config CONFIG` with its output appended to `log`.
 pub(crate) fn spawn_node(exe: &Path, config: &Path, log: &Path) -> Result<Child> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("open {}", log.display()))?;
@@ -257,7 +264,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         if children.0.iter().any(|(c, _)| *c == i) {
             continue;
         }
-        if let Some(pid) = std::fs::read_to_string(dir.join(format!("n{i}/courier.pid"))).ok().and_then(|t| t.trim().parse::<i32>().ok()) {
+        if let Ok(pid) = node_pid(&dir, i) {
             // SAFETY: kill(2) on the pid the node wrote for itself.
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }

@@ -6,7 +6,7 @@
 //! led again, the errors senders saw, and whether every acknowledged
 //! message is in its chat afterwards.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,18 +67,11 @@ pub(crate) fn longest_gap_ms(start: Instant, acks: &[Instant]) -> f64 {
     worst.as_secs_f64() * 1000.0
 }
 
-fn read_pid(dir: &Path, i: usize) -> Result<i32> {
-    let path = dir.join(format!("n{i}/courier.pid"));
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {} (is the dev cluster running?)", path.display()))?;
-    text.trim().parse().with_context(|| format!("{} holds no pid", path.display()))
-}
-
 /// Groups each node leads, by its metrics (`None` for a node that does not answer).
 async fn groups_led(metrics: &[String]) -> Vec<Option<u64>> {
     let mut out = Vec::with_capacity(metrics.len());
     for addr in metrics {
-        let text = crate::dev::http_get(addr, "/metrics", Duration::from_millis(500)).await;
-        out.push(text.and_then(|t| crate::bench::metric_value(&t, "courier_raft_groups_led")).map(|v| v as u64));
+        out.push(crate::bench::node_metric(addr, "courier_raft_groups_led", Duration::from_millis(500)).await.map(|v| v as u64));
     }
     out
 }
@@ -160,7 +153,7 @@ pub async fn run(args: FailoverBenchArgs) -> Result<()> {
 
     // The kill, the time until every group is led again, the restart.
     tokio::time::sleep_until(kill_at.into()).await;
-    let pid = read_pid(&args.dir, victim)?;
+    let pid = crate::dev::node_pid(&args.dir, victim as u32)?;
     // SAFETY: kill(2) on the pid the node wrote for itself.
     if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
         bail!("cannot kill node {victim} (pid {pid}): {}", std::io::Error::last_os_error());

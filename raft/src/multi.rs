@@ -208,6 +208,13 @@ impl MultiRaft {
         self.inner.groups.get(&group).ok_or(Error::UnknownGroup(group))
     }
 
+    /// Whether `group` is one of the data groups (1..=G): a group number
+    /// taken from a client's id is checked with this before anything is
+    /// read or written (0 is the meta group).
+    pub fn is_data_group(&self, group: GroupId) -> bool {
+        (1..=self.inner.data_groups).contains(&group)
+    }
+
     pub fn group_for_key(&self, key: &[u8]) -> GroupId {
         group_for_key(key, self.inner.data_groups)
     }
@@ -439,13 +446,15 @@ impl MultiRaft {
     /// for a quorum that is not there (the other voters dead or cut off);
     /// by then its followers would have elected another leader if they could.
     fn leader_has_quorum(&self, raft: &Raft) -> std::result::Result<(), ForwardErr> {
-        let m = raft.metrics().borrow_watched().clone();
+        // Read in place: this runs before every write and read this node leads.
+        let metrics = raft.metrics();
+        let m = metrics.borrow_watched();
         // A lone voter is its own majority.
         if m.current_leader != Some(self.inner.id) || m.membership_config.membership().voter_ids().count() <= 1 {
             return Ok(());
         }
         let lost = Duration::from_millis(2 * self.inner.opts.election_max_ms);
-        match m.last_quorum_acked.map(|t| openraft::Instant::elapsed(&*t)) {
+        match m.last_quorum_acked.as_ref().map(|t| openraft::Instant::elapsed(&**t)) {
             Some(t) if t > lost => Err(ForwardErr::Unavailable(format!("no majority has answered for {t:?}"))),
             _ => Ok(()),
         }
@@ -469,15 +478,15 @@ impl MultiRaft {
                 Ok(None) => Err(ForwardErr::Invalid(format!("node {} holds no replica of group {group}", self.inner.id))),
                 Err(e) => Err(ForwardErr::Fatal(e.to_string())),
             },
-            ForwardOp::Write(cmd) => match self.leader_has_quorum(&raft).map(|_| raft.client_write(cmd)) {
-                Err(e) => Err(e),
-                Ok(write) => match write.await {
+            ForwardOp::Write(cmd) => {
+                self.leader_has_quorum(raft)?;
+                match raft.client_write(cmd).await {
                     Ok(resp) => Ok(ForwardOk::Response(resp.data)),
                     Err(e) => Err(write_err(e)),
-                },
-            },
+                }
+            }
             ForwardOp::Read(q) => {
-                self.leader_has_quorum(&raft)?;
+                self.leader_has_quorum(raft)?;
                 match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                     Ok(_) => {}
                     Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {

@@ -251,7 +251,7 @@ impl Auth {
     /// An account by id (its group is in the id).
     pub async fn user_by_id(&self, id: u64) -> Result<Option<User>> {
         let group = logic::user_group(id);
-        if group == 0 || group > self.node.raft()?.data_groups() {
+        if !self.node.raft()?.is_data_group(group) {
             return Ok(None);
         }
         match self.read(group, logic::Query::UserById(id)).await? {

@@ -320,12 +320,11 @@ impl Gateway {
                         }
                     }
                     Method::GetUsers(ids) => {
-                        let mut visible = self.chats.visible_users(me.user.id, &ids).await?;
-                        for id in ids.iter().copied().filter(|id| ctx.has_resolved(*id)) {
-                            if !visible.contains(&id) {
-                                visible.push(id);
-                            }
-                        }
+                        // Accounts this connection resolved need no chat lists read.
+                        let (mut visible, rest): (Vec<u64>, Vec<u64>) = ids.iter().partition(|id| ctx.has_resolved(**id));
+                        visible.sort_unstable();
+                        visible.dedup();
+                        visible.extend(self.chats.visible_users(me.user.id, &rest).await?);
                         let found = futures::future::join_all(visible.iter().map(|id| self.auth.user_by_id(*id))).await;
                         let (online, seen) = self.node.presence(&visible).await;
                         let mut users = Vec::new();
@@ -346,11 +345,8 @@ impl Gateway {
                         // active, as many as fit an answer (terminating the
                         // others reaches every one).
                         list.sort_by_key(|s| (s.id != me.session_id, std::cmp::Reverse(s.last_active_ms)));
-                        let mut bytes = 0;
-                        list.retain(|s| {
-                            bytes += 64 + s.device.len() + s.app_version.len() + s.address.len();
-                            bytes <= 2 * crate::messaging::logic::REPLY_BYTES
-                        });
+                        let mut budget = crate::messaging::logic::Budget::new(2 * crate::messaging::logic::REPLY_BYTES);
+                        list.retain(|s| budget.take(64 + s.device.len() + s.app_version.len() + s.address.len()));
                         Ok(R::Sessions(pb::Sessions {
                             sessions: list
                                 .into_iter()
@@ -622,8 +618,9 @@ async fn reply(send: &mut quinn::SendStream, result: std::result::Result<R, &Err
     let mut response = pb::Response { result: Some(result) };
     // Every answer is cut to fit a frame where it is made; one that still
     // does not is a bug, answered as one (never a frame the client refuses).
-    if prost::Message::encoded_len(&response) > MAX_CLIENT_FRAME as usize {
-        tracing::error!(bytes = prost::Message::encoded_len(&response), "an answer over the frame limit");
+    let bytes = prost::Message::encoded_len(&response);
+    if bytes > MAX_CLIENT_FRAME as usize {
+        tracing::error!(bytes, "an answer over the frame limit");
         response = pb::Response { result: Some(R::Error(Error::Io("an answer over the frame limit".into()).to_client())) };
     }
     let _ = frame::write(send, &response).await;

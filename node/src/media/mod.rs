@@ -435,7 +435,7 @@ impl Media {
     /// `shared` (the caller checked a message in one of their chats carries it).
     pub async fn file(&self, me: u64, id: u64, shared: bool) -> Result<File> {
         let g = logic::file_group(id);
-        if g == 0 || g > self.node.raft()?.data_groups() {
+        if !self.node.raft()?.is_data_group(g) {
             return Err(MediaError::NotFound.into());
         }
         let cached = self.files.lock().expect("files").get(&id).cloned();

@@ -891,24 +891,6 @@ fn hidden(view: &dyn StateRead, chat: u64, user: u64) -> Result<Vec<u64>> {
     Ok(get(view, &hidden_key(chat, user))?.unwrap_or_default())
 }
 
-/// Messages with these ids that `user` has not hidden, up to `limit`.
-fn visible(view: &dyn StateRead, chat: u64, user: u64, ids: impl Iterator<Item = u64>, limit: usize) -> Result<Vec<Message>> {
-    let hidden = hidden(view, chat, user)?;
-    let mut out = Vec::new();
-    for id in ids {
-        if out.len() == limit {
-            break;
-        }
-        if hidden.binary_search(&id).is_ok() {
-            continue;
-        }
-        if let Some(m) = get_row::<Message>(view, &msg_key(chat, id))? {
-            out.push(m);
-        }
-    }
-    Ok(out)
-}
-
 /// How one member sees an event: another member's `Hidden` is `Nothing`.
 pub fn event_for(e: Event, user: u64) -> Event {
     match e.kind {
@@ -959,30 +941,72 @@ fn members(view: &dyn StateRead, chat: u64, user: u64, after: u64, limit: u32) -
     Ok(Ok(Reply::Members(out)))
 }
 
-/// Messages with these ids that `user` has not hidden, up to `limit` and
-/// [`REPLY_BYTES`] (at least one: a single message always fits a frame);
-/// `more` when ids were left.
-fn page(view: &dyn StateRead, chat: u64, user: u64, ids: impl Iterator<Item = u64>, limit: usize) -> Result<(Vec<Message>, bool)> {
+/// The bytes an answer may still carry. The first item always goes (one
+/// message, event or dialog is bounded and fits a frame), so a page cut by
+/// its budget still moves its reader on.
+#[derive(Debug)]
+pub struct Budget {
+    left: usize,
+    taken: bool,
+}
+
+impl Budget {
+    pub fn new(bytes: usize) -> Budget {
+        Budget { left: bytes, taken: false }
+    }
+
+    /// Takes `size` bytes if they fit (or if nothing was taken yet).
+    pub fn take(&mut self, size: usize) -> bool {
+        if size > self.left && self.taken {
+            return false;
+        }
+        self.left = self.left.saturating_sub(size);
+        self.taken = true;
+        true
+    }
+
+    /// Counts `size` bytes that go whatever they weigh (an item made to
+    /// fit what was left, with a floor).
+    pub fn charge(&mut self, size: usize) {
+        self.left = self.left.saturating_sub(size);
+        self.taken = true;
+    }
+
+    /// Nothing more fits (but a first item).
+    pub fn spent(&self) -> bool {
+        self.left == 0 && self.taken
+    }
+
+    pub fn left(&self) -> usize {
+        self.left
+    }
+}
+
+/// Messages with these ids that `user` has not hidden and `keep` accepts,
+/// up to `limit` and [`REPLY_BYTES`]; `more` when ids were left.
+fn page(view: &dyn StateRead, chat: u64, user: u64, ids: impl Iterator<Item = u64>, limit: usize, keep: impl Fn(&Message) -> bool) -> Result<(Vec<Message>, bool)> {
     let hidden = hidden(view, chat, user)?;
-    let (mut out, mut bytes) = (Vec::new(), 0);
+    let (mut out, mut budget) = (Vec::new(), Budget::new(REPLY_BYTES));
     let mut ids = ids.peekable();
     while let Some(&id) = ids.peek() {
         if out.len() == limit {
             break;
         }
-        ids.next();
-        if hidden.binary_search(&id).is_ok() {
-            continue;
-        }
-        if let Some(m) = get_row::<Message>(view, &msg_key(chat, id))? {
-            bytes += m.wire_size();
-            if bytes > REPLY_BYTES && !out.is_empty() {
-                return Ok((out, true));
+        if hidden.binary_search(&id).is_err()
+            && let Some(m) = get_row::<Message>(view, &msg_key(chat, id))?.filter(&keep)
+        {
+            if !budget.take(m.wire_size()) {
+                break;
             }
             out.push(m);
         }
+        ids.next();
     }
     Ok((out, ids.peek().is_some()))
+}
+
+fn any(_: &Message) -> bool {
+    true
 }
 
 /// A history page: below `before` (0: from the newest), newest first; or
@@ -998,12 +1022,12 @@ fn history(view: &dyn StateRead, chat: u64, user: u64, before: u64, after: u64, 
             return Ok(Ok((Vec::new(), false)));
         }
         let hi = after.saturating_add(span).min(c.last_id);
-        let (page, more) = page(view, chat, user, (after + 1)..=hi, limit as usize)?;
+        let (page, more) = page(view, chat, user, (after + 1)..=hi, limit as usize, any)?;
         (page, more || hi < c.last_id)
     } else {
         let top = if before == 0 { c.last_id } else { (before - 1).min(c.last_id) };
         let lo = top.saturating_sub(span - 1).max(after.saturating_add(1)).max(1);
-        let (page, more) = page(view, chat, user, (lo..=top).rev(), limit as usize)?;
+        let (page, more) = page(view, chat, user, (lo..=top).rev(), limit as usize, any)?;
         (page, more || lo > after.saturating_add(1).max(1))
     }))
 }
@@ -1016,30 +1040,10 @@ fn search(view: &dyn StateRead, chat: u64, user: u64, text: &str, limit: u32, be
     if needle.trim().is_empty() {
         return Ok(Err(ChatError::BadRequest("search for some text".into())));
     }
-    let limit = (limit as usize).clamp(1, PAGE_MAX);
-    let (mut out, mut bytes) = (Vec::new(), 0);
     let lo = c.last_id.saturating_sub(SEARCH_SCAN - 1).max(1);
     let top = if before == 0 { c.last_id } else { (before - 1).min(c.last_id) };
-    let hidden = hidden(view, chat, user)?;
-    for id in (lo..=top).rev() {
-        if out.len() == limit {
-            return Ok(Ok((out, true)));
-        }
-        if hidden.binary_search(&id).is_ok() {
-            continue;
-        }
-        if let Some(m) = get_row::<Message>(view, &msg_key(chat, id))?
-            && !m.deleted
-            && m.text.to_lowercase().contains(&needle)
-        {
-            bytes += m.wire_size();
-            if bytes > REPLY_BYTES && !out.is_empty() {
-                return Ok(Ok((out, true)));
-            }
-            out.push(m);
-        }
-    }
-    Ok(Ok((out, false)))
+    let found = |m: &Message| !m.deleted && m.text.to_lowercase().contains(&needle);
+    Ok(Ok(page(view, chat, user, (lo..=top).rev(), (limit as usize).clamp(1, PAGE_MAX), found)?))
 }
 
 /// What a difference answer for one chat weighs (for the cut across chats).
@@ -1052,8 +1056,8 @@ pub fn diff_size(d: &ChatDiff) -> usize {
 }
 
 /// One chat's difference after `pts`, at most [`DIFF_SLICE`] events and
-/// `budget` bytes (at least one event).
-fn chat_difference(view: &dyn StateRead, chat: u64, user: u64, pts: u64, budget: usize) -> Result<ChatDiff> {
+/// `bytes` (at least one event).
+fn chat_difference(view: &dyn StateRead, chat: u64, user: u64, pts: u64, bytes: usize) -> Result<ChatDiff> {
     let (c, me) = match membership(view, chat, user)? {
         Ok(x) => x,
         Err(_) => return Ok(ChatDiff::Gone { chat }),
@@ -1061,12 +1065,13 @@ fn chat_difference(view: &dyn StateRead, chat: u64, user: u64, pts: u64, budget:
     if pts > c.pts || c.pts - pts > DIFF_TOO_LONG {
         // The newest messages that fit, oldest first.
         let lo = c.last_id.saturating_sub(PAGE_MAX as u64 * 10).max(1);
-        let (mut messages, _) = page(view, chat, user, (lo..=c.last_id).rev(), PAGE_MAX)?;
+        let (mut messages, _) = page(view, chat, user, (lo..=c.last_id).rev(), PAGE_MAX, any)?;
         messages.reverse();
         return Ok(ChatDiff::TooLong { chat: c, messages, read_max_id: me.read_max_id });
     }
     let hi = c.pts.min(pts + DIFF_SLICE as u64);
-    let (mut events, mut msgs, mut bytes) = (Vec::new(), Vec::<Message>::new(), c.wire_size());
+    let (mut events, mut msgs) = (Vec::new(), Vec::<Message>::new());
+    let mut budget = Budget::new(bytes.saturating_sub(c.wire_size()));
     let mut last = pts;
     for p in (pts + 1)..=hi {
         let Some(e) = get::<Event>(view, &event_key(chat, p))? else {
@@ -1080,10 +1085,9 @@ fn chat_difference(view: &dyn StateRead, chat: u64, user: u64, pts: u64, budget:
             _ => None,
         };
         size += named.as_ref().map_or(0, Message::wire_size);
-        if bytes + size > budget && !events.is_empty() {
+        if !budget.take(size) {
             break;
         }
-        bytes += size;
         events.push(e);
         msgs.extend(named);
         last = p;
@@ -1111,17 +1115,17 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
         Query::DifferenceBounded { user, chats } => {
             // Chats in the order asked, until the answer is full; a chat
             // with nothing new is left out (the device has it all).
-            let (mut diffs, mut bytes, mut looked) = (Vec::new(), 0, 0);
+            let (mut diffs, mut budget, mut looked) = (Vec::new(), Budget::new(REPLY_BYTES), 0);
             for (chat, pts) in chats {
-                if bytes >= REPLY_BYTES {
+                if budget.spent() {
                     break;
                 }
                 looked += 1;
-                let d = chat_difference(view, *chat, *user, *pts, REPLY_BYTES.saturating_sub(bytes).max(REPLY_BYTES / 8))?;
+                let d = chat_difference(view, *chat, *user, *pts, budget.left().max(REPLY_BYTES / 8))?;
                 if matches!(&d, ChatDiff::Events { events, more: false, .. } if events.is_empty()) {
                     continue;
                 }
-                bytes += diff_size(&d);
+                budget.charge(diff_size(&d));
                 diffs.push(d);
             }
             Ok(Ok(Reply::DifferenceBounded { diffs, looked }))
@@ -1131,7 +1135,7 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             for chat in chats {
                 let Ok((c, me)) = membership(view, *chat, *user)? else { continue };
                 let lo = c.last_id.saturating_sub(99).max(1);
-                let last = if c.last_id > 0 { visible(view, *chat, *user, (lo..=c.last_id).rev(), 1)?.pop() } else { None };
+                let last = if c.last_id > 0 { page(view, *chat, *user, (lo..=c.last_id).rev(), 1, any)?.0.pop() } else { None };
                 let unread = unread(view, &c, *user, me.read_max_id)?;
                 out.push(Dialog { chat: c, me, last, unread });
             }

@@ -50,10 +50,7 @@ impl Messaging {
     /// The group of a chat id, or `NotAMember` for an id no chat can have.
     fn group_of(&self, chat: u64) -> Result<u32> {
         let g = logic::chat_group(chat);
-        if g == 0 || g > self.node.raft()?.data_groups() {
-            return Err(ChatError::NotAMember.into());
-        }
-        Ok(g)
+        self.node.raft()?.is_data_group(g).then_some(g).ok_or_else(|| ChatError::NotAMember.into())
     }
 
     /// Runs a change in the chat's group and publishes what it did.
@@ -132,10 +129,13 @@ impl Messaging {
 
     /// Every id names an account (checked before anything is written; the
     /// answer does not say which id is not one).
+    /// At most 32 reads at once (an invitation names up to 1,000 users).
     async fn must_be_users(&self, users: &[u64]) -> Result<()> {
-        for found in futures::future::join_all(users.iter().map(|u| self.auth.user_by_id(*u))).await {
-            if found?.is_none() {
-                return Err(ChatError::BadRequest("a member named is not a user".into()).into());
+        for batch in users.chunks(32) {
+            for found in futures::future::join_all(batch.iter().map(|u| self.auth.user_by_id(*u))).await {
+                if found?.is_none() {
+                    return Err(ChatError::BadRequest("a member named is not a user".into()).into());
+                }
             }
         }
         Ok(())
@@ -278,10 +278,7 @@ impl Messaging {
     /// The data group of a user id, or an error for an id no account can have.
     fn user_group_of(&self, user: u64) -> Result<u32> {
         let g = crate::auth::logic::user_group(user);
-        if g == 0 || g > self.node.raft()?.data_groups() {
-            return Err(ChatError::BadRequest("no such user".into()).into());
-        }
-        Ok(g)
+        self.node.raft()?.is_data_group(g).then_some(g).ok_or_else(|| ChatError::BadRequest("no such user".into()).into())
     }
 
     /// A page of the chat's members, in id order after `after`.
@@ -382,16 +379,10 @@ impl Messaging {
         let order: Vec<u64> = rows.iter().map(|c| c.id).collect();
         let mut found = self.per_group(order.clone(), |cs| logic::Query::Dialogs { user: me, chats: cs }, |r| if let Reply::Dialogs(d) = r { Some(d) } else { None }).await?;
         found.sort_by_key(|d| order.iter().position(|c| *c == d.chat.id));
-        let mut out = Vec::with_capacity(found.len());
-        let mut bytes = 0;
-        for d in found {
-            bytes += d.chat.wire_size() + d.last.as_ref().map_or(0, Message::wire_size) + 32;
-            if bytes > 2 * logic::REPLY_BYTES && !out.is_empty() {
-                more = true;
-                break;
-            }
-            out.push(d);
-        }
+        let mut budget = logic::Budget::new(2 * logic::REPLY_BYTES);
+        let n = found.len();
+        let out: Vec<Dialog> = found.into_iter().take_while(|d| budget.take(d.chat.wire_size() + d.last.as_ref().map_or(0, Message::wire_size) + 32)).collect();
+        more |= out.len() < n;
         Ok((out, more))
     }
 
@@ -424,7 +415,10 @@ impl Messaging {
             let asked = cs.len();
             (asked, self.read(g, logic::Query::DifferenceBounded { user: me, chats: cs }).await)
         });
-        let mut bytes: usize = out.iter().map(logic::diff_size).sum();
+        let mut budget = logic::Budget::new(2 * logic::REPLY_BYTES);
+        for d in &out {
+            budget.charge(logic::diff_size(d));
+        }
         let mut more = false;
         for (asked, r) in futures::future::join_all(reads).await {
             match r? {
@@ -433,13 +427,10 @@ impl Messaging {
                     // the rest wait for the next ask.
                     more |= (looked as usize) < asked;
                     for d in diffs {
-                        let size = logic::diff_size(&d);
-                        if bytes + size > 2 * logic::REPLY_BYTES && !out.is_empty() {
-                            more = true;
-                            continue;
+                        match budget.take(logic::diff_size(&d)) {
+                            true => out.push(d),
+                            false => more = true,
                         }
-                        bytes += size;
-                        out.push(d);
                     }
                 }
                 other => return Err(Error::Io(format!("unexpected reply {other:?}"))),
