@@ -131,7 +131,11 @@ pub async fn connections(args: ConnBenchArgs) -> Result<()> {
         bail!("--counts must increase (e.g. 1000,10000) and --sessions be at least 1");
     }
     let ca = std::fs::read(&args.ca).with_context(|| format!("read {}", args.ca.display()))?;
-    let cfg = ClientConfig::new(vec![args.node.clone()], ca);
+    let mut cfg = ClientConfig::new(vec![args.node.clone()], ca);
+    // Idle devices as a phone keeps them (not the SDK's fast-failover
+    // keep-alive, which would make this a packet-rate benchmark).
+    cfg.keep_alive = Duration::from_secs(10);
+    cfg.idle_timeout = Duration::from_secs(30);
     // Sessions first: their writes are not the connections' memory.
     let start = rand::random_range(0..90_000u64);
     let mut tokens = Vec::new();

@@ -84,3 +84,57 @@ fn one_node_of_three_killed_sends_go_on_and_a_connected_device_moves_and_catches
     }
     let _ = bob_user;
 }
+
+/// Issue "Failover …", item 4: on a 5-node cluster (3 replicas per group),
+/// killing two voters of the group an account lives in leaves that group
+/// without a majority. The account's commands answer `UNAVAILABLE` within a
+/// few seconds through any live node (before: 10 s, then `BAD_REQUEST: … no
+/// hello in time`), `cluster status` marks the group `NOQUORUM`, and once
+/// the nodes are back the same commands work again.
+#[test]
+fn a_group_without_a_majority_answers_unavailable_fast_and_status_says_so() {
+    let extra = EXTRA.replace("tick_ms = 300\n", "tick_ms = 300\nreplicas = 3\n");
+    let mut c = Cluster::start_settled(86, 5, &extra);
+    let home = tempfile::tempdir().unwrap();
+    let ann = |c: &Cluster, args: &[&str]| c.user_cli(home.path(), "ann", args);
+    let (ok, _, err) = ann(&c, &["login", "--phone", "+9996615011", "--code", "11111", "--name", "Ann"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = ann(&c, &["whoami", "--json"]);
+    assert!(ok, "{err}");
+    let me: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let group = me["id"].as_u64().unwrap() & 0xffff;
+    let status = c.status().expect("status");
+    let voters = voters(&status)[&group].clone();
+    assert_eq!(voters.len(), 3, "group {group} has three voters: {voters:?}");
+    let dead = [voters[0] as u32, voters[1] as u32];
+    let live: Vec<u32> = (1..=5).filter(|i| !dead.contains(i)).collect();
+    for i in dead {
+        c.kill9(i);
+    }
+    let killed = Instant::now();
+
+    let t = Instant::now();
+    let (ok, out, err) = c.user_cli_on(&live, home.path(), "ann", &["whoami"]);
+    let took = t.elapsed();
+    assert!(!ok, "whoami with group {group}'s majority {dead:?} dead answered: {out}");
+    assert!(err.contains("UNAVAILABLE"), "whoami without a majority: {err}");
+    eprintln!("whoami with nodes {dead:?} dead (group {group}): {:.2} s: {}", took.as_secs_f64(), err.trim());
+
+    // A live node marks the group as without a majority.
+    let marked = must_wait(Duration::from_secs(20), "status to mark the group", || {
+        let s = c.status_on(&live)?;
+        let g = s["groups"].as_array()?.iter().find(|g| g["id"] == group)?.clone();
+        (g["quorum"] == false).then_some(g)
+    });
+    assert!(marked["leader"].is_null(), "a group without a majority shows no leader: {marked}");
+    let out = c.run_on(&live, &["cluster", "status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("NOQUORUM"), "status table: {text}");
+    eprintln!("marked NOQUORUM {:.1} s after the kill", killed.elapsed().as_secs_f64());
+
+    // Back: the same account works again.
+    for i in dead {
+        c.start(i);
+    }
+    must_wait(Duration::from_secs(60), "whoami to work again", || ann(&c, &["whoami"]).0.then_some(()));
+}

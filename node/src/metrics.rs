@@ -22,6 +22,7 @@ pub struct Metrics {
     pub raft_batched_calls: Counter,
     pub forwarded: Counter,
     pub client_connections: Gauge,
+    pub client_connections_opened: Counter,
     pub client_requests: Counter,
     pub sign_ins: Counter,
     /// CPU time (user + system) of the node process since it started.
@@ -59,6 +60,7 @@ impl Default for Metrics {
             raft_batched_calls: Counter::default(),
             forwarded: Counter::default(),
             client_connections: Gauge::default(),
+            client_connections_opened: Counter::default(),
             client_requests: Counter::default(),
             sign_ins: Counter::default(),
             cpu_seconds: Counter::default(),
@@ -78,6 +80,7 @@ impl Default for Metrics {
         registry.register("raft_batched_calls", "Raft calls (appends, heartbeats, votes) those batches carried", m.raft_batched_calls.clone());
         registry.register("forwarded_requests", "Requests this node forwarded to their group's leader on another node", m.forwarded.clone());
         registry.register("client_connections", "Client QUIC connections open on this node", m.client_connections.clone());
+        registry.register("client_connections_opened", "Client connections that said hello to this node since it started (a jump means clients reconnecting)", m.client_connections_opened.clone());
         registry.register("client_requests", "Client requests served by this node", m.client_requests.clone());
         registry.register("auth_sign_ins", "Sessions created (sign-in and sign-up) through this node", m.sign_ins.clone());
         registry.register("process_cpu_seconds", "CPU time (user and system) this node process used since it started", m.cpu_seconds.clone());

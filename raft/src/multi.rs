@@ -38,11 +38,13 @@ pub struct RaftOptions {
 impl Default for RaftOptions {
     fn default() -> Self {
         RaftOptions {
-            // Every group led again within about 0.7 s of its leader's
-            // death (docs/architecture.md, "Timing defaults").
+            // A follower stands after its leader's lease (the maximum) plus
+            // a timeout: 0.6-0.8 s without a heartbeat, so every group is
+            // led again within about 0.8 s of its leader's death
+            // (docs/architecture.md, "Timing defaults").
             heartbeat_ms: 100,
-            election_min_ms: 300,
-            election_max_ms: 600,
+            election_min_ms: 200,
+            election_max_ms: 400,
             snapshot_logs: 10_000,
             keep_logs: 1_000,
             request_timeout: Duration::from_secs(10),
@@ -453,7 +455,7 @@ impl MultiRaft {
         if m.current_leader != Some(self.inner.id) || m.membership_config.membership().voter_ids().count() <= 1 {
             return Ok(());
         }
-        let lost = Duration::from_millis(2 * self.inner.opts.election_max_ms);
+        let lost = Duration::from_millis((2 * self.inner.opts.election_max_ms).max(1000));
         match m.last_quorum_acked.as_ref().map(|t| openraft::Instant::elapsed(&**t)) {
             Some(t) if t > lost => Err(ForwardErr::Unavailable(format!("no majority has answered for {t:?}"))),
             _ => Ok(()),

@@ -128,6 +128,7 @@ impl Gateway {
         };
         let metrics = self.node.metrics().clone();
         metrics.client_connections.inc();
+        metrics.client_connections_opened.inc();
         loop {
             match conn.accept_bi().await {
                 Ok((send, recv)) => {
