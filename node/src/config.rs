@@ -35,7 +35,13 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     /// Testing only: a file holding seconds (may be negative) added to this
     /// node's wall clock, re-read on every use. Lets tests expire login codes.
+    /// Needs `development = true`.
     pub clock_offset_file: Option<PathBuf>,
+    /// A development cluster (`courier dev`, tests, the chaos harness): the
+    /// only setting under which `auth.test_numbers` and `clock_offset_file`
+    /// are accepted. The node says so at start and `cluster status` shows
+    /// it. Never on a host real users reach.
+    pub development: bool,
     pub debug: DebugConfig,
 }
 
@@ -100,6 +106,14 @@ pub struct GatewayConfig {
     pub idle_timeout_secs: u64,
     /// Time a client has for the TLS handshake, the hello, or one request frame.
     pub request_timeout_secs: u64,
+    /// Connections one client address may hold on this node (a NAT puts
+    /// many devices behind one address: raise it for a big one).
+    pub max_connections_per_address: usize,
+    /// Connections that finished the handshake but have not said hello yet,
+    /// on this node; past it the oldest is closed to make room.
+    pub max_hello_less: usize,
+    /// Time a connection has to say hello after its handshake.
+    pub hello_timeout_secs: u64,
 }
 
 /// Login codes and their delivery.
@@ -118,8 +132,14 @@ pub struct AuthConfig {
     pub code_ttl_secs: u64,
     /// `send_code` per phone per 24 h (replicated).
     pub codes_per_day: u32,
-    /// `send_code` per client address per minute on this node (0: no limit).
-    pub codes_per_address_per_minute: u32,
+    /// Login attempts (`send_code`, `sign_in`, `sign_up`) per client address
+    /// per minute, for the whole cluster: each node allows its share, this
+    /// over the live nodes (0: no limit). A refused attempt adds to the wait.
+    #[serde(alias = "codes_per_address_per_minute")]
+    pub logins_per_address_per_minute: u32,
+    /// Login attempts per phone and client address per minute, counted by
+    /// the leader of the phone's group before it proposes (0: no limit).
+    pub logins_per_phone_per_minute: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -179,6 +199,7 @@ impl Default for NodeConfig {
             media: MediaConfig::default(),
             limits: LimitsConfig::default(),
             clock_offset_file: None,
+            development: false,
             debug: DebugConfig::default(),
         }
     }
@@ -192,6 +213,9 @@ impl Default for GatewayConfig {
             connection_window_bytes: 4 << 20,
             idle_timeout_secs: 30,
             request_timeout_secs: 10,
+            max_connections_per_address: 256,
+            max_hello_less: 1024,
+            hello_timeout_secs: 5,
         }
     }
 }
@@ -205,7 +229,8 @@ impl Default for AuthConfig {
             test_numbers: false,
             code_ttl_secs: 300,
             codes_per_day: 5,
-            codes_per_address_per_minute: 30,
+            logins_per_address_per_minute: 30,
+            logins_per_phone_per_minute: 5,
         }
     }
 }

@@ -57,7 +57,7 @@ pub struct Auth {
 
 impl Auth {
     pub fn new(node: Node, cfg: AuthConfig, clock: Clock) -> Auth {
-        let per_address = Mutex::new(limit::RateLimiter::new(cfg.codes_per_address_per_minute));
+        let per_address = Mutex::new(limit::RateLimiter::new(cfg.logins_per_address_per_minute));
         Auth { node, cfg, clock, per_address }
     }
 

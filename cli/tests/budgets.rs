@@ -1,0 +1,227 @@
+//! Budgets for what a stranger or a member can spend (issue "Hostile users,
+//! part 2"), end to end against real nodes. Clients bind source addresses
+//! from 127.0.0.0/8 to play several hosts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use courier_client::{Client, ClientConfig, Event, pb};
+use pb::request::Method as M;
+use tokio::sync::mpsc;
+
+/// Test numbers under the development setting; the per-address budgets at
+/// their defaults (each client below has its own source address).
+const EXTRA: &str = "development = true\n[raft]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n[placement]\ntick_ms = 300\n[auth]\ntest_numbers = true\n";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A client of `nodes` whose packets come from `src` (an address of 127.0.0.0/8).
+async fn connect_from(c: &Cluster, nodes: &[u32], src: &str) -> (Client, mpsc::Receiver<Event>) {
+    let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
+    let mut cfg = ClientConfig::new(nodes.iter().map(|i| c.client_addr(*i)).collect(), ca);
+    cfg.endpoint = Some(quinn::Endpoint::client(format!("{src}:0").parse().unwrap()).unwrap());
+    cfg.request_timeout = Duration::from_secs(5);
+    cfg.device = format!("device@{src}");
+    Client::connect(cfg).await.unwrap_or_else(|e| panic!("connect from {src}: {e}"))
+}
+
+/// The test number's code: its DC digit five times.
+fn test_code(phone: &str) -> String {
+    phone[6..7].repeat(5)
+}
+
+/// Logs `client` in as `phone` (signing up as `name` if needed).
+async fn must_log_in(client: &Client, phone: &str, name: &str) -> pb::User {
+    let sent = client.send_code(phone).await.unwrap_or_else(|e| panic!("send_code {phone}: {e}"));
+    let auth = match client.sign_in(phone, &sent.phone_code_hash, &test_code(phone)).await {
+        Ok(a) => a,
+        Err(e) if e.code() == "SIGN_UP_REQUIRED" => client.sign_up(phone, &sent.phone_code_hash, name, "").await.unwrap(),
+        Err(e) => panic!("sign in {phone}: {e}"),
+    };
+    auth.user.unwrap()
+}
+
+/// Raft log entries appended so far, summed over the nodes.
+fn log_entries(c: &Cluster) -> f64 {
+    c.nodes.keys().map(|i| c.metric(*i, "courier_raft_log_entries_total").unwrap_or(0.0)).sum()
+}
+
+/// Item 1: wrong sign-ins from one address, spread over every node, are
+/// refused with a growing `FLOOD_WAIT` before anything is proposed (before:
+/// 60 wrong sign-ins, no refusal, 61 new log entries). A stranger spending
+/// the phone's codes does not lock its owner out, nor does a stranger's
+/// code replace the owner's: the owner gets in from another address.
+#[test]
+fn login_attempts_are_limited_before_anything_is_proposed_and_the_owner_still_gets_in() {
+    let c = Cluster::start_settled(87, 3, EXTRA);
+    let rt = rt();
+    rt.block_on(async {
+        let phone = "+9996615021";
+        let (ann, _ann_events) = connect_from(&c, &[1, 2, 3], "127.0.87.101").await;
+        must_log_in(&ann, phone, "Ann").await;
+
+        // The stranger: one address, a connection to every node.
+        let mut stranger = Vec::new();
+        for i in 1..=3 {
+            stranger.push(connect_from(&c, &[i], "127.0.87.200").await.0);
+        }
+        let before = log_entries(&c);
+        let mut waits = Vec::new();
+        let mut other = Vec::new();
+        for k in 0..60usize {
+            match stranger[k % 3].sign_in(phone, "00000000000000ff", "12345").await {
+                Err(e) if e.code() == "FLOOD_WAIT" => match e {
+                    courier_client::Error::Api { retry_after_secs, .. } => waits.push(retry_after_secs),
+                    _ => unreachable!(),
+                },
+                Err(e) => other.push(e.code().to_string()),
+                Ok(_) => panic!("a sign-in with a made-up code hash succeeded"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let proposed = log_entries(&c) - before;
+        eprintln!("60 wrong sign-ins from one address over 3 nodes: {} refused with FLOOD_WAIT (waits {:?} s), {} answered ({:?}), {proposed} log entries", waits.len(), waits, other.len(), other.iter().collect::<std::collections::BTreeSet<_>>());
+        assert!(waits.len() >= 40, "wrong sign-ins refused: {} of 60", waits.len());
+        assert!(proposed <= 15.0, "60 wrong sign-ins proposed {proposed} log entries");
+        assert!(waits.last() > waits.first(), "a stranger who keeps trying waits longer: {waits:?}");
+
+        // The owner, from another address, is not refused for the stranger.
+        let (ann2, _) = connect_from(&c, &[1, 2, 3], "127.0.87.102").await;
+        let sent = ann2.send_code(phone).await.expect("the owner gets a code");
+        // Strangers ask for codes for the same phone from other addresses
+        // meanwhile: more than the phone's daily budget.
+        for k in 0..6 {
+            let (s, _) = connect_from(&c, &[1 + k % 3], &format!("127.0.87.{}", 201 + k)).await;
+            let r = s.send_code(phone).await;
+            eprintln!("a stranger's send_code from 127.0.87.{}: {:?}", 201 + k, r.as_ref().map(|s| s.delivery.clone()).map_err(|e| e.to_string()));
+        }
+        // The owner's code is still good, and a new device can still get one.
+        ann2.sign_in(phone, &sent.phone_code_hash, &test_code(phone)).await.expect("the owner's code survives strangers' requests");
+        let (ann3, _) = connect_from(&c, &[1, 2, 3], "127.0.87.103").await;
+        let sent = ann3.send_code(phone).await.expect("a logged-in account can always get a code in the app");
+        ann3.sign_in(phone, &sent.phone_code_hash, &test_code(phone)).await.expect("and sign in with it");
+    });
+}
+
+/// Item 8: test numbers and a clock offset file are development settings:
+/// a node refuses them without `development = true` and says which field;
+/// with it, the node says so at start and `cluster status` shows it. No
+/// example config for real hosts turns it on.
+#[test]
+fn test_numbers_need_the_development_setting_which_the_node_and_status_show() {
+    let mut c = Cluster::new(88);
+    c.add_node(1, "[auth]\ntest_numbers = true\n");
+    let status = must_wait(Duration::from_secs(20), "the node to refuse its config", || c.nodes.get_mut(&1).unwrap().child.as_mut().unwrap().try_wait().unwrap());
+    assert!(!status.success(), "a node with test numbers and no development setting started");
+    let log = c.log(1);
+    assert!(log.contains("auth.test_numbers") && log.contains("development = true"), "the refusal names the field and the setting: {log}");
+    c.nodes.get_mut(&1).unwrap().child = None;
+
+    let cfg = c.nodes[&1].config.clone();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("development = true\n{text}")).unwrap();
+    c.start(1);
+    must_wait(Duration::from_secs(30), "cluster init", || c.run_on(&[1], &["cluster", "init"]).status.success().then_some(()));
+    let s = must_wait(Duration::from_secs(30), "status", || c.status());
+    assert_eq!(s["nodes"][0]["development"], true, "status shows the development setting: {s}");
+    let out = c.run_on(&[1], &["cluster", "status"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DEVELOPMENT"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(c.log(1).contains("DEVELOPMENT"), "the node says so at start");
+
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster-configs");
+    for dir in ["five-node", "systemd"] {
+        for f in std::fs::read_dir(examples.join(dir)).unwrap() {
+            let path = f.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for word in ["development", "test_numbers", "clock_offset_file"] {
+                assert!(!text.lines().any(|l| l.split('#').next().unwrap_or("").contains(word)), "{} sets {word}", path.display());
+            }
+        }
+    }
+}
+
+/// Item 3: members per request are bounded (Telegram: 200 at creation);
+/// under the bound creating and inviting work.
+#[test]
+fn members_per_request_are_bounded() {
+    let c = Cluster::start_settled(89, 3, EXTRA);
+    let rt = rt();
+    rt.block_on(async {
+        let (ann, _) = connect_from(&c, &[1], "127.0.89.101").await;
+        let me = must_log_in(&ann, "+9996615031", "Ann").await;
+        let (bob, _) = connect_from(&c, &[2], "127.0.89.102").await;
+        let bob = must_log_in(&bob, "+9996625032", "Bob").await;
+        // 201 ids: refused for their number, before any is looked at.
+        let many: Vec<u64> = (0..201u64).map(|k| (k << 16) | 1).collect();
+        let e = ann
+            .call(M::CreateChat(pb::CreateChat { kind: pb::ChatKind::Group as i32, title: "big".into(), members: many.clone() }))
+            .await
+            .expect_err("201 members at creation");
+        assert_eq!(e.code(), "BAD_REQUEST", "{e}");
+        assert!(e.to_string().contains("200"), "the refusal says the bound: {e}");
+        let chat = match ann.call(M::CreateChat(pb::CreateChat { kind: pb::ChatKind::Group as i32, title: "small".into(), members: vec![bob.id] })).await.unwrap() {
+            pb::response::Result::Chat(ch) => ch,
+            other => panic!("{other:?}"),
+        };
+        let e = ann.invite(chat.id, many).await.expect_err("201 invitations in one call");
+        assert_eq!(e.code(), "BAD_REQUEST", "{e}");
+        assert!(e.to_string().contains("200"), "{e}");
+        let _ = me;
+    });
+}
+
+/// Item 7: connections per address are capped (configurable), a connection
+/// that does not say hello is closed at its own short deadline, and
+/// hello-less connections have their own budget, the oldest giving way, so
+/// they cannot keep others out.
+#[test]
+fn connections_are_capped_per_address_and_hello_less_ones_cannot_keep_others_out() {
+    let extra = EXTRA.replace("development = true\n", "development = true\n[gateway]\nmax_connections_per_address = 8\nmax_hello_less = 16\nhello_timeout_secs = 3\n");
+    let c = Cluster::start_settled(90, 1, &extra);
+    let rt = rt();
+    rt.block_on(async {
+        let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
+        let cfg = |src: &str| {
+            let mut cfg = ClientConfig::new(vec![c.client_addr(1)], ca.clone());
+            cfg.endpoint = Some(quinn::Endpoint::client(format!("{src}:0").parse().unwrap()).unwrap());
+            cfg.connect_timeout = Duration::from_secs(3);
+            cfg
+        };
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(Client::connect(cfg("127.0.90.50")).await.expect("under the per-address cap"));
+        }
+        let ninth = Client::connect(cfg("127.0.90.50")).await;
+        let e = ninth.err().expect("a ninth connection from one address");
+        assert_eq!(e.code(), "FLOOD_WAIT", "{e}");
+        Client::connect(cfg("127.0.90.51")).await.expect("another address connects");
+        for (cl, _) in held.iter().take(4) {
+            cl.ping().await.expect("the first eight still work");
+        }
+
+        // Hello-less connections from many addresses: more than their budget.
+        let mut silent = Vec::new();
+        for k in 0..24 {
+            let ep = raw_endpoint(&ca, b"courier/1");
+            ep.rebind(std::net::UdpSocket::bind(format!("127.0.90.{}:0", 100 + k)).unwrap()).unwrap();
+            let conn = ep.connect(c.client_addr(1).parse().unwrap(), &c.host(1)).unwrap().await.expect("handshake");
+            silent.push((ep, conn));
+        }
+        // A client that says hello still gets in while they wait.
+        let t = Instant::now();
+        let (ok, _) = Client::connect(cfg("127.0.90.52")).await.expect("a client saying hello gets in past the hello-less ones");
+        ok.ping().await.unwrap();
+        eprintln!("hello after 24 silent connections: {:?}", t.elapsed());
+        // Every silent one is closed by its deadline (3 s here), the oldest
+        // ones earlier to make room.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for (k, (_, conn)) in silent.iter().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::timeout(left, conn.closed()).await.unwrap_or_else(|_| panic!("silent connection {k} still open after 15 s"));
+        }
+    });
+}
