@@ -63,6 +63,7 @@ pub fn status_json(s: &StatusReply) -> serde_json::Value {
         "nodes": s.nodes.iter().map(|n| json!({
             "id": n.id, "name": n.name, "addr": n.addr, "peer_addr": n.peer_addr, "admin_addr": n.admin_addr,
             "state": n.state, "lifecycle": n.lifecycle, "replicas": n.replicas, "leads": n.leads, "chunks_stored": n.chunks_stored,
+            "development": n.development,
         })).collect::<Vec<_>>(),
         "groups": s.groups.iter().map(|g| json!({
             "id": g.id,
@@ -81,6 +82,10 @@ pub async fn status(conn: &Conn, json: bool) -> Result<()> {
         return Ok(());
     }
     println!("cluster {}  ({} data groups, placement {})", s.cluster_id, s.data_groups, if s.placement_settled { "settled" } else { "moving" });
+    let dev: Vec<String> = s.nodes.iter().filter(|n| n.development).map(|n| n.id.to_string()).collect();
+    if !dev.is_empty() {
+        println!("DEVELOPMENT nodes {}: test numbers log in with a known code; never let real users reach them", dev.join(","));
+    }
     println!();
     println!("{:<4} {:<10} {:<8} {:<9} {:<22} {:<22} {:>8} {:>5}", "ID", "NAME", "STATE", "LIFECYCLE", "CLIENT ADDR", "PEER ADDR", "REPLICAS", "LEADS");
     for n in &s.nodes {

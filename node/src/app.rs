@@ -5,6 +5,8 @@
 
 use courier_raft::codec::{decode, encode};
 use courier_raft::logic::{App, StateRead, StateView};
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 
 use crate::auth::logic as auth;
@@ -35,10 +37,35 @@ pub enum AppReply {
     Media(media::Outcome),
 }
 
-/// Every service's apply and query, behind the raft layer's [`App`].
-pub struct Services;
+/// Every service's apply and query, behind the raft layer's [`App`], and
+/// the leader's login budget ([`App::admit`]).
+pub struct Services {
+    gate: Mutex<crate::auth::limit::LoginGate>,
+}
+
+impl Services {
+    pub fn new(auth: &crate::config::AuthConfig) -> Services {
+        Services { gate: Mutex::new(crate::auth::limit::LoginGate::new(auth.logins_per_phone_per_minute)) }
+    }
+}
+
+/// Whether encoded command bytes are an [`AppCommand::Auth`]: the codec's
+/// format byte, then postcard's variant index 0. Lets the leader skip
+/// decoding every other command on the write path.
+fn is_auth(cmd: &[u8]) -> bool {
+    cmd.get(1) == Some(&0)
+}
 
 impl App for Services {
+    fn admit(&self, _group: u32, cmd: &[u8]) -> Option<Vec<u8>> {
+        if !is_auth(cmd) {
+            return None;
+        }
+        let Ok(AppCommand::Auth(c)) = decode::<AppCommand>(cmd) else { return None };
+        let secs = self.gate.lock().expect("login gate lock").admit(&c).err()?;
+        Some(encode(&AppReply::Auth(Err(auth::AuthError::FloodWait { secs }))))
+    }
+
     fn apply(&self, view: &mut dyn StateView, cmd: &[u8], _index: u64) -> courier_raft::Result<Vec<u8>> {
         let reply = match decode::<AppCommand>(cmd) {
             Ok(AppCommand::Auth(c)) => AppReply::Auth(auth::apply(view, &c).map_err(into_raft)?),
@@ -110,5 +137,18 @@ pub fn service_reply<T, E: Into<crate::Error>>(reply: AppReply, pick: impl FnOnc
         Ok(Err(e)) => Err(e.into()),
         Err(AppReply::Undecodable(why)) => Err(crate::Error::BadRequest(format!("the cluster cannot read this request: {why}"))),
         Err(other) => Err(crate::Error::Io(format!("unexpected reply {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_commands_are_told_apart_without_decoding() {
+        let auth = AppCommand::Auth(auth::Cmd::Touch { token_hash: [1; 32], node_id: 1, address: "a".into(), now_ms: 5 });
+        assert!(is_auth(&encode(&auth)));
+        let chat = AppCommand::Chat(chat::Cmd::Read { chat: 1, user: 2, max_id: 3, now_ms: 4 });
+        assert!(!is_auth(&encode(&chat)));
     }
 }

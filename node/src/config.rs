@@ -313,6 +313,15 @@ impl NodeConfig {
         if self.name.is_empty() || self.name.len() > 64 {
             return Err(bad("name", "must be 1 to 64 characters"));
         }
+        if self.auth.test_numbers && !self.development {
+            return Err(bad(
+                "auth.test_numbers",
+                "lets anyone log in as any +99966… account with a known code; only a development cluster may have it: add `development = true` (never on a host real users reach)",
+            ));
+        }
+        if self.clock_offset_file.is_some() && !self.development {
+            return Err(bad("clock_offset_file", "moves this node's clock for tests; only a development cluster may have it: add `development = true`"));
+        }
         if self.debug.unsafe_ignore_random_id && !cfg!(debug_assertions) {
             return Err(bad("debug.unsafe_ignore_random_id", "deliberately breaks the node; only debug builds accept it"));
         }

@@ -104,6 +104,13 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
 
     node.boot().await?;
     tracing::info!(name = %cfg.name, peer = %cfg.peer_addr, client = %cfg.client_addr, admin = %cfg.admin_addr, "node running");
+    if cfg.development {
+        tracing::warn!(
+            test_numbers = cfg.auth.test_numbers,
+            clock_offset_file = cfg.clock_offset_file.is_some(),
+            "DEVELOPMENT node (`development = true`): test numbers log in with a known code and the clock may be moved; never let real users reach it"
+        );
+    }
 
     wait_for_signal().await;
     tracing::info!("shutting down: closing client connections, handing over leadership");

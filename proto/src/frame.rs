@@ -36,6 +36,9 @@ pub async fn write<M: prost::Message, W: AsyncWrite + Unpin>(w: &mut W, msg: &M)
     Ok(())
 }
 
+/// The first allocation for a frame's body; larger bodies grow as they arrive.
+const GROW_FROM: usize = 16 * 1024;
+
 /// Reads one frame: `Ok(None)` at a clean end of stream (before a frame
 /// starts), an error for an oversize, truncated or undecodable frame.
 pub async fn read<M: prost::Message + Default, R: AsyncRead + Unpin>(r: &mut R, limit: u32) -> Result<Option<M>, FrameError> {
@@ -52,11 +55,13 @@ pub async fn read<M: prost::Message + Default, R: AsyncRead + Unpin>(r: &mut R, 
     if len > limit {
         return Err(FrameError::TooLarge { len, limit });
     }
-    let mut body = vec![0u8; len as usize];
-    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-        _ => FrameError::Io(e),
-    })?;
+    // The buffer grows as bytes arrive: a declared length costs nothing
+    // until the peer sends that much.
+    let mut body = Vec::with_capacity((len as usize).min(GROW_FROM));
+    let got = (&mut *r).take(u64::from(len)).read_to_end(&mut body).await?;
+    if got < len as usize {
+        return Err(FrameError::Truncated);
+    }
     Ok(Some(M::decode(body.as_slice())?))
 }
 

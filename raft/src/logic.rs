@@ -38,6 +38,14 @@ pub trait StateView: StateRead {
 pub trait App: Send + Sync + 'static {
     fn apply(&self, view: &mut dyn StateView, cmd: &[u8], index: u64) -> Result<Vec<u8>>;
     fn query(&self, view: &dyn StateRead, query: &[u8]) -> Result<Vec<u8>>;
+    /// The leader's look at a command before proposing it: `Some(reply)`
+    /// answers the caller with `reply`, as if `apply` had, and nothing is
+    /// proposed. For budgets that must hold cluster-wide without costing a
+    /// write: a group has one leader at a time (a new leader starts with
+    /// fresh counts). The command's own time is the clock.
+    fn admit(&self, _group: crate::GroupId, _cmd: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// An [`App`] that refuses every command (tests of the raft layer alone).

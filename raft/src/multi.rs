@@ -482,6 +482,12 @@ impl MultiRaft {
             },
             ForwardOp::Write(cmd) => {
                 self.leader_has_quorum(raft)?;
+                if let Command::App(bytes) = &cmd
+                    && raft.is_leader()
+                    && let Some(reply) = self.inner.app.admit(group, bytes)
+                {
+                    return Ok(ForwardOk::Response(Response::App(reply)));
+                }
                 match raft.client_write(cmd).await {
                     Ok(resp) => Ok(ForwardOk::Response(resp.data)),
                     Err(e) => Err(write_err(e)),

@@ -17,6 +17,9 @@ pub type TokenHash = [u8; 32];
 const DAY_MS: u64 = 24 * 3600 * 1000;
 /// Wrong codes a login code survives.
 pub const CODE_TRIES: u8 = 3;
+/// Live codes a phone keeps at once: a stranger's request adds one beside
+/// the owner's instead of replacing it; past this the oldest goes.
+pub const LIVE_CODES: usize = 16;
 const NAME_MAX: usize = 64;
 
 /// Bits of a user id below the per-group sequence: the user's data group.
@@ -119,6 +122,12 @@ pub enum Cmd {
     Touch { token_hash: TokenHash, node_id: u64, address: String, now_ms: u64 },
     /// Revokes sessions of the user owning `by` (which must be live).
     Revoke { by: TokenHash, which: Revoke, now_ms: u64 },
+    // Commands are in Raft logs: new ones at the end, old ones keep applying.
+    /// A login code asked for from `asker` (an address): a new code beside
+    /// the phone's other live ones (at most [`LIVE_CODES`]), never replacing
+    /// them. Past the day's SMS budget an account with a logged-in device
+    /// still gets one, delivered only in the app ([`Reply::CodeSentVia`]).
+    SendCodeFrom { phone: String, code_id: u64, code: String, ttl_ms: u64, max_per_day: u32, now_ms: u64, asker: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +170,10 @@ pub enum Reply {
     Sessions(Vec<Session>),
     Code(Option<Code>),
     User(Option<User>),
+    // Replies cross the wire: new ones at the end.
+    /// A code made by [`Cmd::SendCodeFrom`]; `sms: false` when only the
+    /// account's logged-in devices may be told it (the SMS budget is spent).
+    CodeSentVia { code_id: u64, expires_ms: u64, sms: bool },
 }
 
 /// Refusals; each maps to one code of the brief.
@@ -215,6 +228,11 @@ fn phone_key(phone: &str) -> Vec<u8> {
 fn code_key(phone: &str) -> Vec<u8> {
     format!("a/code/{phone}").into_bytes()
 }
+/// The phone's live codes (`Vec<Code>`, oldest first) since `SendCodeFrom`;
+/// `code_key` holds the one code of the previous `SendCode`.
+fn codes_key(phone: &str) -> Vec<u8> {
+    format!("a/codes/{phone}").into_bytes()
+}
 fn sends_key(phone: &str) -> Vec<u8> {
     format!("a/sends/{phone}").into_bytes()
 }
@@ -240,27 +258,55 @@ fn live_session(view: &dyn StateRead, hash: &TokenHash) -> Result<std::result::R
     })
 }
 
-/// Checks the code for `phone`; on a wrong code spends a try (and ends the
-/// code after the last).
+/// The phone's live codes, oldest first: the list, and the code a
+/// `SendCode` of the previous version left at `code_key`.
+fn load_codes(view: &dyn StateRead, phone: &str) -> Result<Vec<Code>> {
+    let mut codes: Vec<Code> = get(view, &codes_key(phone))?.unwrap_or_default();
+    if let Some(old) = get::<Code>(view, &code_key(phone))?
+        && !codes.iter().any(|c| c.id == old.id)
+    {
+        codes.insert(0, old);
+    }
+    Ok(codes)
+}
+
+/// Writes the phone's live codes (all in the list from now on).
+fn store_codes(view: &mut dyn StateView, phone: &str, codes: &[Code]) {
+    view.delete(&code_key(phone));
+    if codes.is_empty() {
+        view.delete(&codes_key(phone));
+    } else {
+        put(view, &codes_key(phone), &codes.to_vec());
+    }
+}
+
+/// Whether the account of `phone` has a logged-in device.
+fn has_live_session(view: &dyn StateRead, phone: &str) -> Result<bool> {
+    let Some(user) = get::<u64>(view, &phone_key(phone))? else { return Ok(false) };
+    let index: Vec<TokenHash> = get(view, &user_sessions_key(user))?.unwrap_or_default();
+    Ok(!index.is_empty())
+}
+
+/// Checks code `code_id` of `phone`; on a wrong code spends a try (and ends
+/// the code after the last). Nothing is written for an unknown `code_id`.
 fn check_code(view: &mut dyn StateView, phone: &str, code_id: u64, code: &str, now_ms: u64) -> Result<std::result::Result<Code, AuthError>> {
-    let Some(mut c) = get::<Code>(view, &code_key(phone))? else { return Ok(Err(AuthError::PhoneCodeExpired)) };
-    if c.id != code_id {
+    let mut codes = load_codes(view, phone)?;
+    let Some(i) = codes.iter().position(|c| c.id == code_id) else { return Ok(Err(AuthError::PhoneCodeExpired)) };
+    if now_ms >= codes[i].expires_ms {
+        codes.remove(i);
+        store_codes(view, phone, &codes);
         return Ok(Err(AuthError::PhoneCodeExpired));
     }
-    if now_ms >= c.expires_ms {
-        view.delete(&code_key(phone));
-        return Ok(Err(AuthError::PhoneCodeExpired));
-    }
-    if c.code != code {
-        c.tries_left = c.tries_left.saturating_sub(1);
-        if c.tries_left == 0 {
-            view.delete(&code_key(phone));
-        } else {
-            put(view, &code_key(phone), &c);
+    if codes[i].code != code {
+        codes[i].tries_left = codes[i].tries_left.saturating_sub(1);
+        let tries_left = codes[i].tries_left;
+        if tries_left == 0 {
+            codes.remove(i);
         }
-        return Ok(Err(AuthError::PhoneCodeInvalid { tries_left: c.tries_left }));
+        store_codes(view, phone, &codes);
+        return Ok(Err(AuthError::PhoneCodeInvalid { tries_left }));
     }
-    Ok(Ok(c))
+    Ok(Ok(codes[i].clone()))
 }
 
 fn create_session(view: &mut dyn StateView, user: &mut User, s: &NewSession, now_ms: u64) -> Result<std::result::Result<u64, AuthError>> {
@@ -327,6 +373,35 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             put(view, &code_key(phone), &Code { id: *code_id, code: code.clone(), expires_ms, tries_left: CODE_TRIES, verified: false });
             Ok(Ok(Reply::CodeSent { code_id: *code_id, expires_ms }))
         }
+        Cmd::SendCodeFrom { phone, code_id, code, ttl_ms, max_per_day, now_ms, asker: _ } => {
+            if !valid_phone(phone) {
+                return Ok(Err(AuthError::PhoneNumberInvalid));
+            }
+            let mut sends: Vec<u64> = get(view, &sends_key(phone))?.unwrap_or_default();
+            let mut codes = load_codes(view, phone)?;
+            if let Some(c) = codes.iter().find(|c| c.id == *code_id) {
+                // A repeat: the SMS was counted if it was sent.
+                return Ok(Ok(Reply::CodeSentVia { code_id: c.id, expires_ms: c.expires_ms, sms: sends.contains(now_ms) }));
+            }
+            sends.retain(|t| t + DAY_MS > *now_ms);
+            let sms = sends.len() < *max_per_day as usize;
+            if sms {
+                sends.push(*now_ms);
+                put(view, &sends_key(phone), &sends);
+            } else if !has_live_session(view, phone)? {
+                let oldest = sends.iter().min().copied().unwrap_or(*now_ms);
+                let wait_ms = (oldest + DAY_MS).saturating_sub(*now_ms);
+                return Ok(Err(AuthError::FloodWait { secs: wait_ms.div_ceil(1000).max(1) as u32 }));
+            }
+            codes.retain(|c| c.expires_ms > *now_ms);
+            let expires_ms = now_ms + ttl_ms;
+            codes.push(Code { id: *code_id, code: code.clone(), expires_ms, tries_left: CODE_TRIES, verified: false });
+            if codes.len() > LIVE_CODES {
+                codes.remove(0);
+            }
+            store_codes(view, phone, &codes);
+            Ok(Ok(Reply::CodeSentVia { code_id: *code_id, expires_ms, sms }))
+        }
         Cmd::SignIn { phone, code_id, code, session, now_ms } => {
             if !valid_phone(phone) {
                 return Ok(Err(AuthError::PhoneNumberInvalid));
@@ -340,7 +415,9 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             };
             let Some(user_id) = get::<u64>(view, &phone_key(phone))? else {
                 c.verified = true;
-                put(view, &code_key(phone), &c);
+                let mut codes = load_codes(view, phone)?;
+                codes.iter_mut().filter(|x| x.id == c.id).for_each(|x| *x = c.clone());
+                store_codes(view, phone, &codes);
                 return Ok(Err(AuthError::SignUpRequired));
             };
             let Some(mut user) = get::<User>(view, &user_key(user_id))? else {
@@ -350,7 +427,8 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
                 Ok(id) => id,
                 Err(e) => return Ok(Err(e)),
             };
-            view.delete(&code_key(phone));
+            // In: every live code of the phone ends.
+            store_codes(view, phone, &[]);
             Ok(Ok(Reply::Authorized { user, session_id }))
         }
         Cmd::SignUp { phone, code_id, first_name, last_name, session, group, now_ms } => {
@@ -363,8 +441,8 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             let (Some(first), Some(last)) = (clean_name(first_name, true), clean_name(last_name, false)) else {
                 return Ok(Err(AuthError::BadRequest(format!("a name is 1 to {NAME_MAX} printable characters"))));
             };
-            let Some(c) = get::<Code>(view, &code_key(phone))? else { return Ok(Err(AuthError::PhoneCodeExpired)) };
-            if c.id != *code_id || *now_ms >= c.expires_ms {
+            let Some(c) = load_codes(view, phone)?.into_iter().find(|c| c.id == *code_id) else { return Ok(Err(AuthError::PhoneCodeExpired)) };
+            if *now_ms >= c.expires_ms {
                 return Ok(Err(AuthError::PhoneCodeExpired));
             }
             if !c.verified {
@@ -383,7 +461,7 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             };
             put(view, NEXT_USER, &(seq + 1));
             put(view, &phone_key(phone), &id);
-            view.delete(&code_key(phone));
+            store_codes(view, phone, &[]);
             Ok(Ok(Reply::Authorized { user, session_id }))
         }
         Cmd::Touch { token_hash, node_id, address, now_ms } => {
@@ -470,7 +548,7 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             out.sort_by_key(|s| s.id);
             Ok(Ok(Reply::Sessions(out)))
         }
-        Query::Code { phone } => Ok(Ok(Reply::Code(get(view, &code_key(phone))?))),
+        Query::Code { phone } => Ok(Ok(Reply::Code(load_codes(view, phone)?.pop()))),
         Query::UserByPhone { phone } => {
             let user = match get::<u64>(view, &phone_key(phone))? {
                 Some(id) => get::<User>(view, &user_key(id))?,
@@ -579,6 +657,54 @@ mod tests {
             apply(&mut v, &Cmd::SendCode { phone: "555".into(), code_id: 1, code: "1".into(), ttl_ms: 1, max_per_day: 5, now_ms: 0 }).unwrap(),
             Err(AuthError::PhoneNumberInvalid)
         );
+    }
+
+    fn ask(v: &mut MemView, id: u64, asker: &str, now: u64) -> Outcome {
+        let cmd = Cmd::SendCodeFrom { phone: PHONE.into(), code_id: id, code: "12345".into(), ttl_ms: 5 * MIN, max_per_day: 5, now_ms: now, asker: asker.into() };
+        apply(v, &cmd).unwrap()
+    }
+
+    #[test]
+    fn a_strangers_codes_neither_replace_the_owners_nor_lock_the_owner_out() {
+        let mut v = MemView::default();
+        // The owner has an account and a logged-in device.
+        assert!(matches!(ask(&mut v, 1, "owner", 0), Ok(Reply::CodeSentVia { sms: true, .. })));
+        sign_in(&mut v, 1, "12345", 1, 1).unwrap_err();
+        sign_up(&mut v, 1, 1, 2).unwrap();
+        // A new device of the owner asks; strangers ask after it, past the SMS budget.
+        assert!(matches!(ask(&mut v, 2, "owner", MIN), Ok(Reply::CodeSentVia { sms: true, .. })));
+        let mut sms = Vec::new();
+        for i in 0..6 {
+            match ask(&mut v, 10 + i, "stranger", MIN + 1 + i) {
+                Ok(Reply::CodeSentVia { sms: s, .. }) => sms.push(s),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(sms, [true, true, true, false, false, false], "five SMS a day; then in the app only");
+        // A repeat of a request answers the same (and sends no second SMS).
+        assert!(matches!(ask(&mut v, 15, "stranger", MIN + 6), Ok(Reply::CodeSentVia { sms: false, .. })));
+        // The owner's code is still there; a wrong try on another code does not touch it.
+        assert!(matches!(sign_in(&mut v, 10, "00000", 3, MIN + 20), Err(AuthError::PhoneCodeInvalid { tries_left: 2 })));
+        let Ok(Reply::Authorized { session_id, .. }) = sign_in(&mut v, 2, "12345", 2, MIN + 30) else { panic!("the owner signs in") };
+        assert_eq!(session_id, 2);
+        // Signing in ends every live code of the phone.
+        assert_eq!(sign_in(&mut v, 11, "12345", 3, MIN + 40), Err(AuthError::PhoneCodeExpired));
+        // Past the budget, a phone without a logged-in device waits for the day.
+        let other = |v: &mut MemView, id: u64, now: u64| {
+            apply(v, &Cmd::SendCodeFrom { phone: "+15550002222".into(), code_id: id, code: "1".into(), ttl_ms: MIN, max_per_day: 1, now_ms: now, asker: "x".into() }).unwrap()
+        };
+        assert!(other(&mut v, 1, 0).is_ok());
+        assert!(matches!(other(&mut v, 2, 1), Err(AuthError::FloodWait { .. })));
+    }
+
+    #[test]
+    fn a_code_left_by_the_previous_version_still_signs_in() {
+        let mut v = MemView::default();
+        send(&mut v, 1, 0).unwrap();
+        assert!(matches!(ask(&mut v, 2, "a", 1), Ok(Reply::CodeSentVia { .. })));
+        assert_eq!(sign_in(&mut v, 1, "12345", 1, 2), Err(AuthError::SignUpRequired));
+        sign_up(&mut v, 1, 1, 3).unwrap();
+        assert_eq!(query(&v, &Query::Code { phone: PHONE.into() }).unwrap(), Ok(Reply::Code(None)), "no code outlives the sign-up");
     }
 
     #[test]

@@ -57,8 +57,19 @@ pub struct Auth {
 
 impl Auth {
     pub fn new(node: Node, cfg: AuthConfig, clock: Clock) -> Auth {
-        let per_address = Mutex::new(limit::RateLimiter::new(cfg.logins_per_address_per_minute));
+        let per_address = Mutex::new(limit::RateLimiter::penalizing(cfg.logins_per_address_per_minute));
         Auth { node, cfg, clock, per_address }
+    }
+
+    /// A login attempt (code, sign-in, sign-up) from `caller`'s address,
+    /// counted against this node's share of the cluster's budget before
+    /// anything is proposed; `FLOOD_WAIT` past it, growing while the caller
+    /// keeps trying.
+    fn admit_address(&self, caller: &Caller) -> Result<()> {
+        let share = limit::node_share(self.cfg.logins_per_address_per_minute, self.node.live_nodes());
+        let mut limiter = self.per_address.lock().expect("limiter lock");
+        limiter.set_per_minute(share);
+        limiter.check(&caller.addr.ip(), self.clock.now_ms()).map_err(|secs| AuthError::FloodWait { secs }.into())
     }
 
     pub fn clock(&self) -> &Clock {
@@ -91,29 +102,32 @@ impl Auth {
         if !logic::valid_phone(phone) {
             return Err(AuthError::PhoneNumberInvalid.into());
         }
+        self.admit_address(caller)?;
         let now_ms = self.clock.now_ms();
-        if let Err(secs) = self.per_address.lock().expect("limiter lock").check(&caller.addr.ip(), now_ms) {
-            return Err(AuthError::FloodWait { secs }.into());
-        }
         let test_code = if self.cfg.test_numbers { logic::test_number_code(phone) } else { None };
         let code = test_code.clone().unwrap_or_else(|| format!("{:05}", rand::random_range(0..100_000u32)));
         let code_id: u64 = rand::random::<u64>() | 1;
         let group = self.phone_group(phone)?;
-        let cmd = logic::Cmd::SendCode {
+        let cmd = logic::Cmd::SendCodeFrom {
             phone: phone.to_string(),
             code_id,
             code: code.clone(),
             ttl_ms: self.cfg.code_ttl_secs * 1000,
             max_per_day: self.cfg.codes_per_day,
             now_ms,
+            asker: caller.addr.ip().to_string(),
         };
-        let Reply::CodeSent { code_id, .. } = self.exec(group, cmd).await? else {
-            return Err(Error::Io("unexpected reply to send_code".into()));
+        let (code_id, sms) = match self.exec(group, cmd).await? {
+            Reply::CodeSentVia { code_id, sms, .. } => (code_id, sms),
+            other => return Err(Error::Io(format!("unexpected reply to send_code: {other:?}"))),
         };
         let mut delivery = "sms";
         if test_code.is_none() {
-            self.deliver(phone, &code).await;
-            if self.cfg.deliver_in_app
+            // Past the day's SMS budget only the account's devices are told.
+            if sms {
+                self.deliver(phone, &code).await;
+            }
+            if (self.cfg.deliver_in_app || !sms)
                 && let Ok(Reply::User(Some(user))) = self.read(group, logic::Query::UserByPhone { phone: phone.into() }).await
             {
                 // Who asked, as the account's devices show it: the app and the
@@ -171,6 +185,7 @@ impl Auth {
         caller: &Caller,
         cmd: impl FnOnce(logic::NewSession, u32, u64) -> logic::Cmd,
     ) -> Result<NewAuthorization> {
+        self.admit_address(caller)?;
         let group = self.phone_group(phone)?;
         let token = token::new_token(group);
         let cmd = cmd(self.new_session(&token, caller), group, self.clock.now_ms());

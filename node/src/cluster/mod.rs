@@ -284,7 +284,7 @@ impl Node {
     }
 
     async fn start_raft(&self, id: &Identity) -> Result<&MultiRaft> {
-        let multi = MultiRaft::start(id.node_id, self.inner.store.clone(), self.inner.router.clone(), id.data_groups, self.inner.cfg.raft_options(), Arc::new(crate::app::Services))
+        let multi = MultiRaft::start(id.node_id, self.inner.store.clone(), self.inner.router.clone(), id.data_groups, self.inner.cfg.raft_options(), Arc::new(crate::app::Services::new(&self.inner.cfg.auth)))
             .await?;
         let multi = self.inner.raft.get_or_init(|| async { multi }).await;
         multi.set_peers(self.inner.cfg.join.clone());
@@ -403,7 +403,7 @@ impl Node {
             None => (0, Vec::new()),
         };
         let chunks = Some(self.inner.chunk_health.lock().expect("chunk health").clone());
-        ProbeReply { node_id, replicas, name: self.inner.cfg.name.clone(), chunks }
+        ProbeReply { node_id, replicas, name: self.inner.cfg.name.clone(), chunks, development: self.inner.cfg.development }
     }
 
     /// Nodes this node's probes have found down for longer than
@@ -413,6 +413,13 @@ impl Node {
         let now = Instant::now();
         let health = self.inner.health.lock().expect("health lock");
         health.iter().filter(|(_, h)| h.down_since.is_some_and(|t| now.duration_since(t) > dead_after)).map(|(id, _)| *id).collect()
+    }
+
+    /// Nodes this node's last probes found up, itself included (at least 1):
+    /// what a cluster-wide budget is shared over.
+    pub fn live_nodes(&self) -> usize {
+        let health = self.inner.health.lock().expect("health lock");
+        health.values().filter(|h| h.down_since.is_none()).count().max(1)
     }
 
     /// What the media repair worker saw in its last pass (shown by `cluster status`).
@@ -547,6 +554,7 @@ impl Node {
                     leads: groups.iter().filter(|g| g.leader == n.id).count() as u32,
                     lifecycle: n.state.as_str().into(),
                     chunks_stored: probes.get(&n.id).and_then(|r| r.as_ref()).and_then(|r| r.chunks.as_ref()).map_or(0, |c| c.stored),
+                    development: probes.get(&n.id).and_then(|r| r.as_ref()).is_some_and(|r| r.development),
                 }
             })
             .collect();

@@ -6,6 +6,7 @@
 //! Limits per connection (streams in flight, bytes buffered, idle time, time
 //! to send a request) keep one slow or hostile client from stalling others.
 
+pub mod doors;
 pub mod model;
 pub mod registry;
 
@@ -41,6 +42,8 @@ pub struct Gateway {
     cfg: GatewayConfig,
     /// `resolve_phone` per user (`limits.resolve_phone_per_minute`).
     resolve_limit: std::sync::Mutex<crate::auth::limit::RateLimiter<u64>>,
+    /// Connections per address and the hello-less budget.
+    doors: Arc<doors::Doors>,
 }
 
 /// The QUIC endpoint on `socket` (bound at start-up so a port conflict shows at once).
@@ -66,7 +69,8 @@ pub fn endpoint(cfg: &NodeConfig, socket: std::net::UdpSocket) -> Result<quinn::
 impl Gateway {
     pub fn new(node: Node, auth: Arc<Auth>, chats: Arc<Messaging>, media: Arc<crate::media::Media>, cfg: GatewayConfig) -> Arc<Gateway> {
         let resolve_limit = std::sync::Mutex::new(crate::auth::limit::RateLimiter::new(node.config().limits.resolve_phone_per_minute));
-        Arc::new(Gateway { node, auth, chats, media, cfg, resolve_limit })
+        let doors = doors::Doors::new(cfg.max_connections_per_address, cfg.max_hello_less);
+        Arc::new(Gateway { node, auth, chats, media, cfg, resolve_limit, doors })
     }
 
     fn timeout(&self) -> Duration {
@@ -98,13 +102,25 @@ impl Gateway {
 
     async fn connection(self: Arc<Self>, incoming: quinn::Incoming) {
         let remote = incoming.remote_address();
+        let address_slot = self.doors.open(remote.ip());
+        // From the first packet to the hello: a place among the hello-less
+        // connections (the oldest goes when a new one needs it), and a
+        // deadline of its own.
+        let waiting = self.doors.wait_for_hello();
+        let hello_by = tokio::time::Instant::now() + Duration::from_secs(self.cfg.hello_timeout_secs);
         let conn = match incoming.accept() {
-            Ok(connecting) => match tokio::time::timeout(self.timeout(), connecting).await {
+            Ok(connecting) => match tokio::time::timeout_at(hello_by, connecting).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => return tracing::debug!(%remote, "client handshake failed: {e}"),
                 Err(_) => return tracing::debug!(%remote, "client handshake timed out"),
             },
             Err(e) => return tracing::debug!(%remote, "cannot accept a client: {e}"),
+        };
+        let Some(_address_slot) = address_slot else {
+            // Told why (a refused handshake would only say "refused").
+            let why = format!("FLOOD_WAIT: too many connections from {} (gateway.max_connections_per_address = {})", remote.ip(), self.cfg.max_connections_per_address);
+            conn.close(close::OVERLOADED.into(), why.as_bytes());
+            return;
         };
         let alpn = conn
             .handshake_data()
@@ -114,7 +130,15 @@ impl Gateway {
             conn.close(close::BAD_REQUEST.into(), b"BAD_REQUEST: ALPN courier/1 required");
             return;
         }
-        let ctx = match tokio::time::timeout(self.timeout(), self.hello(&conn)).await {
+        let hello = tokio::select! {
+            r = tokio::time::timeout_at(hello_by, self.hello(&conn)) => r,
+            _ = waiting.evicted.notified() => {
+                conn.close(close::OVERLOADED.into(), b"UNAVAILABLE: too many connections waiting for their hello; say hello at once");
+                return;
+            }
+        };
+        drop(waiting);
+        let ctx = match hello {
             Ok(Ok(ctx)) => ctx,
             Ok(Err((code, e))) => {
                 tracing::debug!(%remote, "hello refused: {e}");

@@ -193,8 +193,8 @@ impl TryFrom<pb::Request> for Method {
                     Ok(pb::ChatKind::Channel) => ChatKind::Channel,
                     _ => return Err(Error::BadRequest("kind: PRIVATE, GROUP or CHANNEL".into())),
                 };
-                if c.members.len() as u64 > logic::GROUP_MAX {
-                    return Err(Error::BadRequest(format!("members: at most {}", logic::GROUP_MAX)));
+                if c.members.len() > logic::MEMBERS_PER_REQUEST {
+                    return Err(Error::BadRequest(format!("members: at most {} at creation; invite the rest afterwards", logic::MEMBERS_PER_REQUEST)));
                 }
                 if kind != ChatKind::Private {
                     logic::check_text(&c.title, logic::TITLE_MAX)?;
@@ -202,8 +202,8 @@ impl TryFrom<pb::Request> for Method {
                 Method::CreateChat { kind, title: c.title, members: c.members }
             }
             Some(M::Invite(i)) => {
-                if i.users.is_empty() || i.users.len() > 1000 {
-                    return Err(Error::BadRequest("users: 1 to 1000 at once".into()));
+                if i.users.is_empty() || i.users.len() > logic::MEMBERS_PER_REQUEST {
+                    return Err(Error::BadRequest(format!("users: 1 to {} at once", logic::MEMBERS_PER_REQUEST)));
                 }
                 Method::Invite { chat: i.chat_id, users: i.users }
             }

@@ -33,6 +33,9 @@ pub const CAPTION_MAX: usize = 1024;
 pub const TITLE_MAX: usize = 128;
 /// Members of a group (channels have no limit).
 pub const GROUP_MAX: u64 = 200_000;
+/// Users one `create_chat` or `invite` may add (Telegram: 200 at creation):
+/// each is a read and a write of its own, so a request stays bounded.
+pub const MEMBERS_PER_REQUEST: usize = 200;
 /// Own messages can be edited this long.
 pub const EDIT_WINDOW_MS: u64 = 48 * 3600 * 1000;
 /// Events one difference answer carries before it says "more".
