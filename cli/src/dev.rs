@@ -86,7 +86,7 @@ fn write_config(args: &DevArgs, i: u32, certs_dir: &Path) -> Result<PathBuf> {
     let join = if i == 1 { String::new() } else { format!("\"{}\"", ports(args, 1).peer) };
     let certs = std::fs::canonicalize(certs_dir)?;
     let text = format!(
-        "# Written by `courier dev`.\nname = \"n{i}\"\ndata_dir = \".\"\npeer_addr = \"{}\"\nclient_addr = \"{}\"\nadmin_addr = \"{}\"\njoin = [{join}]\ndata_groups = {}\n# A laptop cluster: test numbers (+99966XYYYY take code XXXXX) need it.\ndevelopment = true\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n# No per-address login budget (every local client shares one address).\n[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\n\n[placement]\nreplicas = {}\n",
+        "# Written by `courier dev`.\nname = \"n{i}\"\ndata_dir = \".\"\npeer_addr = \"{}\"\nclient_addr = \"{}\"\nadmin_addr = \"{}\"\njoin = [{join}]\ndata_groups = {}\n# A laptop cluster: test numbers (+99966XYYYY take code XXXXX) need it.\ndevelopment = true\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n# No per-address login budget (every local client shares one address).\n[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\n\n# Benchmarks post as fast as they can: no per-user budgets on posts.\n[limits]\nposts_per_chat_per_minute = 0\nchanges_per_chat_per_minute = 0\ninvites_per_chat_per_minute = 0\ntyping_per_chat_per_minute = 0\nnew_private_chats_per_hour = 0\n\n[placement]\nreplicas = {}\n",
         p.peer,
         p.client,
         p.admin,

@@ -225,3 +225,88 @@ fn connections_are_capped_per_address_and_hello_less_ones_cannot_keep_others_out
         }
     });
 }
+
+/// The code of `r`'s error, or "ok".
+fn outcome<T>(r: &courier_client::Result<T>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => e.code().to_string(),
+    }
+}
+
+/// Item 2: what one user makes others receive is limited per user (per
+/// chat for posts, changes, invitations and typing; new private chats per
+/// hour), with `FLOOD_WAIT` and seconds; a user at a person's pace is never
+/// refused, and opening a chat one already has costs nothing.
+#[test]
+fn what_others_receive_is_limited_per_user_and_a_normal_pace_is_never_refused() {
+    let extra = format!("{EXTRA}[limits]\nnew_private_chats_per_hour = 9\n");
+    let c = Cluster::start_settled(91, 3, &extra);
+    let rt = rt();
+    rt.block_on(async {
+        let mut users = Vec::new();
+        let mut clients = Vec::new();
+        for (k, name) in ["Ann", "Bob", "Carol", "Dave", "Erin"].iter().enumerate() {
+            let (cl, _) = connect_from(&c, &[1 + (k as u32 % 3)], &format!("127.0.91.{}", 101 + k)).await;
+            users.push(must_log_in(&cl, &format!("+99966{}50{k:02}", k + 1), name).await);
+            clients.push(cl);
+        }
+        let (ann, bob) = (&clients[0], &clients[1]);
+        let dm = ann.private_chat(users[1].id).await.unwrap();
+        // A person's pace: never refused.
+        for i in 0..5u64 {
+            bob.send_message(dm.id, 1000 + i, &format!("hi {i}"), 0).await.expect("a message a second is never refused");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // A flood of posts into one chat.
+        let mut codes = std::collections::BTreeMap::<String, usize>::new();
+        for i in 0..100u64 {
+            *codes.entry(outcome(&ann.send_message(dm.id, i + 1, &format!("spam {i}"), 0).await)).or_default() += 1;
+        }
+        eprintln!("100 sends into one chat at once: {codes:?}");
+        assert!(codes.get("FLOOD_WAIT").copied().unwrap_or(0) >= 30, "{codes:?}");
+        let sent = codes.get("ok").copied().unwrap_or(0);
+        let history = bob.history(dm.id, 0, 0, 100).await.unwrap();
+        let from_ann = history.iter().filter(|m| m.from == users[0].id).count();
+        assert_eq!(from_ann, sent, "Bob got exactly the accepted ones");
+        let e = ann.send_message(dm.id, 500, "more", 0).await.unwrap_err();
+        match &e {
+            courier_client::Error::Api { code, retry_after_secs, .. } => assert!(code == "FLOOD_WAIT" && *retry_after_secs > 0, "{e}"),
+            other => panic!("{other}"),
+        }
+        // Reactions and edits (changes), invitations and typing, each per chat.
+        let target = history[0].id;
+        let mut reacted = std::collections::BTreeMap::<String, usize>::new();
+        for i in 0..130 {
+            *reacted.entry(outcome(&ann.send_reaction(dm.id, target, if i % 2 == 0 { "👍" } else { "🔥" }).await)).or_default() += 1;
+        }
+        eprintln!("130 reactions at once: {reacted:?}");
+        assert!(reacted.contains_key("FLOOD_WAIT"), "{reacted:?}");
+        let mut typed = std::collections::BTreeMap::<String, usize>::new();
+        for _ in 0..40 {
+            *typed.entry(outcome(&ann.set_typing(dm.id).await)).or_default() += 1;
+        }
+        eprintln!("40 typing notices at once: {typed:?}");
+        assert!(typed.contains_key("FLOOD_WAIT"), "{typed:?}");
+        let group = ann.create_group("g", vec![users[1].id]).await.unwrap();
+        let mut invited = std::collections::BTreeMap::<String, usize>::new();
+        for _ in 0..12 {
+            *invited.entry(outcome(&ann.invite(group.id, vec![users[2].id]).await)).or_default() += 1;
+        }
+        eprintln!("12 invitations at once: {invited:?}");
+        assert!(invited.contains_key("FLOOD_WAIT"), "{invited:?}");
+        // Bob, in the same chats, is not refused for Ann.
+        bob.send_message(dm.id, 2000, "still here", 0).await.expect("another user's budget is their own");
+        bob.send_message(group.id, 2001, "me too", 0).await.unwrap();
+
+        // New private chats: 9 an hour for the cluster, 3 on Ann's node; the
+        // chat with Bob was the first; opening it again costs nothing.
+        let mut opened = Vec::new();
+        for u in &users[2..5] {
+            opened.push(outcome(&ann.private_chat(u.id).await));
+        }
+        eprintln!("new private chats after the one with Bob: {opened:?}");
+        assert_eq!(opened, ["ok", "ok", "FLOOD_WAIT"]);
+        ann.private_chat(users[1].id).await.expect("a chat one has is opened again for free");
+    });
+}

@@ -66,7 +66,7 @@ fn applied_total(c: &Cluster) -> u64 {
 
 #[test]
 fn sessions_work_on_every_node_and_revocation_closes_them_everywhere() {
-    let c = Cluster::start_settled(50, 3, &format!("development = true\n{FAST}[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\nlogins_per_phone_per_minute = 0\n"));
+    let c = Cluster::start_settled(50, 3, &format!("development = true\n{FAST}[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\nlogins_per_phone_per_minute = 0\n[limits]\nposts_per_chat_per_minute = 0\nchanges_per_chat_per_minute = 0\ninvites_per_chat_per_minute = 0\ntyping_per_chat_per_minute = 0\nnew_private_chats_per_hour = 0\n"));
     let rt = rt();
     rt.block_on(async {
         // Sign up through node 1.
@@ -137,7 +137,7 @@ fn sessions_work_on_every_node_and_revocation_closes_them_everywhere() {
 
 #[test]
 fn cli_login_sessions_terminate_and_logout() {
-    let c = Cluster::start_settled(55, 3, &format!("development = true\n{FAST}[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\nlogins_per_phone_per_minute = 0\n"));
+    let c = Cluster::start_settled(55, 3, &format!("development = true\n{FAST}[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\nlogins_per_phone_per_minute = 0\n[limits]\nposts_per_chat_per_minute = 0\nchanges_per_chat_per_minute = 0\ninvites_per_chat_per_minute = 0\ntyping_per_chat_per_minute = 0\nnew_private_chats_per_hour = 0\n"));
     let home = tempfile::tempdir().unwrap();
     let nodes = (1..=3).map(|i| c.client_addr(i)).collect::<Vec<_>>().join(",");
     let ca = c.certs.join("ca.pem");
@@ -203,7 +203,7 @@ fn cli_login_sessions_terminate_and_logout() {
 
 #[test]
 fn leader_killed_during_sign_up_leaves_no_half_made_account() {
-    let mut c = Cluster::start_settled(51, 3, &format!("development = true\n{FAST}[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\nlogins_per_phone_per_minute = 0\n"));
+    let mut c = Cluster::start_settled(51, 3, &format!("development = true\n{FAST}[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\nlogins_per_phone_per_minute = 0\n[limits]\nposts_per_chat_per_minute = 0\nchanges_per_chat_per_minute = 0\ninvites_per_chat_per_minute = 0\ntyping_per_chat_per_minute = 0\nnew_private_chats_per_hour = 0\n"));
     let rt = rt();
     let groups = c.status().unwrap()["data_groups"].as_u64().unwrap() as u32;
     for (round, phone) in ["+9996630001", "+9996630002", "+9996630003"].into_iter().enumerate() {
@@ -435,7 +435,7 @@ fn error_code(r: &Result<pb::Response, String>) -> String {
 
 #[test]
 fn hostile_input_gets_errors_writes_nothing_and_others_are_served() {
-    let c = Cluster::start_settled(53, 1, &format!("development = true\n{FAST}[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\nlogins_per_phone_per_minute = 0\n"));
+    let c = Cluster::start_settled(53, 1, &format!("development = true\n{FAST}[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\nlogins_per_phone_per_minute = 0\n[limits]\nposts_per_chat_per_minute = 0\nchanges_per_chat_per_minute = 0\ninvites_per_chat_per_minute = 0\ntyping_per_chat_per_minute = 0\nnew_private_chats_per_hour = 0\n"));
     let rt = rt();
     let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
     let addr: SocketAddr = c.client_addr(1).parse().unwrap();
@@ -555,7 +555,7 @@ fn hostile_input_gets_errors_writes_nothing_and_others_are_served() {
 
 #[test]
 fn untrusted_servers_and_clients_never_meet() {
-    let c = Cluster::start_settled(54, 1, &format!("development = true\n{FAST}[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\nlogins_per_phone_per_minute = 0\n"));
+    let c = Cluster::start_settled(54, 1, &format!("development = true\n{FAST}[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\nlogins_per_phone_per_minute = 0\n[limits]\nposts_per_chat_per_minute = 0\nchanges_per_chat_per_minute = 0\ninvites_per_chat_per_minute = 0\ntyping_per_chat_per_minute = 0\nnew_private_chats_per_hour = 0\n"));
     let rt = rt();
     // A second CA, and a node certificate from it for the impostor's address.
     let other = tempfile::tempdir().unwrap();

@@ -63,11 +63,32 @@ pub struct LimitsConfig {
     /// `resolve_phone` calls a user may make a minute (a burst of this
     /// many, refilled evenly); past it `FLOOD_WAIT`. 0: no limit.
     pub resolve_phone_per_minute: u32,
+    /// Messages (sends, media, forwards) one user may post into one chat a
+    /// minute, counted by the chat group's leader before it proposes.
+    pub posts_per_chat_per_minute: u32,
+    /// Edits, reactions and pins one user may make in one chat a minute
+    /// (counted as posts are).
+    pub changes_per_chat_per_minute: u32,
+    /// `invite` calls one user may make in one chat a minute (as posts).
+    pub invites_per_chat_per_minute: u32,
+    /// Typing notices one user may send into one chat a minute (each node
+    /// its share: the budget over the live nodes).
+    pub typing_per_chat_per_minute: u32,
+    /// Private chats one user may open with someone new an hour (each node
+    /// its share); opening one that exists costs nothing.
+    pub new_private_chats_per_hour: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { resolve_phone_per_minute: 30 }
+        LimitsConfig {
+            resolve_phone_per_minute: 30,
+            posts_per_chat_per_minute: 60,
+            changes_per_chat_per_minute: 120,
+            invites_per_chat_per_minute: 10,
+            typing_per_chat_per_minute: 60,
+            new_private_chats_per_hour: 60,
+        }
     }
 }
 
