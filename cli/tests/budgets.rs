@@ -310,3 +310,4 @@ fn what_others_receive_is_limited_per_user_and_a_normal_pace_is_never_refused() 
         ann.private_chat(users[1].id).await.expect("a chat one has is opened again for free");
     });
 }
+

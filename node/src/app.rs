@@ -40,30 +40,43 @@ pub enum AppReply {
 /// Every service's apply and query, behind the raft layer's [`App`], and
 /// the leader's login budget ([`App::admit`]).
 pub struct Services {
-    gate: Mutex<crate::auth::limit::LoginGate>,
+    login_gate: Mutex<crate::auth::limit::LoginGate>,
+    /// `None` when every per-chat budget is off: chat commands are then not decoded.
+    chat_gate: Option<Mutex<crate::messaging::limit::ChatGate>>,
 }
 
 impl Services {
-    pub fn new(auth: &crate::config::AuthConfig) -> Services {
-        Services { gate: Mutex::new(crate::auth::limit::LoginGate::new(auth.logins_per_phone_per_minute)) }
+    pub fn new(cfg: &crate::config::NodeConfig) -> Services {
+        let chat_gate = crate::messaging::limit::ChatGate::enabled(&cfg.limits).then(|| Mutex::new(crate::messaging::limit::ChatGate::new(&cfg.limits)));
+        Services { login_gate: Mutex::new(crate::auth::limit::LoginGate::new(cfg.auth.logins_per_phone_per_minute)), chat_gate }
     }
 }
 
-/// Whether encoded command bytes are an [`AppCommand::Auth`]: the codec's
-/// format byte, then postcard's variant index 0. Lets the leader skip
-/// decoding every other command on the write path.
-fn is_auth(cmd: &[u8]) -> bool {
-    cmd.get(1) == Some(&0)
+/// Which service encoded command bytes are for, without decoding them: the
+/// codec's format byte, then postcard's variant index ([`AppCommand`]'s
+/// order). Lets the leader skip decoding what no budget looks at.
+fn service_of(cmd: &[u8]) -> Option<u8> {
+    cmd.get(1).copied()
 }
+const AUTH: u8 = 0;
+const CHAT: u8 = 1;
 
 impl App for Services {
     fn admit(&self, _group: u32, cmd: &[u8]) -> Option<Vec<u8>> {
-        if !is_auth(cmd) {
-            return None;
+        match service_of(cmd) {
+            Some(AUTH) => {
+                let Ok(AppCommand::Auth(c)) = decode::<AppCommand>(cmd) else { return None };
+                let secs = self.login_gate.lock().expect("login gate lock").admit(&c).err()?;
+                Some(encode(&AppReply::Auth(Err(auth::AuthError::FloodWait { secs }))))
+            }
+            Some(CHAT) => {
+                let gate = self.chat_gate.as_ref()?;
+                let Ok(AppCommand::Chat(c)) = decode::<AppCommand>(cmd) else { return None };
+                let secs = gate.lock().expect("chat gate lock").admit(&c).err()?;
+                Some(encode(&AppReply::Chat(Err(chat::ChatError::FloodWait { secs }))))
+            }
+            _ => None,
         }
-        let Ok(AppCommand::Auth(c)) = decode::<AppCommand>(cmd) else { return None };
-        let secs = self.gate.lock().expect("login gate lock").admit(&c).err()?;
-        Some(encode(&AppReply::Auth(Err(auth::AuthError::FloodWait { secs }))))
     }
 
     fn apply(&self, view: &mut dyn StateView, cmd: &[u8], _index: u64) -> courier_raft::Result<Vec<u8>> {
@@ -145,10 +158,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auth_commands_are_told_apart_without_decoding() {
+    fn services_are_told_apart_without_decoding() {
         let auth = AppCommand::Auth(auth::Cmd::Touch { token_hash: [1; 32], node_id: 1, address: "a".into(), now_ms: 5 });
-        assert!(is_auth(&encode(&auth)));
+        assert_eq!(service_of(&encode(&auth)), Some(AUTH));
         let chat = AppCommand::Chat(chat::Cmd::Read { chat: 1, user: 2, max_id: 3, now_ms: 4 });
-        assert!(!is_auth(&encode(&chat)));
+        assert_eq!(service_of(&encode(&chat)), Some(CHAT));
     }
 }

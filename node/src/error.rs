@@ -49,7 +49,7 @@ impl Error {
     /// Seconds to wait before retrying (`FLOOD_WAIT`).
     pub fn retry_after_secs(&self) -> u32 {
         match self {
-            Error::Auth(crate::auth::AuthError::FloodWait { secs }) => *secs,
+            Error::Auth(crate::auth::AuthError::FloodWait { secs }) | Error::Chat(crate::messaging::ChatError::FloodWait { secs }) => *secs,
             _ => 0,
         }
     }

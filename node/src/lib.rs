@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod limit;
 pub mod media;
 mod http;
 pub mod messaging;

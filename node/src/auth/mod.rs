@@ -52,12 +52,12 @@ pub struct Auth {
     node: Node,
     cfg: AuthConfig,
     clock: Clock,
-    per_address: Mutex<limit::RateLimiter<IpAddr>>,
+    per_address: Mutex<crate::limit::RateLimiter<IpAddr>>,
 }
 
 impl Auth {
     pub fn new(node: Node, cfg: AuthConfig, clock: Clock) -> Auth {
-        let per_address = Mutex::new(limit::RateLimiter::penalizing(cfg.logins_per_address_per_minute));
+        let per_address = Mutex::new(crate::limit::RateLimiter::penalizing(cfg.logins_per_address_per_minute));
         Auth { node, cfg, clock, per_address }
     }
 
@@ -66,10 +66,9 @@ impl Auth {
     /// anything is proposed; `FLOOD_WAIT` past it, growing while the caller
     /// keeps trying.
     fn admit_address(&self, caller: &Caller) -> Result<()> {
-        let share = limit::node_share(self.cfg.logins_per_address_per_minute, self.node.live_nodes());
+        let live = self.node.live_nodes();
         let mut limiter = self.per_address.lock().expect("limiter lock");
-        limiter.set_per_minute(share);
-        limiter.check(&caller.addr.ip(), self.clock.now_ms()).map_err(|secs| AuthError::FloodWait { secs }.into())
+        limiter.check_share(&caller.addr.ip(), self.clock.now_ms(), self.cfg.logins_per_address_per_minute, live).map_err(|secs| AuthError::FloodWait { secs }.into())
     }
 
     pub fn clock(&self) -> &Clock {

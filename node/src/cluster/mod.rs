@@ -284,7 +284,7 @@ impl Node {
     }
 
     async fn start_raft(&self, id: &Identity) -> Result<&MultiRaft> {
-        let multi = MultiRaft::start(id.node_id, self.inner.store.clone(), self.inner.router.clone(), id.data_groups, self.inner.cfg.raft_options(), Arc::new(crate::app::Services::new(&self.inner.cfg.auth)))
+        let multi = MultiRaft::start(id.node_id, self.inner.store.clone(), self.inner.router.clone(), id.data_groups, self.inner.cfg.raft_options(), Arc::new(crate::app::Services::new(&self.inner.cfg)))
             .await?;
         let multi = self.inner.raft.get_or_init(|| async { multi }).await;
         multi.set_peers(self.inner.cfg.join.clone());

@@ -41,7 +41,7 @@ pub struct Gateway {
     media: Arc<crate::media::Media>,
     cfg: GatewayConfig,
     /// `resolve_phone` per user (`limits.resolve_phone_per_minute`).
-    resolve_limit: std::sync::Mutex<crate::auth::limit::RateLimiter<u64>>,
+    resolve_limit: std::sync::Mutex<crate::limit::RateLimiter<u64>>,
     /// Connections per address and the hello-less budget.
     doors: Arc<doors::Doors>,
 }
@@ -68,7 +68,7 @@ pub fn endpoint(cfg: &NodeConfig, socket: std::net::UdpSocket) -> Result<quinn::
 
 impl Gateway {
     pub fn new(node: Node, auth: Arc<Auth>, chats: Arc<Messaging>, media: Arc<crate::media::Media>, cfg: GatewayConfig) -> Arc<Gateway> {
-        let resolve_limit = std::sync::Mutex::new(crate::auth::limit::RateLimiter::new(node.config().limits.resolve_phone_per_minute));
+        let resolve_limit = std::sync::Mutex::new(crate::limit::RateLimiter::new(node.config().limits.resolve_phone_per_minute));
         let doors = doors::Doors::new(cfg.max_connections_per_address, cfg.max_hello_less);
         Arc::new(Gateway { node, auth, chats, media, cfg, resolve_limit, doors })
     }
@@ -332,7 +332,8 @@ impl Gateway {
                     }
                     Method::ResolvePhone { phone } => {
                         let now_ms = self.auth.clock().now_ms();
-                        if let Err(secs) = self.resolve_limit.lock().expect("limiter lock").check(&me.user.id, now_ms) {
+                        let (budget, live) = (self.node.config().limits.resolve_phone_per_minute, self.node.live_nodes());
+                        if let Err(secs) = self.resolve_limit.lock().expect("limiter lock").check_share(&me.user.id, now_ms, budget, live) {
                             return Err(AuthError::FloodWait { secs }.into());
                         }
                         match self.auth.user_by_phone(&phone).await? {

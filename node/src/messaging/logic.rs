@@ -447,6 +447,10 @@ pub enum ChatError {
     AuthorRequired,
     #[error("{0}")]
     BadRequest(String),
+    // Outcomes cross the wire: new refusals at the end.
+    /// Over a per-user budget (docs/security.md); wait this long.
+    #[error("too many at once; wait {secs} s")]
+    FloodWait { secs: u32 },
 }
 
 impl ChatError {
@@ -460,6 +464,7 @@ impl ChatError {
             ChatError::EditTimeExpired => "EDIT_TIME_EXPIRED",
             ChatError::AuthorRequired => "MESSAGE_AUTHOR_REQUIRED",
             ChatError::BadRequest(_) => "BAD_REQUEST",
+            ChatError::FloodWait { .. } => "FLOOD_WAIT",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! chat list), and publishes what committed to every node, which pushes it to
 //! the connected devices of the chat's members.
 
+pub mod limit;
 pub mod logic;
 pub mod model;
 
@@ -28,6 +29,10 @@ pub struct Messaging {
     clock: Clock,
     /// `debug.unsafe_ignore_random_id`: a deliberate G3 bug for the chaos harness.
     ignore_random_id: bool,
+    /// Typing notices per (user, chat), this node's share.
+    typing_limit: std::sync::Mutex<crate::limit::RateLimiter<(u64, u64)>>,
+    /// New private chats per user an hour, this node's share.
+    new_private_limit: std::sync::Mutex<crate::limit::RateLimiter<u64>>,
 }
 
 impl Messaging {
@@ -36,7 +41,9 @@ impl Messaging {
         if ignore_random_id {
             tracing::warn!("debug.unsafe_ignore_random_id is set: retried sends WILL duplicate messages");
         }
-        Messaging { node, auth, clock, ignore_random_id }
+        let typing_limit = std::sync::Mutex::new(crate::limit::RateLimiter::penalizing(0));
+        let new_private_limit = std::sync::Mutex::new(crate::limit::RateLimiter::per_hour(0));
+        Messaging { node, auth, clock, ignore_random_id, typing_limit, new_private_limit }
     }
 
     async fn exec(&self, group: u32, cmd: logic::Cmd) -> Result<Reply> {
@@ -103,7 +110,18 @@ impl Messaging {
                 let key = format!("dm:{a}:{b}");
                 let g = group_for_key(key.as_bytes(), groups);
                 // Deterministic: both sides find the same chat.
-                (fnv(key.as_bytes()) & ((1 << 47) - 1)).max(1) << 16 | u64::from(g)
+                let id = (fnv(key.as_bytes()) & ((1 << 47) - 1)).max(1) << 16 | u64::from(g);
+                // Someone new costs from the hourly budget; a chat one has, nothing.
+                if self.must_be_member(me, id).await.is_err() {
+                    let budget = self.node.config().limits.new_private_chats_per_hour;
+                    let live = self.node.live_nodes();
+                    self.new_private_limit
+                        .lock()
+                        .expect("limiter lock")
+                        .check_share(&me, self.clock.now_ms(), budget, live)
+                        .map_err(|secs| ChatError::FloodWait { secs })?;
+                }
+                id
             }
             _ => {
                 let g = 1 + rand::random_range(0..groups);
@@ -327,6 +345,12 @@ impl Messaging {
     /// "typing…": checked against membership, sent to every node, not stored.
     pub async fn typing(&self, me: u64, chat: u64) -> Result<()> {
         self.must_be_member(me, chat).await?;
+        let (budget, live) = (self.node.config().limits.typing_per_chat_per_minute, self.node.live_nodes());
+        self.typing_limit
+            .lock()
+            .expect("limiter lock")
+            .check_share(&(me, chat), self.clock.now_ms(), budget, live)
+            .map_err(|secs| ChatError::FloodWait { secs })?;
         self.node.publish(&Notice::Typing { chat, user: me, until_ms: self.clock.now_ms() + TYPING_MS }, None);
         Ok(())
     }
