@@ -311,3 +311,79 @@ fn what_others_receive_is_limited_per_user_and_a_normal_pace_is_never_refused() 
     });
 }
 
+/// Raft leader changes so far, summed over the nodes.
+fn leader_changes(c: &Cluster) -> f64 {
+    c.nodes.keys().map(|i| c.metric(*i, "courier_raft_leader_changes_total").unwrap_or(0.0)).sum()
+}
+
+/// Item 5: heavy reads (a search scans up to 10,000 messages) have a
+/// node-wide cap and a per-user budget: a member firing dozens of
+/// worst-case searches at once gets `FLOOD_WAIT` for most of them, and
+/// another user's sends keep flowing with the leaders steady. The figures
+/// (send latencies during the storm) are printed, not asserted.
+#[test]
+fn heavy_reads_are_capped_and_others_keep_sending_with_leaders_steady() {
+    let extra = format!("{EXTRA}[limits]\nposts_per_chat_per_minute = 0\n");
+    let c = Cluster::start_settled(92, 3, &extra);
+    let rt = rt();
+    rt.block_on(async {
+        let (m, _) = connect_from(&c, &[1, 2, 3], "127.0.92.101").await;
+        let mallory = must_log_in(&m, "+9996615061", "Mallory").await;
+        let chat = m.create_group("heavy", vec![]).await.unwrap();
+        // 3,000 messages of the largest text (16 KiB each): a search for
+        // what none contains reads and lowercases all of them.
+        let m = std::sync::Arc::new(m);
+        let t = Instant::now();
+        let mut fill = tokio::task::JoinSet::new();
+        for w in 0..32u64 {
+            let m = m.clone();
+            fill.spawn(async move {
+                for i in 0..94u64 {
+                    let text: String = std::iter::repeat_n('Ж', 4000).chain(format!("{w}-{i}").chars()).collect();
+                    m.send_message(chat.id, w * 1000 + i + 1, &text, 0).await.unwrap();
+                }
+            });
+        }
+        while let Some(r) = fill.join_next().await {
+            r.unwrap();
+        }
+        eprintln!("3,008 large messages posted in {:.1} s", t.elapsed().as_secs_f64());
+        let (vic, _) = connect_from(&c, &[1, 2, 3], "127.0.92.102").await;
+        let vic_user = must_log_in(&vic, "+9996625062", "Vic").await;
+        let own = vic.create_group("own", vec![]).await.unwrap();
+        vic.send_message(own.id, 1, "warm", 0).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = leader_changes(&c);
+
+        // The storm: 48 searches at once over four connections of Mallory's.
+        let mut storm = tokio::task::JoinSet::new();
+        for k in 0..4u32 {
+            let (cl, _) = connect_from(&c, &[1 + k % 3], &format!("127.0.92.{}", 110 + k)).await;
+            cl.sign_in("+9996615061", &cl.send_code("+9996615061").await.unwrap().phone_code_hash, "11111").await.unwrap();
+            let cl = std::sync::Arc::new(cl);
+            for _ in 0..12 {
+                let cl = cl.clone();
+                storm.spawn(async move { outcome(&cl.search(chat.id, "no such text anywhere", 100).await) });
+            }
+        }
+        // Meanwhile Vic sends, one after another.
+        let mut took = Vec::new();
+        for i in 0..30u64 {
+            let t = Instant::now();
+            vic.send_message(own.id, 100 + i, &format!("during {i}"), 0).await.expect("another user's sends go on");
+            took.push(t.elapsed().as_millis());
+        }
+        let mut searched = std::collections::BTreeMap::<String, usize>::new();
+        while let Some(r) = storm.join_next().await {
+            *searched.entry(r.unwrap()).or_default() += 1;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let changed = leader_changes(&c) - before;
+        took.sort_unstable();
+        eprintln!("48 worst-case searches at once: {searched:?}; Vic's 30 sends meanwhile: p50 {} ms, max {} ms; leader changes {changed}", took[15], took[29]);
+        assert!(searched.get("FLOOD_WAIT").copied().unwrap_or(0) >= 24, "most of one user's searches at once are refused: {searched:?}");
+        assert!(searched.get("ok").copied().unwrap_or(0) >= 1, "some are served: {searched:?}");
+        assert_eq!(changed, 0.0, "no leader changed during the storm");
+        let _ = (mallory, vic_user);
+    });
+}
