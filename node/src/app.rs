@@ -79,6 +79,11 @@ impl App for Services {
         }
     }
 
+    fn heavy(&self, query: &[u8]) -> bool {
+        service_of(query) == Some(CHAT)
+            && matches!(decode::<AppQuery>(query), Ok(AppQuery::Chat(chat::Query::Search { .. } | chat::Query::SearchBefore { .. })))
+    }
+
     fn apply(&self, view: &mut dyn StateView, cmd: &[u8], _index: u64) -> courier_raft::Result<Vec<u8>> {
         let reply = match decode::<AppCommand>(cmd) {
             Ok(AppCommand::Auth(c)) => AppReply::Auth(auth::apply(view, &c).map_err(into_raft)?),

@@ -77,6 +77,12 @@ pub struct LimitsConfig {
     /// Private chats one user may open with someone new an hour (each node
     /// its share); opening one that exists costs nothing.
     pub new_private_chats_per_hour: u32,
+    /// Heavy reads (searches) this node runs at once as a group's leader,
+    /// off the async workers; more wait their turn.
+    pub heavy_reads_at_once: usize,
+    /// Heavy reads one user may have in flight through this node; more are
+    /// refused with `FLOOD_WAIT`.
+    pub heavy_reads_per_user_at_once: usize,
 }
 
 impl Default for LimitsConfig {
@@ -88,6 +94,8 @@ impl Default for LimitsConfig {
             invites_per_chat_per_minute: 10,
             typing_per_chat_per_minute: 60,
             new_private_chats_per_hour: 60,
+            heavy_reads_at_once: 2,
+            heavy_reads_per_user_at_once: 2,
         }
     }
 }
@@ -334,6 +342,9 @@ impl NodeConfig {
         if self.name.is_empty() || self.name.len() > 64 {
             return Err(bad("name", "must be 1 to 64 characters"));
         }
+        if self.limits.heavy_reads_at_once == 0 {
+            return Err(bad("limits.heavy_reads_at_once", "at least 1 (searches would never run)"));
+        }
         if self.auth.test_numbers && !self.development {
             return Err(bad(
                 "auth.test_numbers",
@@ -427,6 +438,7 @@ impl NodeConfig {
             snapshot_logs: self.raft.snapshot_logs,
             keep_logs: self.raft.keep_logs,
             request_timeout: Duration::from_millis(self.raft.request_timeout_ms),
+            heavy_reads: self.limits.heavy_reads_at_once,
         }
     }
 }

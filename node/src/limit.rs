@@ -80,6 +80,38 @@ pub fn node_share(budget: u32, live_nodes: usize) -> u32 {
 }
 
 
+/// Work in flight per key, at most `cap` each (`cap == 0`: no limit).
+#[derive(Debug)]
+pub struct InFlight<K> {
+    cap: usize,
+    counts: HashMap<K, usize>,
+}
+
+impl<K: Hash + Eq + Clone> InFlight<K> {
+    pub fn new(cap: usize) -> Self {
+        InFlight { cap, counts: HashMap::new() }
+    }
+
+    /// Takes a place for `key`; `false` (nothing taken) when it has `cap`.
+    pub fn try_take(&mut self, key: &K) -> bool {
+        let n = self.counts.entry(key.clone()).or_default();
+        if self.cap > 0 && *n >= self.cap {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub fn give_back(&mut self, key: &K) {
+        if let Some(n) = self.counts.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +162,20 @@ mod tests {
         assert_eq!(node_share(2, 5), 1);
         assert_eq!(node_share(30, 0), 30);
         assert_eq!(node_share(0, 3), 0);
+    }
+
+    #[test]
+    fn work_in_flight_is_capped_per_key() {
+        let mut f = InFlight::new(2);
+        assert!(f.try_take(&1) && f.try_take(&1));
+        assert!(!f.try_take(&1), "a third at once");
+        assert!(f.try_take(&2), "another key");
+        f.give_back(&1);
+        assert!(f.try_take(&1), "a place came back");
+        f.give_back(&2);
+        assert!(f.counts.get(&2).is_none(), "idle keys are forgotten");
+        let mut open = InFlight::new(0);
+        assert!((0..100).all(|_| open.try_take(&1)));
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub trait App: Send + Sync + 'static {
     fn admit(&self, _group: crate::GroupId, _cmd: &[u8]) -> Option<Vec<u8>> {
         None
     }
+    /// Whether a query scans many rows (a search): the leader runs at most
+    /// `RaftOptions::heavy_reads` of them at once, off the async workers.
+    fn heavy(&self, _query: &[u8]) -> bool {
+        false
+    }
 }
 
 /// An [`App`] that refuses every command (tests of the raft layer alone).

@@ -33,6 +33,9 @@ pub struct RaftOptions {
     pub keep_logs: u64,
     /// How long a proposal or read waits for a leader before `Unavailable`.
     pub request_timeout: Duration,
+    /// Heavy reads ([`logic::App::heavy`]) this node runs at once, off the
+    /// async workers; more wait their turn.
+    pub heavy_reads: usize,
 }
 
 impl Default for RaftOptions {
@@ -48,6 +51,7 @@ impl Default for RaftOptions {
             snapshot_logs: 10_000,
             keep_logs: 1_000,
             request_timeout: Duration::from_secs(10),
+            heavy_reads: 2,
         }
     }
 }
@@ -124,6 +128,8 @@ struct Inner {
     hints: std::sync::Mutex<BTreeMap<GroupId, String>>,
     /// Peer addresses of the cluster's nodes, for when there is no hint.
     peers: std::sync::Mutex<Vec<String>>,
+    /// Turns for heavy reads (`opts.heavy_reads`).
+    heavy: tokio::sync::Semaphore,
 }
 
 /// FNV-1a: a stable hash, the same on every platform and release.
@@ -186,7 +192,18 @@ impl MultiRaft {
             groups.insert(g, raft);
         }
         Ok(MultiRaft {
-            inner: Arc::new(Inner { id, store, router, groups, data_groups, opts, app, hints: Default::default(), peers: Default::default() }),
+            inner: Arc::new(Inner {
+                id,
+                store,
+                router,
+                groups,
+                data_groups,
+                heavy: tokio::sync::Semaphore::new(opts.heavy_reads.max(1)),
+                opts,
+                app,
+                hints: Default::default(),
+                peers: Default::default(),
+            }),
         })
     }
 
@@ -502,6 +519,16 @@ impl MultiRaft {
                     }
                     Err(RaftError::APIError(e)) => return Err(ForwardErr::Unavailable(e.to_string())),
                     Err(RaftError::Fatal(e)) => return Err(ForwardErr::Fatal(e.to_string())),
+                }
+                if let Query::App(bytes) = &q
+                    && self.inner.app.heavy(bytes)
+                {
+                    // A few at a time, on the blocking pool: the async workers
+                    // (heartbeats, appends) never wait behind a scan.
+                    let _turn = self.inner.heavy.acquire().await.map_err(|_| ForwardErr::Unavailable("shutting down".into()))?;
+                    let me = self.clone();
+                    let read = tokio::task::spawn_blocking(move || me.read_local(group, &q)).await;
+                    return read.map_err(|e| ForwardErr::Fatal(e.to_string()))?.map(ForwardOk::Query).map_err(|e| ForwardErr::Fatal(e.to_string()));
                 }
                 self.read_local(group, &q).map(ForwardOk::Query).map_err(|e| ForwardErr::Fatal(e.to_string()))
             }

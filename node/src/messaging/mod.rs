@@ -23,6 +23,25 @@ pub use logic::{Chat, ChatDiff, ChatError, ChatKind, Dialog, Event, Message, Rep
 /// How long a typing notice shows.
 pub const TYPING_MS: u64 = 6_000;
 
+/// A user's place among their heavy reads in flight; given back on drop
+/// (also when the request is cancelled).
+struct HeavyTurn {
+    book: Arc<std::sync::Mutex<crate::limit::InFlight<u64>>>,
+    user: u64,
+}
+
+impl HeavyTurn {
+    fn take(book: &Arc<std::sync::Mutex<crate::limit::InFlight<u64>>>, user: u64) -> Option<HeavyTurn> {
+        book.lock().expect("in-flight lock").try_take(&user).then(|| HeavyTurn { book: book.clone(), user })
+    }
+}
+
+impl Drop for HeavyTurn {
+    fn drop(&mut self) {
+        self.book.lock().expect("in-flight lock").give_back(&self.user);
+    }
+}
+
 pub struct Messaging {
     node: Node,
     auth: Arc<Auth>,
@@ -33,6 +52,8 @@ pub struct Messaging {
     typing_limit: std::sync::Mutex<crate::limit::RateLimiter<(u64, u64)>>,
     /// New private chats per user an hour, this node's share.
     new_private_limit: std::sync::Mutex<crate::limit::RateLimiter<u64>>,
+    /// Heavy reads (searches) each user has in flight through this node.
+    heavy_in_flight: Arc<std::sync::Mutex<crate::limit::InFlight<u64>>>,
 }
 
 impl Messaging {
@@ -43,7 +64,8 @@ impl Messaging {
         }
         let typing_limit = std::sync::Mutex::new(crate::limit::RateLimiter::penalizing(0));
         let new_private_limit = std::sync::Mutex::new(crate::limit::RateLimiter::per_hour(0));
-        Messaging { node, auth, clock, ignore_random_id, typing_limit, new_private_limit }
+        let heavy_in_flight = Arc::new(std::sync::Mutex::new(crate::limit::InFlight::new(node.config().limits.heavy_reads_per_user_at_once)));
+        Messaging { node, auth, clock, ignore_random_id, typing_limit, new_private_limit, heavy_in_flight }
     }
 
     async fn exec(&self, group: u32, cmd: logic::Cmd) -> Result<Reply> {
@@ -336,6 +358,9 @@ impl Messaging {
 
     /// Matches below `before` (0: from the newest) and whether more may follow.
     pub async fn search(&self, me: u64, chat: u64, text: String, limit: u32, before: u64) -> Result<(Vec<Message>, bool)> {
+        // A few at once per user (`limits.heavy_reads_per_user_at_once`);
+        // the leader runs a few at once for everyone.
+        let _turn = HeavyTurn::take(&self.heavy_in_flight, me).ok_or(ChatError::FloodWait { secs: 1 })?;
         match self.read(self.group_of(chat)?, logic::Query::SearchBefore { chat, user: me, text, limit, before }).await? {
             Reply::Page { messages, more } => Ok((messages, more)),
             other => Err(Error::Io(format!("unexpected reply {other:?}"))),
