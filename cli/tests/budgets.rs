@@ -387,3 +387,40 @@ fn heavy_reads_are_capped_and_others_keep_sending_with_leaders_steady() {
         let _ = (mallory, vic_user);
     });
 }
+
+/// Item 6: parts waiting for the rest of their chunk are held in a node's
+/// memory. One user holding partial chunks on many uploads filled the
+/// node's staging, and everyone else's `upload_part` there answered
+/// `UNAVAILABLE`. Unfinished uploads and staged bytes are now capped per
+/// user, with a stable code (`QUOTA_EXCEEDED`); others keep uploading.
+#[test]
+fn one_users_unfinished_uploads_cannot_fill_a_nodes_staging() {
+    let extra = format!("{EXTRA}[media]\nstaging_bytes = 16777216\nstaged_bytes_per_user = 4194304\nuploads_per_user = 4\n");
+    let c = Cluster::start_settled(93, 1, &extra);
+    let rt = rt();
+    rt.block_on(async {
+        let (m, _) = connect_from(&c, &[1], "127.0.93.101").await;
+        must_log_in(&m, "+9996615071", "Mallory").await;
+        let (b, _) = connect_from(&c, &[1], "127.0.93.102").await;
+        must_log_in(&b, "+9996625072", "Bob").await;
+        const PART: u32 = 64 << 10;
+        // 18 uploads, each 15 parts of its first chunk: never complete.
+        let mut codes = std::collections::BTreeMap::<String, usize>::new();
+        for u in 0..18u64 {
+            for p in 1..16u32 {
+                let r = m.upload_part(0x5eed_0000 + u, p, PART, vec![u as u8; PART as usize]).await;
+                *codes.entry(outcome(&r)).or_default() += 1;
+                if r.is_err() {
+                    break;
+                }
+            }
+        }
+        eprintln!("Mallory's parts for 18 unfinished uploads: {codes:?}");
+        // Bob is not refused for her.
+        for p in 0..16u32 {
+            b.upload_part(0xb0b, p, PART, vec![7; PART as usize]).await.unwrap_or_else(|e| panic!("Bob's part {p}: {e}"));
+        }
+        assert!(codes.get("QUOTA_EXCEEDED").copied().unwrap_or(0) >= 1, "Mallory is told her quota: {codes:?}");
+        assert!(!codes.contains_key("UNAVAILABLE"), "{codes:?}");
+    });
+}

@@ -113,11 +113,24 @@ pub struct MediaConfig {
     pub gc_every_secs: u64,
     /// An upload not finished this long after its first chunk is forgotten.
     pub upload_ttl_secs: u64,
+    /// Bytes of parts this node holds in memory for chunks not yet complete.
+    pub staging_bytes: usize,
+    /// Of those, bytes one user's uploads may hold.
+    pub staged_bytes_per_user: usize,
+    /// Uploads one user may have with parts held on this node.
+    pub uploads_per_user: usize,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        MediaConfig { gc_after_secs: 3600, gc_every_secs: 600, upload_ttl_secs: 86_400 }
+        MediaConfig {
+            gc_after_secs: 3600,
+            gc_every_secs: 600,
+            upload_ttl_secs: 86_400,
+            staging_bytes: 512 << 20,
+            staged_bytes_per_user: 64 << 20,
+            uploads_per_user: 16,
+        }
     }
 }
 
