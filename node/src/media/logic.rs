@@ -45,6 +45,10 @@ pub enum MediaError {
     HashMismatch,
     #[error("BAD_REQUEST: {0}")]
     BadRequest(String),
+    // Outcomes cross the wire: new refusals at the end.
+    /// Over a per-user media quota (docs/security.md).
+    #[error("QUOTA_EXCEEDED: {0}")]
+    QuotaExceeded(String),
 }
 
 impl MediaError {
@@ -56,6 +60,7 @@ impl MediaError {
             MediaError::NotFound => "FILE_NOT_FOUND",
             MediaError::HashMismatch => "FILE_HASH_MISMATCH",
             MediaError::BadRequest(_) => "BAD_REQUEST",
+            MediaError::QuotaExceeded(_) => "QUOTA_EXCEEDED",
         }
     }
 }

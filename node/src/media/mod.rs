@@ -29,9 +29,9 @@ use crate::error::{Error, Result};
 pub use logic::{File, Hash, MediaError};
 use logic::{CHUNK_SIZE, ChunkRef, Cmd, Query, Reply};
 
-/// Bytes of parts one node keeps for uploads whose chunks are not complete.
-const STAGING_MAX: usize = 512 << 20;
 /// Bytes of parts one upload may have waiting (parts far out of order).
+/// The node's and each user's room are `media.staging_bytes`,
+/// `media.staged_bytes_per_user` and `media.uploads_per_user`.
 const STAGING_PER_UPLOAD: usize = 32 << 20;
 /// An upload untouched this long loses its staged parts.
 const STAGING_IDLE: Duration = Duration::from_secs(3600);
@@ -185,6 +185,34 @@ struct HomeCheck {
     unconfirmed: BTreeSet<Hash>,
 }
 
+/// Whether `incoming` more bytes for `upload` of user `me` may wait in
+/// `staging`: the user's unfinished uploads and bytes first (their own
+/// quota: `QUOTA_EXCEEDED`), then the node's room (`UNAVAILABLE`, retry).
+/// An upload holding no bytes yet counts as new.
+fn staging_room(staging: &HashMap<u64, Staged>, cfg: &crate::config::MediaConfig, me: u64, upload: u64, incoming: usize) -> Result<()> {
+    let (mut total, mut mine, mut my_uploads) = (0, 0, 0);
+    for (id, s) in staging {
+        total += s.bytes;
+        if s.owner == me && s.bytes > 0 {
+            mine += s.bytes;
+            if *id != upload {
+                my_uploads += 1;
+            }
+        }
+    }
+    let holds = staging.get(&upload).is_some_and(|s| s.bytes > 0);
+    if !holds && my_uploads >= cfg.uploads_per_user {
+        return Err(MediaError::QuotaExceeded(format!("at most {} unfinished uploads with parts waiting on a node; finish one first", cfg.uploads_per_user)).into());
+    }
+    if mine + incoming > cfg.staged_bytes_per_user {
+        return Err(MediaError::QuotaExceeded(format!("at most {} bytes of your parts may wait on a node; send each chunk's parts before the next", cfg.staged_bytes_per_user)).into());
+    }
+    if total + incoming > cfg.staging_bytes {
+        return Err(Error::Unavailable("too many parts waiting on this node; retry".into()));
+    }
+    Ok(())
+}
+
 pub fn sha256(bytes: &[u8]) -> Hash {
     Sha256::digest(bytes).into()
 }
@@ -248,7 +276,7 @@ impl Media {
         let ready = {
             let mut staging = self.staging.lock().expect("staging");
             staging.retain(|_, s| s.touched.elapsed() < STAGING_IDLE);
-            let total: usize = staging.values().map(|s| s.bytes).sum();
+            staging_room(&staging, &self.node.config().media, me, upload, bytes.len())?;
             let s = staging.entry(upload).or_insert_with(|| Staged::new(me, part_size, BTreeSet::new()));
             if s.owner != me {
                 return Err(MediaError::BadRequest("not an upload id you can use; choose a new random one".into()).into());
@@ -260,7 +288,7 @@ impl Media {
             if s.stored.contains(&k) {
                 return Ok(());
             }
-            if total + bytes.len() > STAGING_MAX || s.bytes + bytes.len() > STAGING_PER_UPLOAD {
+            if s.bytes + bytes.len() > STAGING_PER_UPLOAD {
                 return Err(Error::Unavailable("too many parts waiting on this node; send the parts in order and retry".into()));
             }
             s.bytes += bytes.len();
@@ -1018,6 +1046,25 @@ fn unwrap_reply(reply: AppReply) -> Result<Reply> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_users_waiting_parts_have_their_own_room_before_the_nodes() {
+        let cfg = crate::config::MediaConfig { staging_bytes: 100, staged_bytes_per_user: 40, uploads_per_user: 2, ..Default::default() };
+        let mut staging = HashMap::new();
+        let staged = |owner, bytes| Staged { bytes, ..Staged::new(owner, 8, BTreeSet::new()) };
+        staging.insert(1, staged(7, 10));
+        staging.insert(2, staged(7, 10));
+        let code = |r: Result<()>| r.err().map(|e| e.code().to_string());
+        assert_eq!(code(staging_room(&staging, &cfg, 7, 1, 10)), None, "an upload that holds parts goes on");
+        assert_eq!(code(staging_room(&staging, &cfg, 7, 3, 10)).as_deref(), Some("QUOTA_EXCEEDED"), "a third unfinished upload");
+        staging.insert(3, staged(7, 0));
+        assert_eq!(code(staging_room(&staging, &cfg, 7, 3, 10)).as_deref(), Some("QUOTA_EXCEEDED"), "an empty entry is still new");
+        assert_eq!(code(staging_room(&staging, &cfg, 7, 1, 25)).as_deref(), Some("QUOTA_EXCEEDED"), "past the user's bytes");
+        assert_eq!(code(staging_room(&staging, &cfg, 8, 9, 40)), None, "another user has their own room");
+        staging.insert(4, staged(9, 40));
+        staging.insert(5, staged(10, 35));
+        assert_eq!(code(staging_room(&staging, &cfg, 8, 9, 10)).as_deref(), Some("UNAVAILABLE"), "then the node's room");
+    }
 
     #[test]
     fn the_running_hash_takes_chunks_in_order_whatever_order_they_are_stored_in() {
