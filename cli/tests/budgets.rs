@@ -424,3 +424,43 @@ fn one_users_unfinished_uploads_cannot_fill_a_nodes_staging() {
         assert!(!codes.contains_key("UNAVAILABLE"), "{codes:?}");
     });
 }
+
+/// Item 2, the other half: a user can block another. The blocked user can
+/// no longer message them privately (`USER_IS_BLOCKED`), nor invite them to
+/// a group (at creation or later); everyone else still can, the blocker can
+/// still write, and unblocking restores it.
+#[test]
+fn a_blocked_user_can_neither_message_nor_invite_the_blocker() {
+    let c = Cluster::start_settled(94, 3, EXTRA);
+    let rt = rt();
+    rt.block_on(async {
+        let mut users = Vec::new();
+        let mut clients = Vec::new();
+        for (k, name) in ["Ann", "Bob", "Carol"].iter().enumerate() {
+            let (cl, _) = connect_from(&c, &[1 + k as u32], &format!("127.0.94.{}", 101 + k)).await;
+            users.push(must_log_in(&cl, &format!("+99966{}40{k:02}", k + 1), name).await);
+            clients.push(cl);
+        }
+        let (ann, bob, carol) = (&clients[0], &clients[1], &clients[2]);
+        let dm = ann.private_chat(users[1].id).await.unwrap();
+        ann.send_message(dm.id, 1, "hello Bob", 0).await.unwrap();
+        bob.block_user(users[0].id, true).await.expect("Bob blocks Ann");
+
+        let e = ann.send_message(dm.id, 2, "are you there?", 0).await.expect_err("a blocked user's message");
+        assert_eq!(e.code(), "USER_IS_BLOCKED", "{e}");
+        let texts: Vec<String> = bob.history(dm.id, 0, 0, 10).await.unwrap().into_iter().map(|m| m.text).collect();
+        assert_eq!(texts, ["hello Bob"], "Bob got nothing after blocking");
+        bob.send_message(dm.id, 3, "I can still write", 0).await.expect("the blocker can still write");
+        let e = ann.create_group("with bob", vec![users[1].id]).await.expect_err("a group with the blocker");
+        assert_eq!(e.code(), "USER_IS_BLOCKED", "{e}");
+        let group = ann.create_group("without bob", vec![users[2].id]).await.unwrap();
+        let e = ann.invite(group.id, vec![users[1].id]).await.expect_err("inviting the blocker");
+        assert_eq!(e.code(), "USER_IS_BLOCKED", "{e}");
+        // Carol is not blocked: she invites Bob to the same group.
+        carol.invite(group.id, vec![users[1].id]).await.expect("someone else invites Bob");
+
+        bob.block_user(users[0].id, false).await.unwrap();
+        ann.send_message(dm.id, 4, "hi again", 0).await.expect("unblocked");
+        assert!(bob.block_user(999 << 16 | 1, true).await.is_err(), "a user id with no account");
+    });
+}

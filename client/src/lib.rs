@@ -729,6 +729,15 @@ impl Client {
         }
     }
 
+    /// Blocks `user` (or unblocks, with `blocked = false`): they can no
+    /// longer message you privately (`USER_IS_BLOCKED`) nor invite you.
+    pub async fn block_user(&self, user: u64, blocked: bool) -> Result<()> {
+        match self.call(M::BlockUser(pb::BlockUser { user_id: user, blocked })).await? {
+            R::Done(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Shows "typing…" to the chat's other members for 6 s.
     pub async fn set_typing(&self, chat: u64) -> Result<()> {
         match self.call(M::SetTyping(pb::SetTyping { chat_id: chat })).await? {

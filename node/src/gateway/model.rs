@@ -157,7 +157,7 @@ impl TryFrom<pb::Request> for Method {
 
     fn try_from(r: pb::Request) -> Result<Method> {
         Ok(match r.method {
-            None => return Err(Error::BadRequest("unknown or missing method".into())),
+            None | Some(M::BlockUser(_)) => return Err(Error::BadRequest("unknown or missing method".into())),
             Some(M::Hello(h)) => {
                 if h.protocol != PROTOCOL {
                     return Err(Error::BadRequest(format!("protocol {} is not spoken here; this node speaks {PROTOCOL}", h.protocol)));
