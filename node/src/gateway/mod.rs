@@ -485,6 +485,10 @@ impl Gateway {
                 c.typing(me, id).await?;
                 Ok(R::Done(pb::Done {}))
             }
+            Method::BlockUser { user, blocked } => {
+                c.block(me, user, blocked).await?;
+                Ok(R::Done(pb::Done {}))
+            }
             Method::GetDialogs { before, limit } => {
                 let (list, more) = c.dialogs(me, before, limit as usize).await?;
                 Ok(R::Dialogs(pb::Dialogs { dialogs: list.iter().map(chat_model::dialog).collect(), more }))

@@ -66,6 +66,7 @@ pub enum Method {
     Search { chat: u64, text: String, limit: u32, before: u64 },
     GetReactions { chat: u64, id: u64, after: u64, limit: u32 },
     Typing { chat: u64 },
+    BlockUser { user: u64, blocked: bool },
     GetUsers(Vec<u64>),
     DeleteForMe { chat: u64, ids: Vec<u64> },
     UploadPart { upload: u64, part: u32, part_size: u32, bytes: Vec<u8> },
@@ -116,6 +117,7 @@ impl Method {
             Method::React { .. } => "send_reaction",
             Method::Search { .. } => "search",
             Method::Typing { .. } => "set_typing",
+            Method::BlockUser { .. } => "block_user",
             Method::GetUsers(_) => "get_users",
             Method::DeleteForMe { .. } => "delete_for_me",
             Method::UploadPart { .. } => "upload_part",
@@ -157,7 +159,8 @@ impl TryFrom<pb::Request> for Method {
 
     fn try_from(r: pb::Request) -> Result<Method> {
         Ok(match r.method {
-            None | Some(M::BlockUser(_)) => return Err(Error::BadRequest("unknown or missing method".into())),
+            None => return Err(Error::BadRequest("unknown or missing method".into())),
+            Some(M::BlockUser(b)) => Method::BlockUser { user: b.user_id, blocked: b.blocked },
             Some(M::Hello(h)) => {
                 if h.protocol != PROTOCOL {
                     return Err(Error::BadRequest(format!("protocol {} is not spoken here; this node speaks {PROTOCOL}", h.protocol)));

@@ -340,6 +340,9 @@ pub enum Cmd {
     /// checked the sender may read them), posted in order; `random_id` names
     /// the whole forward.
     Forward { chat: u64, from: u64, random_id: u64, items: Vec<Copy>, now_ms: u64 },
+    /// `by` blocks (`on`) or unblocks the other user of private chat `chat`
+    /// (which need not exist yet): the other can no longer post there.
+    Block { chat: u64, by: u64, on: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,6 +386,9 @@ pub enum Query {
     /// `Difference` that leaves out chats with nothing new and stops when
     /// its answer is full, saying how many chats it looked at.
     DifferenceBounded { user: u64, chats: Vec<(u64, u64)> },
+    /// Of these private chats, those where someone other than `user`
+    /// blocked (`Reply::Chats`): who would refuse `user`'s invitation.
+    BlockedAgainst { user: u64, chats: Vec<u64> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -451,6 +457,9 @@ pub enum ChatError {
     /// Over a per-user budget (docs/security.md); wait this long.
     #[error("too many at once; wait {secs} s")]
     FloodWait { secs: u32 },
+    /// The other user blocked you: no private messages, no invitations.
+    #[error("this user does not accept messages or invitations from you")]
+    UserBlocked,
 }
 
 impl ChatError {
@@ -465,6 +474,7 @@ impl ChatError {
             ChatError::AuthorRequired => "MESSAGE_AUTHOR_REQUIRED",
             ChatError::BadRequest(_) => "BAD_REQUEST",
             ChatError::FloodWait { .. } => "FLOOD_WAIT",
+            ChatError::UserBlocked => "USER_IS_BLOCKED",
         }
     }
 }
@@ -476,6 +486,16 @@ pub type Outcome = std::result::Result<Reply, ChatError>;
 fn chat_key(chat: u64) -> Vec<u8> {
     key(b"m/c/", &[chat])
 }
+/// Who blocked the other user of a private chat (`Vec<u64>`, at most two).
+fn blockers_key(chat: u64) -> Vec<u8> {
+    key(b"m/blk/", &[chat])
+}
+
+/// Whether someone other than `user` blocked in private chat `chat`.
+fn blocked_against(view: &dyn StateRead, chat: u64, user: u64) -> Result<bool> {
+    Ok(get::<Vec<u64>>(view, &blockers_key(chat))?.unwrap_or_default().iter().any(|b| *b != user))
+}
+
 fn member_key(chat: u64, user: u64) -> Vec<u8> {
     key(b"m/mem/", &[chat, user])
 }
@@ -570,6 +590,9 @@ fn send(view: &mut dyn StateView, chat: u64, from: u64, random_id: u64, text: &s
     if c.kind == ChatKind::Channel && me.role == Role::Member {
         return Ok(Err(ChatError::AdminRequired));
     }
+    if c.kind == ChatKind::Private && blocked_against(view, chat, from)? {
+        return Ok(Err(ChatError::UserBlocked));
+    }
     tri!(check_body(text, media.is_some()));
     if reply_to > c.last_id {
         return Ok(Err(ChatError::MessageNotFound));
@@ -598,6 +621,9 @@ fn forward(view: &mut dyn StateView, chat: u64, from: u64, random_id: u64, items
     }
     if items.is_empty() || items.len() > FORWARD_MAX {
         return Ok(Err(ChatError::BadRequest(format!("forward 1 to {FORWARD_MAX} messages at once"))));
+    }
+    if c.kind == ChatKind::Private && blocked_against(view, chat, from)? {
+        return Ok(Err(ChatError::UserBlocked));
     }
     let n = items.len() as u64;
     let mut events = Vec::new();
@@ -805,6 +831,19 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             forward(view, *chat, *from, *random_id, items, *now_ms)
         }
         Cmd::Forward { chat, from, random_id, items, now_ms } => forward(view, *chat, *from, *random_id, items.clone(), *now_ms),
+        Cmd::Block { chat, by, on } => {
+            let mut blockers: Vec<u64> = get(view, &blockers_key(*chat))?.unwrap_or_default();
+            blockers.retain(|b| b != by);
+            if *on {
+                blockers.push(*by);
+            }
+            if blockers.is_empty() {
+                view.delete(&blockers_key(*chat));
+            } else {
+                put(view, &blockers_key(*chat), &blockers);
+            }
+            Ok(Ok(Reply::Done))
+        }
         Cmd::Pin { chat, by, id, now_ms } => {
             let (mut c, me) = tri!(membership(view, *chat, *by)?);
             if c.kind != ChatKind::Private && me.role == Role::Member {
@@ -1120,6 +1159,15 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             }
             Ok(Ok(Reply::Difference(out)))
         }
+        Query::BlockedAgainst { user, chats } => {
+            let mut out = Vec::new();
+            for c in chats {
+                if blocked_against(view, *c, *user)? {
+                    out.push(*c);
+                }
+            }
+            Ok(Ok(Reply::Chats(out)))
+        }
         Query::DifferenceBounded { user, chats } => {
             // Chats in the order asked, until the answer is full; a chat
             // with nothing new is left out (the device has it all).
@@ -1249,6 +1297,25 @@ mod tests {
     fn diff(v: &MemView, user: u64, pts: u64) -> ChatDiff {
         let Ok(Reply::Difference(mut d)) = query(v, &Query::Difference { user, chats: vec![(CHAT, pts)] }).unwrap() else { panic!() };
         d.pop().unwrap()
+    }
+
+    #[test]
+    fn a_block_stops_the_other_sides_posts_in_the_private_chat_only() {
+        let mut v = MemView::default();
+        let dm = 6 << 16 | 5;
+        ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![B], now_ms: 1 });
+        ok(&mut v, Cmd::Send { chat: dm, from: A, random_id: 1, text: "hi".into(), reply_to: 0, now_ms: 2 });
+        assert_eq!(ok(&mut v, Cmd::Block { chat: dm, by: B, on: true }), Reply::Done);
+        assert_eq!(err(&mut v, Cmd::Send { chat: dm, from: A, random_id: 2, text: "hi?".into(), reply_to: 0, now_ms: 3 }), ChatError::UserBlocked);
+        // A retry of a send from before the block answers what it did then.
+        assert!(matches!(ok(&mut v, Cmd::Send { chat: dm, from: A, random_id: 1, text: "hi".into(), reply_to: 0, now_ms: 4 }), Reply::Changed { message: Some(_), .. }));
+        ok(&mut v, Cmd::Send { chat: dm, from: B, random_id: 1, text: "the blocker writes".into(), reply_to: 0, now_ms: 5 });
+        assert_eq!(query(&v, &Query::BlockedAgainst { user: A, chats: vec![dm, CHAT] }).unwrap(), Ok(Reply::Chats(vec![dm])));
+        assert_eq!(query(&v, &Query::BlockedAgainst { user: B, chats: vec![dm] }).unwrap(), Ok(Reply::Chats(vec![])), "one's own block is not against oneself");
+        ok(&mut v, Cmd::Block { chat: dm, by: B, on: true });
+        ok(&mut v, Cmd::Block { chat: dm, by: B, on: false });
+        ok(&mut v, Cmd::Send { chat: dm, from: A, random_id: 3, text: "back".into(), reply_to: 0, now_ms: 6 });
+        assert_eq!(query(&v, &Query::BlockedAgainst { user: A, chats: vec![dm] }).unwrap(), Ok(Reply::Chats(vec![])));
     }
 
     #[test]

@@ -23,6 +23,15 @@ pub use logic::{Chat, ChatDiff, ChatError, ChatKind, Dialog, Event, Message, Rep
 /// How long a typing notice shows.
 pub const TYPING_MS: u64 = 6_000;
 
+/// The id of the private chat of `a` and `b`: deterministic, so both sides
+/// (and a block made before the chat) find the same one.
+fn private_chat_id(a: u64, b: u64, groups: u32) -> u64 {
+    let (a, b) = (a.min(b), a.max(b));
+    let key = format!("dm:{a}:{b}");
+    let g = group_for_key(key.as_bytes(), groups);
+    (fnv(key.as_bytes()) & ((1 << 47) - 1)).max(1) << 16 | u64::from(g)
+}
+
 /// A user's place among their heavy reads in flight; given back on drop
 /// (also when the request is cancelled).
 struct HeavyTurn {
@@ -128,11 +137,7 @@ impl Messaging {
                 if all.len() != 2 {
                     return Err(ChatError::BadRequest("a private chat has exactly one other member".into()).into());
                 }
-                let (a, b) = (all[0].min(all[1]), all[0].max(all[1]));
-                let key = format!("dm:{a}:{b}");
-                let g = group_for_key(key.as_bytes(), groups);
-                // Deterministic: both sides find the same chat.
-                let id = (fnv(key.as_bytes()) & ((1 << 47) - 1)).max(1) << 16 | u64::from(g);
+                let id = private_chat_id(all[0], all[1], groups);
                 // Someone new costs from the hourly budget; a chat one has, nothing.
                 if self.must_be_member(me, id).await.is_err() {
                     let budget = self.node.config().limits.new_private_chats_per_hour;
@@ -146,6 +151,7 @@ impl Messaging {
                 id
             }
             _ => {
+                self.must_not_be_blocked_by(me, &all[1..]).await?;
                 let g = 1 + rand::random_range(0..groups);
                 (rand::random::<u64>() & ((1 << 47) - 1)).max(1) << 16 | u64::from(g)
             }
@@ -163,8 +169,32 @@ impl Messaging {
         // in), and before anything is listed.
         self.must_be_member(me, chat).await?;
         self.must_be_users(&users).await?;
+        self.must_not_be_blocked_by(me, &users).await?;
         self.list_chat(&users, chat).await?;
         Ok(self.change(chat, logic::Cmd::Invite { chat, by: me, users, now_ms: self.clock.now_ms() }).await?.0)
+    }
+
+    /// Blocks (or unblocks) `other` for `me`: recorded in their private
+    /// chat's group, which need not hold the chat yet.
+    pub async fn block(&self, me: u64, other: u64, on: bool) -> Result<()> {
+        if other == me {
+            return Err(ChatError::BadRequest("you cannot block yourself".into()).into());
+        }
+        self.must_be_users(&[other]).await?;
+        let chat = private_chat_id(me, other, self.node.raft()?.data_groups());
+        match self.exec(self.group_of(chat)?, logic::Cmd::Block { chat, by: me, on }).await? {
+            Reply::Done => Ok(()),
+            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// `UserBlocked` if any of `users` blocked `me` (one read per group of
+    /// their private chats with `me`).
+    async fn must_not_be_blocked_by(&self, me: u64, users: &[u64]) -> Result<()> {
+        let groups = self.node.raft()?.data_groups();
+        let chats = users.iter().filter(|u| **u != me).map(|u| private_chat_id(me, *u, groups)).collect();
+        let blocked = self.per_group(chats, |cs| logic::Query::BlockedAgainst { user: me, chats: cs }, |r| if let Reply::Chats(c) = r { Some(c) } else { None }).await?;
+        if blocked.is_empty() { Ok(()) } else { Err(ChatError::UserBlocked.into()) }
     }
 
     /// Every id names an account (checked before anything is written; the
