@@ -45,6 +45,19 @@ async fn must_log_in(client: &Client, phone: &str, name: &str) -> pb::User {
     auth.user.unwrap()
 }
 
+/// One logged-in person per name: person k on node 1 + k % 3 from
+/// `127.0.SLOT.(101 + k)`, test number `+99966 (k+1) SERIES k`.
+async fn people(c: &Cluster, slot: u8, series: u8, names: &[&str]) -> (Vec<pb::User>, Vec<Client>) {
+    let mut users = Vec::new();
+    let mut clients = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let (cl, _) = connect_from(c, &[1 + (k as u32 % 3)], &format!("127.0.{slot}.{}", 101 + k)).await;
+        users.push(must_log_in(&cl, &format!("+99966{}{series}{k:02}", k + 1), name).await);
+        clients.push(cl);
+    }
+    (users, clients)
+}
+
 /// Raft log entries appended so far, summed over the nodes.
 fn log_entries(c: &Cluster) -> f64 {
     c.nodes.keys().map(|i| c.metric(*i, "courier_raft_log_entries_total").unwrap_or(0.0)).sum()
@@ -244,13 +257,7 @@ fn what_others_receive_is_limited_per_user_and_a_normal_pace_is_never_refused() 
     let c = Cluster::start_settled(91, 3, &extra);
     let rt = rt();
     rt.block_on(async {
-        let mut users = Vec::new();
-        let mut clients = Vec::new();
-        for (k, name) in ["Ann", "Bob", "Carol", "Dave", "Erin"].iter().enumerate() {
-            let (cl, _) = connect_from(&c, &[1 + (k as u32 % 3)], &format!("127.0.91.{}", 101 + k)).await;
-            users.push(must_log_in(&cl, &format!("+99966{}50{k:02}", k + 1), name).await);
-            clients.push(cl);
-        }
+        let (users, clients) = people(&c, 91, 50, &["Ann", "Bob", "Carol", "Dave", "Erin"]).await;
         let (ann, bob) = (&clients[0], &clients[1]);
         let dm = ann.private_chat(users[1].id).await.unwrap();
         // A person's pace: never refused.
@@ -434,13 +441,7 @@ fn a_blocked_user_can_neither_message_nor_invite_the_blocker() {
     let c = Cluster::start_settled(94, 3, EXTRA);
     let rt = rt();
     rt.block_on(async {
-        let mut users = Vec::new();
-        let mut clients = Vec::new();
-        for (k, name) in ["Ann", "Bob", "Carol"].iter().enumerate() {
-            let (cl, _) = connect_from(&c, &[1 + k as u32], &format!("127.0.94.{}", 101 + k)).await;
-            users.push(must_log_in(&cl, &format!("+99966{}40{k:02}", k + 1), name).await);
-            clients.push(cl);
-        }
+        let (users, clients) = people(&c, 94, 40, &["Ann", "Bob", "Carol"]).await;
         let (ann, bob, carol) = (&clients[0], &clients[1], &clients[2]);
         let dm = ann.private_chat(users[1].id).await.unwrap();
         ann.send_message(dm.id, 1, "hello Bob", 0).await.unwrap();
