@@ -1,5 +1,5 @@
 //! One-shot chat commands for people and scripts: `send`, `history`,
-//! `dialogs`, `group create|invite|leave`. A CHAT is a chat id or a phone
+//! `dialogs`, `group create|invite|leave`, `block`. A CHAT is a chat id or a phone
 //! number (the private chat with that user); a USER is a user id or a phone.
 
 use anyhow::{Result, bail};
@@ -73,6 +73,26 @@ pub fn media_line(m: &pb::Message) -> Option<String> {
 
 fn chat_json(c: &pb::Chat) -> serde_json::Value {
     serde_json::json!({"id": c.id, "kind": kind(c), "title": c.title, "members": c.members, "last_id": c.last_id, "pts": c.pts})
+}
+
+#[derive(Args, Debug)]
+pub struct BlockArgs {
+    /// The user: a user id, or a phone number.
+    user: String,
+    /// Lift the block instead.
+    #[arg(long)]
+    unblock: bool,
+    #[command(flatten)]
+    conn: UserConn,
+}
+
+/// Blocks a user (no private messages, no invitations from them) or lifts it.
+pub async fn block(profile: &ProfileDir, a: BlockArgs) -> Result<()> {
+    let (c, _, _) = client(profile, &a.conn, true).await?;
+    let user = user_id(&c, &a.user).await?;
+    c.block_user(user, !a.unblock).await?;
+    println!("{} user {user}", if a.unblock { "unblocked" } else { "blocked" });
+    Ok(())
 }
 
 #[derive(Args, Debug)]

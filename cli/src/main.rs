@@ -97,6 +97,9 @@ enum Cmd {
     /// Create groups and channels, invite, leave.
     #[command(subcommand)]
     Group(chat::GroupCmd),
+    /// Block a user (by id or phone): they can no longer message you
+    /// privately or invite you; `--unblock` lifts it.
+    Block(chat::BlockArgs),
     /// Benchmarks (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -307,6 +310,7 @@ async fn dispatch(cmd: Cmd, profile: &str) -> Result<()> {
         Cmd::Whoami { conn, json } => user::whoami(&user::ProfileDir::open(profile)?, &conn, json).await,
         Cmd::Chat { conn } => tui::run(&user::ProfileDir::open(profile)?, &conn).await,
         Cmd::Send(args) => chat::send(&user::ProfileDir::open(profile)?, args).await,
+        Cmd::Block(args) => chat::block(&user::ProfileDir::open(profile)?, args).await,
         Cmd::History(args) => chat::history(&user::ProfileDir::open(profile)?, args).await,
         Cmd::Dialogs { conn, json } => chat::dialogs(&user::ProfileDir::open(profile)?, &conn, json).await,
         Cmd::Group(cmd) => chat::group(&user::ProfileDir::open(profile)?, cmd).await,

@@ -149,7 +149,7 @@ pub struct GatewayConfig {
     /// Time a client has for the TLS handshake, the hello, or one request frame.
     pub request_timeout_secs: u64,
     /// Connections one client address may hold on this node (a NAT puts
-    /// many devices behind one address: raise it for a big one).
+    /// many devices behind one address: raise it for a big one; 0: no cap).
     pub max_connections_per_address: usize,
     /// Connections that finished the handshake but have not said hello yet,
     /// on this node; past it the oldest is closed to make room.

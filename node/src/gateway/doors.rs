@@ -28,10 +28,11 @@ impl ConnBook {
         ConnBook { per_address_cap, hello_less_cap: hello_less_cap.max(1), per_address: HashMap::new(), waiting: VecDeque::new(), next: 0 }
     }
 
-    /// Counts a new connection from `ip`; `false` (nothing counted) past the cap.
+    /// Counts a new connection from `ip`; `false` (nothing counted) past the
+    /// cap (0: no cap).
     pub fn open(&mut self, ip: IpAddr) -> bool {
         let n = self.per_address.entry(ip).or_default();
-        if *n >= self.per_address_cap {
+        if self.per_address_cap > 0 && *n >= self.per_address_cap {
             if *n == 0 {
                 self.per_address.remove(&ip);
             }
@@ -142,9 +143,11 @@ mod tests {
         book.close(a);
         assert!(book.open(a), "a place was given back");
         assert_eq!(book.connections_from(a), 2);
-        let mut none = ConnBook::new(0, 8);
-        assert!(!none.open(a));
-        assert!(none.per_address.is_empty(), "a refusal counts nothing");
+        let mut one = ConnBook::new(1, 8);
+        assert!(one.open(a) && !one.open(a));
+        assert_eq!(one.connections_from(a), 1, "a refusal counts nothing");
+        let mut open = ConnBook::new(0, 8);
+        assert!((0..1000).all(|_| open.open(a)), "0: no cap");
     }
 
     #[test]
