@@ -51,6 +51,9 @@ pub const PAGE_MAX: usize = 100;
 /// Members in one page of a chat's member list (Telegram pages its
 /// participants by 200 too).
 pub const MEMBERS_PAGE_MAX: u32 = 200;
+/// Chats in one user's list: what a device's difference may name (see
+/// `gateway::model::DIFF_CHATS_MAX`); past it, adds are refused.
+pub const USER_CHATS_MAX: u64 = 10_000;
 
 /// The bits of a chat id that name its data group (clients route by them:
 /// `GetRoutes`).
@@ -460,6 +463,9 @@ pub enum ChatError {
     /// The other user blocked you: no private messages, no invitations.
     #[error("this user does not accept messages or invitations from you")]
     UserBlocked,
+    /// The user's chat list is full ([`USER_CHATS_MAX`]).
+    #[error("a user is in {USER_CHATS_MAX} chats already; they must leave some first")]
+    TooManyChats,
 }
 
 impl ChatError {
@@ -475,6 +481,7 @@ impl ChatError {
             ChatError::BadRequest(_) => "BAD_REQUEST",
             ChatError::FloodWait { .. } => "FLOOD_WAIT",
             ChatError::UserBlocked => "USER_IS_BLOCKED",
+            ChatError::TooManyChats => "CHATS_TOO_MUCH",
         }
     }
 }
@@ -515,8 +522,14 @@ fn rid_key(chat: u64, user: u64, random_id: u64) -> Vec<u8> {
 fn hidden_key(chat: u64, user: u64) -> Vec<u8> {
     key(b"m/hide/", &[chat, user])
 }
+/// A user's chat list as one value (before chat lists were rows): read,
+/// and moved to rows by the user's next add or removal.
 fn user_chats_key(user: u64) -> Vec<u8> {
     key(b"m/uchats/", &[user])
+}
+/// A chat in the user's list: one row per chat, so an add writes one small row.
+fn user_chat_key(user: u64, chat: u64) -> Vec<u8> {
+    key(b"m/uchat/", &[user, chat])
 }
 /// A user's reaction to a message (the emoji).
 fn reaction_key(chat: u64, id: u64, user: u64) -> Vec<u8> {
@@ -1685,6 +1698,41 @@ mod tests {
         ok(&mut v, Cmd::RemoveUserChat { user: A, chat: 2 });
         assert_eq!(query(&v, &Query::UserChats { user: A }).unwrap(), Ok(Reply::Chats(vec![1])));
         assert_eq!(query(&v, &Query::UserChats { user: B }).unwrap(), Ok(Reply::Chats(vec![])));
+    }
+
+    #[test]
+    fn a_users_chat_list_is_a_row_per_chat_and_an_old_list_moves_to_rows() {
+        use courier_raft::logic::StateRead;
+        let mut v = MemView::default();
+        // Before: one value with every chat, rewritten whole by each add.
+        put(&mut v, &user_chats_key(A), &vec![7u64, 8]);
+        assert_eq!(query(&v, &Query::UserChats { user: A }).unwrap(), Ok(Reply::Chats(vec![7, 8])), "an old list reads as it is");
+        ok(&mut v, Cmd::AddUserChat { user: A, chat: 9 });
+        assert_eq!(v.get(&user_chats_key(A)).unwrap(), None, "the first add moved the old list to rows");
+        for c in [7, 8, 9] {
+            assert!(v.get(&user_chat_key(A, c)).unwrap().is_some(), "chat {c} has its row");
+        }
+        ok(&mut v, Cmd::RemoveUserChat { user: A, chat: 8 });
+        assert_eq!(v.get(&user_chat_key(A, 8)).unwrap(), None);
+        assert_eq!(query(&v, &Query::UserChats { user: A }).unwrap(), Ok(Reply::Chats(vec![7, 9])));
+        // An add writes its own row, whatever the list's length.
+        let before = v.clone();
+        ok(&mut v, Cmd::AddUserChat { user: A, chat: 10 });
+        let written: Vec<&Vec<u8>> = v.0.iter().filter(|(k, val)| before.0.get(*k) != Some(*val)).map(|(k, _)| k).collect();
+        assert!(written.iter().all(|k| k.starts_with(b"m/uchat/") || k.starts_with(b"m/uchatn/")), "{written:?}");
+        // A full list refuses more (and an add of a chat already in it still answers).
+        let mut v = MemView::default();
+        for c in 1..=USER_CHATS_MAX {
+            ok(&mut v, Cmd::AddUserChat { user: B, chat: c });
+        }
+        assert_eq!(err(&mut v, Cmd::AddUserChat { user: B, chat: USER_CHATS_MAX + 1 }), ChatError::TooManyChats);
+        ok(&mut v, Cmd::AddUserChat { user: B, chat: 5 });
+        ok(&mut v, Cmd::RemoveUserChat { user: B, chat: 5 });
+        ok(&mut v, Cmd::RemoveUserChat { user: B, chat: 5 });
+        ok(&mut v, Cmd::AddUserChat { user: B, chat: USER_CHATS_MAX + 1 });
+        assert_eq!(err(&mut v, Cmd::AddUserChat { user: B, chat: USER_CHATS_MAX + 2 }), ChatError::TooManyChats, "a removal twice frees one place");
+        let Ok(Reply::Chats(all)) = query(&v, &Query::UserChats { user: B }).unwrap() else { panic!() };
+        assert_eq!(all.len() as u64, USER_CHATS_MAX);
     }
 
     fn page_of(v: &MemView, q: Query) -> (Vec<u64>, bool) {
