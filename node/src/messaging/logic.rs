@@ -16,7 +16,10 @@
 //!
 //! Keys (`m/…`, ids big-endian): `m/c/<chat>` chat, `m/mem/<chat><user>`
 //! member, `m/msg/<chat><id>` message, `m/ev/<chat><pts>` event,
-//! `m/rid/<chat><user><random_id>` dedup, `m/uchats/<user>` the user's chats.
+//! `m/rid/<chat><user><random_id>` dedup, `m/uchat/<user><chat>` a chat in
+//! the user's list (`m/uchatn/<user>` their count; `m/uchats/<user>`, one
+//! value with the whole list, is the format before rows: moved by the next
+//! add or removal).
 
 use serde::{Deserialize, Serialize};
 
@@ -531,6 +534,10 @@ fn user_chats_key(user: u64) -> Vec<u8> {
 fn user_chat_key(user: u64, chat: u64) -> Vec<u8> {
     key(b"m/uchat/", &[user, chat])
 }
+/// How many chats the user's list holds (its rows).
+fn user_chats_count_key(user: u64) -> Vec<u8> {
+    key(b"m/uchatn/", &[user])
+}
 /// A user's reaction to a message (the emoji).
 fn reaction_key(chat: u64, id: u64, user: u64) -> Vec<u8> {
     key(b"m/react/", &[chat, id, user])
@@ -928,22 +935,48 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             changed(c, vec![ev], Some(m))
         }
         Cmd::AddUserChat { user, chat } => {
-            let mut list: Vec<u64> = get(view, &user_chats_key(*user))?.unwrap_or_default();
-            if !list.contains(chat) {
-                list.push(*chat);
-                put(view, &user_chats_key(*user), &list);
+            let old = old_user_chats(view, *user)?;
+            if old.contains(chat) || view.get(&user_chat_key(*user, *chat))?.is_some() {
+                return Ok(Ok(Reply::Done));
             }
+            let n = get::<u64>(view, &user_chats_count_key(*user))?.unwrap_or(old.len() as u64);
+            if n >= USER_CHATS_MAX {
+                return Ok(Err(ChatError::TooManyChats));
+            }
+            move_user_chats(view, *user, &old);
+            put(view, &user_chat_key(*user, *chat), &());
+            put(view, &user_chats_count_key(*user), &(n + 1));
             Ok(Ok(Reply::Done))
         }
         Cmd::RemoveUserChat { user, chat } => {
-            let mut list: Vec<u64> = get(view, &user_chats_key(*user))?.unwrap_or_default();
-            if list.contains(chat) {
-                list.retain(|c| c != chat);
-                put(view, &user_chats_key(*user), &list);
+            let old = old_user_chats(view, *user)?;
+            move_user_chats(view, *user, &old);
+            if old.contains(chat) || view.get(&user_chat_key(*user, *chat))?.is_some() {
+                let n = get::<u64>(view, &user_chats_count_key(*user))?.unwrap_or(old.len() as u64);
+                view.delete(&user_chat_key(*user, *chat));
+                put(view, &user_chats_count_key(*user), &n.saturating_sub(1));
             }
             Ok(Ok(Reply::Done))
         }
     }
+}
+
+/// The user's chat list as written before it was rows (empty once moved).
+fn old_user_chats(view: &dyn StateRead, user: u64) -> Result<Vec<u64>> {
+    Ok(get(view, &user_chats_key(user))?.unwrap_or_default())
+}
+
+/// Moves an old one-value chat list to rows (a user's first add or removal
+/// since the upgrade), with its count.
+fn move_user_chats(view: &mut dyn StateView, user: u64, old: &[u64]) {
+    if old.is_empty() {
+        return;
+    }
+    for c in old {
+        put(view, &user_chat_key(user, *c), &());
+    }
+    view.delete(&user_chats_key(user));
+    put(view, &user_chats_count_key(user), &(old.len() as u64));
 }
 
 /// The messages `user` deleted for themselves in `chat` (sorted).
@@ -1262,7 +1295,13 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             }
             Ok(Ok(Reply::Messages(out)))
         }
-        Query::UserChats { user } => Ok(Ok(Reply::Chats(get(view, &user_chats_key(*user))?.unwrap_or_default()))),
+        Query::UserChats { user } => {
+            let prefix = key(b"m/uchat/", &[*user]);
+            let mut chats = old_user_chats(view, *user)?;
+            let rows = view.scan(&prefix, &[], USER_CHATS_MAX as usize)?;
+            chats.extend(rows.iter().filter_map(|(k, _)| id_after(k, prefix.len())));
+            Ok(Ok(Reply::Chats(chats)))
+        }
         Query::Memberships { user, chats } => {
             let mut out = Vec::new();
             for chat in chats {
