@@ -465,3 +465,100 @@ fn a_blocked_user_can_neither_message_nor_invite_the_blocker() {
         assert!(bob.block_user(999 << 16 | 1, true).await.is_err(), "a user id with no account");
     });
 }
+
+/// The chat events of `chat` that arrive on `events` until one passes
+/// `last` (included), waiting at most 10 s.
+async fn chat_events_until(events: &mut mpsc::Receiver<Event>, chat: u64, last: impl Fn(&pb::ChatEvent) -> bool) -> Vec<pb::ChatEvent> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(Event::Update(pb::Update { kind: Some(pb::update::Kind::ChatEvent(e)) }))) if e.chat_id == chat => {
+                let done = last(&e);
+                out.push(e);
+                if done {
+                    return out;
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!("the awaited event of chat {chat} did not come; got {out:?}"),
+        }
+    }
+}
+
+/// Item 4: in a channel a subscriber's read moves their own state only
+/// (their other device is told, by push and by difference; nobody else
+/// gets an event and the channel's pts does not move), a reaction is a
+/// count that names nobody and is no event for the others, a join or a
+/// leave names a subscriber to themselves only, and typing is for admins.
+/// Before: every subscriber got every other's reads, reactions (with the
+/// three latest reactors), joins and leaves, with their ids.
+#[test]
+fn a_channel_shows_subscribers_counts_never_who() {
+    let c = Cluster::start_settled(95, 3, EXTRA);
+    let rt = rt();
+    rt.block_on(async {
+        let (users, clients) = people(&c, 95, 50, &["Ann", "Bob", "Dan"]).await;
+        let (ann, bob, dan) = (&clients[0], &clients[1], &clients[2]);
+        let (carol, mut carol_events) = connect_from(&c, &[2], "127.0.95.120").await;
+        let carol_user = must_log_in(&carol, "+9996635099", "Carol").await;
+        // Bob's second device, on another node.
+        let (bob2, mut bob2_events) = connect_from(&c, &[3], "127.0.95.121").await;
+        must_log_in(&bob2, "+9996625001", "Bob").await;
+
+        let ch = ann.create_channel("News").await.unwrap();
+        ann.invite(ch.id, vec![users[1].id, carol_user.id]).await.unwrap();
+        let post1 = ann.send_message(ch.id, 1, "first post", 0).await.unwrap();
+        let seen = chat_events_until(&mut carol_events, ch.id, |e| matches!(&e.kind, Some(pb::chat_event::Kind::NewMessage(m)) if m.id == post1.id)).await;
+        let start = seen.last().unwrap().pts;
+
+        // Bob reads on one device: his other device learns it, live.
+        bob.read_history(ch.id, post1.id).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), bob2_events.recv()).await {
+                Ok(Some(Event::Update(pb::Update { kind: Some(pb::update::Kind::OwnRead(r)) }))) if r.chat_id == ch.id => {
+                    assert_eq!(r.max_id, post1.id);
+                    break;
+                }
+                Ok(Some(_)) => {}
+                other => panic!("Bob's other device was not told of his read: {other:?}"),
+            }
+        }
+        // And by difference, from a device that knew nothing of it.
+        let d = bob2.difference_of(vec![pb::ChatState { chat_id: ch.id, pts: start, read_max_id: 0 }]).await.unwrap();
+        let mine = d.chats.iter().find(|d| d.chat.as_ref().is_some_and(|c| c.id == ch.id)).expect("the channel is in Bob's difference");
+        assert_eq!(mine.read_max_id, post1.id, "{mine:?}");
+        assert!(mine.events.is_empty(), "a read is no event of the channel: {:?}", mine.events);
+
+        // Bob's reaction: a count, nobody named; no list of reactors.
+        let m = bob.send_reaction(ch.id, post1.id, "👍").await.unwrap();
+        assert_eq!(m.reactions.iter().map(|r| (r.emoji.as_str(), r.count, r.users.len())).collect::<Vec<_>>(), [("👍", 1, 0)]);
+        let e = carol.reactions(ch.id, post1.id, 0, 10).await.expect_err("who reacted in a channel");
+        assert_eq!(e.code(), "BAD_REQUEST", "{e}");
+
+        // Dan joins and leaves: Carol's events say nothing of who.
+        ann.invite(ch.id, vec![users[2].id]).await.unwrap();
+        dan.remove_member(ch.id, users[2].id).await.unwrap();
+        let e = carol.set_typing(ch.id).await.expect_err("a subscriber typing");
+        assert_eq!(e.code(), "ADMIN_REQUIRED", "{e}");
+        ann.set_typing(ch.id).await.expect("an admin types");
+
+        let post2 = ann.send_message(ch.id, 2, "second post", 0).await.unwrap();
+        let seen = chat_events_until(&mut carol_events, ch.id, |e| matches!(&e.kind, Some(pb::chat_event::Kind::NewMessage(m)) if m.id == post2.id)).await;
+        let pts: Vec<u64> = seen.iter().map(|e| e.pts).collect();
+        assert_eq!(pts, (start + 1..=start + 3).collect::<Vec<_>>(), "Dan's join, his leave and the post; no read, no reaction: {seen:?}");
+        assert!(seen[..2].iter().all(|e| e.kind.is_none()), "a join and a leave name nobody to Carol: {seen:?}");
+
+        // Carol's whole difference names no other subscriber.
+        let d = carol.difference(vec![(ch.id, 0)]).await.unwrap();
+        for e in d.iter().flat_map(|d| &d.events) {
+            match &e.kind {
+                Some(pb::chat_event::Kind::Joined(ids)) => assert!(ids.ids.iter().all(|u| [carol_user.id, users[0].id].contains(u)), "only herself and the admin: {e:?}"),
+                Some(pb::chat_event::Kind::Read(_) | pb::chat_event::Kind::Left(_) | pb::chat_event::Kind::Reactions(_)) => panic!("Carol sees {e:?}"),
+                _ => {}
+            }
+        }
+    });
+}

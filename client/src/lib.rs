@@ -812,7 +812,13 @@ impl Client {
     /// [`Client::difference`] with `more`: the answer reached its size
     /// bound and left chats out; apply it and ask again.
     pub async fn difference_page(&self, states: Vec<(u64, u64)>) -> Result<pb::Difference> {
-        let states = states.into_iter().map(|(chat_id, pts)| pb::ChatState { chat_id, pts }).collect();
+        self.difference_of(states.into_iter().map(|(chat_id, pts)| pb::ChatState { chat_id, pts, read_max_id: 0 }).collect()).await
+    }
+
+    /// [`Client::difference_page`] with the read positions the device
+    /// knows: a channel whose read position moved past it comes back with
+    /// `read_max_id` (reads in a channel are not events).
+    pub async fn difference_of(&self, states: Vec<pb::ChatState>) -> Result<pb::Difference> {
         match self.call(M::GetDifference(pb::GetDifference { states })).await? {
             R::Difference(d) => Ok(d),
             other => Err(unexpected(other)),
