@@ -29,8 +29,12 @@ pub struct ChatView {
     pub pts: u64,
     /// Messages by id; deleted ones are tombstones (`deleted`, empty text).
     pub messages: BTreeMap<u64, pb::Message>,
-    /// Read position of each member who read something.
+    /// Read position of each member who read something (in a channel,
+    /// reads are no events: see `read_max_id`).
     pub reads: BTreeMap<u64, u64>,
+    /// This user's own read position where the server said it: in a
+    /// channel (pushed, and in the difference) and with `too_long`.
+    pub read_max_id: u64,
     pub members: BTreeSet<u64>,
     /// Messages deleted for this user only: gone from `messages`, and later
     /// edits of them are ignored.
@@ -161,6 +165,18 @@ impl SyncState {
         self.chats.iter().map(|(id, v)| (*id, v.pts)).collect()
     }
 
+    /// [`SyncState::states`] with the read positions this device knows.
+    pub fn chat_states(&self) -> Vec<pb::ChatState> {
+        self.chats.iter().map(|(id, v)| pb::ChatState { chat_id: *id, pts: v.pts, read_max_id: v.read_max_id }).collect()
+    }
+
+    /// The user's read position in a channel moved (another device read).
+    pub fn on_own_read(&mut self, r: &pb::ReadPosition) {
+        if let Some(view) = self.chats.get_mut(&r.chat_id) {
+            view.read_max_id = view.read_max_id.max(r.max_id);
+        }
+    }
+
     /// Applies a live event (a chat not seen yet starts empty at pts 0);
     /// one past a gap is held (see the module's note).
     pub fn on_event(&mut self, e: &pb::ChatEvent) -> Applied {
@@ -199,13 +215,14 @@ impl SyncState {
         }
         let view = self.chats.entry(chat.id).or_default();
         if d.too_long {
-            *view = ChatView { chat: chat.clone(), pts: chat.pts, ..Default::default() };
+            *view = ChatView { chat: chat.clone(), pts: chat.pts, read_max_id: d.read_max_id, ..Default::default() };
             for m in &d.messages {
                 view.messages.insert(m.id, m.clone());
             }
             return false;
         }
         view.chat = pb::Chat { pts: view.pts, ..chat.clone() };
+        view.read_max_id = view.read_max_id.max(d.read_max_id);
         for e in &d.events {
             if view.apply(e) == Applied::Gap {
                 // The server answers consecutive events; a gap here is a bug.
@@ -248,7 +265,12 @@ impl SyncState {
                     self.sync(client).await?;
                     Ok(Followed::Synced)
                 }
-                Ok(Some(other)) => Ok(Followed::Other(other)),
+                Ok(Some(other)) => {
+                    if let Event::Update(pb::Update { kind: Some(pb::update::Kind::OwnRead(r)) }) = &other {
+                        self.on_own_read(r);
+                    }
+                    Ok(Followed::Other(other))
+                }
                 Ok(None) => Ok(Followed::Closed),
                 // A held gap's wait ended: the top of the loop syncs once it is due.
                 Err(_) if self.gap_deadline().is_some() => continue,
@@ -262,7 +284,7 @@ impl SyncState {
     pub async fn sync(&mut self, client: &Client) -> Result<()> {
         // Bounded: each round moves every chat with more by a full slice.
         for _ in 0..10_000 {
-            let diff = client.difference_page(self.states()).await?;
+            let diff = client.difference_of(self.chat_states()).await?;
             // Chats left out of a full answer come in the next one.
             let mut more = diff.more;
             for d in &diff.chats {

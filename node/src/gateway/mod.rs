@@ -495,7 +495,7 @@ impl Gateway {
             }
             Method::GetDifference(states) => {
                 let (list, more) = c.difference(me, states).await?;
-                Ok(R::Difference(pb::Difference { chats: list.iter().map(chat_model::difference).collect(), more }))
+                Ok(R::Difference(pb::Difference { chats: chat_model::differences(&list), more }))
             }
             other => Err(Error::BadRequest(format!("unexpected method {}", other.name()))),
         }

@@ -59,7 +59,7 @@ pub enum Method {
     GetMembers { chat: u64, after: u64, limit: u32 },
     /// A page of dialogs after `before` = (last_ms, chat id), at most `limit`.
     GetDialogs { before: (u64, u64), limit: u32 },
-    GetDifference(Vec<(u64, u64)>),
+    GetDifference(Vec<(u64, u64, u64)>),
     Forward { chat: u64, from_chat: u64, ids: Vec<u64>, random_id: u64 },
     Pin { chat: u64, id: u64 },
     React { chat: u64, id: u64, emoji: String },
@@ -265,7 +265,7 @@ impl TryFrom<pb::Request> for Method {
                 if d.states.len() > DIFF_CHATS_MAX {
                     return Err(Error::BadRequest(format!("states: at most {DIFF_CHATS_MAX} chats")));
                 }
-                Method::GetDifference(d.states.into_iter().map(|s| (s.chat_id, s.pts)).collect())
+                Method::GetDifference(d.states.into_iter().map(|s| (s.chat_id, s.pts, s.read_max_id)).collect())
             }
             Some(M::ForwardMessages(f)) => {
                 if f.ids.is_empty() || f.ids.len() > logic::FORWARD_MAX {

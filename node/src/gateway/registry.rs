@@ -39,6 +39,10 @@ pub enum Notice {
     Chat { chat: u64, events: Vec<crate::messaging::Event>, message: Option<crate::messaging::Message> },
     /// A member is typing in a chat (ephemeral).
     Typing { chat: u64, user: u64, until_ms: u64 },
+    // Notices cross the wire: new ones at the end.
+    /// The user's read position in a channel moved (no event of the chat):
+    /// for their own devices.
+    OwnRead { chat: u64, user: u64, max_id: u64 },
 }
 
 /// Who made a change, when the client applies its own changes from their
@@ -326,6 +330,12 @@ impl Registry {
                 }
             }
             Notice::Chat { chat, events, message } => self.chat_events(*chat, events, message.as_ref(), origin),
+            Notice::OwnRead { chat, user, max_id } => {
+                let update = pb::Update { kind: Some(pb::update::Kind::OwnRead(pb::ReadPosition { chat_id: *chat, max_id: *max_id })) };
+                for ctx in self.user_conns(&[*user]) {
+                    ctx.push(update.clone());
+                }
+            }
             Notice::Typing { chat, user, until_ms } => {
                 let update = pb::Update { kind: Some(pb::update::Kind::Typing(pb::Typing { chat_id: *chat, user: *user, until_ms: *until_ms })) };
                 for ctx in self.subscribers(*chat) {
@@ -344,7 +354,7 @@ impl Registry {
         use crate::messaging::logic::EventKind;
         let messages: Vec<_> = message.into_iter().cloned().collect();
         for e in events {
-            if let EventKind::Joined(users) = &e.kind {
+            if let EventKind::Joined(users) | EventKind::SubscribersJoined(users) = &e.kind {
                 for ctx in self.user_conns(users) {
                     self.subscribe(&ctx, &[chat]);
                 }
@@ -352,9 +362,10 @@ impl Registry {
             let update = pb::Update { kind: Some(pb::update::Kind::ChatEvent(crate::messaging::model::event(chat, e, &messages))) };
             let targets = self.subscribers(chat);
             for ctx in targets.iter().filter(|c| !c.made(origin)) {
-                match (&e.kind, ctx.authed()) {
-                    // Another member's delete-for-me: only the pts moves.
-                    (EventKind::Hidden { user, .. }, Some(a)) if a.user.id != *user => {
+                match ctx.authed() {
+                    // Another member's delete-for-me, a channel's joins and
+                    // leaves: each member sees their own version.
+                    Some(a) if e.kind.per_member() => {
                         let seen = crate::messaging::logic::event_for(e.clone(), a.user.id);
                         let update = pb::Update { kind: Some(pb::update::Kind::ChatEvent(crate::messaging::model::event(chat, &seen, &messages))) };
                         ctx.push(update);
@@ -362,7 +373,7 @@ impl Registry {
                     _ => ctx.push(update.clone()),
                 }
             }
-            if let EventKind::Left(user) = &e.kind {
+            if let EventKind::Left(user) | EventKind::SubscriberLeft(user) = &e.kind {
                 // Every connection of the user, subscribed or still loading its list.
                 let theirs = self.user_conns(&[*user]);
                 let mut inner = self.inner.lock().expect("registry lock");

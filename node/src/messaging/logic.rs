@@ -301,6 +301,19 @@ pub enum EventKind {
     Pinned(u64),
     /// The message's reactions changed (the message carries them).
     Reactions(u64),
+    // Events are rows and cross the wire: new kinds at the end.
+    /// Subscribers joined a channel: each of them sees `Joined([themselves])`,
+    /// everyone else `Nothing` (a channel shows counts, never who).
+    SubscribersJoined(Vec<u64>),
+    /// A subscriber left a channel: `Left` to them, `Nothing` to the others.
+    SubscriberLeft(u64),
+}
+
+impl EventKind {
+    /// Whether members see this event differently ([`event_for`]).
+    pub fn per_member(&self) -> bool {
+        matches!(self, EventKind::Hidden { .. } | EventKind::SubscribersJoined(_) | EventKind::SubscriberLeft(_))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -395,6 +408,10 @@ pub enum Query {
     /// Of these private chats, those where someone other than `user`
     /// blocked (`Reply::Chats`): who would refuse `user`'s invitation.
     BlockedAgainst { user: u64, chats: Vec<u64> },
+    /// `DifferenceBounded` with the read position each device knows, as
+    /// (chat, pts, read_max_id): a channel where the user's read moved past
+    /// it is answered `ChatDiff::Read` too (reads in a channel are no events).
+    DifferenceReads { user: u64, chats: Vec<(u64, u64, u64)> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -416,6 +433,10 @@ pub enum ChatDiff {
     TooLong { chat: Chat, messages: Vec<Message>, read_max_id: u64 },
     /// Not (any more) a member: the device forgets the chat.
     Gone { chat: u64 },
+    // Cross the wire: new kinds at the end.
+    /// The user's read position in a channel, after their other device read
+    /// (right after the chat's `Events`, if any).
+    Read { chat: Chat, read_max_id: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -773,6 +794,11 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
                 return changed(c, Vec::new(), None);
             }
             put(view, &member_key(*chat, *user), &Member { read_max_id: max_id, ..me });
+            if c.kind == ChatKind::Channel {
+                // The reader's own state only: no event for the others
+                // (their devices learn it by `Notice::OwnRead` and difference).
+                return changed(c, Vec::new(), None);
+            }
             let ev = record(view, &mut c, EventKind::Read { user: *user, max_id }, *now_ms);
             changed(c, vec![ev], None)
         }
@@ -800,7 +826,8 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
                 put(view, &member_key(*chat, *u), &Member { role: Role::Member, joined_ms: *now_ms, read_max_id: c.last_id });
             }
             c.members += added.len() as u64;
-            let ev = record(view, &mut c, EventKind::Joined(added), *now_ms);
+            let kind = if c.kind == ChatKind::Channel { EventKind::SubscribersJoined(added) } else { EventKind::Joined(added) };
+            let ev = record(view, &mut c, kind, *now_ms);
             changed(c, vec![ev], None)
         }
         Cmd::Remove { chat, by, user, now_ms } => {
@@ -814,7 +841,8 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             }
             view.delete(&member_key(*chat, *user));
             c.members -= 1;
-            let ev = record(view, &mut c, EventKind::Left(*user), *now_ms);
+            let kind = if c.kind == ChatKind::Channel && them.role == Role::Member { EventKind::SubscriberLeft(*user) } else { EventKind::Left(*user) };
+            let ev = record(view, &mut c, kind, *now_ms);
             changed(c, vec![ev], None)
         }
         Cmd::SetTitle { chat, by, title, now_ms } => {
@@ -894,8 +922,12 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
                 Some(e) => Some(e),
                 None => unrowed.iter().find(|(u, _)| u == user).map(|(_, e)| e.clone()),
             };
+            let channel = c.kind == ChatKind::Channel;
             if old.as_deref().unwrap_or("") == emoji.as_str() {
                 m.unrowed = unrowed;
+                if channel {
+                    unname(&mut m);
+                }
                 return changed(c, Vec::new(), Some(m)); // a repeat, or nothing to change
             }
             if let Some(old) = &old
@@ -929,6 +961,13 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             match emoji.is_empty() {
                 true => view.delete(&reaction_key(*chat, *id, *user)),
                 false => put(view, &reaction_key(*chat, *id, *user), emoji),
+            }
+            if channel {
+                // Counts only, and no event: a reaction does not go out
+                // to every subscriber (they see counts when they load the post).
+                unname(&mut m);
+                put_row(view, &msg_key(*chat, *id), &m);
+                return changed(c, Vec::new(), Some(m));
             }
             put_row(view, &msg_key(*chat, *id), &m);
             let ev = record(view, &mut c, EventKind::Reactions(*id), *now_ms);
@@ -984,11 +1023,26 @@ fn hidden(view: &dyn StateRead, chat: u64, user: u64) -> Result<Vec<u64>> {
     Ok(get(view, &hidden_key(chat, user))?.unwrap_or_default())
 }
 
-/// How one member sees an event: another member's `Hidden` is `Nothing`.
+/// How one member sees an event: another member's `Hidden` is `Nothing`,
+/// and so are other subscribers' joins and leaves in a channel.
 pub fn event_for(e: Event, user: u64) -> Event {
-    match e.kind {
-        EventKind::Hidden { user: u, .. } if u != user => Event { kind: EventKind::Nothing, ..e },
-        _ => e,
+    let kind = match e.kind {
+        EventKind::Hidden { user: u, .. } if u != user => EventKind::Nothing,
+        EventKind::SubscribersJoined(users) => match users.contains(&user) {
+            true => EventKind::Joined(vec![user]),
+            false => EventKind::Nothing,
+        },
+        EventKind::SubscriberLeft(u) if u == user => EventKind::Left(u),
+        EventKind::SubscriberLeft(_) => EventKind::Nothing,
+        kind => kind,
+    };
+    Event { kind, ..e }
+}
+
+/// A channel's post names no reactor (counts only).
+fn unname(m: &mut Message) {
+    for r in &mut m.reactions {
+        r.recent.clear();
     }
 }
 
@@ -1145,6 +1199,7 @@ pub fn diff_size(d: &ChatDiff) -> usize {
         ChatDiff::Events { chat, events, messages, .. } => chat.wire_size() + events.iter().map(Event::wire_size).sum::<usize>() + messages.iter().map(Message::wire_size).sum::<usize>(),
         ChatDiff::TooLong { chat, messages, .. } => chat.wire_size() + messages.iter().map(Message::wire_size).sum::<usize>(),
         ChatDiff::Gone { .. } => 32,
+        ChatDiff::Read { chat, .. } => chat.wire_size() + 16,
     }
 }
 
@@ -1190,6 +1245,35 @@ fn chat_difference(view: &dyn StateRead, chat: u64, user: u64, pts: u64, bytes: 
     Ok(ChatDiff::Events { chat: c, events, messages: msgs, more })
 }
 
+/// Chats in the order asked, until the answer is full; a chat with nothing
+/// new is left out (the device has it all). With the device's read
+/// position (`Some`), a channel where the user read further is answered
+/// with `ChatDiff::Read`.
+fn difference_bounded(view: &dyn StateRead, user: u64, chats: impl Iterator<Item = (u64, u64, Option<u64>)>) -> Result<Reply> {
+    let (mut diffs, mut budget, mut looked) = (Vec::new(), Budget::new(REPLY_BYTES), 0);
+    for (chat, pts, known_read) in chats {
+        if budget.spent() {
+            break;
+        }
+        looked += 1;
+        let d = chat_difference(view, chat, user, pts, budget.left().max(REPLY_BYTES / 8))?;
+        if !matches!(&d, ChatDiff::Events { events, more: false, .. } if events.is_empty()) {
+            budget.charge(diff_size(&d));
+            diffs.push(d);
+        }
+        if let Some(known) = known_read
+            && let Ok((c, me)) = membership(view, chat, user)?
+            && c.kind == ChatKind::Channel
+            && me.read_max_id > known
+        {
+            let read = ChatDiff::Read { chat: c, read_max_id: me.read_max_id };
+            budget.charge(diff_size(&read));
+            diffs.push(read);
+        }
+    }
+    Ok(Reply::DifferenceBounded { diffs, looked })
+}
+
 /// Answers one messaging query from the (linearizably read) state.
 pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
     match q {
@@ -1215,22 +1299,12 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             Ok(Ok(Reply::Chats(out)))
         }
         Query::DifferenceBounded { user, chats } => {
-            // Chats in the order asked, until the answer is full; a chat
-            // with nothing new is left out (the device has it all).
-            let (mut diffs, mut budget, mut looked) = (Vec::new(), Budget::new(REPLY_BYTES), 0);
-            for (chat, pts) in chats {
-                if budget.spent() {
-                    break;
-                }
-                looked += 1;
-                let d = chat_difference(view, *chat, *user, *pts, budget.left().max(REPLY_BYTES / 8))?;
-                if matches!(&d, ChatDiff::Events { events, more: false, .. } if events.is_empty()) {
-                    continue;
-                }
-                budget.charge(diff_size(&d));
-                diffs.push(d);
-            }
-            Ok(Ok(Reply::DifferenceBounded { diffs, looked }))
+            let chats = chats.iter().map(|(c, pts)| (*c, *pts, None));
+            Ok(Ok(difference_bounded(view, *user, chats)?))
+        }
+        Query::DifferenceReads { user, chats } => {
+            let chats = chats.iter().map(|(c, pts, read)| (*c, *pts, Some(*read)));
+            Ok(Ok(difference_bounded(view, *user, chats)?))
         }
         Query::Dialogs { user, chats } => {
             let mut out = Vec::new();
@@ -1255,7 +1329,10 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
         Query::Search { chat, user, text, limit } => Ok(search(view, *chat, *user, text, *limit, 0)?.map(|(page, _)| Reply::Messages(page))),
         Query::SearchBefore { chat, user, text, limit, before } => Ok(search(view, *chat, *user, text, *limit, *before)?.map(|(messages, more)| Reply::Page { messages, more })),
         Query::Reactors { chat, user, id, after, limit } => {
-            let _ = tri!(membership(view, *chat, *user)?);
+            let (c, _) = tri!(membership(view, *chat, *user)?);
+            if c.kind == ChatKind::Channel {
+                return Ok(Err(ChatError::BadRequest("a channel shows how many reacted, not who".into())));
+            }
             let Some(m) = get_row::<Message>(view, &msg_key(*chat, *id))?.filter(|m| !m.deleted) else {
                 return Ok(Err(ChatError::MessageNotFound));
             };
@@ -1598,6 +1675,48 @@ mod tests {
         let first = chat_of(ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![B], now_ms: 13 }));
         assert_eq!(chat_of(ok(&mut v, Cmd::Create { id: dm, kind: ChatKind::Private, title: String::new(), creator: A, members: vec![B], now_ms: 14 })), first, "a retry");
         assert!(matches!(err(&mut v, Cmd::Invite { chat: dm, by: A, users: vec![C], now_ms: 15 }), ChatError::BadRequest(_)));
+    }
+
+    #[test]
+    fn in_a_channel_reads_are_the_readers_own_and_others_see_counts_never_who() {
+        let mut v = MemView::default();
+        let ch = 5 << 16 | 5;
+        ok(&mut v, Cmd::Create { id: ch, kind: ChatKind::Channel, title: "News".into(), creator: A, members: vec![], now_ms: 1 });
+        let Reply::Changed { events, .. } = ok(&mut v, Cmd::Invite { chat: ch, by: A, users: vec![B, C], now_ms: 2 }) else { panic!() };
+        assert_eq!(events[0].kind, EventKind::SubscribersJoined(vec![B, C]));
+        assert_eq!(event_for(events[0].clone(), B).kind, EventKind::Joined(vec![B]), "a subscriber sees themselves join");
+        assert_eq!(event_for(events[0].clone(), A).kind, EventKind::Nothing, "and nobody sees who else did");
+        ok(&mut v, Cmd::Send { chat: ch, from: A, random_id: 1, text: "post".into(), reply_to: 0, now_ms: 3 });
+        let pts = chat_of(&v, ch).pts;
+        // A read moves the reader's position only: no event, the pts stays.
+        let Reply::Changed { events, .. } = ok(&mut v, Cmd::Read { chat: ch, user: B, max_id: 1, now_ms: 4 }) else { panic!() };
+        assert!(events.is_empty());
+        assert_eq!(chat_of(&v, ch).pts, pts, "the channel's event window does not fill with reads");
+        let states = |read: u64| Query::DifferenceReads { user: B, chats: vec![(ch, pts, read)] };
+        let Ok(Reply::DifferenceBounded { diffs, .. }) = query(&v, &states(0)).unwrap() else { panic!() };
+        assert!(matches!(&diffs[..], [ChatDiff::Read { read_max_id: 1, .. }]), "B's other device learns it: {diffs:?}");
+        let Ok(Reply::DifferenceBounded { diffs, .. }) = query(&v, &states(1)).unwrap() else { panic!() };
+        assert!(diffs.is_empty(), "a device that knows it is told nothing: {diffs:?}");
+        // A reaction: a count naming nobody, no event; nobody lists reactors.
+        let Reply::Changed { events, message: Some(m), .. } = ok(&mut v, Cmd::React { chat: ch, user: C, id: 1, emoji: "👍".into(), now_ms: 5 }) else { panic!() };
+        assert!(events.is_empty());
+        assert_eq!(m.reactions, vec![Reaction { emoji: "👍".into(), count: 1, recent: vec![] }]);
+        let Reply::Changed { message: Some(m), .. } = ok(&mut v, Cmd::React { chat: ch, user: B, id: 1, emoji: "👍".into(), now_ms: 6 }) else { panic!() };
+        assert_eq!((m.reactions[0].count, m.reactions[0].recent.len()), (2, 0));
+        assert!(matches!(query(&v, &Query::Reactors { chat: ch, user: A, id: 1, after: 0, limit: 10 }).unwrap(), Err(ChatError::BadRequest(_))));
+        assert_eq!(chat_of(&v, ch).pts, pts);
+        // A subscriber leaving is news to themselves only; an admin's role is public.
+        let Reply::Changed { events, .. } = ok(&mut v, Cmd::Remove { chat: ch, by: C, user: C, now_ms: 7 }) else { panic!() };
+        assert_eq!((event_for(events[0].clone(), C).kind, event_for(events[0].clone(), B).kind), (EventKind::Left(C), EventKind::Nothing));
+        let ChatDiff::Events { events, .. } = ({
+            let Ok(Reply::Difference(mut d)) = query(&v, &Query::Difference { user: B, chats: vec![(ch, 0)] }).unwrap() else { panic!() };
+            d.pop().unwrap()
+        }) else { panic!() };
+        assert!(events.iter().all(|e| !matches!(&e.kind, EventKind::Joined(u) if u.contains(&C)) && !matches!(e.kind, EventKind::Left(_) | EventKind::Read { .. })), "{events:?}");
+    }
+
+    fn chat_of(v: &MemView, chat: u64) -> Chat {
+        get(v, &chat_key(chat)).unwrap().unwrap()
     }
 
     fn photo() -> Attachment {

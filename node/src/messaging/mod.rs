@@ -277,7 +277,11 @@ impl Messaging {
     }
 
     pub async fn read_history(&self, me: u64, chat: u64, max_id: u64) -> Result<()> {
-        self.change(chat, logic::Cmd::Read { chat, user: me, max_id, now_ms: self.clock.now_ms() }).await?;
+        let (c, _) = self.change(chat, logic::Cmd::Read { chat, user: me, max_id, now_ms: self.clock.now_ms() }).await?;
+        if c.kind == ChatKind::Channel {
+            // A read in a channel is no event: only the reader's devices hear of it.
+            self.node.publish(&Notice::OwnRead { chat, user: me, max_id: max_id.min(c.last_id) }, None);
+        }
         Ok(())
     }
 
@@ -399,7 +403,13 @@ impl Messaging {
 
     /// "typing…": checked against membership, sent to every node, not stored.
     pub async fn typing(&self, me: u64, chat: u64) -> Result<()> {
-        self.must_be_member(me, chat).await?;
+        // In a channel only admins type (subscribers' notices would go to all).
+        match self.read(self.group_of(chat)?, logic::Query::MembersIn { chat, users: vec![me] }).await? {
+            Reply::MembersIn { members, .. } if members.is_empty() => return Err(ChatError::NotAMember.into()),
+            Reply::MembersIn { kind: ChatKind::Channel, members } if members[0].1.role == Role::Member => return Err(ChatError::AdminRequired.into()),
+            Reply::MembersIn { .. } => {}
+            other => return Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
         let (budget, live) = (self.node.config().limits.typing_per_chat_per_minute, self.node.live_nodes());
         self.typing_limit
             .lock()
@@ -475,24 +485,25 @@ impl Messaging {
     /// pts; chats it does not name but the user is in come from pts 0. At
     /// most [`logic::REPLY_BYTES`] twice over: `true` when chats were left
     /// out (the device applies this and asks again).
-    pub async fn difference(&self, me: u64, states: Vec<(u64, u64)>) -> Result<(Vec<ChatDiff>, bool)> {
+    /// `states` are (chat, pts, read_max_id) as the device knows them.
+    pub async fn difference(&self, me: u64, states: Vec<(u64, u64, u64)>) -> Result<(Vec<ChatDiff>, bool)> {
         let mut states = states;
         for c in self.user_chats(me).await? {
-            if !states.iter().any(|(s, _)| *s == c) {
-                states.push((c, 0));
+            if !states.iter().any(|(s, _, _)| *s == c) {
+                states.push((c, 0, 0));
             }
         }
-        let mut by_group: std::collections::BTreeMap<u32, Vec<(u64, u64)>> = Default::default();
+        let mut by_group: std::collections::BTreeMap<u32, Vec<(u64, u64, u64)>> = Default::default();
         let mut out = Vec::new();
-        for (c, pts) in states {
+        for (c, pts, read) in states {
             match self.group_of(c) {
-                Ok(g) => by_group.entry(g).or_default().push((c, pts)),
+                Ok(g) => by_group.entry(g).or_default().push((c, pts, read)),
                 Err(_) => out.push(ChatDiff::Gone { chat: c }),
             }
         }
         let reads = by_group.into_iter().map(|(g, cs)| async move {
             let asked = cs.len();
-            (asked, self.read(g, logic::Query::DifferenceBounded { user: me, chats: cs }).await)
+            (asked, self.read(g, logic::Query::DifferenceReads { user: me, chats: cs }).await)
         });
         let mut budget = logic::Budget::new(2 * logic::REPLY_BYTES);
         for d in &out {

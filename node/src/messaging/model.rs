@@ -82,7 +82,9 @@ pub fn event(chat: u64, e: &Event, messages: &[Message]) -> pb::ChatEvent {
         EventKind::Role { user, role: r } => Kind::Role(pb::RoleChange { user: *user, role: role(*r).into() }),
         EventKind::Pinned(id) => Kind::Pinned(*id),
         EventKind::Hidden { ids, .. } => Kind::Hidden(pb::Ids { ids: ids.clone() }),
-        EventKind::Nothing => return pb::ChatEvent { chat_id: chat, pts: e.pts, date_ms: e.date_ms, kind: None },
+        // A channel's joins and leaves go out per member (`logic::event_for`):
+        // unconverted, they name nobody.
+        EventKind::Nothing | EventKind::SubscribersJoined(_) | EventKind::SubscriberLeft(_) => return pb::ChatEvent { chat_id: chat, pts: e.pts, date_ms: e.date_ms, kind: None },
         EventKind::Reactions(id) => Kind::Reactions(find(*id)),
     };
     pb::ChatEvent { chat_id: chat, pts: e.pts, date_ms: e.date_ms, kind: Some(kind) }
@@ -114,5 +116,19 @@ pub fn difference(d: &ChatDiff) -> pb::ChatDifference {
             ..Default::default()
         },
         ChatDiff::Gone { chat } => pb::ChatDifference { chat: Some(pb::Chat { id: *chat, ..Default::default() }), gone: true, ..Default::default() },
+        ChatDiff::Read { chat: c, read_max_id } => pb::ChatDifference { chat: Some(chat(c)), read_max_id: *read_max_id, ..Default::default() },
     }
+}
+
+/// A difference as a client sees it: a channel's read position joins the
+/// chat's events when both came.
+pub fn differences(diffs: &[ChatDiff]) -> Vec<pb::ChatDifference> {
+    let mut out: Vec<pb::ChatDifference> = Vec::with_capacity(diffs.len());
+    for d in diffs {
+        match (d, out.last_mut()) {
+            (ChatDiff::Read { chat, read_max_id }, Some(last)) if last.chat.as_ref().is_some_and(|c| c.id == chat.id) && !last.gone => last.read_max_id = *read_max_id,
+            _ => out.push(difference(d)),
+        }
+    }
+    out
 }
