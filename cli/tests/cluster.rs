@@ -330,3 +330,36 @@ fn a_node_with_a_foreign_certificate_cannot_join() {
     let s = c.status_on(&[1]).unwrap();
     assert_eq!(s["nodes"].as_array().unwrap().len(), 1, "the foreign node was not registered: {s}");
 }
+
+/// An operator refuses a removed node's certificate (`courier cluster
+/// revoke-cert --cert FILE`): the node, wiped and started again to rejoin
+/// with it, is refused at the TLS door of every node and not registered,
+/// while the others go on. Before: it joined again under a new id.
+#[test]
+fn a_revoked_certificate_cannot_rejoin() {
+    let mut c = Cluster::start_settled(46, 3, FAST);
+    c.add_node(4, FAST);
+    c.must_settle(4, Duration::from_secs(180));
+    let out = c.run_on(&[1], &["cluster", "remove-node", "4", "--wait"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.stop(4);
+    c.wipe(4);
+    let cert = c.certs.join("n4.pem");
+    let out = c.run_on(&[2], &["cluster", "revoke-cert", "--cert", cert.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("revoked"), "{said}");
+    // Every node refreshes its list within a few seconds.
+    std::thread::sleep(Duration::from_secs(4));
+    c.start(4);
+    must_wait(Duration::from_secs(30), "n1 to refuse the revoked certificate", || c.log(1).contains("certificate was revoked").then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    let s = c.status_on(&[1, 2, 3]).unwrap();
+    let live: Vec<&serde_json::Value> = s["nodes"].as_array().unwrap().iter().filter(|n| n["state"] != "removed").collect();
+    assert_eq!(live.len(), 3, "the revoked node did not join again: {s}");
+    assert!(c.put_on(3, "after-revoke", "x"), "the cluster goes on");
+    // A second revoke of the same certificate is fine.
+    let out = c.run_on(&[1], &["cluster", "revoke-cert", "--cert", cert.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.stop(4);
+}
