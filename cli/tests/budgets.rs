@@ -562,3 +562,44 @@ fn a_channel_shows_subscribers_counts_never_who() {
         }
     });
 }
+
+/// Item 6, stored bytes: each user's finished files count against their
+/// own quota (`media.stored_bytes_per_user`), cluster-wide (the count is a
+/// row in the user's group, whatever group each file lands in). Past it,
+/// `finish_upload` answers `QUOTA_EXCEEDED`, and another user still stores
+/// files; a retried finish of a stored file is not charged twice. Before:
+/// no quota at all.
+#[test]
+fn stored_bytes_are_capped_per_user() {
+    let extra = format!("{EXTRA}[media]\nstored_bytes_per_user = 250000\n");
+    let c = Cluster::start_settled(96, 3, &extra);
+    let rt = rt();
+    rt.block_on(async {
+        let (users, clients) = people(&c, 96, 60, &["Mallory", "Bob"]).await;
+        let _ = users;
+        let (m, b) = (&clients[0], &clients[1]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = |k: u8| {
+            let path = dir.path().join(format!("f{k}.bin"));
+            std::fs::write(&path, vec![k; 100_000]).unwrap();
+            courier_client::media::Upload::prepare(&path, 0xf11e_0000 + k as u64).unwrap()
+        };
+        let mut outcomes = Vec::new();
+        let mut first = None;
+        for k in 1..=4u8 {
+            let up = file(k);
+            let r = m.upload(&up, |_| {}).await;
+            if k == 1 {
+                first = Some((up, r.as_ref().map(|f| f.id).ok()));
+            }
+            outcomes.push(outcome(&r));
+        }
+        eprintln!("Mallory's four 100 kB files with 250 kB of quota: {outcomes:?}");
+        assert_eq!(outcomes, ["ok", "ok", "QUOTA_EXCEEDED", "QUOTA_EXCEEDED"]);
+        let (up, id) = first.unwrap();
+        assert_eq!(m.upload(&up, |_| {}).await.map(|f| f.id).ok(), id, "a retried finish answers the stored file, uncharged");
+        for k in 5..=6u8 {
+            b.upload(&file(k), |_| {}).await.unwrap_or_else(|e| panic!("Bob's file {k}: {e}"));
+        }
+    });
+}
