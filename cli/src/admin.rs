@@ -156,6 +156,15 @@ pub async fn kv_get(conn: &Conn, key: String) -> Result<()> {
     Ok(())
 }
 
+pub async fn revoke_cert(conn: &Conn, cert: &std::path::Path) -> Result<()> {
+    let sha256 = courier_node::tls::fingerprint_of(cert)?;
+    let mut c = connect(conn).await?;
+    let r = c.revoke_cert(RevokeCertRequest { sha256: sha256.to_vec() }).await.map_err(status_err)?.into_inner();
+    let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+    println!("revoked certificate {hex} ({}); every node refuses it within a few seconds ({} revoked in all)", cert.display(), r.revoked);
+    Ok(())
+}
+
 pub async fn login_code(conn: &Conn, phone: String) -> Result<()> {
     let mut c = connect(conn).await?;
     let r = c.login_code(LoginCodeRequest { phone: phone.clone() }).await.map_err(status_err)?.into_inner();

@@ -196,6 +196,16 @@ enum ClusterCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Refuse a certificate on every node's peer port from now on: a
+    /// removed node's (so it cannot rejoin with it), or a stolen one. Open
+    /// connections that presented it are closed within a few seconds.
+    RevokeCert {
+        /// The certificate to refuse (PEM), e.g. `certs/n4.pem`.
+        #[arg(value_name = "CERT_FILE")]
+        revoke: std::path::PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Subcommand)]
@@ -298,6 +308,7 @@ async fn dispatch(cmd: Cmd, profile: &str) -> Result<()> {
         Cmd::Kv(KvCmd::Put { name, value, conn }) => admin::kv_put(&conn, name, value).await,
         Cmd::Kv(KvCmd::Get { name, conn }) => admin::kv_get(&conn, name).await,
         Cmd::Cluster(ClusterCmd::LoginCode { phone, conn }) => admin::login_code(&conn, phone).await,
+        Cmd::Cluster(ClusterCmd::RevokeCert { revoke, conn }) => admin::revoke_cert(&conn, &revoke).await,
         Cmd::Bench(BenchCmd::Kv(args)) => bench::kv(args).await,
         Cmd::Bench(BenchCmd::Connections(args)) => bench::connections(args).await,
         Cmd::Bench(BenchCmd::SignIns(args)) => bench::sign_ins(args).await,

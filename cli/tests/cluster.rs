@@ -332,7 +332,7 @@ fn a_node_with_a_foreign_certificate_cannot_join() {
 }
 
 /// An operator refuses a removed node's certificate (`courier cluster
-/// revoke-cert --cert FILE`): the node, wiped and started again to rejoin
+/// revoke-cert CERT_FILE`): the node, wiped and started again to rejoin
 /// with it, is refused at the TLS door of every node and not registered,
 /// while the others go on. Before: it joined again under a new id.
 #[test]
@@ -345,7 +345,7 @@ fn a_revoked_certificate_cannot_rejoin() {
     c.stop(4);
     c.wipe(4);
     let cert = c.certs.join("n4.pem");
-    let out = c.run_on(&[2], &["cluster", "revoke-cert", "--cert", cert.to_str().unwrap()]);
+    let out = c.run_on(&[2], &["cluster", "revoke-cert", cert.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(said.contains("revoked"), "{said}");
@@ -359,7 +359,7 @@ fn a_revoked_certificate_cannot_rejoin() {
     assert_eq!(live.len(), 3, "the revoked node did not join again: {s}");
     assert!(c.put_on(3, "after-revoke", "x"), "the cluster goes on");
     // A second revoke of the same certificate is fine.
-    let out = c.run_on(&[1], &["cluster", "revoke-cert", "--cert", cert.to_str().unwrap()]);
+    let out = c.run_on(&[1], &["cluster", "revoke-cert", cert.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     c.stop(4);
 }

@@ -80,7 +80,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         let admin = AdminServer::new(cluster::service::AdminService(node.clone()));
-        let incoming = tls::incoming(peer_listener, server_tls);
+        let incoming = tls::incoming(peer_listener, server_tls, node.revoked());
         let mut stop = stop_rx.clone();
         tokio::spawn(
             tonic::transport::Server::builder()

@@ -2,11 +2,13 @@
 //! The server side accepts connections itself so that a refused certificate
 //! is logged with the peer's address and every request knows its caller's role.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -98,10 +100,63 @@ pub struct PeerIdentity {
     pub role: Role,
 }
 
+/// The certificates the cluster revoked (`Command::RevokeCert`, by the
+/// SHA-256 of their DER), as this node last read them from the meta group:
+/// the peer port refuses them at the handshake and ends connections that
+/// presented one before it was revoked.
+#[derive(Debug, Default)]
+pub struct Revoked {
+    set: RwLock<HashSet<[u8; 32]>>,
+    /// Moves on with every change (open connections check again then).
+    generation: AtomicU64,
+}
+
+impl Revoked {
+    pub fn contains(&self, sha256: &[u8; 32]) -> bool {
+        self.set.read().expect("revoked lock").contains(sha256)
+    }
+
+    /// Replaces the list; `true` when it changed.
+    pub fn replace(&self, list: impl IntoIterator<Item = [u8; 32]>) -> bool {
+        let new: HashSet<[u8; 32]> = list.into_iter().collect();
+        let mut set = self.set.write().expect("revoked lock");
+        if *set == new {
+            return false;
+        }
+        *set = new;
+        self.generation.fetch_add(1, Ordering::Release);
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.read().expect("revoked lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The SHA-256 of a certificate's DER: how the cluster names a certificate.
+pub fn fingerprint(der: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(der).into()
+}
+
+/// The [`fingerprint`] of the (first) certificate in a PEM file.
+pub fn fingerprint_of(path: &Path) -> Result<[u8; 32]> {
+    let all = certs(path, "certificate")?;
+    Ok(fingerprint(all[0].as_ref()))
+}
+
 /// A verified TLS connection handed to tonic.
 pub struct TlsConn {
     stream: TlsStream<TcpStream>,
     identity: PeerIdentity,
+    /// The peer certificate's fingerprint, checked again when `revoked` changes.
+    cert: Option<[u8; 32]>,
+    revoked: Arc<Revoked>,
+    seen: u64,
 }
 
 impl Connected for TlsConn {
@@ -113,6 +168,14 @@ impl Connected for TlsConn {
 
 impl AsyncRead for TlsConn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let generation = self.revoked.generation.load(Ordering::Acquire);
+        if generation != self.seen {
+            self.seen = generation;
+            if self.cert.is_some_and(|c| self.revoked.contains(&c)) {
+                tracing::warn!(addr = %self.identity.addr, "closed a peer connection: its certificate was revoked");
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, "certificate revoked")));
+            }
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -137,7 +200,7 @@ impl AsyncWrite for TlsConn {
 
 /// Accepts TCP connections, runs the TLS handshake on each (concurrently,
 /// with a time limit) and yields the verified ones. Refusals are logged.
-pub fn incoming(listener: TcpListener, cfg: Arc<rustls::ServerConfig>) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsConn>> {
+pub fn incoming(listener: TcpListener, cfg: Arc<rustls::ServerConfig>, revoked: Arc<Revoked>) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(128);
     let acceptor = TlsAcceptor::from(cfg);
     tokio::spawn(async move {
@@ -153,17 +216,19 @@ pub fn incoming(listener: TcpListener, cfg: Arc<rustls::ServerConfig>) -> tokio_
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let conn_tx = tx.clone();
+            let revoked = revoked.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let role = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .map(|c| role_of(c.as_ref()))
-                            .unwrap_or(Role::Other);
-                        let _ = conn_tx.send(Ok(TlsConn { stream, identity: PeerIdentity { addr, role } })).await;
+                        let first = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+                        let role = first.map(|c| role_of(c.as_ref())).unwrap_or(Role::Other);
+                        let cert = first.map(|c| fingerprint(c.as_ref()));
+                        let seen = revoked.generation.load(Ordering::Acquire);
+                        if cert.is_some_and(|c| revoked.contains(&c)) {
+                            tracing::warn!(%addr, "refused peer connection: its certificate was revoked");
+                            return;
+                        }
+                        let _ = conn_tx.send(Ok(TlsConn { stream, identity: PeerIdentity { addr, role }, cert, revoked, seen })).await;
                     }
                     Ok(Err(e)) => tracing::warn!(%addr, "refused peer connection: {e}"),
                     Err(_) => tracing::warn!(%addr, "refused peer connection: TLS handshake timed out"),

@@ -92,6 +92,16 @@ impl ClusterState {
 }
 
 pub const CLUSTER_KEY: &[u8] = b"cluster";
+/// Meta group: `revoked/<sha256>` for each revoked certificate.
+pub const REVOKED_PREFIX: &[u8] = b"revoked/";
+/// Certificates a cluster may revoke: the list is read whole by every node.
+pub const REVOKED_MAX: usize = 10_000;
+
+/// The revoked certificates, in key order.
+pub fn revoked_certs(view: &dyn StateRead) -> Result<Vec<[u8; 32]>> {
+    let rows = view.scan(REVOKED_PREFIX, &[], REVOKED_MAX)?;
+    Ok(rows.iter().filter_map(|(k, _)| k.get(REVOKED_PREFIX.len()..)?.try_into().ok()).collect())
+}
 pub const KV_PREFIX: &str = "kv/";
 
 pub fn kv_key(key: &str) -> Vec<u8> {
@@ -169,6 +179,13 @@ pub fn apply(app: &dyn App, view: &mut dyn StateView, cmd: &Command, index: u64)
             node.info = info.clone();
             view.put(CLUSTER_KEY, encode(&st));
             Ok(Response::Empty)
+        }
+        Command::RevokeCert { sha256 } => {
+            let key = [REVOKED_PREFIX, sha256.as_slice()].concat();
+            if view.get(&key)?.is_none() {
+                view.put(&key, encode(&index));
+            }
+            Ok(Response::Written { index })
         }
     }
 }

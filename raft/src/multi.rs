@@ -568,6 +568,7 @@ impl MultiRaft {
             Query::KvGet { key } => Ok(QueryResult::Value(logic::StateRead::get(&view, &logic::kv_key(key))?)),
             Query::Cluster => Ok(QueryResult::Cluster(logic::load_cluster(&view)?)),
             Query::App(bytes) => Ok(QueryResult::App(self.inner.app.query(&view, bytes)?)),
+            Query::RevokedCerts => Ok(QueryResult::Certs(logic::revoked_certs(&view)?)),
         }
     }
 

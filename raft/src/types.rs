@@ -63,6 +63,10 @@ pub enum Command {
     /// Data group: a command of the application (the services in `node/`),
     /// applied by its [`crate::logic::App`]. The bytes carry their own version.
     App(Vec<u8>),
+    // Commands are in Raft logs: new ones at the end.
+    /// Meta group: refuse a certificate (its SHA-256, of the DER) on every
+    /// node's peer port from now on (a removed node's, a stolen one).
+    RevokeCert { sha256: [u8; 32] },
 }
 
 impl fmt::Display for Command {
@@ -74,6 +78,7 @@ impl fmt::Display for Command {
             Command::UpdateNode { id, info } => write!(f, "UpdateNode({id}, {info})"),
             Command::KvPut { key, value } => write!(f, "KvPut({key}, {} bytes)", value.len()),
             Command::App(bytes) => write!(f, "App({} bytes)", bytes.len()),
+            Command::RevokeCert { sha256 } => write!(f, "RevokeCert({:02x}{:02x}{:02x}{:02x}…)", sha256[0], sha256[1], sha256[2], sha256[3]),
         }
     }
 }
@@ -97,6 +102,9 @@ pub enum Query {
     Cluster,
     /// A read of the application's state, answered by its [`crate::logic::App`].
     App(Vec<u8>),
+    // Queries cross the wire: new ones at the end.
+    /// Meta group: the revoked certificates ([`Command::RevokeCert`]).
+    RevokedCerts,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +112,7 @@ pub enum QueryResult {
     Value(Option<Vec<u8>>),
     Cluster(crate::logic::ClusterState),
     App(Vec<u8>),
+    Certs(Vec<[u8; 32]>),
 }
 
 /// What a data group's replica set should become.

@@ -65,11 +65,16 @@ struct NodeInner {
     /// one queue of notices per node: see [`Node::publish`].
     notice_peers: Mutex<Vec<String>>,
     notice_pipes: Mutex<HashMap<String, tokio::sync::mpsc::Sender<Vec<u8>>>>,
+    /// Certificates the peer port refuses (read from the meta group).
+    revoked: Arc<crate::tls::Revoked>,
 }
 
 /// Notices one node's queue holds; more are dropped (devices catch up by
 /// difference), and sent at most this many to an RPC.
 const NOTICE_QUEUE: usize = 4096;
+/// How often a node reads the revoked certificates (a revocation reaches
+/// every node's peer port within about this long).
+const REVOKED_EVERY: Duration = Duration::from_secs(2);
 const NOTICE_BATCH: usize = 256;
 
 /// One node's queue of notices, until the node is dropped.
@@ -146,6 +151,7 @@ impl Node {
                 chunk_health: Mutex::default(),
                 notice_peers: Mutex::default(),
                 notice_pipes: Mutex::default(),
+                revoked: Arc::default(),
             }),
         })
     }
@@ -607,10 +613,15 @@ impl Node {
     async fn background(&self) {
         let tick = Duration::from_millis(self.inner.cfg.placement.tick_ms);
         let mut controller = controller::Controller::default();
+        let mut revoked_read = Instant::now().checked_sub(REVOKED_EVERY).unwrap_or_else(Instant::now);
         loop {
             tokio::time::sleep(tick).await;
             let Ok(multi) = self.raft() else { continue };
             self.inner.metrics.observe(multi);
+            if revoked_read.elapsed() >= REVOKED_EVERY {
+                revoked_read = Instant::now();
+                self.refresh_revoked().await;
+            }
             let cluster = match self.registry().await {
                 Ok(c) if c.is_initialized() => c,
                 _ => continue,
@@ -633,6 +644,38 @@ impl Node {
                 controller.tick(self, &cluster, &health, &leaders).await;
             }
         }
+    }
+
+    /// The certificates the peer port refuses.
+    pub fn revoked(&self) -> Arc<crate::tls::Revoked> {
+        self.inner.revoked.clone()
+    }
+
+    /// Reads the revoked certificates from the meta group (keeping the
+    /// last list when it cannot).
+    async fn refresh_revoked(&self) {
+        let Ok(multi) = self.raft() else { return };
+        match multi.read(META_GROUP, Query::RevokedCerts).await {
+            Ok(QueryResult::Certs(list)) => {
+                if self.inner.revoked.replace(list) {
+                    tracing::info!(revoked = self.inner.revoked.len(), "the list of revoked certificates changed");
+                }
+            }
+            Ok(other) => tracing::warn!("unexpected answer to RevokedCerts: {other:?}"),
+            Err(e) => tracing::debug!("cannot read the revoked certificates: {e}"),
+        }
+    }
+
+    /// Revokes a certificate cluster-wide (operators: `courier cluster
+    /// revoke-cert`); answers how many are revoked now.
+    pub async fn revoke_cert(&self, sha256: [u8; 32]) -> Result<usize> {
+        let multi = self.raft()?;
+        match multi.write(META_GROUP, Command::RevokeCert { sha256 }).await? {
+            Response::Written { .. } => {}
+            other => return Err(Error::Io(format!("unexpected reply {other:?}"))),
+        }
+        self.refresh_revoked().await;
+        Ok(self.inner.revoked.len())
     }
 
     /// Hands over leadership and stops Raft.

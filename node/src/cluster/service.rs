@@ -305,4 +305,11 @@ impl Admin for AdminService {
             code: code.map(|c| c.code).unwrap_or_default(),
         }))
     }
+
+    async fn revoke_cert(&self, req: Request<RevokeCertRequest>) -> Result<tonic::Response<RevokeCertReply>, Status> {
+        require_operator(&req)?;
+        let sha256: [u8; 32] = req.into_inner().sha256.try_into().map_err(|_| Error::BadRequest("sha256: 32 bytes, of the certificate's DER".into()))?;
+        let revoked = self.0.revoke_cert(sha256).await?;
+        Ok(tonic::Response::new(RevokeCertReply { revoked: revoked as u32 }))
+    }
 }
