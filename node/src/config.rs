@@ -119,6 +119,8 @@ pub struct MediaConfig {
     pub staged_bytes_per_user: usize,
     /// Uploads one user may have with parts held on this node.
     pub uploads_per_user: usize,
+    /// Bytes of finished files one user may store, cluster-wide (0: no cap).
+    pub stored_bytes_per_user: u64,
 }
 
 impl Default for MediaConfig {
@@ -130,6 +132,7 @@ impl Default for MediaConfig {
             staging_bytes: 512 << 20,
             staged_bytes_per_user: 64 << 20,
             uploads_per_user: 16,
+            stored_bytes_per_user: 20 << 30,
         }
     }
 }

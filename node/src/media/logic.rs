@@ -203,6 +203,10 @@ pub enum Cmd {
     /// The upload becomes file `file` (id chosen by the proposer), with the
     /// previews the proposer made and stored.
     Finish { upload: u64, owner: u64, file: u64, size: u64, sha256: Hash, name: String, mime: String, thumbs: Vec<Thumb>, now_ms: u64 },
+    /// In the owner's group, before `Finish`: counts the file's `bytes`
+    /// against the owner's stored bytes, refused past `quota` (0: none).
+    /// Once per upload: a retried finish is not charged again.
+    Charge { owner: u64, upload: u64, bytes: u64, quota: u64 },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -266,6 +270,14 @@ fn file_key(file: u64) -> Vec<u8> {
 }
 fn done_key(upload: u64) -> Vec<u8> {
     key(b"f/d/", &[upload])
+}
+/// Bytes of the files a user stored (in the user's group).
+fn used_key(owner: u64) -> Vec<u8> {
+    key(b"f/used/", &[owner])
+}
+/// An upload already charged to its owner (in the owner's group).
+fn charged_key(owner: u64, upload: u64) -> Vec<u8> {
+    key(b"f/chg/", &[owner, upload])
 }
 
 /// The group of a file id (its low 16 bits).
@@ -352,6 +364,18 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             Ok(Ok(Reply::Done))
         }
         Cmd::Share { .. } => Ok(Ok(Reply::Done)),
+        Cmd::Charge { owner, upload, bytes, quota } => {
+            if view.get(&charged_key(*owner, *upload))?.is_some() {
+                return Ok(Ok(Reply::Done));
+            }
+            let used = get::<u64>(view, &used_key(*owner))?.unwrap_or(0);
+            if *quota > 0 && used.saturating_add(*bytes) > *quota {
+                return Ok(Err(MediaError::QuotaExceeded(format!("your files take {used} of your {quota} bytes; this one needs {bytes}"))));
+            }
+            put(view, &used_key(*owner), &used.saturating_add(*bytes));
+            put(view, &charged_key(*owner, *upload), bytes);
+            Ok(Ok(Reply::Done))
+        }
     }
 }
 
@@ -393,6 +417,21 @@ mod tests {
     use courier_raft::logic::MemView;
 
     use super::*;
+
+    #[test]
+    fn stored_bytes_are_charged_once_per_upload_up_to_the_quota() {
+        let mut v = MemView::default();
+        let charge = |v: &mut MemView, upload: u64, bytes: u64| apply(v, &Cmd::Charge { owner: 7, upload, bytes, quota: 250 }).unwrap();
+        assert_eq!(charge(&mut v, 1, 100), Ok(Reply::Done));
+        assert_eq!(charge(&mut v, 1, 100), Ok(Reply::Done), "a retry");
+        assert_eq!(charge(&mut v, 2, 100), Ok(Reply::Done));
+        let before = v.clone();
+        assert!(matches!(charge(&mut v, 3, 100), Err(MediaError::QuotaExceeded(_))));
+        assert_eq!(v, before, "a refusal writes nothing");
+        assert_eq!(charge(&mut v, 3, 50), Ok(Reply::Done), "up to the quota exactly");
+        assert_eq!(apply(&mut v, &Cmd::Charge { owner: 8, upload: 4, bytes: 250, quota: 250 }).unwrap(), Ok(Reply::Done), "another user's own quota");
+        assert_eq!(apply(&mut v, &Cmd::Charge { owner: 7, upload: 5, bytes: 1 << 40, quota: 0 }).unwrap(), Ok(Reply::Done), "0: no quota");
+    }
 
     #[test]
     fn part_rules_follow_the_brief() {

@@ -429,6 +429,16 @@ impl Media {
             self.staging.lock().expect("staging").remove(&upload);
             return Err(MediaError::HashMismatch.into());
         }
+        // The owner's quota, counted in their own group (files land in any).
+        let quota = self.node.config().media.stored_bytes_per_user;
+        let charge = Cmd::Charge { owner: me, upload, bytes: size, quota };
+        if let Err(e) = self.exec(crate::auth::logic::user_group(me), charge).await {
+            if matches!(e, Error::Media(MediaError::QuotaExceeded(_))) {
+                self.exec(group, Cmd::Abort { upload, owner: me }).await?;
+                self.staging.lock().expect("staging").remove(&upload);
+            }
+            return Err(e);
+        }
         // The file id carries its group in the low 16 bits, as chat ids do.
         let file = (rand::random::<u64>() & !0xffff) | (1 << 16) | group as u64;
         let thumbs = self.store_previews(whole).await?;
