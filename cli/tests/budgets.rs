@@ -532,6 +532,9 @@ fn a_channel_shows_subscribers_counts_never_who() {
         assert_eq!(mine.read_max_id, post1.id, "{mine:?}");
         assert!(mine.events.is_empty(), "a read is no event of the channel: {:?}", mine.events);
 
+        // Others see how many read a post, not who.
+        let seen_by = carol.history(ch.id, 0, 0, 10).await.unwrap();
+        assert_eq!(seen_by.iter().find(|m| m.id == post1.id).map(|m| m.views), Some(1), "Bob's read is one view of the post");
         // Bob's reaction: a count, nobody named; no list of reactors.
         let m = bob.send_reaction(ch.id, post1.id, "👍").await.unwrap();
         assert_eq!(m.reactions.iter().map(|r| (r.emoji.as_str(), r.count, r.users.len())).collect::<Vec<_>>(), [("👍", 1, 0)]);

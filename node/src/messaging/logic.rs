@@ -54,6 +54,9 @@ pub const PAGE_MAX: usize = 100;
 /// Members in one page of a chat's member list (Telegram pages its
 /// participants by 200 too).
 pub const MEMBERS_PAGE_MAX: u32 = 200;
+/// Posts one read in a channel counts a view of (the newest it passes): a
+/// read's work stays bounded however far it jumps.
+pub const VIEWS_PER_READ: u64 = 100;
 /// Chats in one user's list: what a device's difference may name (see
 /// `gateway::model::DIFF_CHATS_MAX`); past it, adds are refused.
 pub const USER_CHATS_MAX: u64 = 10_000;
@@ -126,6 +129,10 @@ pub struct Message {
     /// Reactions made before format 3 (user, emoji), which have no row of
     /// their own yet: the message's next reaction moves them to rows.
     pub unrowed: Vec<(u64, String)>,
+    /// A channel post: how many subscribers read it. Kept in a row of its
+    /// own (`m/views/<chat><id>`, so a read does not rewrite posts) and
+    /// filled in when posts are read; 0 in the stored message row.
+    pub views: u64,
 }
 
 /// One emoji's reactions to a message: a row stays the same size however
@@ -142,14 +149,39 @@ pub struct Reaction {
 pub const RECENT_REACTORS: usize = 3;
 
 impl Evolved for Message {
-    const FORMAT: u8 = 3;
+    const FORMAT: u8 = 4;
     type Prev = MessageV2;
 
     fn older(format: u8, bytes: &[u8]) -> Result<Message> {
+        let body = courier_raft::codec::split_format(bytes)?.1;
         Ok(match format {
-            2 => courier_raft::codec::decode_body::<MessageV2>(courier_raft::codec::split_format(bytes)?.1)?.into(),
+            3 => courier_raft::codec::decode_body::<MessageV3>(body)?.into(),
+            2 => courier_raft::codec::decode_body::<MessageV2>(body)?.into(),
             _ => MessageV2::from(courier_raft::codec::decode::<MessageV1>(bytes)?).into(),
         })
+    }
+}
+
+/// A message row as written before channel posts counted views (format 3).
+#[derive(Clone, Debug, Deserialize)]
+pub struct MessageV3 {
+    id: u64,
+    from: u64,
+    date_ms: u64,
+    text: String,
+    reply_to: u64,
+    edit_ms: u64,
+    deleted: bool,
+    fwd: Option<Forwarded>,
+    reactions: Vec<Reaction>,
+    media: Option<Attachment>,
+    unrowed: Vec<(u64, String)>,
+}
+
+impl From<MessageV3> for Message {
+    fn from(m: MessageV3) -> Message {
+        let MessageV3 { id, from, date_ms, text, reply_to, edit_ms, deleted, fwd, reactions, media, unrowed } = m;
+        Message { id, from, date_ms, text, reply_to, edit_ms, deleted, fwd, reactions, media, unrowed, views: 0 }
     }
 }
 
@@ -177,7 +209,7 @@ impl From<MessageV2> for Message {
             .map(|(emoji, users)| Reaction { emoji: emoji.clone(), count: users.len() as u64, recent: users.iter().rev().take(RECENT_REACTORS).copied().collect() })
             .collect();
         let unrowed = reactions.into_iter().flat_map(|(emoji, users)| users.into_iter().map(move |u| (u, emoji.clone()))).collect();
-        Message { id, from, date_ms, text, reply_to, edit_ms, deleted, fwd, reactions: counted, media, unrowed }
+        Message { id, from, date_ms, text, reply_to, edit_ms, deleted, fwd, reactions: counted, media, unrowed, views: 0 }
     }
 }
 
@@ -559,6 +591,10 @@ fn user_chat_key(user: u64, chat: u64) -> Vec<u8> {
 fn user_chats_count_key(user: u64) -> Vec<u8> {
     key(b"m/uchatn/", &[user])
 }
+/// How many subscribers read a channel post.
+fn views_key(chat: u64, id: u64) -> Vec<u8> {
+    key(b"m/views/", &[chat, id])
+}
 /// A user's reaction to a message (the emoji).
 fn reaction_key(chat: u64, id: u64, user: u64) -> Vec<u8> {
     key(b"m/react/", &[chat, id, user])
@@ -640,7 +676,7 @@ fn send(view: &mut dyn StateView, chat: u64, from: u64, random_id: u64, text: &s
     }
     c.last_id += 1;
     c.last_ms = now_ms;
-    let m = Message { id: c.last_id, from, date_ms: now_ms, text: text.to_owned(), reply_to, edit_ms: 0, deleted: false, fwd: None, reactions: Vec::new(), media: media.cloned(), unrowed: Vec::new() };
+    let m = Message { id: c.last_id, from, date_ms: now_ms, text: text.to_owned(), reply_to, edit_ms: 0, deleted: false, fwd: None, reactions: Vec::new(), media: media.cloned(), unrowed: Vec::new(), views: 0 };
     put_row(view, &msg_key(chat, m.id), &m);
     put(view, &rid_key(chat, from, random_id), &m.id);
     // The sender has read their own message.
@@ -671,7 +707,7 @@ fn forward(view: &mut dyn StateView, chat: u64, from: u64, random_id: u64, items
     let mut last = None;
     for Copy { text, fwd, media } in items {
         c.last_id += 1;
-        let m = Message { id: c.last_id, from, date_ms: now_ms, text, reply_to: 0, edit_ms: 0, deleted: false, fwd: Some(fwd), reactions: Vec::new(), media, unrowed: Vec::new() };
+        let m = Message { id: c.last_id, from, date_ms: now_ms, text, reply_to: 0, edit_ms: 0, deleted: false, fwd: Some(fwd), reactions: Vec::new(), media, unrowed: Vec::new(), views: 0 };
         put_row(view, &msg_key(chat, m.id), &m);
         events.push(record(view, &mut c, EventKind::New(m.id), now_ms));
         last = Some(m);
@@ -796,7 +832,14 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             put(view, &member_key(*chat, *user), &Member { read_max_id: max_id, ..me });
             if c.kind == ChatKind::Channel {
                 // The reader's own state only: no event for the others
-                // (their devices learn it by `Notice::OwnRead` and difference).
+                // (their devices learn it by `Notice::OwnRead` and
+                // difference); the posts read count one more view each,
+                // the newest [`VIEWS_PER_READ`] of them.
+                let from = me.read_max_id.max(max_id.saturating_sub(VIEWS_PER_READ)) + 1;
+                for id in from..=max_id {
+                    let n = get::<u64>(view, &views_key(*chat, id))?.unwrap_or(0);
+                    put(view, &views_key(*chat, id), &(n + 1));
+                }
                 return changed(c, Vec::new(), None);
             }
             let ev = record(view, &mut c, EventKind::Read { user: *user, max_id }, *now_ms);
@@ -1039,6 +1082,16 @@ pub fn event_for(e: Event, user: u64) -> Event {
     Event { kind, ..e }
 }
 
+/// Channel posts carry their view counts (rows of their own).
+fn with_views(view: &dyn StateRead, c: &Chat, messages: &mut [Message]) -> Result<()> {
+    if c.kind == ChatKind::Channel {
+        for m in messages {
+            m.views = get::<u64>(view, &views_key(c.id, m.id))?.unwrap_or(0);
+        }
+    }
+    Ok(())
+}
+
 /// A channel's post names no reactor (counts only).
 fn unname(m: &mut Message) {
     for r in &mut m.reactions {
@@ -1163,7 +1216,7 @@ fn history(view: &dyn StateRead, chat: u64, user: u64, before: u64, after: u64, 
     let limit = (limit as u64).clamp(1, PAGE_MAX as u64);
     // Hidden messages are skipped; a page looks at most 10 pages' worth of ids.
     let span = limit * 10;
-    Ok(Ok(if after > 0 && before == 0 {
+    let (mut found, more) = if after > 0 && before == 0 {
         // Paging forward from `after` (past the end: nothing).
         if after >= c.last_id {
             return Ok(Ok((Vec::new(), false)));
@@ -1176,7 +1229,9 @@ fn history(view: &dyn StateRead, chat: u64, user: u64, before: u64, after: u64, 
         let lo = top.saturating_sub(span - 1).max(after.saturating_add(1)).max(1);
         let (page, more) = page(view, chat, user, (lo..=top).rev(), limit as usize, any)?;
         (page, more || lo > after.saturating_add(1).max(1))
-    }))
+    };
+    with_views(view, &c, &mut found)?;
+    Ok(Ok((found, more)))
 }
 
 /// Messages containing `text` (case-insensitive) below `before` (0: from
@@ -1190,7 +1245,9 @@ fn search(view: &dyn StateRead, chat: u64, user: u64, text: &str, limit: u32, be
     let lo = c.last_id.saturating_sub(SEARCH_SCAN - 1).max(1);
     let top = if before == 0 { c.last_id } else { (before - 1).min(c.last_id) };
     let found = |m: &Message| !m.deleted && m.text.to_lowercase().contains(&needle);
-    Ok(Ok(page(view, chat, user, (lo..=top).rev(), (limit as usize).clamp(1, PAGE_MAX), found)?))
+    let (mut matches, more) = page(view, chat, user, (lo..=top).rev(), (limit as usize).clamp(1, PAGE_MAX), found)?;
+    with_views(view, &c, &mut matches)?;
+    Ok(Ok((matches, more)))
 }
 
 /// What a difference answer for one chat weighs (for the cut across chats).
@@ -1215,6 +1272,7 @@ fn chat_difference(view: &dyn StateRead, chat: u64, user: u64, pts: u64, bytes: 
         let lo = c.last_id.saturating_sub(PAGE_MAX as u64 * 10).max(1);
         let (mut messages, _) = page(view, chat, user, (lo..=c.last_id).rev(), PAGE_MAX, any)?;
         messages.reverse();
+        with_views(view, &c, &mut messages)?;
         return Ok(ChatDiff::TooLong { chat: c, messages, read_max_id: me.read_max_id });
     }
     let hi = c.pts.min(pts + DIFF_SLICE as u64);
@@ -1241,6 +1299,7 @@ fn chat_difference(view: &dyn StateRead, chat: u64, user: u64, pts: u64, bytes: 
         last = p;
     }
     msgs.sort_unstable_by_key(|m| m.id);
+    with_views(view, &c, &mut msgs)?;
     let more = last < c.pts;
     Ok(ChatDiff::Events { chat: c, events, messages: msgs, more })
 }
@@ -1311,7 +1370,10 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             for chat in chats {
                 let Ok((c, me)) = membership(view, *chat, *user)? else { continue };
                 let lo = c.last_id.saturating_sub(99).max(1);
-                let last = if c.last_id > 0 { page(view, *chat, *user, (lo..=c.last_id).rev(), 1, any)?.0.pop() } else { None };
+                let mut last = if c.last_id > 0 { page(view, *chat, *user, (lo..=c.last_id).rev(), 1, any)?.0.pop() } else { None };
+                if let Some(m) = last.as_mut() {
+                    with_views(view, &c, std::slice::from_mut(m))?;
+                }
                 let unread = unread(view, &c, *user, me.read_max_id)?;
                 out.push(Dialog { chat: c, me, last, unread });
             }
@@ -1362,7 +1424,7 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             Ok(Ok(Reply::MembersIn { kind: c.kind, members }))
         }
         Query::Get { chat, user, ids } => {
-            let _ = tri!(membership(view, *chat, *user)?);
+            let (c, _) = tri!(membership(view, *chat, *user)?);
             let mut out = Vec::new();
             for id in ids {
                 match get_row::<Message>(view, &msg_key(*chat, *id))? {
@@ -1370,6 +1432,7 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
                     _ => return Ok(Err(ChatError::MessageNotFound)),
                 }
             }
+            with_views(view, &c, &mut out)?;
             Ok(Ok(Reply::Messages(out)))
         }
         Query::UserChats { user } => {
@@ -1697,7 +1760,11 @@ mod tests {
         assert!(matches!(&diffs[..], [ChatDiff::Read { read_max_id: 1, .. }]), "B's other device learns it: {diffs:?}");
         let Ok(Reply::DifferenceBounded { diffs, .. }) = query(&v, &states(1)).unwrap() else { panic!() };
         assert!(diffs.is_empty(), "a device that knows it is told nothing: {diffs:?}");
-        // A reaction: a count naming nobody, no event; nobody lists reactors.
+        // The post counts B's view, once however often B reads.
+        ok(&mut v, Cmd::Read { chat: ch, user: B, max_id: 1, now_ms: 4 });
+        let Ok(Reply::Page { messages, .. }) = query(&v, &Query::HistoryPage { chat: ch, user: C, before: 0, after: 0, limit: 10 }).unwrap() else { panic!() };
+        assert_eq!(messages.iter().map(|m| (m.id, m.views)).collect::<Vec<_>>(), [(1, 1)]);
+                // A reaction: a count naming nobody, no event; nobody lists reactors.
         let Reply::Changed { events, message: Some(m), .. } = ok(&mut v, Cmd::React { chat: ch, user: C, id: 1, emoji: "👍".into(), now_ms: 5 }) else { panic!() };
         assert!(events.is_empty());
         assert_eq!(m.reactions, vec![Reaction { emoji: "👍".into(), count: 1, recent: vec![] }]);
@@ -1713,6 +1780,28 @@ mod tests {
             d.pop().unwrap()
         }) else { panic!() };
         assert!(events.iter().all(|e| !matches!(&e.kind, EventKind::Joined(u) if u.contains(&C)) && !matches!(e.kind, EventKind::Left(_) | EventKind::Read { .. })), "{events:?}");
+    }
+
+    #[test]
+    fn a_read_far_ahead_in_a_channel_counts_views_of_the_newest_posts_only() {
+        let mut v = MemView::default();
+        let ch = 5 << 16 | 5;
+        ok(&mut v, Cmd::Create { id: ch, kind: ChatKind::Channel, title: "News".into(), creator: A, members: vec![], now_ms: 1 });
+        ok(&mut v, Cmd::Invite { chat: ch, by: A, users: vec![B], now_ms: 2 });
+        for i in 0..VIEWS_PER_READ + 50 {
+            ok(&mut v, Cmd::Send { chat: ch, from: A, random_id: i, text: "post".into(), reply_to: 0, now_ms: 3 });
+        }
+        let before = v.0.len();
+        ok(&mut v, Cmd::Read { chat: ch, user: B, max_id: VIEWS_PER_READ + 50, now_ms: 4 });
+        assert_eq!(v.0.len() - before, VIEWS_PER_READ as usize, "one view row each for the newest {VIEWS_PER_READ} posts");
+        let Ok(Reply::Messages(m)) = query(&v, &Query::Get { chat: ch, user: A, ids: vec![50, 51, VIEWS_PER_READ + 50] }).unwrap() else { panic!() };
+        assert_eq!(m.iter().map(|m| m.views).collect::<Vec<_>>(), [0, 1, 1]);
+        // A message row of format 3 (before views) reads with 0 views.
+        #[derive(Serialize)]
+        struct V3Row(u64, u64, u64, String, u64, u64, bool, Option<Forwarded>, Vec<Reaction>, Option<Attachment>, Vec<(u64, String)>);
+        let row = V3Row(1, A, 3, "old".into(), 0, 0, false, None, vec![Reaction { emoji: "👍".into(), count: 2, recent: vec![] }], None, vec![]);
+        let m: Message = crate::state::decode_row(&courier_raft::codec::encode_as(3, &row)).unwrap();
+        assert_eq!((m.text.as_str(), m.reactions[0].count, m.views), ("old", 2, 0));
     }
 
     fn chat_of(v: &MemView, chat: u64) -> Chat {

@@ -37,6 +37,7 @@ pub fn message(chat: u64, m: &Message) -> pb::Message {
         fwd: m.fwd.as_ref().map(|f| pb::ForwardedFrom { from: f.from, chat_id: f.chat, id: f.id, date_ms: f.date_ms }),
         reactions: m.reactions.iter().map(|r| pb::Reaction { emoji: r.emoji.clone(), users: r.recent.clone(), count: r.count }).collect(),
         media: m.media.as_ref().map(media),
+        views: m.views,
     }
 }
 
