@@ -527,7 +527,7 @@ fn a_channel_shows_subscribers_counts_never_who() {
             }
         }
         // And by difference, from a device that knew nothing of it.
-        let d = bob2.difference_of(vec![pb::ChatState { chat_id: ch.id, pts: start, read_max_id: 0 }]).await.unwrap();
+        let d = bob2.difference_of(vec![pb::ChatState { chat_id: ch.id, pts: start, read_max_id: Some(0) }]).await.unwrap();
         let mine = d.chats.iter().find(|d| d.chat.as_ref().is_some_and(|c| c.id == ch.id)).expect("the channel is in Bob's difference");
         assert_eq!(mine.read_max_id, post1.id, "{mine:?}");
         assert!(mine.events.is_empty(), "a read is no event of the channel: {:?}", mine.events);

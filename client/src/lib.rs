@@ -812,7 +812,7 @@ impl Client {
     /// [`Client::difference`] with `more`: the answer reached its size
     /// bound and left chats out; apply it and ask again.
     pub async fn difference_page(&self, states: Vec<(u64, u64)>) -> Result<pb::Difference> {
-        self.difference_of(states.into_iter().map(|(chat_id, pts)| pb::ChatState { chat_id, pts, read_max_id: 0 }).collect()).await
+        self.difference_of(states.into_iter().map(|(chat_id, pts)| pb::ChatState { chat_id, pts, read_max_id: None }).collect()).await
     }
 
     /// [`Client::difference_page`] with the read positions the device

@@ -167,7 +167,7 @@ impl SyncState {
 
     /// [`SyncState::states`] with the read positions this device knows.
     pub fn chat_states(&self) -> Vec<pb::ChatState> {
-        self.chats.iter().map(|(id, v)| pb::ChatState { chat_id: *id, pts: v.pts, read_max_id: v.read_max_id }).collect()
+        self.chats.iter().map(|(id, v)| pb::ChatState { chat_id: *id, pts: v.pts, read_max_id: Some(v.read_max_id) }).collect()
     }
 
     /// The user's read position in a channel moved (another device read).

@@ -265,7 +265,8 @@ impl TryFrom<pb::Request> for Method {
                 if d.states.len() > DIFF_CHATS_MAX {
                     return Err(Error::BadRequest(format!("states: at most {DIFF_CHATS_MAX} chats")));
                 }
-                Method::GetDifference(d.states.into_iter().map(|s| (s.chat_id, s.pts, s.read_max_id)).collect())
+                // No read position: never behind, so never told.
+                Method::GetDifference(d.states.into_iter().map(|s| (s.chat_id, s.pts, s.read_max_id.unwrap_or(u64::MAX))).collect())
             }
             Some(M::ForwardMessages(f)) => {
                 if f.ids.is_empty() || f.ids.len() > logic::FORWARD_MAX {

@@ -750,7 +750,9 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
                 let role = if *u == *creator && *kind != ChatKind::Private { Role::Creator } else { Role::Member };
                 put(view, &member_key(*id, *u), &Member { role, joined_ms: *now_ms, read_max_id: 0 });
             }
-            let ev = record(view, &mut chat, EventKind::Joined(all), *now_ms);
+            // A channel's first subscribers see only themselves join.
+            let kind = if *kind == ChatKind::Channel { EventKind::SubscribersJoined(all) } else { EventKind::Joined(all) };
+            let ev = record(view, &mut chat, kind, *now_ms);
             changed(chat, vec![ev], None)
         }
         Cmd::Send { chat, from, random_id, text, reply_to, now_ms } => send(view, *chat, *from, *random_id, text, *reply_to, None, *now_ms),
@@ -1087,9 +1089,29 @@ fn with_views(view: &dyn StateRead, c: &Chat, messages: &mut [Message]) -> Resul
     if c.kind == ChatKind::Channel {
         for m in messages {
             m.views = get::<u64>(view, &views_key(c.id, m.id))?.unwrap_or(0);
+            // Rows from before channels hid reactors may still name some.
+            unname(m);
         }
     }
     Ok(())
+}
+
+/// How a member sees an event of a chat of `kind`: [`event_for`], and in a
+/// channel also events written before channels hid their subscribers
+/// (others' reads, joins and leaves) name nobody but the member.
+pub fn event_in(e: Event, user: u64, kind: ChatKind) -> Event {
+    let e = event_for(e, user);
+    if kind != ChatKind::Channel {
+        return e;
+    }
+    let kind = match e.kind {
+        EventKind::Read { user: u, .. } if u != user => EventKind::Nothing,
+        EventKind::Left(u) if u != user => EventKind::Nothing,
+        EventKind::Joined(users) if users.contains(&user) => EventKind::Joined(vec![user]),
+        EventKind::Joined(_) => EventKind::Nothing,
+        kind => kind,
+    };
+    Event { kind, ..e }
 }
 
 /// A channel's post names no reactor (counts only).
@@ -1284,7 +1306,7 @@ fn chat_difference(view: &dyn StateRead, chat: u64, user: u64, pts: u64, bytes: 
             last = p;
             continue;
         };
-        let e = event_for(e, user);
+        let e = event_in(e, user, c.kind);
         let mut size = e.wire_size();
         let named = match &e.kind {
             EventKind::New(id) | EventKind::Edited(id) | EventKind::Reactions(id) if !msgs.iter().any(|m| m.id == *id) => get_row::<Message>(view, &msg_key(chat, *id))?,
@@ -1802,6 +1824,27 @@ mod tests {
         let row = V3Row(1, A, 3, "old".into(), 0, 0, false, None, vec![Reaction { emoji: "👍".into(), count: 2, recent: vec![] }], None, vec![]);
         let m: Message = crate::state::decode_row(&courier_raft::codec::encode_as(3, &row)).unwrap();
         assert_eq!((m.text.as_str(), m.reactions[0].count, m.views), ("old", 2, 0));
+    }
+
+    #[test]
+    fn a_channels_events_from_before_name_nobody_but_the_member() {
+        let ev = |kind: EventKind| Event { pts: 1, date_ms: 0, kind };
+        for (kind, seen_by_b) in [
+            (EventKind::Read { user: A, max_id: 3 }, EventKind::Nothing),
+            (EventKind::Read { user: B, max_id: 3 }, EventKind::Read { user: B, max_id: 3 }),
+            (EventKind::Joined(vec![A, B, C]), EventKind::Joined(vec![B])),
+            (EventKind::Joined(vec![A, C]), EventKind::Nothing),
+            (EventKind::Left(C), EventKind::Nothing),
+            (EventKind::Left(B), EventKind::Left(B)),
+            (EventKind::New(4), EventKind::New(4)),
+        ] {
+            assert_eq!(event_in(ev(kind.clone()), B, ChatKind::Channel).kind, seen_by_b, "{kind:?}");
+            assert_eq!(event_in(ev(kind.clone()), B, ChatKind::Group).kind, kind, "a group shows it as it is");
+        }
+        // A channel made with members: each sees only themselves join.
+        let mut v = MemView::default();
+        let Reply::Changed { events, .. } = ok(&mut v, Cmd::Create { id: 5 << 16 | 5, kind: ChatKind::Channel, title: "News".into(), creator: A, members: vec![B, C], now_ms: 1 }) else { panic!() };
+        assert_eq!(event_for(events[0].clone(), B).kind, EventKind::Joined(vec![B]));
     }
 
     fn chat_of(v: &MemView, chat: u64) -> Chat {

@@ -215,7 +215,7 @@ impl Messaging {
         let (c, events, _) = self.change_from(chat, logic::Cmd::Remove { chat, by: me, user, now_ms: self.clock.now_ms() }, None).await?;
         // Only someone who was a member leaves a list: a made-up id names
         // no group worth a write (and may name none: the meta group's bits).
-        if events.iter().any(|e| e.kind == logic::EventKind::Left(user)) {
+        if events.iter().any(|e| matches!(e.kind, logic::EventKind::Left(u) | logic::EventKind::SubscriberLeft(u) if u == user)) {
             self.exec(crate::auth::logic::user_group(user), logic::Cmd::RemoveUserChat { user, chat }).await?;
         }
         Ok(c)
