@@ -587,6 +587,10 @@ fn user_chats_key(user: u64) -> Vec<u8> {
 fn user_chat_key(user: u64, chat: u64) -> Vec<u8> {
     key(b"m/uchat/", &[user, chat])
 }
+/// The prefix of a user's chat rows ([`user_chat_key`] without the chat).
+fn user_chats_prefix(user: u64) -> Vec<u8> {
+    key(b"m/uchat/", &[user])
+}
 /// How many chats the user's list holds (its rows).
 fn user_chats_count_key(user: u64) -> Vec<u8> {
     key(b"m/uchatn/", &[user])
@@ -1023,7 +1027,7 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             if old.contains(chat) || view.get(&user_chat_key(*user, *chat))?.is_some() {
                 return Ok(Ok(Reply::Done));
             }
-            let n = get::<u64>(view, &user_chats_count_key(*user))?.unwrap_or(old.len() as u64);
+            let n = user_chats_count(view, *user, &old)?;
             if n >= USER_CHATS_MAX {
                 return Ok(Err(ChatError::TooManyChats));
             }
@@ -1036,7 +1040,7 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
             let old = old_user_chats(view, *user)?;
             move_user_chats(view, *user, &old);
             if old.contains(chat) || view.get(&user_chat_key(*user, *chat))?.is_some() {
-                let n = get::<u64>(view, &user_chats_count_key(*user))?.unwrap_or(old.len() as u64);
+                let n = user_chats_count(view, *user, &old)?;
                 view.delete(&user_chat_key(*user, *chat));
                 put(view, &user_chats_count_key(*user), &n.saturating_sub(1));
             }
@@ -1048,6 +1052,12 @@ pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
 /// The user's chat list as written before it was rows (empty once moved).
 fn old_user_chats(view: &dyn StateRead, user: u64) -> Result<Vec<u64>> {
     Ok(get(view, &user_chats_key(user))?.unwrap_or_default())
+}
+
+/// How many chats the user's list holds: its count row, or the length of
+/// a list not moved to rows yet (`old`).
+fn user_chats_count(view: &dyn StateRead, user: u64, old: &[u64]) -> Result<u64> {
+    Ok(get::<u64>(view, &user_chats_count_key(user))?.unwrap_or(old.len() as u64))
 }
 
 /// Moves an old one-value chat list to rows (a user's first add or removal
@@ -1458,7 +1468,7 @@ pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
             Ok(Ok(Reply::Messages(out)))
         }
         Query::UserChats { user } => {
-            let prefix = key(b"m/uchat/", &[*user]);
+            let prefix = user_chats_prefix(*user);
             let mut chats = old_user_chats(view, *user)?;
             let rows = view.scan(&prefix, &[], USER_CHATS_MAX as usize)?;
             chats.extend(rows.iter().filter_map(|(k, _)| id_after(k, prefix.len())));
