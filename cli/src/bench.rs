@@ -3,6 +3,7 @@
 //! QUIC connections one node holds and its memory per connection. `sign-ins`:
 //! logins per second with test numbers.
 
+use courier_client::Code;
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -118,7 +119,7 @@ pub(crate) async fn log_in(client: &Client, i: u64) -> courier_client::Result<bo
     let sent = client.send_code(&phone).await?;
     match client.sign_in(&phone, &sent.phone_code_hash, &code).await {
         Ok(_) => Ok(false),
-        Err(e) if e.code() == "SIGN_UP_REQUIRED" => {
+        Err(e) if e.code() == Code::SignUpRequired => {
             client.sign_up(&phone, &sent.phone_code_hash, "Bench", &format!("{i}")).await?;
             Ok(true)
         }

@@ -270,7 +270,7 @@ impl Ui {
             Event::Update(pb::Update { kind: Some(pb::update::Kind::LoginCode(l)) }) => {
                 println!("• login code for {} on {}: {}", l.phone, l.device, l.code);
             }
-            Event::Disconnected { node, code } => println!("• disconnected from {node} ({}); reconnecting…", code.unwrap_or_default()),
+            Event::Disconnected { node, code } => println!("• disconnected from {node} ({}); reconnecting…", code.map_or("closed", |c| c.as_str())),
             Event::Connected { node, .. } => println!("• connected to {node}"),
             _ => {}
         }

@@ -3,6 +3,7 @@
 //! `~/.config/courier/<profile>/`): `profile.json` (nodes, device), `ca.pem`
 //! (the cluster CA, saved at login) and `token` (mode 0600).
 
+use courier_client::Code;
 use std::io::{BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -154,7 +155,7 @@ pub async fn login(profile: &ProfileDir, args: LoginArgs) -> Result<()> {
     };
     let auth = match client.sign_in(&args.phone, &sent.phone_code_hash, &code).await {
         Ok(a) => a,
-        Err(e) if e.code() == "SIGN_UP_REQUIRED" => {
+        Err(e) if e.code() == Code::SignUpRequired => {
             let name = match args.name {
                 Some(n) => n,
                 None => prompt("New account. Your name")?,
@@ -186,7 +187,7 @@ fn full_name(u: &pb::User) -> String {
 pub async fn logout(profile: &ProfileDir, conn: &UserConn) -> Result<()> {
     let (client, _events, _) = match client(profile, conn, true).await {
         Ok(c) => c,
-        Err(e) if e.to_string().contains("SESSION_REVOKED") || e.to_string().contains("UNAUTHORIZED") => {
+        Err(e) if e.downcast_ref::<courier_client::Error>().is_some_and(|e| matches!(e.code(), Code::SessionRevoked | Code::Unauthorized)) => {
             profile.forget_token();
             println!("The session had already ended; logged out.");
             return Ok(());

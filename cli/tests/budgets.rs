@@ -4,6 +4,7 @@
 
 mod common;
 
+use courier_client::Code;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -39,7 +40,7 @@ async fn must_log_in(client: &Client, phone: &str, name: &str) -> pb::User {
     let sent = client.send_code(phone).await.unwrap_or_else(|e| panic!("send_code {phone}: {e}"));
     let auth = match client.sign_in(phone, &sent.phone_code_hash, &test_code(phone)).await {
         Ok(a) => a,
-        Err(e) if e.code() == "SIGN_UP_REQUIRED" => client.sign_up(phone, &sent.phone_code_hash, name, "").await.unwrap(),
+        Err(e) if e.code() == Code::SignUpRequired => client.sign_up(phone, &sent.phone_code_hash, name, "").await.unwrap(),
         Err(e) => panic!("sign in {phone}: {e}"),
     };
     auth.user.unwrap()
@@ -87,17 +88,17 @@ fn login_attempts_are_limited_before_anything_is_proposed_and_the_owner_still_ge
         let mut other = Vec::new();
         for k in 0..60usize {
             match stranger[k % 3].sign_in(phone, "00000000000000ff", "12345").await {
-                Err(e) if e.code() == "FLOOD_WAIT" => match e {
+                Err(e) if e.code() == Code::FloodWait => match e {
                     courier_client::Error::Api { retry_after_secs, .. } => waits.push(retry_after_secs),
                     _ => unreachable!(),
                 },
-                Err(e) => other.push(e.code().to_string()),
+                Err(e) => other.push(e.code()),
                 Ok(_) => panic!("a sign-in with a made-up code hash succeeded"),
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let proposed = log_entries(&c) - before;
-        eprintln!("60 wrong sign-ins from one address over 3 nodes: {} refused with FLOOD_WAIT (waits {:?} s), {} answered ({:?}), {proposed} log entries", waits.len(), waits, other.len(), other.iter().collect::<std::collections::BTreeSet<_>>());
+        eprintln!("60 wrong sign-ins from one address over 3 nodes: {} refused with FLOOD_WAIT (waits {:?} s), {} answered ({:?}), {proposed} log entries", waits.len(), waits, other.len(), other.iter().collect::<std::collections::HashSet<_>>());
         assert!(waits.len() >= 40, "wrong sign-ins refused: {} of 60", waits.len());
         assert!(proposed <= 15.0, "60 wrong sign-ins proposed {proposed} log entries");
         assert!(waits.last() > waits.first(), "a stranger who keeps trying waits longer: {waits:?}");
@@ -174,14 +175,14 @@ fn members_per_request_are_bounded() {
             .call(M::CreateChat(pb::CreateChat { kind: pb::ChatKind::Group as i32, title: "big".into(), members: many.clone() }))
             .await
             .expect_err("201 members at creation");
-        assert_eq!(e.code(), "BAD_REQUEST", "{e}");
+        assert_eq!(e.code(), Code::BadRequest, "{e}");
         assert!(e.to_string().contains("200"), "the refusal says the bound: {e}");
         let chat = match ann.call(M::CreateChat(pb::CreateChat { kind: pb::ChatKind::Group as i32, title: "small".into(), members: vec![bob.id] })).await.unwrap() {
             pb::response::Result::Chat(ch) => ch,
             other => panic!("{other:?}"),
         };
         let e = ann.invite(chat.id, many).await.expect_err("201 invitations in one call");
-        assert_eq!(e.code(), "BAD_REQUEST", "{e}");
+        assert_eq!(e.code(), Code::BadRequest, "{e}");
         assert!(e.to_string().contains("200"), "{e}");
         let _ = me;
     });
@@ -210,7 +211,7 @@ fn connections_are_capped_per_address_and_hello_less_ones_cannot_keep_others_out
         }
         let ninth = Client::connect(cfg("127.0.90.50")).await;
         let e = ninth.err().expect("a ninth connection from one address");
-        assert_eq!(e.code(), "FLOOD_WAIT", "{e}");
+        assert_eq!(e.code(), Code::FloodWait, "{e}");
         Client::connect(cfg("127.0.90.51")).await.expect("another address connects");
         for (cl, _) in held.iter().take(4) {
             cl.ping().await.expect("the first eight still work");
@@ -239,12 +240,9 @@ fn connections_are_capped_per_address_and_hello_less_ones_cannot_keep_others_out
     });
 }
 
-/// The code of `r`'s error, or "ok".
-fn outcome<T>(r: &courier_client::Result<T>) -> String {
-    match r {
-        Ok(_) => "ok".into(),
-        Err(e) => e.code().to_string(),
-    }
+/// The code of `r`'s error, or `None` for a success.
+fn outcome<T>(r: &courier_client::Result<T>) -> Option<Code> {
+    r.as_ref().err().map(|e| e.code())
 }
 
 /// Item 2: what one user makes others receive is limited per user (per
@@ -266,42 +264,42 @@ fn what_others_receive_is_limited_per_user_and_a_normal_pace_is_never_refused() 
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // A flood of posts into one chat.
-        let mut codes = std::collections::BTreeMap::<String, usize>::new();
+        let mut codes = std::collections::HashMap::<Option<Code>, usize>::new();
         for i in 0..100u64 {
             *codes.entry(outcome(&ann.send_message(dm.id, i + 1, &format!("spam {i}"), 0).await)).or_default() += 1;
         }
         eprintln!("100 sends into one chat at once: {codes:?}");
-        assert!(codes.get("FLOOD_WAIT").copied().unwrap_or(0) >= 30, "{codes:?}");
-        let sent = codes.get("ok").copied().unwrap_or(0);
+        assert!(codes.get(&Some(Code::FloodWait)).copied().unwrap_or(0) >= 30, "{codes:?}");
+        let sent = codes.get(&None).copied().unwrap_or(0);
         let history = bob.history(dm.id, 0, 0, 100).await.unwrap();
         let from_ann = history.iter().filter(|m| m.from == users[0].id).count();
         assert_eq!(from_ann, sent, "Bob got exactly the accepted ones");
         let e = ann.send_message(dm.id, 500, "more", 0).await.unwrap_err();
         match &e {
-            courier_client::Error::Api { code, retry_after_secs, .. } => assert!(code == "FLOOD_WAIT" && *retry_after_secs > 0, "{e}"),
+            courier_client::Error::Api { code, retry_after_secs, .. } => assert!(*code == Code::FloodWait && *retry_after_secs > 0, "{e}"),
             other => panic!("{other}"),
         }
         // Reactions and edits (changes), invitations and typing, each per chat.
         let target = history[0].id;
-        let mut reacted = std::collections::BTreeMap::<String, usize>::new();
+        let mut reacted = std::collections::HashMap::<Option<Code>, usize>::new();
         for i in 0..130 {
             *reacted.entry(outcome(&ann.send_reaction(dm.id, target, if i % 2 == 0 { "👍" } else { "🔥" }).await)).or_default() += 1;
         }
         eprintln!("130 reactions at once: {reacted:?}");
-        assert!(reacted.contains_key("FLOOD_WAIT"), "{reacted:?}");
-        let mut typed = std::collections::BTreeMap::<String, usize>::new();
+        assert!(reacted.contains_key(&Some(Code::FloodWait)), "{reacted:?}");
+        let mut typed = std::collections::HashMap::<Option<Code>, usize>::new();
         for _ in 0..40 {
             *typed.entry(outcome(&ann.set_typing(dm.id).await)).or_default() += 1;
         }
         eprintln!("40 typing notices at once: {typed:?}");
-        assert!(typed.contains_key("FLOOD_WAIT"), "{typed:?}");
+        assert!(typed.contains_key(&Some(Code::FloodWait)), "{typed:?}");
         let group = ann.create_group("g", vec![users[1].id]).await.unwrap();
-        let mut invited = std::collections::BTreeMap::<String, usize>::new();
+        let mut invited = std::collections::HashMap::<Option<Code>, usize>::new();
         for _ in 0..12 {
             *invited.entry(outcome(&ann.invite(group.id, vec![users[2].id]).await)).or_default() += 1;
         }
         eprintln!("12 invitations at once: {invited:?}");
-        assert!(invited.contains_key("FLOOD_WAIT"), "{invited:?}");
+        assert!(invited.contains_key(&Some(Code::FloodWait)), "{invited:?}");
         // Bob, in the same chats, is not refused for Ann.
         bob.send_message(dm.id, 2000, "still here", 0).await.expect("another user's budget is their own");
         bob.send_message(group.id, 2001, "me too", 0).await.unwrap();
@@ -313,7 +311,7 @@ fn what_others_receive_is_limited_per_user_and_a_normal_pace_is_never_refused() 
             opened.push(outcome(&ann.private_chat(u.id).await));
         }
         eprintln!("new private chats after the one with Bob: {opened:?}");
-        assert_eq!(opened, ["ok", "ok", "FLOOD_WAIT"]);
+        assert_eq!(opened, [None, None, Some(Code::FloodWait)]);
         ann.private_chat(users[1].id).await.expect("a chat one has is opened again for free");
     });
 }
@@ -380,7 +378,7 @@ fn heavy_reads_are_capped_and_others_keep_sending_with_leaders_steady() {
             vic.send_message(own.id, 100 + i, &format!("during {i}"), 0).await.expect("another user's sends go on");
             took.push(t.elapsed().as_millis());
         }
-        let mut searched = std::collections::BTreeMap::<String, usize>::new();
+        let mut searched = std::collections::HashMap::<Option<Code>, usize>::new();
         while let Some(r) = storm.join_next().await {
             *searched.entry(r.unwrap()).or_default() += 1;
         }
@@ -388,8 +386,8 @@ fn heavy_reads_are_capped_and_others_keep_sending_with_leaders_steady() {
         let changed = leader_changes(&c) - before;
         took.sort_unstable();
         eprintln!("48 worst-case searches at once: {searched:?}; Vic's 30 sends meanwhile: p50 {} ms, max {} ms; leader changes {changed}", took[15], took[29]);
-        assert!(searched.get("FLOOD_WAIT").copied().unwrap_or(0) >= 24, "most of one user's searches at once are refused: {searched:?}");
-        assert!(searched.get("ok").copied().unwrap_or(0) >= 1, "some are served: {searched:?}");
+        assert!(searched.get(&Some(Code::FloodWait)).copied().unwrap_or(0) >= 24, "most of one user's searches at once are refused: {searched:?}");
+        assert!(searched.get(&None).copied().unwrap_or(0) >= 1, "some are served: {searched:?}");
         assert_eq!(changed, 0.0, "no leader changed during the storm");
         let _ = (mallory, vic_user);
     });
@@ -412,7 +410,7 @@ fn one_users_unfinished_uploads_cannot_fill_a_nodes_staging() {
         must_log_in(&b, "+9996625072", "Bob").await;
         const PART: u32 = 64 << 10;
         // 18 uploads, each 15 parts of its first chunk: never complete.
-        let mut codes = std::collections::BTreeMap::<String, usize>::new();
+        let mut codes = std::collections::HashMap::<Option<Code>, usize>::new();
         for u in 0..18u64 {
             for p in 1..16u32 {
                 let r = m.upload_part(0x5eed_0000 + u, p, PART, vec![u as u8; PART as usize]).await;
@@ -427,8 +425,8 @@ fn one_users_unfinished_uploads_cannot_fill_a_nodes_staging() {
         for p in 0..16u32 {
             b.upload_part(0xb0b, p, PART, vec![7; PART as usize]).await.unwrap_or_else(|e| panic!("Bob's part {p}: {e}"));
         }
-        assert!(codes.get("QUOTA_EXCEEDED").copied().unwrap_or(0) >= 1, "Mallory is told her quota: {codes:?}");
-        assert!(!codes.contains_key("UNAVAILABLE"), "{codes:?}");
+        assert!(codes.get(&Some(Code::QuotaExceeded)).copied().unwrap_or(0) >= 1, "Mallory is told her quota: {codes:?}");
+        assert!(!codes.contains_key(&Some(Code::Unavailable)), "{codes:?}");
     });
 }
 
@@ -448,15 +446,15 @@ fn a_blocked_user_can_neither_message_nor_invite_the_blocker() {
         bob.block_user(users[0].id, true).await.expect("Bob blocks Ann");
 
         let e = ann.send_message(dm.id, 2, "are you there?", 0).await.expect_err("a blocked user's message");
-        assert_eq!(e.code(), "USER_IS_BLOCKED", "{e}");
+        assert_eq!(e.code(), Code::UserIsBlocked, "{e}");
         let texts: Vec<String> = bob.history(dm.id, 0, 0, 10).await.unwrap().into_iter().map(|m| m.text).collect();
         assert_eq!(texts, ["hello Bob"], "Bob got nothing after blocking");
         bob.send_message(dm.id, 3, "I can still write", 0).await.expect("the blocker can still write");
         let e = ann.create_group("with bob", vec![users[1].id]).await.expect_err("a group with the blocker");
-        assert_eq!(e.code(), "USER_IS_BLOCKED", "{e}");
+        assert_eq!(e.code(), Code::UserIsBlocked, "{e}");
         let group = ann.create_group("without bob", vec![users[2].id]).await.unwrap();
         let e = ann.invite(group.id, vec![users[1].id]).await.expect_err("inviting the blocker");
-        assert_eq!(e.code(), "USER_IS_BLOCKED", "{e}");
+        assert_eq!(e.code(), Code::UserIsBlocked, "{e}");
         // Carol is not blocked: she invites Bob to the same group.
         carol.invite(group.id, vec![users[1].id]).await.expect("someone else invites Bob");
 
@@ -539,13 +537,13 @@ fn a_channel_shows_subscribers_counts_never_who() {
         let m = bob.send_reaction(ch.id, post1.id, "👍").await.unwrap();
         assert_eq!(m.reactions.iter().map(|r| (r.emoji.as_str(), r.count, r.users.len())).collect::<Vec<_>>(), [("👍", 1, 0)]);
         let e = carol.reactions(ch.id, post1.id, 0, 10).await.expect_err("who reacted in a channel");
-        assert_eq!(e.code(), "BAD_REQUEST", "{e}");
+        assert_eq!(e.code(), Code::BadRequest, "{e}");
 
         // Dan joins and leaves: Carol's events say nothing of who.
         ann.invite(ch.id, vec![users[2].id]).await.unwrap();
         dan.remove_member(ch.id, users[2].id).await.unwrap();
         let e = carol.set_typing(ch.id).await.expect_err("a subscriber typing");
-        assert_eq!(e.code(), "ADMIN_REQUIRED", "{e}");
+        assert_eq!(e.code(), Code::AdminRequired, "{e}");
         ann.set_typing(ch.id).await.expect("an admin types");
 
         let post2 = ann.send_message(ch.id, 2, "second post", 0).await.unwrap();
@@ -598,7 +596,7 @@ fn stored_bytes_are_capped_per_user() {
             outcomes.push(outcome(&r));
         }
         eprintln!("Mallory's four 100 kB files with 250 kB of quota: {outcomes:?}");
-        assert_eq!(outcomes, ["ok", "ok", "QUOTA_EXCEEDED", "QUOTA_EXCEEDED"]);
+        assert_eq!(outcomes, [None, None, Some(Code::QuotaExceeded), Some(Code::QuotaExceeded)]);
         let (up, id) = first.unwrap();
         assert_eq!(m.upload(&up, |_| {}).await.map(|f| f.id).ok(), id, "a retried finish answers the stored file, uncharged");
         for k in 5..=6u8 {

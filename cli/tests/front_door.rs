@@ -3,6 +3,7 @@
 
 mod common;
 
+use courier_client::Code;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -41,13 +42,13 @@ async fn log_in(client: &Client, phone: &str, name: &str) -> pb::Authorization {
     let sent = client.send_code(phone).await.expect("send_code");
     match client.sign_in(phone, &sent.phone_code_hash, &code).await {
         Ok(a) => a,
-        Err(e) if e.code() == "SIGN_UP_REQUIRED" => client.sign_up(phone, &sent.phone_code_hash, name, "").await.expect("sign_up"),
+        Err(e) if e.code() == Code::SignUpRequired => client.sign_up(phone, &sent.phone_code_hash, name, "").await.expect("sign_up"),
         Err(e) => panic!("sign_in {phone}: {e}"),
     }
 }
 
 /// Waits (bounded) for the first `Disconnected` event.
-async fn disconnected(rx: &mut mpsc::Receiver<Event>, within: Duration) -> Option<Option<String>> {
+async fn disconnected(rx: &mut mpsc::Receiver<Event>, within: Duration) -> Option<Option<Code>> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -72,7 +73,7 @@ fn sessions_work_on_every_node_and_revocation_closes_them_everywhere() {
         // Sign up through node 1.
         let (laptop, _) = connect(&c, &[1], "laptop", None).await.unwrap();
         assert!(!laptop.hello().unwrap().authorized);
-        assert_eq!(laptop.get_self().await.unwrap_err().code(), "UNAUTHORIZED", "no session yet");
+        assert_eq!(laptop.get_self().await.unwrap_err().code(), Code::Unauthorized, "no session yet");
         let auth = log_in(&laptop, "+9996610001", "Ada").await;
         let user = auth.user.clone().unwrap();
         assert_eq!((user.first_name.as_str(), user.phone.as_str()), ("Ada", "+9996610001"));
@@ -109,13 +110,13 @@ fn sessions_work_on_every_node_and_revocation_closes_them_everywhere() {
         phone.terminate_session(auth.session_id).await.unwrap();
         let returned = Instant::now();
         let code = disconnected(&mut victim_events, Duration::from_secs(1)).await;
-        assert_eq!(code, Some(Some("SESSION_REVOKED".to_string())), "the connection on node 3 closed within 1 s of the terminate (after {:?})", returned.elapsed());
+        assert_eq!(code, Some(Some(Code::SessionRevoked)), "the connection on node 3 closed within 1 s of the terminate (after {:?})", returned.elapsed());
         // The old laptop connection on node 1 is closed as well: its next request fails.
         assert!(laptop.get_self().await.is_err(), "the revoked session's connection on node 1 is gone");
         // Every node refuses the token from now on.
         for n in [1, 2, 3] {
             let e = connect(&c, &[n], "laptop", Some(auth.session_token.clone())).await.err().unwrap_or_else(|| panic!("node {n} accepted a revoked token"));
-            assert_eq!(e.code(), "SESSION_REVOKED", "node {n}: {e}");
+            assert_eq!(e.code(), Code::SessionRevoked, "node {n}: {e}");
         }
         let list = phone.sessions().await.unwrap();
         assert_eq!(list.iter().map(|s| s.id).collect::<Vec<_>>(), vec![auth2.session_id]);
@@ -125,13 +126,13 @@ fn sessions_work_on_every_node_and_revocation_closes_them_everywhere() {
         let auth3 = log_in(&tablet, "+9996610001", "ignored").await;
         let (tablet_on_3, mut tablet_events) = connect(&c, &[3], "tablet", Some(auth3.session_token.clone())).await.unwrap();
         phone.terminate_other_sessions().await.unwrap();
-        assert_eq!(disconnected(&mut tablet_events, Duration::from_secs(1)).await, Some(Some("SESSION_REVOKED".into())));
+        assert_eq!(disconnected(&mut tablet_events, Duration::from_secs(1)).await, Some(Some(Code::SessionRevoked)));
         assert_eq!(phone.sessions().await.unwrap().len(), 1);
         drop(tablet_on_3);
         phone.log_out().await.unwrap();
-        assert_eq!(phone.get_self().await.unwrap_err().code(), "UNAUTHORIZED", "logged out on this connection");
+        assert_eq!(phone.get_self().await.unwrap_err().code(), Code::Unauthorized, "logged out on this connection");
         let e = connect(&c, &[3], "phone", Some(auth2.session_token.clone())).await.err().expect("logged-out token refused");
-        assert_eq!(e.code(), "SESSION_REVOKED");
+        assert_eq!(e.code(), Code::SessionRevoked);
     });
 }
 
@@ -216,7 +217,7 @@ fn leader_killed_during_sign_up_leaves_no_half_made_account() {
             let (client, _) = connect(&c, &[via], "racer", None).await.unwrap();
             let sent = client.send_code(phone).await.unwrap();
             let e = client.sign_in(phone, &sent.phone_code_hash, &phone[6..7].repeat(5)).await.unwrap_err();
-            assert_eq!(e.code(), "SIGN_UP_REQUIRED");
+            assert_eq!(e.code(), Code::SignUpRequired);
             (client, sent)
         });
         // Round 0 freezes the leader first, so the sign-up is surely in flight
@@ -235,7 +236,7 @@ fn leader_killed_during_sign_up_leaves_no_half_made_account() {
         eprintln!("round {round}: the raced sign-up answered {:?}", first.as_ref().map(|_| "ok").map_err(|e| e.code().to_string()));
         match &first {
             Ok(a) => assert_eq!(a.user.as_ref().unwrap().phone, phone),
-            Err(e) => assert_eq!(e.code(), "UNAVAILABLE", "round {round}: only UNAVAILABLE or success, got {e}"),
+            Err(e) => assert_eq!(e.code(), Code::Unavailable, "round {round}: only UNAVAILABLE or success, got {e}"),
         }
         rt.block_on(async {
             // After failover: a fresh code and a sign-in find the account whole, or no account at all.
@@ -246,7 +247,7 @@ fn leader_killed_during_sign_up_leaves_no_half_made_account() {
             let sent2 = loop {
                 match client.send_code(phone).await {
                     Ok(s) => break s,
-                    Err(e) if e.code() == "UNAVAILABLE" && Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
                     Err(e) => panic!("send_code after failover: {e}"),
                 }
             };
@@ -263,7 +264,7 @@ fn leader_killed_during_sign_up_leaves_no_half_made_account() {
                     let n = client.sessions().await.unwrap().len();
                     assert!((1..=2).contains(&n), "sessions: {n}");
                 }
-                Err(e) if e.code() == "SIGN_UP_REQUIRED" => {
+                Err(e) if e.code() == Code::SignUpRequired => {
                     assert!(first.is_err(), "an acknowledged sign-up was lost");
                     let a = client.sign_up(phone, &sent2.phone_code_hash, "Racer", "").await.unwrap();
                     assert_eq!(client.sessions().await.unwrap().len(), 1, "no session left from the failed attempt");
@@ -335,18 +336,18 @@ fn login_codes_end_after_three_tries_expire_and_are_limited_per_phone_and_addres
         assert_eq!(operator.trim(), code, "the operator sees the pending code");
         for (i, left) in [2u32, 1, 0].into_iter().enumerate() {
             let e = clients[i].sign_in(phone, &sent.phone_code_hash, wrong).await.unwrap_err();
-            assert_eq!(e.code(), "PHONE_CODE_INVALID", "try {i}");
+            assert_eq!(e.code(), Code::PhoneCodeInvalid, "try {i}");
             assert!(e.to_string().contains(&format!("{left} tries left")), "{e}");
         }
         let e = clients[0].sign_in(phone, &sent.phone_code_hash, &code).await.unwrap_err();
-        assert_eq!(e.code(), "PHONE_CODE_EXPIRED", "three wrong tries ended the code");
+        assert_eq!(e.code(), Code::PhoneCodeExpired, "three wrong tries ended the code");
 
         // 2nd code expires after 5 minutes (the nodes' clocks moved on).
         let sent = clients[1].send_code(phone).await.unwrap();
         let code = last_code(phone);
         std::fs::write(&offset, "301").unwrap();
         let e = clients[2].sign_in(phone, &sent.phone_code_hash, &code).await.unwrap_err();
-        assert_eq!(e.code(), "PHONE_CODE_EXPIRED");
+        assert_eq!(e.code(), Code::PhoneCodeExpired);
         std::fs::write(&offset, "0").unwrap();
 
         // 3rd to 5th through different nodes: the limit is the cluster's, not a node's.
@@ -354,14 +355,14 @@ fn login_codes_end_after_three_tries_expire_and_are_limited_per_phone_and_addres
             client.send_code(phone).await.unwrap();
         }
         let e = clients[1].send_code(phone).await.unwrap_err();
-        assert_eq!(e.code(), "FLOOD_WAIT", "6th code in a day");
+        assert_eq!(e.code(), Code::FloodWait, "6th code in a day");
         let courier_client::Error::Api { retry_after_secs, .. } = e else { unreachable!() };
         assert!(retry_after_secs > 0 && retry_after_secs <= 86_400, "FLOOD_WAIT carries its seconds: {retry_after_secs}");
         // The last code still works, and a day later codes flow again.
         std::fs::write(&offset, "86401").unwrap();
         let sent = clients[2].send_code(phone).await.unwrap();
         let e = clients[2].sign_in(phone, &sent.phone_code_hash, &last_code(phone)).await.unwrap_err();
-        assert_eq!(e.code(), "SIGN_UP_REQUIRED", "the right code is accepted; the number is new");
+        assert_eq!(e.code(), Code::SignUpRequired, "the right code is accepted; the number is new");
         let a = clients[2].sign_up(phone, &sent.phone_code_hash, "Real", "Phone").await.unwrap();
         assert_eq!(a.user.unwrap().phone, phone);
         // The next code also arrives as a service message on the logged-in device (on another node).
@@ -396,11 +397,11 @@ fn login_codes_end_after_three_tries_expire_and_are_limited_per_phone_and_addres
             }
         }
         let (i, e) = flood.expect("the per-address limit holds");
-        assert_eq!(e.code(), "FLOOD_WAIT");
+        assert_eq!(e.code(), Code::FloodWait);
         assert!(i <= 12, "stopped after {i} codes");
         // Malformed phones are refused before anything is written.
         for bad in ["", "12345", "+1", "+1234567890123456789", "+1555abc1234"] {
-            assert_eq!(clients[0].send_code(bad).await.unwrap_err().code(), "PHONE_NUMBER_INVALID", "{bad:?}");
+            assert_eq!(clients[0].send_code(bad).await.unwrap_err().code(), Code::PhoneNumberInvalid, "{bad:?}");
         }
     });
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use courier_client::Code;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -149,7 +150,7 @@ fn every_reply_fits_a_frame_whatever_the_content() {
         // A stranger sees none of it.
         let (eve, _e, _) = device(&c, 3, "+9996640004", "Eve").await;
         let r = eve.call(M::GetReactions(pb::GetReactions { chat_id: group.id, id: 1, after_user: 0, limit: 10 })).await;
-        assert_eq!(r.map(|_| ()).unwrap_err().code(), "NOT_A_MEMBER");
+        assert_eq!(r.map(|_| ()).unwrap_err().code(), Code::NotAMember);
     });
     // The CLI shows a chat of heavy messages (it failed with "frame … over the limit").
     let login = c.user_cli(home.path(), "bob", &["login", "--phone", "+9996620002", "--code", "22222"]);
@@ -208,7 +209,7 @@ fn one_connection_carries_one_account() {
         assert!(!pushed(&mut x_events, Duration::from_secs(2)).await.is_empty(), "ann's device gets the group's pushes");
         // Signing in as Cat on the same connection is refused, before anything is written.
         let e = sign_in(&x, "+9996631003").await.expect_err("a second account on one connection");
-        assert_eq!(e.code(), "ALREADY_LOGGED_IN", "{e}");
+        assert_eq!(e.code(), Code::AlreadyLoggedIn, "{e}");
         assert_eq!(x.get_self().await.unwrap().id, ann.id, "still ann");
         // Log out, then Cat signs in on the same connection: no pushes of Ann's chats.
         x.log_out().await.unwrap();
@@ -267,7 +268,7 @@ fn phone_numbers_and_names_follow_the_rule() {
         let mut flood = None;
         for i in 0..200u32 {
             match eve.resolve_phone(&format!("+99966{:05}", 50000 + i)).await {
-                Err(e) if e.code() == "FLOOD_WAIT" => {
+                Err(e) if e.code() == Code::FloodWait => {
                     flood = Some(i);
                     break;
                 }
@@ -319,7 +320,7 @@ fn client_values_stay_out_of_the_control_plane_and_errors_say_no_more_than_the_c
         // Routes need a session.
         let (anon, _) = Client::connect(config(&c, 1, "anon")).await.unwrap();
         let r = anon.call(M::GetRoutes(pb::GetRoutes {})).await;
-        assert_eq!(r.map(|_| ()).unwrap_err().code(), "UNAUTHORIZED");
+        assert_eq!(r.map(|_| ()).unwrap_err().code(), Code::Unauthorized);
         // A test number's code is not delivered: the answer says so.
         let sent = anon.send_code("+9996613001").await.unwrap();
         assert_eq!(sent.delivery, "test");
@@ -333,7 +334,7 @@ fn client_values_stay_out_of_the_control_plane_and_errors_say_no_more_than_the_c
         let code = c.must_run(&["cluster", "login-code", "--phone", phone]).trim().to_string();
         match owner.sign_in(phone, &sent.phone_code_hash, &code).await {
             Ok(_) => {}
-            Err(e) if e.code() == "SIGN_UP_REQUIRED" => {
+            Err(e) if e.code() == Code::SignUpRequired => {
                 owner.sign_up(phone, &sent.phone_code_hash, "Owner", "").await.unwrap();
             }
             Err(e) => panic!("{e}"),

@@ -3,6 +3,7 @@
 
 mod common;
 
+use courier_client::Code;
 use std::time::Duration;
 
 use common::*;
@@ -63,15 +64,15 @@ fn uploads_follow_the_part_rules_and_resume_on_another_node() {
         let (a1, _, _) = device(&c, 1, "+9996610001", "Ann").await;
         let (a2, _, _) = device(&c, 2, "+9996610001", "Ann").await;
         let (eve, _, _) = device(&c, 3, "+9996620002", "Eve").await;
-        let code = |r: courier_client::Result<()>| r.err().map(|e| e.code().to_string());
+        let code = |r: courier_client::Result<()>| r.err().map(|e| e.code());
 
         // The brief's part rules.
-        assert_eq!(code(a1.upload_part(1, 0, 1000, vec![0; 10]).await).as_deref(), Some("FILE_PART_INVALID"), "not a multiple of 1 KiB");
-        assert_eq!(code(a1.upload_part(1, 0, 3 << 10, vec![0; 10]).await).as_deref(), Some("FILE_PART_INVALID"), "does not divide 512 KiB");
-        assert_eq!(code(a1.upload_part(1, 0, 1 << 20, vec![0; 10]).await).as_deref(), Some("FILE_PART_INVALID"), "over 512 KiB");
-        assert_eq!(code(a1.upload_part(1, 0, 1024, vec![0; 1025]).await).as_deref(), Some("FILE_PART_INVALID"), "longer than its part size");
+        assert_eq!(code(a1.upload_part(1, 0, 1000, vec![0; 10]).await), Some(Code::FilePartInvalid), "not a multiple of 1 KiB");
+        assert_eq!(code(a1.upload_part(1, 0, 3 << 10, vec![0; 10]).await), Some(Code::FilePartInvalid), "does not divide 512 KiB");
+        assert_eq!(code(a1.upload_part(1, 0, 1 << 20, vec![0; 10]).await), Some(Code::FilePartInvalid), "over 512 KiB");
+        assert_eq!(code(a1.upload_part(1, 0, 1024, vec![0; 1025]).await), Some(Code::FilePartInvalid), "longer than its part size");
         let too_big = a1.finish_upload(1, 4097, 512 << 10, (2 << 30) + 1, [0; 32], "big", "").await.unwrap_err();
-        assert_eq!(too_big.code(), "FILE_TOO_BIG");
+        assert_eq!(too_big.code(), Code::FileTooBig);
 
         // 5 MiB in 10 parts of 512 KiB = chunks {0,1} {2,3} {4,5} {6,7} {8,9}.
         let part = 512 << 10;
@@ -86,7 +87,7 @@ fn uploads_follow_the_part_rules_and_resume_on_another_node() {
         let missing = a2.finish_upload(upload, 10, part as u32, data.len() as u64, sha, "clip.bin", "").await.unwrap_err();
         match &missing {
             courier_client::Error::Api { code, parts, .. } => {
-                assert_eq!(code, "FILE_PART_MISSING");
+                assert_eq!(*code, Code::FilePartMissing);
                 assert_eq!(parts, &vec![6, 7, 8, 9], "exactly the parts of chunks not stored");
             }
             other => panic!("expected FILE_PART_MISSING, got {other}"),
@@ -109,8 +110,8 @@ fn uploads_follow_the_part_rules_and_resume_on_another_node() {
         assert!(got == data, "the whole file, slice by slice");
 
         // Another user learns nothing about it.
-        assert_eq!(eve.get_file(f.id, 0, 10).await.unwrap_err().code(), "FILE_NOT_FOUND");
-        assert_eq!(eve.get_file(f.id ^ (1 << 40), 0, 10).await.unwrap_err().code(), "FILE_NOT_FOUND");
+        assert_eq!(eve.get_file(f.id, 0, 10).await.unwrap_err().code(), Code::FileNotFound);
+        assert_eq!(eve.get_file(f.id ^ (1 << 40), 0, 10).await.unwrap_err().code(), Code::FileNotFound);
 
         // Bytes that are not the declared ones are refused, and forgotten.
         let small = random_bytes(3000);
@@ -118,9 +119,9 @@ fn uploads_follow_the_part_rules_and_resume_on_another_node() {
         a2.upload_part(78, 1, 1024, small[1024..2048].to_vec()).await.unwrap();
         a2.upload_part(78, 2, 1024, small[2048..].to_vec()).await.unwrap();
         let wrong = a2.finish_upload(78, 3, 1024, 3000, [7; 32], "x", "").await.unwrap_err();
-        assert_eq!(wrong.code(), "FILE_HASH_MISMATCH");
+        assert_eq!(wrong.code(), Code::FileHashMismatch);
         let after = a2.finish_upload(78, 3, 1024, 3000, Sha256::digest(&small).into(), "x", "").await.unwrap_err();
-        assert_eq!(after.code(), "FILE_PART_MISSING", "the upload starts over");
+        assert_eq!(after.code(), Code::FilePartMissing, "the upload starts over");
     });
 }
 
@@ -371,13 +372,13 @@ fn files_posted_in_a_chat_reach_its_members_only() {
 
         // Eve is no member: neither the message nor a message of hers that does not carry the file opens it.
         let at = courier_client::FileLocation { file_id, chat_id: group.id, message_id: msg_id, thumb: None };
-        assert_eq!(eve.get_file(at, 0, 10).await.unwrap_err().code(), "NOT_A_MEMBER");
-        assert_eq!(eve.get_file(at.thumb('s'), 0, 10).await.unwrap_err().code(), "NOT_A_MEMBER");
+        assert_eq!(eve.get_file(at, 0, 10).await.unwrap_err().code(), Code::NotAMember);
+        assert_eq!(eve.get_file(at.thumb('s'), 0, 10).await.unwrap_err().code(), Code::NotAMember);
         let dm = bob.private_chat(eve_user.id).await.unwrap();
         let hello = eve.send_message(dm.id, 1, "hi Bob", 0).await.unwrap();
         let wrong = courier_client::FileLocation { file_id, chat_id: dm.id, message_id: hello.id, thumb: None };
-        assert_eq!(eve.get_file(wrong, 0, 10).await.unwrap_err().code(), "FILE_NOT_FOUND");
-        assert_eq!(eve.get_file(file_id, 0, 10).await.unwrap_err().code(), "FILE_NOT_FOUND");
+        assert_eq!(eve.get_file(wrong, 0, 10).await.unwrap_err().code(), Code::FileNotFound);
+        assert_eq!(eve.get_file(file_id, 0, 10).await.unwrap_err().code(), Code::FileNotFound);
 
         // Bob forwards it to Eve: she reads it through her copy.
         let fwd = bob.forward_messages(dm.id, group.id, vec![msg_id], 9).await.unwrap();
@@ -391,7 +392,7 @@ fn files_posted_in_a_chat_reach_its_members_only() {
 
         // Bob leaves the group: the group's message no longer opens it for him.
         bob.remove_member(group.id, bob_user.id).await.unwrap();
-        assert_eq!(bob.get_file(at, 0, 10).await.unwrap_err().code(), "NOT_A_MEMBER");
+        assert_eq!(bob.get_file(at, 0, 10).await.unwrap_err().code(), Code::NotAMember);
 
         // Not an image: a document (no previews); "photo" is refused; a voice note keeps its length.
         std::fs::write(path("notes.bin"), random_bytes(3 << 20)).unwrap();
@@ -409,7 +410,7 @@ fn files_posted_in_a_chat_reach_its_members_only() {
         assert!(!ok && err.contains("MEDIA_CAPTION_TOO_LONG"), "{err}");
         // Bob cannot post Ann's file (his own uploads only; forwarding is how files travel).
         let media = courier_client::pb::InputMedia { file_id, kind: courier_client::pb::MediaKind::MediaPhoto.into(), duration_secs: 0 };
-        assert_eq!(bob.send_media(dm.id, 10, "", media, 0).await.unwrap_err().code(), "FILE_NOT_FOUND");
+        assert_eq!(bob.send_media(dm.id, 10, "", media, 0).await.unwrap_err().code(), Code::FileNotFound);
     });
 }
 
@@ -441,7 +442,7 @@ fn unfinished_uploads_expire_and_chunks_nothing_uses_are_collected() {
         assert_eq!(s["chunks"]["collected"].as_u64(), Some(9), "3 chunks on 3 nodes");
         assert!(s["chunks"]["uploads_expired"].as_u64() >= Some(1));
         let missing = a.finish_upload(2, 6, part as u32, dropped.len() as u64, Sha256::digest(&dropped).into(), "x", "").await.unwrap_err();
-        assert_eq!(missing.code(), "FILE_PART_MISSING", "the expired upload starts over");
+        assert_eq!(missing.code(), Code::FilePartMissing, "the expired upload starts over");
         // The finished file is whole.
         let mut got = Vec::new();
         while got.len() < kept.len() {

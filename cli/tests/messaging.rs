@@ -2,6 +2,7 @@
 
 mod common;
 
+use courier_client::Code;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -270,18 +271,18 @@ fn one_order_for_concurrent_senders_retries_and_the_brief_s_errors() {
 
         // The brief's errors.
         let [a, _, _] = &clients;
-        assert_eq!(eve.send_message(chat.id, 1, "let me in", 0).await.unwrap_err().code(), "NOT_A_MEMBER");
-        assert_eq!(eve.history(chat.id, 0, 0, 10).await.unwrap_err().code(), "NOT_A_MEMBER");
+        assert_eq!(eve.send_message(chat.id, 1, "let me in", 0).await.unwrap_err().code(), Code::NotAMember);
+        assert_eq!(eve.history(chat.id, 0, 0, 10).await.unwrap_err().code(), Code::NotAMember);
         let forged = chat.id ^ (12345 << 16);
-        assert_eq!(a.send_message(forged, 1, "x", 0).await.unwrap_err().code(), "NOT_A_MEMBER", "a forged chat id looks like any chat you are not in");
-        assert_eq!(a.history(u64::MAX, 0, 0, 10).await.unwrap_err().code(), "NOT_A_MEMBER");
-        assert_eq!(a.send_message(chat.id, 999, &"x".repeat(4097), 0).await.unwrap_err().code(), "MESSAGE_TOO_LONG");
-        assert_eq!(a.edit_message(chat.id, 99_999, "x").await.unwrap_err().code(), "MESSAGE_NOT_FOUND");
-        assert_eq!(eve.invite(chat.id, vec![1]).await.unwrap_err().code(), "NOT_A_MEMBER");
-        assert_eq!(clients[1].set_title(chat.id, "mine now").await.unwrap_err().code(), "ADMIN_REQUIRED");
+        assert_eq!(a.send_message(forged, 1, "x", 0).await.unwrap_err().code(), Code::NotAMember, "a forged chat id looks like any chat you are not in");
+        assert_eq!(a.history(u64::MAX, 0, 0, 10).await.unwrap_err().code(), Code::NotAMember);
+        assert_eq!(a.send_message(chat.id, 999, &"x".repeat(4097), 0).await.unwrap_err().code(), Code::MessageTooLong);
+        assert_eq!(a.edit_message(chat.id, 99_999, "x").await.unwrap_err().code(), Code::MessageNotFound);
+        assert_eq!(eve.invite(chat.id, vec![1]).await.unwrap_err().code(), Code::NotAMember);
+        assert_eq!(clients[1].set_title(chat.id, "mine now").await.unwrap_err().code(), Code::AdminRequired);
         let anns = views[0].iter().find(|l| l.1 == ann.id).unwrap().0;
-        assert_eq!(clients[1].delete_messages(chat.id, vec![anns]).await.unwrap_err().code(), "ADMIN_REQUIRED", "a member deletes only their own");
-        assert_eq!(clients[1].edit_message(chat.id, anns, "mine").await.unwrap_err().code(), "MESSAGE_AUTHOR_REQUIRED");
+        assert_eq!(clients[1].delete_messages(chat.id, vec![anns]).await.unwrap_err().code(), Code::AdminRequired, "a member deletes only their own");
+        assert_eq!(clients[1].edit_message(chat.id, anns, "mine").await.unwrap_err().code(), Code::MessageAuthorRequired);
         (chat, (ann, bob))
     });
 
@@ -472,10 +473,10 @@ fn edits_end_after_48_hours_on_every_node() {
         let m = a.send_message(chat.id, 1, "tpyo", 0).await.unwrap();
         std::fs::write(&offset, (47 * 3600).to_string()).unwrap();
         assert_eq!(a.edit_message(chat.id, m.id, "typo, 47 h later").await.unwrap().text, "typo, 47 h later");
-        assert_eq!(b.edit_message(chat.id, m.id, "not mine").await.unwrap_err().code(), "MESSAGE_AUTHOR_REQUIRED");
+        assert_eq!(b.edit_message(chat.id, m.id, "not mine").await.unwrap_err().code(), Code::MessageAuthorRequired);
         std::fs::write(&offset, (48 * 3600 + 60).to_string()).unwrap();
         let e = a.edit_message(chat.id, m.id, "too late").await.unwrap_err();
-        assert_eq!(e.code(), "EDIT_TIME_EXPIRED", "{e}");
+        assert_eq!(e.code(), Code::EditTimeExpired, "{e}");
         // Deleting your own message has no time limit.
         a.delete_messages(chat.id, vec![m.id]).await.unwrap();
         assert!(b.history(chat.id, 0, 0, 1).await.unwrap()[0].deleted);

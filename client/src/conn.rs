@@ -1,6 +1,7 @@
 //! One QUIC connection to one node: TLS set-up, the hello, the push stream,
 //! and one bidirectional stream per request.
 
+use courier_proto::Code;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -68,21 +69,20 @@ fn host_of(addr: &str) -> &str {
 }
 
 /// The brief's code a node gave when it closed the connection, if any.
-pub(crate) fn close_code(e: &quinn::ConnectionError) -> Option<String> {
+pub(crate) fn close_code(e: &quinn::ConnectionError) -> Option<Code> {
     match e {
         quinn::ConnectionError::ApplicationClosed(c) => {
             let reason = String::from_utf8_lossy(&c.reason);
-            let code = reason.split(':').next().unwrap_or("").trim();
-            (!code.is_empty()).then(|| code.to_string())
+            Code::parse(reason.split(':').next().unwrap_or("").trim())
         }
         quinn::ConnectionError::LocallyClosed => None,
-        _ => Some("UNAVAILABLE".into()),
+        _ => Some(Code::Unavailable),
     }
 }
 
 fn conn_error(e: quinn::ConnectionError) -> Error {
     match close_code(&e) {
-        Some(code) if code != "UNAVAILABLE" => Error::Api { code, message: format!("the node closed the connection: {e}"), retry_after_secs: 0, parts: vec![] },
+        Some(code) if code != Code::Unavailable => Error::Api { code, message: format!("the node closed the connection: {e}"), retry_after_secs: 0, parts: vec![] },
         _ => Error::Unavailable(e.to_string()),
     }
 }
@@ -160,7 +160,7 @@ fn spawn_readers(inner: Weak<Inner>, node: String, conn: quinn::Connection) {
     tokio::spawn(async move {
         let reason = conn.closed().await;
         let Some(code) = close_code(&reason) else { return };
-        let revoked = code == "SESSION_REVOKED";
+        let revoked = code == Code::SessionRevoked;
         if let Some(i) = inner.upgrade() {
             if revoked {
                 *i.token.lock().expect("token lock") = None;
@@ -223,7 +223,7 @@ mod tests {
     fn an_answer_over_the_frame_limit_is_final_a_broken_stream_is_not() {
         let big = read_error(frame::FrameError::TooLarge { len: 1_313_204, limit: MAX_CLIENT_FRAME }, None);
         assert!(!big.is_retryable(), "{big}");
-        assert_eq!(big.code(), "BAD_REQUEST");
+        assert_eq!(big.code(), Code::BadRequest);
         let cut = read_error(frame::FrameError::Truncated, None);
         assert!(cut.is_retryable(), "{cut}");
     }

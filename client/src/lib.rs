@@ -34,6 +34,7 @@ pub use conn::{ALPN, PROTOCOL};
 /// The UDP endpoint type of [`shared_endpoint`] and [`ClientConfig::endpoint`].
 pub use media::FileLocation;
 pub use quinn::Endpoint;
+pub use courier_proto::Code;
 pub use error::{Error, Result};
 
 /// How to reach and identify to a cluster.
@@ -115,7 +116,7 @@ pub enum Event {
     Update(pb::Update),
     /// The connection to `node` ended; `code` is the brief's code when the
     /// node said why (`SESSION_REVOKED`, `UNAVAILABLE`, …).
-    Disconnected { node: String, code: Option<String> },
+    Disconnected { node: String, code: Option<Code> },
     /// Connected (again) to `node`; `authorized` when the session was accepted.
     Connected { node: String, authorized: bool },
 }
@@ -378,7 +379,7 @@ impl Client {
     async fn attempt(&self, conn: &quinn::Connection, req: &pb::Request) -> std::result::Result<Result<R>, Error> {
         match conn::request(conn, req, self.inner.cfg.request_timeout).await {
             Ok(R::Error(e)) => Ok(Err(Error::from_proto(e))),
-            Err(e) if e.code() == "SESSION_REVOKED" => {
+            Err(e) if e.code() == Code::SessionRevoked => {
                 *self.inner.token.lock().expect("token lock") = None;
                 Ok(Err(e))
             }

@@ -7,6 +7,7 @@
 //! `OUT.part`, continues it after an interruption, and checks the whole
 //! file's SHA-256 before renaming it to `OUT`.
 
+use courier_proto::Code;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -135,8 +136,8 @@ impl Client {
         // Resuming: ask first which parts are missing.
         let mut todo: Vec<u32> = match self.finish(u).await {
             Ok(f) => return Ok(f),
-            Err(Error::Api { code, parts: missing, .. }) if code == "FILE_PART_MISSING" && !missing.is_empty() => missing,
-            Err(e) if e.code() == "FILE_PART_MISSING" => (0..parts).collect(),
+            Err(Error::Api { code, parts: missing, .. }) if code == Code::FilePartMissing && !missing.is_empty() => missing,
+            Err(e) if e.code() == Code::FilePartMissing => (0..parts).collect(),
             Err(e) => return Err(e),
         };
         let sent = AtomicU64::new((parts as u64 - todo.len() as u64) * PART_SIZE as u64);
@@ -162,7 +163,7 @@ impl Client {
             match self.finish(u).await {
                 Ok(f) => return Ok(f),
                 // A node holding parts of an incomplete chunk died: send them again.
-                Err(Error::Api { code, parts: missing, .. }) if code == "FILE_PART_MISSING" => {
+                Err(Error::Api { code, parts: missing, .. }) if code == Code::FilePartMissing => {
                     todo = if missing.is_empty() { (0..parts).collect() } else { missing };
                     sent.store((parts as u64 - todo.len() as u64) * PART_SIZE as u64, Relaxed);
                 }

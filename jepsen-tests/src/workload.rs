@@ -13,6 +13,7 @@
 //! Clients start on a random node and move to another random one after a
 //! failure.
 
+use courier_client::Code;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -129,7 +130,7 @@ async fn login(
     let sent = d.client.send_code(phone).await?;
     let auth = match d.client.sign_in(phone, &sent.phone_code_hash, code).await {
         Ok(a) => a,
-        Err(e) if e.code() == "SIGN_UP_REQUIRED" => {
+        Err(e) if e.code() == Code::SignUpRequired => {
             d.client
                 .sign_up(phone, &sent.phone_code_hash, name, "")
                 .await?
@@ -222,7 +223,7 @@ fn outcome(e: &Error) -> Kind {
     match e {
         // The node answered: the operation did not happen (codes for
         // "maybe" excepted).
-        Error::Api { code, .. } if code != "UNAVAILABLE" && code != "INTERNAL" => Kind::Fail,
+        Error::Api { code, .. } if !matches!(code, Code::Unavailable | Code::Internal) => Kind::Fail,
         _ => Kind::Info,
     }
 }
@@ -671,7 +672,7 @@ pub async fn final_files(h: &History, target: &Target, token: &[u8], node: &str)
                 Ok(b) => break Ok(b),
                 Err(e) if Instant::now() > deadline => break Err(e),
                 // Deleted since: nothing to check (the checker knows from the log).
-                Err(e) if e.code() == "MESSAGE_NOT_FOUND" => break Err(e),
+                Err(e) if e.code() == Code::MessageNotFound => break Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         };

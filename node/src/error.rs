@@ -1,3 +1,5 @@
+use courier_proto::Code;
+
 /// Errors of a node. Every one a client or operator can see maps to a stable
 /// code from the brief ([`Error::code`]).
 #[derive(Debug, thiserror::Error)]
@@ -31,18 +33,18 @@ pub enum Error {
 
 impl Error {
     /// The stable error code (see the brief).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> courier_proto::Code {
         match self {
-            Error::Raft(e) if e.is_retryable() => "UNAVAILABLE",
-            Error::Raft(courier_raft::Error::Invalid(_)) => "BAD_REQUEST",
-            Error::NotInitialized => "UNAVAILABLE",
-            Error::BadRequest(_) | Error::Config(_) => "BAD_REQUEST",
-            Error::Unauthorized(_) => "UNAUTHORIZED",
+            Error::Raft(e) if e.is_retryable() => Code::Unavailable,
+            Error::Raft(courier_raft::Error::Invalid(_)) => Code::BadRequest,
+            Error::NotInitialized => Code::Unavailable,
+            Error::BadRequest(_) | Error::Config(_) => Code::BadRequest,
+            Error::Unauthorized(_) => Code::Unauthorized,
             Error::Auth(e) => e.code(),
             Error::Chat(e) => e.code(),
             Error::Media(e) => e.code(),
-            Error::Unavailable(_) => "UNAVAILABLE",
-            _ => "INTERNAL",
+            Error::Unavailable(_) => Code::Unavailable,
+            _ => Code::Internal,
         }
     }
 
@@ -57,27 +59,27 @@ impl Error {
     /// What a client is told: the code, and a message that names nothing internal.
     pub fn to_client(&self) -> courier_proto::client::Error {
         let message = match self.code() {
-            "INTERNAL" => "internal error; the node logged the cause".to_string(),
+            Code::Internal => "internal error; the node logged the cause".to_string(),
             _ => self.to_string(),
         };
         let parts = match self {
             Error::Media(crate::media::MediaError::PartMissing(p)) => p.clone(),
             _ => Vec::new(),
         };
-        courier_proto::client::Error { code: self.code().to_string(), message, retry_after_secs: self.retry_after_secs(), parts }
+        courier_proto::client::Error { code: self.code().as_str().to_string(), message, retry_after_secs: self.retry_after_secs(), parts }
     }
 }
 
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> tonic::Status {
         let code = match e.code() {
-            "UNAVAILABLE" => tonic::Code::Unavailable,
-            "BAD_REQUEST" => tonic::Code::InvalidArgument,
-            "UNAUTHORIZED" => tonic::Code::PermissionDenied,
+            Code::Unavailable => tonic::Code::Unavailable,
+            Code::BadRequest => tonic::Code::InvalidArgument,
+            Code::Unauthorized => tonic::Code::PermissionDenied,
             _ => tonic::Code::Internal,
         };
         let mut status = tonic::Status::new(code, format!("{}: {e}", e.code()));
-        if let Ok(v) = e.code().parse() {
+        if let Ok(v) = e.code().as_str().parse() {
             status.metadata_mut().insert("courier-code", v);
         }
         status

@@ -1,11 +1,13 @@
 //! A Courier node. Every node runs every part; `run` is what `courier node`
 //! calls, and what tests boot.
 //!
-//! - `cluster/`: identity, init and join, health, placement, `cluster status`,
-//!   and the peer/admin gRPC services.
-//! - `gateway/`: the client QUIC front door; `auth/`: login and sessions.
-//! - `app.rs`: the services' replicated commands, applied inside Raft.
-//! - `messaging/`: chats as replicated ordered logs; `media/`: a later issue.
+//! - `cluster/`: identity, init and join, health, placement, `cluster status`.
+//! - `push/`: which client connections receive what, here and on every node.
+//! - `auth/`: login and sessions; `messaging/`: chats as replicated ordered
+//!   logs; `media/`: files in chunks on the ring. `app.rs`: the services'
+//!   replicated commands, applied inside Raft.
+//! - `gateway/`: the client front door (a transport-independent core, QUIC under it).
+//! - `rpc.rs`: the peer port's gRPC services, wired to the parts that own each call.
 
 pub mod app;
 pub mod auth;
@@ -20,6 +22,8 @@ pub mod media;
 mod http;
 pub mod messaging;
 pub mod metrics;
+pub mod push;
+pub mod rpc;
 pub mod state;
 pub mod tls;
 
@@ -32,6 +36,31 @@ use courier_raft::network::MAX_MESSAGE;
 
 pub use cluster::Node;
 pub use config::NodeConfig;
+
+/// The parts above the cluster, wired as [`run`] wires them (tests boot
+/// the same): arrows point from the door to the services to pushes to the
+/// cluster.
+pub struct Parts {
+    pub pushes: std::sync::Arc<push::Pushes>,
+    pub auth: std::sync::Arc<auth::Auth>,
+    pub media: std::sync::Arc<media::Media>,
+    pub chats: std::sync::Arc<messaging::Messaging>,
+    pub door: std::sync::Arc<gateway::Door>,
+}
+
+impl Parts {
+    pub fn new(node: &Node) -> Parts {
+        use std::sync::Arc;
+        let cfg = node.config();
+        let clock = clock::Clock::new(cfg.clock_offset_file.clone());
+        let pushes = push::Pushes::new(node.clone(), auth::SESSION_LEASE);
+        let auth = Arc::new(auth::Auth::new(node.clone(), pushes.clone(), cfg.auth.clone(), clock.clone()));
+        let media = Arc::new(media::Media::new(node.clone(), clock.clone()));
+        let chats = Arc::new(messaging::Messaging::new(node.clone(), pushes.clone(), auth.clone(), media.clone(), clock));
+        let door = gateway::Door::new(node.clone(), pushes.clone(), auth.clone(), chats.clone(), media.clone(), cfg.gateway.clone());
+        Parts { pushes, auth, media, chats, door }
+    }
+}
 pub use error::{Error, Result};
 
 /// Writes the process id to `courier.pid` in the data directory while the
@@ -74,12 +103,13 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         .map_err(|e| Error::Io(format!("cannot bind client_addr {} (UDP): {e}", cfg.client_addr)))?;
     let endpoint = gateway::endpoint(&cfg, client_socket)?;
 
+    let parts = Parts::new(&node);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc = {
-        let peer = PeerServer::new(cluster::service::PeerService(node.clone()))
+        let peer = PeerServer::new(rpc::PeerService { node: node.clone(), pushes: parts.pushes.clone() })
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        let admin = AdminServer::new(cluster::service::AdminService(node.clone()));
+        let admin = AdminServer::new(rpc::AdminService { node: node.clone(), auth: parts.auth.clone() });
         let incoming = tls::incoming(peer_listener, server_tls, node.revoked());
         let mut stop = stop_rx.clone();
         tokio::spawn(
@@ -95,13 +125,10 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         )
     };
     let http = tokio::spawn(http::serve(admin_listener, node.clone(), stop_rx.clone()));
-    let clock = clock::Clock::new(cfg.clock_offset_file.clone());
-    let auth = std::sync::Arc::new(auth::Auth::new(node.clone(), cfg.auth.clone(), clock.clone()));
     let (gw_stop_tx, gw_stop_rx) = tokio::sync::watch::channel(false);
-    let chats = std::sync::Arc::new(messaging::Messaging::new(node.clone(), auth.clone(), clock.clone()));
-    let media = std::sync::Arc::new(media::Media::new(node.clone(), clock.clone()));
-    let repair = tokio::spawn(media.clone().run_repair(stop_rx.clone()));
-    let gateway = tokio::spawn(gateway::Gateway::new(node.clone(), auth, chats, media, cfg.gateway.clone()).serve(endpoint, gw_stop_rx));
+    let repair = tokio::spawn(parts.media.clone().run_repair(stop_rx.clone()));
+    let sweep = tokio::spawn(parts.door.clone().sweep_loop(gw_stop_rx.clone()));
+    let gateway = tokio::spawn(gateway::quic::serve(parts.door.clone(), endpoint, gw_stop_rx));
 
     node.boot().await?;
     tracing::info!(name = %cfg.name, peer = %cfg.peer_addr, client = %cfg.client_addr, admin = %cfg.admin_addr, "node running");
@@ -117,6 +144,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     tracing::info!("shutting down: closing client connections, handing over leadership");
     let _ = gw_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), gateway).await;
+    sweep.abort();
     node.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(3), grpc).await;

@@ -11,4 +11,7 @@ pub mod client {
     tonic::include_proto!("courier.client.v1");
 }
 
+pub mod code;
 pub mod frame;
+
+pub use code::Code;

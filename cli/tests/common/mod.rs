@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use courier_client::Code;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -310,7 +311,7 @@ pub async fn device_with(c: &Cluster, node: u32, phone: &str, name: &str, tune: 
     let code = phone[6..7].repeat(5);
     let auth = match client.sign_in(phone, &sent.phone_code_hash, &code).await {
         Ok(a) => a,
-        Err(e) if e.code() == "SIGN_UP_REQUIRED" => client.sign_up(phone, &sent.phone_code_hash, name, "").await.unwrap(),
+        Err(e) if e.code() == Code::SignUpRequired => client.sign_up(phone, &sent.phone_code_hash, name, "").await.unwrap(),
         Err(e) => panic!("{e}"),
     };
     (client, events, auth.user.unwrap())

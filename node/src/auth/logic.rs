@@ -203,17 +203,17 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> courier_proto::Code {
         match self {
-            AuthError::PhoneNumberInvalid => "PHONE_NUMBER_INVALID",
-            AuthError::PhoneCodeInvalid { .. } => "PHONE_CODE_INVALID",
-            AuthError::PhoneCodeExpired => "PHONE_CODE_EXPIRED",
-            AuthError::FloodWait { .. } => "FLOOD_WAIT",
-            AuthError::SignUpRequired => "SIGN_UP_REQUIRED",
-            AuthError::BadRequest(_) => "BAD_REQUEST",
-            AuthError::Unauthorized => "UNAUTHORIZED",
-            AuthError::SessionRevoked => "SESSION_REVOKED",
-            AuthError::AlreadyLoggedIn => "ALREADY_LOGGED_IN",
+            AuthError::PhoneNumberInvalid => courier_proto::Code::PhoneNumberInvalid,
+            AuthError::PhoneCodeInvalid { .. } => courier_proto::Code::PhoneCodeInvalid,
+            AuthError::PhoneCodeExpired => courier_proto::Code::PhoneCodeExpired,
+            AuthError::FloodWait { .. } => courier_proto::Code::FloodWait,
+            AuthError::SignUpRequired => courier_proto::Code::SignUpRequired,
+            AuthError::BadRequest(_) => courier_proto::Code::BadRequest,
+            AuthError::Unauthorized => courier_proto::Code::Unauthorized,
+            AuthError::SessionRevoked => courier_proto::Code::SessionRevoked,
+            AuthError::AlreadyLoggedIn => courier_proto::Code::AlreadyLoggedIn,
         }
     }
 }

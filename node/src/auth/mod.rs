@@ -16,7 +16,8 @@ use crate::clock::Clock;
 use crate::cluster::Node;
 use crate::config::AuthConfig;
 use crate::error::{Error, Result};
-use crate::gateway::registry::Notice;
+use crate::push::{Notice, Push, Pushes};
+use courier_proto::client as pb;
 pub use logic::{AuthError, Reply, Revoke, Session, TokenHash, User, Validity};
 
 /// How long a node may keep serving a connection on its last session check.
@@ -50,15 +51,16 @@ pub struct NewAuthorization {
 
 pub struct Auth {
     node: Node,
+    pushes: std::sync::Arc<Pushes>,
     cfg: AuthConfig,
     clock: Clock,
     per_address: Mutex<crate::limit::RateLimiter<IpAddr>>,
 }
 
 impl Auth {
-    pub fn new(node: Node, cfg: AuthConfig, clock: Clock) -> Auth {
+    pub fn new(node: Node, pushes: std::sync::Arc<Pushes>, cfg: AuthConfig, clock: Clock) -> Auth {
         let per_address = Mutex::new(crate::limit::RateLimiter::penalizing(cfg.logins_per_address_per_minute));
-        Auth { node, cfg, clock, per_address }
+        Auth { node, pushes, cfg, clock, per_address }
     }
 
     /// A login attempt (code, sign-in, sign-up) from `caller`'s address,
@@ -131,8 +133,9 @@ impl Auth {
             {
                 // Who asked, as the account's devices show it: the app and the
                 // address, never the asker's free text (a phishing line).
-                let notice = Notice::LoginCode { user_id: user.id, phone: phone.into(), code: code.clone(), device: logic::asker_label(&caller.app_version, caller.addr.ip()) };
-                self.node.broadcast(&notice, Duration::from_secs(1)).await;
+                let shown = pb::LoginCode { phone: phone.into(), code: code.clone(), device: logic::asker_label(&caller.app_version, caller.addr.ip()) };
+                let update = prost::Message::encode_to_vec(&pb::Update { kind: Some(pb::update::Kind::LoginCode(shown)) });
+                self.pushes.broadcast(Notice::Push(Push::to_users(vec![user.id], update)), Duration::from_secs(1)).await;
                 delivery = "app";
             }
         } else {
@@ -245,7 +248,7 @@ impl Auth {
         let committed = Instant::now();
         let Reply::Revoked(hashes) = reply else { return Err(Error::Io("unexpected reply to revoke".into())) };
         if !hashes.is_empty() {
-            let all = self.node.broadcast(&Notice::Revoked(hashes.clone()), SESSION_LEASE).await;
+            let all = self.pushes.broadcast(Notice::Revoked(hashes.clone()), SESSION_LEASE).await;
             if !all {
                 tokio::time::sleep_until((committed + SESSION_LEASE + Duration::from_millis(100)).into()).await;
             }

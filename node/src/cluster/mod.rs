@@ -2,9 +2,8 @@
 //! the placement controller (acting on the meta leader) and `cluster status`.
 
 mod controller;
-pub mod service;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,35 +58,16 @@ struct NodeInner {
     health: Mutex<BTreeMap<NodeId, Health>>,
     metrics: Metrics,
     started: Instant,
-    conns: Arc<crate::gateway::registry::Registry>,
     chunk_health: Mutex<ChunkHealth>,
-    /// The other nodes' peer addresses (refreshed every placement tick), and
-    /// one queue of notices per node: see [`Node::publish`].
-    notice_peers: Mutex<Vec<String>>,
-    notice_pipes: Mutex<HashMap<String, tokio::sync::mpsc::Sender<Vec<u8>>>>,
+    /// The other nodes' peer addresses (refreshed every placement tick).
+    other_peers: Mutex<Vec<String>>,
     /// Certificates the peer port refuses (read from the meta group).
     revoked: Arc<crate::tls::Revoked>,
 }
 
-/// Notices one node's queue holds; more are dropped (devices catch up by
-/// difference), and sent at most this many to an RPC.
-const NOTICE_QUEUE: usize = 4096;
 /// How often a node reads the revoked certificates (a revocation reaches
 /// every node's peer port within about this long).
 const REVOKED_EVERY: Duration = Duration::from_secs(2);
-const NOTICE_BATCH: usize = 256;
-
-/// One node's queue of notices, until the node is dropped.
-async fn send_notices(router: Router, addr: String, mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>) {
-    while let Some(first) = rx.recv().await {
-        let (payloads, _) = courier_raft::batch::take_queued(first, &mut rx, NOTICE_BATCH, usize::MAX, |_| 0);
-        let Ok(mut client) = router.peer(&addr) else { continue };
-        let req = courier_proto::peer::NotifyRequest { payload: Vec::new(), payloads };
-        if let Ok(Err(e)) | Err(e) = tokio::time::timeout(Duration::from_secs(2), client.notify(req)).await.map_err(|_| tonic::Status::deadline_exceeded("2 s")) {
-            tracing::debug!(node = %addr, "notices not delivered: {e}");
-        }
-    }
-}
 
 pub(crate) fn view_to_proto(v: &GroupView) -> ReplicaView {
     ReplicaView {
@@ -147,10 +127,8 @@ impl Node {
                 health: Mutex::default(),
                 metrics,
                 started: Instant::now(),
-                conns: Arc::default(),
                 chunk_health: Mutex::default(),
-                notice_peers: Mutex::default(),
-                notice_pipes: Mutex::default(),
+                other_peers: Mutex::default(),
                 revoked: Arc::default(),
             }),
         })
@@ -173,55 +151,16 @@ impl Node {
         &self.inner.store
     }
 
-    /// This node's live client connections.
-    pub fn conns(&self) -> &Arc<crate::gateway::registry::Registry> {
-        &self.inner.conns
-    }
-
-    /// Sends `notice` to every node of the cluster (this one included) and
-    /// waits at most `timeout`. Returns whether every node confirmed it.
-    pub async fn broadcast(&self, notice: &crate::gateway::registry::Notice, timeout: Duration) -> bool {
-        if self.raft().is_err() {
-            return false;
-        }
-        self.inner.conns.apply(notice, None);
-        let payload = courier_raft::codec::encode(notice);
-        let answers = self
-            .ask_peers(timeout, move |mut client| {
-                let payload = payload.clone();
-                async move { client.notify(courier_proto::peer::NotifyRequest { payload, payloads: Vec::new() }).await }
-            })
-            .await;
-        answers.map(|a| a.iter().all(Option::is_some)).unwrap_or(false)
-    }
-
-    /// Hands `notice` to this node's connections and queues it for every
-    /// other node, without waiting: each node's queue is sent in order by
-    /// one task, as many notices per RPC as have piled up meanwhile (under
-    /// load one RPC carries many sends' notices). A notice that cannot be
-    /// delivered is dropped: devices fill gaps by difference. `origin`: the
-    /// client that made the change, which has it from its reply already.
-    pub fn publish(&self, notice: &crate::gateway::registry::Notice, origin: Option<crate::gateway::registry::Origin>) {
-        self.inner.conns.apply(notice, origin);
-        let payload = courier_raft::codec::encode_with_trailer(notice, origin.as_ref());
-        let peers = self.inner.notice_peers.lock().expect("notice peers").clone();
-        let mut pipes = self.inner.notice_pipes.lock().expect("notice pipes");
-        for addr in peers {
-            let pipe = pipes.entry(addr.clone()).or_insert_with(|| {
-                let (tx, rx) = tokio::sync::mpsc::channel(NOTICE_QUEUE);
-                tokio::spawn(send_notices(self.inner.router.clone(), addr.clone(), rx));
-                tx
-            });
-            if pipe.try_send(payload.clone()).is_err() {
-                tracing::debug!(node = %addr, "notice queue full; dropped a notice");
-            }
-        }
+    /// The other nodes' peer addresses (not removed), as of the last
+    /// placement tick.
+    pub fn other_peers(&self) -> Vec<String> {
+        self.inner.other_peers.lock().expect("other peers").clone()
     }
 
     /// Calls every other node of the cluster (not removed) concurrently, each
     /// within `timeout`: the answers in no particular order, `None` for a
     /// node that failed or was late; `Err` if the node list is unknown.
-    async fn ask_peers<T, F, Fut>(&self, timeout: Duration, call: F) -> Result<Vec<Option<T>>>
+    pub async fn ask_peers<T, F, Fut>(&self, timeout: Duration, call: F) -> Result<Vec<Option<T>>>
     where
         F: Fn(courier_proto::peer::peer_client::PeerClient<tonic::transport::Channel>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
@@ -234,28 +173,6 @@ impl Node {
             async move { tokio::time::timeout(timeout, call?).await.ok()?.ok().map(tonic::Response::into_inner) }
         });
         Ok(futures::future::join_all(asks).await)
-    }
-
-    /// Online users among `users` (a connection on any node that answers
-    /// within a second) and the others' last-seen times, newest over the nodes.
-    pub async fn presence(&self, users: &[u64]) -> (HashSet<u64>, HashMap<u64, u64>) {
-        let (online, seen) = self.inner.conns.presence(users);
-        let mut online: HashSet<u64> = online.into_iter().collect();
-        let mut last: HashMap<u64, u64> = seen.into_iter().collect();
-        let asks = self
-            .ask_peers(Duration::from_secs(1), |mut client| {
-                let users = users.to_vec();
-                async move { client.presence(courier_proto::peer::PresenceRequest { users }).await }
-            })
-            .await;
-        for reply in asks.unwrap_or_default().into_iter().flatten() {
-            online.extend(reply.online);
-            for s in reply.last_seen {
-                let at = last.entry(s.user).or_default();
-                *at = (*at).max(s.at_ms);
-            }
-        }
-        (online, last)
     }
 
     pub fn raft(&self) -> Result<&MultiRaft> {
@@ -628,7 +545,7 @@ impl Node {
             };
             let mut peers: Vec<String> =
                 cluster.nodes.values().filter(|n| n.state != NodeState::Removed && n.id != multi.id()).map(|n| n.info.peer_addr.clone()).collect();
-            *self.inner.notice_peers.lock().expect("notice peers") = peers.clone();
+            *self.inner.other_peers.lock().expect("other peers") = peers.clone();
             peers.extend(self.inner.cfg.join.iter().cloned());
             multi.set_peers(peers);
             let probes = self.probe_all(&cluster, tick.min(Duration::from_millis(800))).await;

@@ -24,15 +24,9 @@ pub struct Hello {
     pub own_sends_key: u64,
 }
 
-/// One client request, checked.
-/// A file to post in a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputMedia {
-    pub file: u64,
-    pub kind: logic::MediaKind,
-    pub duration_secs: u32,
-}
+pub use crate::messaging::InputMedia;
 
+/// One client request, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
     Hello(Hello),
@@ -333,41 +327,41 @@ mod tests {
     #[test]
     fn requests_are_checked_into_methods() {
         let bad = |r: pb::Request| Method::try_from(r).unwrap_err().code();
-        assert_eq!(bad(pb::Request { method: None }), "BAD_REQUEST");
+        assert_eq!(bad(pb::Request { method: None }), courier_proto::Code::BadRequest);
         let send = |p: &str| pb::Request { method: Some(M::SendCode(pb::SendCode { phone: p.into() })) };
-        assert_eq!(bad(send("12")), "PHONE_NUMBER_INVALID");
+        assert_eq!(bad(send("12")), courier_proto::Code::PhoneNumberInvalid);
         assert_eq!(Method::try_from(send("+15550001111")).unwrap(), Method::SendCode { phone: "+15550001111".into() });
         let sign_in = |h: &str| pb::Request {
             method: Some(M::SignIn(pb::SignIn { phone: "+15550001111".into(), phone_code_hash: h.into(), code: "1".into() })),
         };
-        assert_eq!(bad(sign_in("zz")), "BAD_REQUEST");
+        assert_eq!(bad(sign_in("zz")), courier_proto::Code::BadRequest);
         assert!(matches!(Method::try_from(sign_in(&code_id_string(77))).unwrap(), Method::SignIn { code_id: 77, .. }));
         let hello = |p: u32, d: &str| pb::Request {
             method: Some(M::Hello(pb::Hello { protocol: p, client_version: "t".into(), device: d.into(), session_token: vec![], requests_only: false, own_sends_key: 0 })),
         };
-        assert_eq!(bad(hello(2, "d")), "BAD_REQUEST");
-        assert_eq!(bad(hello(1, "bad\u{7}device")), "BAD_REQUEST");
-        assert_eq!(bad(hello(1, &"x".repeat(200))), "BAD_REQUEST");
+        assert_eq!(bad(hello(2, "d")), courier_proto::Code::BadRequest);
+        assert_eq!(bad(hello(1, "bad\u{7}device")), courier_proto::Code::BadRequest);
+        assert_eq!(bad(hello(1, &"x".repeat(200))), courier_proto::Code::BadRequest);
         assert!(matches!(Method::try_from(hello(1, "laptop")).unwrap(), Method::Hello(Hello { token: None, .. })));
         let msg = |t: String| pb::Request { method: Some(M::SendMessage(pb::SendMessage { chat_id: 1, random_id: 2, text: t, reply_to: 0, media: None })) };
-        assert_eq!(bad(msg("x".repeat(4097))), "MESSAGE_TOO_LONG");
+        assert_eq!(bad(msg("x".repeat(4097))), courier_proto::Code::MessageTooLong);
         assert!(matches!(Method::try_from(msg("x".repeat(4096))).unwrap(), Method::SendMessage { chat: 1, random_id: 2, .. }));
         let photo = |t: String, kind: i32| pb::Request {
             method: Some(M::SendMessage(pb::SendMessage { chat_id: 1, random_id: 2, text: t, reply_to: 0, media: Some(pb::InputMedia { file_id: 9, kind, duration_secs: 0 }) })),
         };
-        assert_eq!(bad(photo("x".repeat(1025), 1)), "MEDIA_CAPTION_TOO_LONG");
-        assert_eq!(bad(photo(String::new(), 7)), "BAD_REQUEST");
+        assert_eq!(bad(photo("x".repeat(1025), 1)), courier_proto::Code::MediaCaptionTooLong);
+        assert_eq!(bad(photo(String::new(), 7)), courier_proto::Code::BadRequest);
         let Method::SendMessage { media: Some(m), .. } = Method::try_from(photo(String::new(), 1)).unwrap() else { panic!("an empty caption is fine") };
         assert_eq!((m.file, m.kind), (9, logic::MediaKind::Photo));
         let get = |thumb: &str| pb::Request { method: Some(M::GetFile(pb::GetFile { file_id: 1, offset: 0, limit: 10, chat_id: 5, message_id: 6, thumb: thumb.into() })) };
-        assert_eq!(bad(get("x")), "BAD_REQUEST");
+        assert_eq!(bad(get("x")), courier_proto::Code::BadRequest);
         assert_eq!(Method::try_from(get("m")).unwrap(), Method::GetFile { file: 1, offset: 0, limit: 10, via: Some((5, 6)), thumb: Some(b'm') });
         let create = |k: i32| pb::Request { method: Some(M::CreateChat(pb::CreateChat { kind: k, title: "t".into(), members: vec![] })) };
-        assert_eq!(bad(create(0)), "BAD_REQUEST");
-        assert_eq!(bad(create(99)), "BAD_REQUEST");
+        assert_eq!(bad(create(0)), courier_proto::Code::BadRequest);
+        assert_eq!(bad(create(99)), courier_proto::Code::BadRequest);
         assert!(Method::try_from(create(2)).unwrap().needs_session());
         let members = |limit: u32| pb::Request { method: Some(M::GetMembers(pb::GetMembers { chat_id: 3, after_user: 4, limit })) };
-        assert_eq!(bad(members(201)), "BAD_REQUEST");
+        assert_eq!(bad(members(201)), courier_proto::Code::BadRequest);
         assert_eq!(Method::try_from(members(0)).unwrap(), Method::GetMembers { chat: 3, after: 4, limit: 100 });
         assert_eq!(Method::try_from(members(200)).unwrap(), Method::GetMembers { chat: 3, after: 4, limit: 200 });
     }

@@ -12,6 +12,7 @@
 //! `f/u/<upload>` the chunks recorded so far, `f/f/<file>` a finished file,
 //! `f/d/<upload>` the file an upload became (a repeated finish answers it).
 
+use courier_proto::Code;
 use std::collections::BTreeMap;
 
 use courier_raft::logic::{StateRead, StateView};
@@ -52,15 +53,15 @@ pub enum MediaError {
 }
 
 impl MediaError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> courier_proto::Code {
         match self {
-            MediaError::PartInvalid(_) => "FILE_PART_INVALID",
-            MediaError::PartMissing(_) => "FILE_PART_MISSING",
-            MediaError::TooBig => "FILE_TOO_BIG",
-            MediaError::NotFound => "FILE_NOT_FOUND",
-            MediaError::HashMismatch => "FILE_HASH_MISMATCH",
-            MediaError::BadRequest(_) => "BAD_REQUEST",
-            MediaError::QuotaExceeded(_) => "QUOTA_EXCEEDED",
+            MediaError::PartInvalid(_) => Code::FilePartInvalid,
+            MediaError::PartMissing(_) => Code::FilePartMissing,
+            MediaError::TooBig => Code::FileTooBig,
+            MediaError::NotFound => Code::FileNotFound,
+            MediaError::HashMismatch => Code::FileHashMismatch,
+            MediaError::BadRequest(_) => Code::BadRequest,
+            MediaError::QuotaExceeded(_) => Code::QuotaExceeded,
         }
     }
 }

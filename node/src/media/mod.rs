@@ -15,6 +15,7 @@ pub mod logic;
 pub mod ring;
 pub mod thumbs;
 
+use courier_proto::Code;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -486,7 +487,7 @@ impl Media {
             Ok(_) => return Err(Error::Io("unexpected media reply".into())),
             // The group has no quorum: a file's record never changes once
             // written, so any replica's copy will do.
-            Err(e) if e.code() == "UNAVAILABLE" => self.file_from_any_replica(g, id).await.ok_or(e)?,
+            Err(e) if e.code() == Code::Unavailable => self.file_from_any_replica(g, id).await.ok_or(e)?,
             Err(e) => return Err(e),
         };
         if f.owner != me && !shared {

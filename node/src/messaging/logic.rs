@@ -21,6 +21,7 @@
 //! value with the whole list, is the format before rows: moved by the next
 //! add or removal).
 
+use courier_proto::Code;
 use serde::{Deserialize, Serialize};
 
 use courier_raft::logic::{StateRead, StateView};
@@ -525,19 +526,19 @@ pub enum ChatError {
 }
 
 impl ChatError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> courier_proto::Code {
         match self {
-            ChatError::NotAMember => "NOT_A_MEMBER",
-            ChatError::AdminRequired => "ADMIN_REQUIRED",
-            ChatError::MessageTooLong => "MESSAGE_TOO_LONG",
-            ChatError::CaptionTooLong => "MEDIA_CAPTION_TOO_LONG",
-            ChatError::MessageNotFound => "MESSAGE_NOT_FOUND",
-            ChatError::EditTimeExpired => "EDIT_TIME_EXPIRED",
-            ChatError::AuthorRequired => "MESSAGE_AUTHOR_REQUIRED",
-            ChatError::BadRequest(_) => "BAD_REQUEST",
-            ChatError::FloodWait { .. } => "FLOOD_WAIT",
-            ChatError::UserBlocked => "USER_IS_BLOCKED",
-            ChatError::TooManyChats => "CHATS_TOO_MUCH",
+            ChatError::NotAMember => Code::NotAMember,
+            ChatError::AdminRequired => Code::AdminRequired,
+            ChatError::MessageTooLong => Code::MessageTooLong,
+            ChatError::CaptionTooLong => Code::MediaCaptionTooLong,
+            ChatError::MessageNotFound => Code::MessageNotFound,
+            ChatError::EditTimeExpired => Code::EditTimeExpired,
+            ChatError::AuthorRequired => Code::MessageAuthorRequired,
+            ChatError::BadRequest(_) => Code::BadRequest,
+            ChatError::FloodWait { .. } => Code::FloodWait,
+            ChatError::UserBlocked => Code::UserIsBlocked,
+            ChatError::TooManyChats => Code::ChatsTooMuch,
         }
     }
 }

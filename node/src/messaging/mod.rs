@@ -7,7 +7,9 @@
 pub mod limit;
 pub mod logic;
 pub mod model;
+pub mod updates;
 
+use courier_proto::Code;
 use std::sync::Arc;
 
 use courier_raft::multi::group_for_key;
@@ -17,7 +19,7 @@ use crate::auth::Auth;
 use crate::clock::Clock;
 use crate::cluster::Node;
 use crate::error::{Error, Result};
-use crate::gateway::registry::{Notice, Origin};
+use crate::push::{Origin, Pushes};
 pub use logic::{Chat, ChatDiff, ChatError, ChatKind, Dialog, Event, Message, Reply, Role};
 
 /// How long a typing notice shows.
@@ -51,8 +53,18 @@ impl Drop for HeavyTurn {
     }
 }
 
+/// A file to post, as the client names it (checked at the door for shape only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputMedia {
+    pub file: u64,
+    pub kind: logic::MediaKind,
+    pub duration_secs: u32,
+}
+
 pub struct Messaging {
     node: Node,
+    pushes: Arc<Pushes>,
+    media: Arc<crate::media::Media>,
     auth: Arc<Auth>,
     clock: Clock,
     /// `debug.unsafe_ignore_random_id`: a deliberate G3 bug for the chaos harness.
@@ -66,7 +78,7 @@ pub struct Messaging {
 }
 
 impl Messaging {
-    pub fn new(node: Node, auth: Arc<Auth>, clock: Clock) -> Messaging {
+    pub fn new(node: Node, pushes: Arc<Pushes>, auth: Arc<Auth>, media: Arc<crate::media::Media>, clock: Clock) -> Messaging {
         let ignore_random_id = node.config().debug.unsafe_ignore_random_id;
         if ignore_random_id {
             tracing::warn!("debug.unsafe_ignore_random_id is set: retried sends WILL duplicate messages");
@@ -74,7 +86,7 @@ impl Messaging {
         let typing_limit = std::sync::Mutex::new(crate::limit::RateLimiter::penalizing(0));
         let new_private_limit = std::sync::Mutex::new(crate::limit::RateLimiter::per_hour(0));
         let heavy_in_flight = Arc::new(std::sync::Mutex::new(crate::limit::InFlight::new(node.config().limits.heavy_reads_per_user_at_once)));
-        Messaging { node, auth, clock, ignore_random_id, typing_limit, new_private_limit, heavy_in_flight }
+        Messaging { node, pushes, media, auth, clock, ignore_random_id, typing_limit, new_private_limit, heavy_in_flight }
     }
 
     async fn exec(&self, group: u32, cmd: logic::Cmd) -> Result<Reply> {
@@ -105,7 +117,9 @@ impl Messaging {
                 if !events.is_empty() {
                     // Handed to every node (this one first) without making
                     // the sender wait; a device that misses it catches up by difference.
-                    self.node.publish(&Notice::Chat { chat: chat.id, events: events.clone(), message: message.clone() }, origin);
+                    for push in updates::chat_pushes(chat.id, &events, message.as_ref(), origin) {
+                        self.pushes.publish(push);
+                    }
                 }
                 Ok((chat, events, message))
             }
@@ -238,8 +252,14 @@ impl Messaging {
         self.sent(chat, cmd, origin).await
     }
 
-    /// Posts a file (`media`, built by the caller from a file `me` may post).
-    pub async fn send_media(&self, me: u64, chat: u64, random_id: u64, caption: String, reply_to: u64, media: logic::Attachment, origin: Option<Origin>) -> Result<(Message, Vec<Event>)> {
+    /// Posts a file: only the sender's own uploads (a file received travels
+    /// by forwarding its message), and a photo only if it is an image.
+    pub async fn send_media(&self, me: u64, chat: u64, random_id: u64, caption: String, reply_to: u64, m: InputMedia, origin: Option<Origin>) -> Result<(Message, Vec<Event>)> {
+        let f = self.media.file(me, m.file, false).await?;
+        if m.kind == logic::MediaKind::Photo && f.thumbs.is_empty() {
+            return Err(Error::BadRequest("a photo must be an image (JPEG, PNG, GIF or WebP); send it as a document".into()));
+        }
+        let media = logic::Attachment { file: f.id, kind: m.kind, name: f.name, mime: f.mime, size: f.size, sha256: f.sha256, thumbs: f.thumbs, duration_secs: m.duration_secs };
         let random_id = if self.ignore_random_id { rand::random() } else { random_id };
         let cmd = logic::Cmd::SendMedia { chat, from: me, random_id, caption, reply_to, media, now_ms: self.clock.now_ms() };
         self.sent(chat, cmd, origin).await
@@ -254,6 +274,19 @@ impl Messaging {
 
     /// The attachment of message `id` in `chat`, if `me` is a member and it
     /// carries one: the grant behind downloading a file posted in a chat.
+    /// Bytes of a file: the uploader's own, or (`via`: a chat and message)
+    /// a file carried by a message of a chat `me` is in.
+    pub async fn read_file(&self, me: u64, file: u64, via: Option<(u64, u64)>, thumb: Option<u8>, offset: u64, limit: u32) -> Result<(crate::media::File, Vec<u8>)> {
+        let shared = match via {
+            Some((chat, msg)) => match self.attachment(me, chat, msg).await? {
+                Some(a) if a.file == file => true,
+                _ => return Err(crate::media::MediaError::NotFound.into()),
+            },
+            None => false,
+        };
+        self.media.read_file(me, file, shared, thumb, offset, limit).await
+    }
+
     pub async fn attachment(&self, me: u64, chat: u64, id: u64) -> Result<Option<logic::Attachment>> {
         match self.read(self.group_of(chat)?, logic::Query::Get { chat, user: me, ids: vec![id] }).await? {
             Reply::Messages(m) => Ok(m.into_iter().next().and_then(|m| m.media)),
@@ -280,7 +313,7 @@ impl Messaging {
         let (c, _) = self.change(chat, logic::Cmd::Read { chat, user: me, max_id, now_ms: self.clock.now_ms() }).await?;
         if c.kind == ChatKind::Channel {
             // A read in a channel is no event: only the reader's devices hear of it.
-            self.node.publish(&Notice::OwnRead { chat, user: me, max_id: max_id.min(c.last_id) }, None);
+            self.pushes.publish(updates::own_read(chat, me, max_id.min(c.last_id)));
         }
         Ok(())
     }
@@ -335,7 +368,7 @@ impl Messaging {
         for r in futures::future::join_all(reads).await {
             let (kind, members) = match r {
                 Ok(Reply::MembersIn { kind, members }) => (kind, members),
-                Err(e) if e.code() == "UNAVAILABLE" => return Err(e),
+                Err(e) if e.code() == Code::Unavailable => return Err(e),
                 _ => continue, // the chat is gone: it shows no one
             };
             let Some((_, mine)) = members.iter().find(|(u, _)| *u == me) else { continue };
@@ -416,7 +449,7 @@ impl Messaging {
             .expect("limiter lock")
             .check_share(&(me, chat), self.clock.now_ms(), budget, live)
             .map_err(|secs| ChatError::FloodWait { secs })?;
-        self.node.publish(&Notice::Typing { chat, user: me, until_ms: self.clock.now_ms() + TYPING_MS }, None);
+        self.pushes.publish(updates::typing(chat, me, self.clock.now_ms() + TYPING_MS));
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! The gRPC services on the peer port: `Peer` (nodes only) and `Admin`
-//! (operator certificates only).
+//! (operator certificates only). They are wiring: each call goes to the
+//! part that owns it (the cluster, Raft, pushes, media chunks, auth).
 
 use courier_proto::peer::admin_server::Admin;
 use courier_proto::peer::peer_server::Peer;
@@ -9,7 +10,7 @@ use courier_raft::{Command, Query, QueryResult, RaftRpc, Response};
 use tokio_stream::StreamExt;
 use tonic::{Request, Status, Streaming};
 
-use super::Node;
+use crate::cluster::Node;
 use crate::certs::Role;
 use crate::error::Error;
 use crate::tls::PeerIdentity;
@@ -49,13 +50,16 @@ fn chunk_hash(b: &[u8]) -> Result<[u8; 32], Status> {
     b.try_into().map_err(|_| Error::BadRequest("a chunk hash is 32 bytes".into()).into())
 }
 
-pub struct PeerService(pub Node);
+pub struct PeerService {
+    pub node: Node,
+    pub pushes: std::sync::Arc<crate::push::Pushes>,
+}
 
 impl PeerService {
     async fn raft_rpc(&self, req: Request<RaftRequest>, rpc: RaftRpc) -> Result<tonic::Response<RaftReply>, Status> {
         require_node(&req)?;
         let r = req.into_inner();
-        let payload = self.0.raft()?.handle_rpc(rpc, r.target, r.group, &r.payload).await.map_err(raft_err)?;
+        let payload = self.node.raft()?.handle_rpc(rpc, r.target, r.group, &r.payload).await.map_err(raft_err)?;
         Ok(tonic::Response::new(RaftReply { payload }))
     }
 }
@@ -88,7 +92,7 @@ impl Peer for PeerService {
         if calls.len() > courier_raft::batch::MAX_CALLS {
             return Err(Error::BadRequest(format!("a Raft batch holds at most {} calls", courier_raft::batch::MAX_CALLS)).into());
         }
-        let raft = self.0.raft()?;
+        let raft = self.node.raft()?;
         // Concurrently: the calls are for different groups, and their log
         // appends share one fsync.
         let results = futures::future::join_all(calls.into_iter().map(|call| async move {
@@ -108,7 +112,7 @@ impl Peer for PeerService {
         require_node(&req)?;
         let mut stream = req.into_inner();
         let first = stream.next().await.ok_or_else(|| Status::invalid_argument("BAD_REQUEST: empty snapshot stream"))??;
-        let raft = self.0.raft()?;
+        let raft = self.node.raft()?;
         raft.check_target(first.target).map_err(raft_err)?;
         let (group, meta) = (first.group, first.meta);
         // The pieces go to the receiver as they come (two queued at most: the
@@ -134,7 +138,7 @@ impl Peer for PeerService {
 
     async fn forward_stream(&self, req: Request<Streaming<ForwardBatch>>) -> Result<tonic::Response<tonic::codegen::BoxStream<ForwardResults>>, Status> {
         require_node(&req)?;
-        let raft = self.0.raft()?.clone();
+        let raft = self.node.raft()?.clone();
         let mut calls = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(courier_raft::forward::MAX_PENDING);
         // At most MAX_PENDING calls of a stream run at once; past that the
@@ -166,7 +170,7 @@ impl Peer for PeerService {
     async fn forward(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
         require_node(&req)?;
         let r = req.into_inner();
-        let payload = self.0.raft()?.handle_forward(r.group, &r.payload).await.map_err(raft_err)?;
+        let payload = self.node.raft()?.handle_forward(r.group, &r.payload).await.map_err(raft_err)?;
         Ok(tonic::Response::new(RaftReply { payload }))
     }
 
@@ -178,12 +182,12 @@ impl Peer for PeerService {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .ok_or_else(|| Status::invalid_argument("BAD_REQUEST: join without courier-incarnation"))?;
-        Ok(tonic::Response::new(self.0.handle_join(req.into_inner(), incarnation).await?))
+        Ok(tonic::Response::new(self.node.handle_join(req.into_inner(), incarnation).await?))
     }
 
     async fn probe(&self, req: Request<ProbeRequest>) -> Result<tonic::Response<ProbeReply>, Status> {
         require_node(&req)?;
-        Ok(tonic::Response::new(self.0.probe_local()))
+        Ok(tonic::Response::new(self.node.probe_local()))
     }
 
     async fn notify(&self, req: Request<NotifyRequest>) -> Result<tonic::Response<NotifyReply>, Status> {
@@ -191,8 +195,7 @@ impl Peer for PeerService {
         let r = req.into_inner();
         let single = (!r.payload.is_empty()).then_some(&r.payload);
         for payload in single.into_iter().chain(&r.payloads) {
-            let (notice, origin) = courier_raft::codec::decode_with_trailer(payload).map_err(|e| Status::from(Error::BadRequest(format!("notice: {e}"))))?;
-            self.0.conns().apply(&notice, origin);
+            self.pushes.receive(payload).map_err(|e| Status::from(Error::BadRequest(format!("notice: {e}"))))?;
         }
         Ok(tonic::Response::new(NotifyReply {}))
     }
@@ -200,21 +203,21 @@ impl Peer for PeerService {
     async fn put_chunk(&self, req: Request<PutChunkRequest>) -> Result<tonic::Response<PutChunkReply>, Status> {
         require_node(&req)?;
         let r = req.into_inner();
-        self.0.raft()?.check_target(r.target).map_err(raft_err)?;
+        self.node.raft()?.check_target(r.target).map_err(raft_err)?;
         let hash = chunk_hash(&r.hash)?;
         if crate::media::sha256(&r.bytes) != hash {
             return Err(Error::BadRequest("put_chunk: the bytes do not match the hash".into()).into());
         }
-        crate::media::store_local(&self.0, hash, std::sync::Arc::new(r.bytes)).await?;
+        crate::media::store_local(&self.node, hash, std::sync::Arc::new(r.bytes)).await?;
         Ok(tonic::Response::new(PutChunkReply {}))
     }
 
     async fn get_chunk(&self, req: Request<GetChunkRequest>) -> Result<tonic::Response<GetChunkReply>, Status> {
         require_node(&req)?;
         let r = req.into_inner();
-        self.0.raft()?.check_target(r.target).map_err(raft_err)?;
+        self.node.raft()?.check_target(r.target).map_err(raft_err)?;
         let hash = chunk_hash(&r.hash)?;
-        let store = self.0.store().clone();
+        let store = self.node.store().clone();
         let bytes = tokio::task::spawn_blocking(move || store.get_chunk(&hash)).await.map_err(|e| Status::internal(e.to_string()))?.map_err(Error::from)?;
         Ok(tonic::Response::new(GetChunkReply { found: bytes.is_some(), bytes: bytes.unwrap_or_default() }))
     }
@@ -222,12 +225,12 @@ impl Peer for PeerService {
     async fn has_chunks(&self, req: Request<HasChunksRequest>) -> Result<tonic::Response<HasChunksReply>, Status> {
         require_node(&req)?;
         let r = req.into_inner();
-        self.0.raft()?.check_target(r.target).map_err(raft_err)?;
+        self.node.raft()?.check_target(r.target).map_err(raft_err)?;
         if r.hashes.len() > 10_000 {
             return Err(Error::BadRequest("has_chunks: at most 10000 hashes".into()).into());
         }
         let hashes = r.hashes.iter().map(|h| chunk_hash(h)).collect::<Result<Vec<_>, _>>()?;
-        let store = self.0.store().clone();
+        let store = self.node.store().clone();
         let has = tokio::task::spawn_blocking(move || store.has_chunks(&hashes))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
@@ -241,30 +244,33 @@ impl Peer for PeerService {
         if users.len() > 1000 {
             return Err(Error::BadRequest("presence: at most 1000 users".into()).into());
         }
-        let (online, seen) = self.0.conns().presence(&users);
+        let (online, seen) = self.pushes.registry().presence(&users);
         let last_seen = seen.into_iter().map(|(user, at_ms)| LastSeen { user, at_ms }).collect();
         Ok(tonic::Response::new(PresenceReply { online, last_seen }))
     }
 }
 
-pub struct AdminService(pub Node);
+pub struct AdminService {
+    pub node: Node,
+    pub auth: std::sync::Arc<crate::auth::Auth>,
+}
 
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn init(&self, req: Request<InitRequest>) -> Result<tonic::Response<InitReply>, Status> {
         require_operator(&req)?;
-        let id = self.0.init(req.into_inner().data_groups).await?;
+        let id = self.node.init(req.into_inner().data_groups).await?;
         Ok(tonic::Response::new(InitReply { node_id: id.node_id, cluster_id: id.cluster_id, data_groups: id.data_groups }))
     }
 
     async fn status(&self, req: Request<StatusRequest>) -> Result<tonic::Response<StatusReply>, Status> {
         require_operator(&req)?;
-        Ok(tonic::Response::new(self.0.status().await?))
+        Ok(tonic::Response::new(self.node.status().await?))
     }
 
     async fn remove_node(&self, req: Request<RemoveNodeRequest>) -> Result<tonic::Response<RemoveNodeReply>, Status> {
         require_operator(&req)?;
-        let state = self.0.remove_node(req.into_inner().node_id).await?;
+        let state = self.node.remove_node(req.into_inner().node_id).await?;
         Ok(tonic::Response::new(RemoveNodeReply { state }))
     }
 
@@ -274,9 +280,9 @@ impl Admin for AdminService {
         if r.key.is_empty() || r.key.len() > MAX_KEY || r.value.len() > MAX_VALUE {
             return Err(Error::BadRequest(format!("key must be 1..={MAX_KEY} bytes and value at most {MAX_VALUE} bytes")).into());
         }
-        let multi = self.0.raft()?;
+        let multi = self.node.raft()?;
         let group = multi.group_for_key(r.key.as_bytes());
-        self.0.metrics().proposals.inc();
+        self.node.metrics().proposals.inc();
         match multi.write(group, Command::KvPut { key: r.key, value: r.value }).await.map_err(raft_err)? {
             Response::Written { index } => Ok(tonic::Response::new(KvPutReply { group, index })),
             other => Err(Error::Io(format!("unexpected reply {other:?}")).into()),
@@ -286,7 +292,7 @@ impl Admin for AdminService {
     async fn kv_get(&self, req: Request<KvGetRequest>) -> Result<tonic::Response<KvGetReply>, Status> {
         require_operator(&req)?;
         let key = req.into_inner().key;
-        let multi = self.0.raft()?;
+        let multi = self.node.raft()?;
         let group = multi.group_for_key(key.as_bytes());
         match multi.read(group, Query::KvGet { key }).await.map_err(raft_err)? {
             QueryResult::Value(v) => Ok(tonic::Response::new(KvGetReply { found: v.is_some(), value: v.unwrap_or_default() })),
@@ -296,9 +302,7 @@ impl Admin for AdminService {
 
     async fn login_code(&self, req: Request<LoginCodeRequest>) -> Result<tonic::Response<LoginCodeReply>, Status> {
         require_operator(&req)?;
-        let cfg = self.0.config();
-        let auth = crate::auth::Auth::new(self.0.clone(), cfg.auth.clone(), crate::clock::Clock::new(cfg.clock_offset_file.clone()));
-        let code = auth.login_code(&req.into_inner().phone).await?;
+        let code = self.auth.login_code(&req.into_inner().phone).await?;
         Ok(tonic::Response::new(LoginCodeReply {
             found: code.is_some(),
             expires_ms: code.as_ref().map_or(0, |c| c.expires_ms),
@@ -309,7 +313,7 @@ impl Admin for AdminService {
     async fn revoke_cert(&self, req: Request<RevokeCertRequest>) -> Result<tonic::Response<RevokeCertReply>, Status> {
         require_operator(&req)?;
         let sha256: [u8; 32] = req.into_inner().sha256.try_into().map_err(|_| Error::BadRequest("sha256: 32 bytes, of the certificate's DER".into()))?;
-        let revoked = self.0.revoke_cert(sha256).await?;
+        let revoked = self.node.revoke_cert(sha256).await?;
         Ok(tonic::Response::new(RevokeCertReply { revoked: revoked as u32 }))
     }
 }
