@@ -11,6 +11,8 @@
 //! stored copies move. When a node leaves, only the chunks it was home to
 //! get one new home each.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use sha2::{Digest, Sha256};
 
 /// Copies of every chunk.
@@ -41,9 +43,51 @@ pub fn homes(chunk: &[u8; 32], nodes: &[u64]) -> Vec<u64> {
     r
 }
 
+/// The nodes chunks may live on (active, not dead past the grace period),
+/// with their peer addresses.
+pub struct Ring {
+    pub nodes: BTreeMap<u64, String>,
+    /// Nodes being decommissioned (already out of `nodes`).
+    pub removing: Vec<u64>,
+    /// Every active node is in the ring and none is leaving: copies off
+    /// their homes may be deleted.
+    pub settled: bool,
+}
+
+impl Ring {
+    /// The ring of the `active` nodes (id, peer address) without the `dead`
+    /// ones, unless that would leave none; `removing`: nodes being
+    /// decommissioned.
+    pub fn of(mut active: BTreeMap<u64, String>, dead: &BTreeSet<u64>, removing: Vec<u64>) -> Ring {
+        let left_out = active.keys().any(|id| dead.contains(id));
+        if active.len() > dead.len() {
+            active.retain(|id, _| !dead.contains(id));
+        }
+        let settled = !left_out && removing.is_empty();
+        Ring { nodes: active, removing, settled }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ring_leaves_out_dead_nodes_and_is_settled_only_when_whole() {
+        let active = |ids: &[u64]| -> BTreeMap<u64, String> { ids.iter().map(|id| (*id, format!("n{id}:7000"))).collect() };
+        let ids = |r: &Ring| r.nodes.keys().copied().collect::<Vec<_>>();
+        let whole = Ring::of(active(&[1, 2, 3]), &BTreeSet::new(), vec![]);
+        assert_eq!((ids(&whole), whole.settled), (vec![1, 2, 3], true));
+        assert_eq!(whole.nodes[&2], "n2:7000", "with their peer addresses");
+        let one_dead = Ring::of(active(&[1, 2, 3]), &[2].into(), vec![]);
+        assert_eq!((ids(&one_dead), one_dead.settled), (vec![1, 3], false), "a dead node is no home, and nothing is deleted off homes meanwhile");
+        let all_dead = Ring::of(active(&[1, 2]), &[1, 2].into(), vec![]);
+        assert_eq!((ids(&all_dead), all_dead.settled), (vec![1, 2], false), "never an empty ring");
+        let leaving = Ring::of(active(&[1, 3]), &BTreeSet::new(), vec![2]);
+        assert_eq!((ids(&leaving), leaving.settled, leaving.removing), (vec![1, 3], false, vec![2]), "a node leaving unsettles it");
+        let dead_elsewhere = Ring::of(active(&[1, 2]), &[9].into(), vec![]);
+        assert_eq!((ids(&dead_elsewhere), dead_elsewhere.settled), (vec![1, 2], true), "a dead node that is not active changes nothing");
+    }
 
     fn chunk(i: u64) -> [u8; 32] {
         Sha256::digest(i.to_be_bytes()).into()
