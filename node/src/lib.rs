@@ -89,7 +89,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     cfg.validate()?;
     let _pid = PidFile::create(&cfg.data_dir)?;
     let metrics = metrics::Metrics::default();
-    let node = Node::open(cfg.clone(), metrics)?;
+    let node = Node::open(cfg.clone(), metrics, std::sync::Arc::new(app::Services::new(&cfg)))?;
 
     let server_tls = tls::server_config(&cfg.tls)?;
     let peer_listener = tokio::net::TcpListener::bind(&cfg.peer_addr)

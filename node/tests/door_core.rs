@@ -118,7 +118,8 @@ async fn must_boot(dir: &std::path::Path) -> (courier_node::Node, courier_node::
     cfg.tls = courier_node::config::TlsConfig { ca, cert, key };
     cfg.auth.test_numbers = true;
     cfg.validate().expect("a valid config");
-    let node = courier_node::Node::open(cfg, courier_node::metrics::Metrics::default()).expect("open the node");
+    let app = std::sync::Arc::new(courier_node::app::Services::new(&cfg));
+    let node = courier_node::Node::open(cfg, courier_node::metrics::Metrics::default(), app).expect("open the node");
     node.init(2).await.expect("init a one-node cluster");
     let parts = courier_node::Parts::new(&node);
     (node, parts)

@@ -50,6 +50,7 @@ pub struct Node {
 
 struct NodeInner {
     cfg: NodeConfig,
+    app: Arc<dyn courier_raft::logic::App>,
     store: Store,
     router: Router,
     raft: OnceCell<MultiRaft>,
@@ -100,7 +101,9 @@ pub(crate) fn leader_views(all: &BTreeMap<NodeId, Vec<ReplicaView>>) -> BTreeMap
 }
 
 impl Node {
-    pub fn open(cfg: NodeConfig, metrics: Metrics) -> Result<Node> {
+    /// `app`: what the groups' state machines apply (the services' commands,
+    /// `app::Services`); the cluster runs it without knowing it.
+    pub fn open(cfg: NodeConfig, metrics: Metrics, app: Arc<dyn courier_raft::logic::App>) -> Result<Node> {
         let store = Store::open(&cfg.data_dir)?;
         let incarnation = match store.get_meta(INCARNATION_KEY)? {
             Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| Error::Io("corrupt incarnation".into()))?),
@@ -121,6 +124,7 @@ impl Node {
                 cfg,
                 store,
                 router,
+                app,
                 raft: OnceCell::new(),
                 boot: tokio::sync::Mutex::new(()),
                 incarnation,
@@ -207,7 +211,7 @@ impl Node {
     }
 
     async fn start_raft(&self, id: &Identity) -> Result<&MultiRaft> {
-        let multi = MultiRaft::start(id.node_id, self.inner.store.clone(), self.inner.router.clone(), id.data_groups, self.inner.cfg.raft_options(), Arc::new(crate::app::Services::new(&self.inner.cfg)))
+        let multi = MultiRaft::start(id.node_id, self.inner.store.clone(), self.inner.router.clone(), id.data_groups, self.inner.cfg.raft_options(), self.inner.app.clone())
             .await?;
         let multi = self.inner.raft.get_or_init(|| async { multi }).await;
         multi.set_peers(self.inner.cfg.join.clone());
