@@ -7,6 +7,7 @@ use courier_raft::codec::{decode, encode};
 use courier_raft::logic::{App, StateRead, StateView};
 use std::sync::Mutex;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::logic as auth;
@@ -27,15 +28,100 @@ pub enum AppQuery {
     Media(media::Query),
 }
 
-/// The answer to a command or query; `Undecodable` when a replica cannot read
-/// the bytes (a newer proposer): refused, never a stopped group.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum AppReply {
-    Auth(auth::Outcome),
-    Undecodable(String),
-    Chat(chat::Outcome),
-    Media(media::Outcome),
+/// A command or query paired with the type of its answer: every command
+/// struct (`Into<AppCommand>`) and query struct (`Into<AppQuery>`) of every
+/// service says what it answers, and [`answer`] holds each arm of the state
+/// machine to it.
+pub trait Request {
+    type Answer: Serialize + DeserializeOwned;
 }
+
+/// Why a command or query was refused: the `Err` of every answer's bytes
+/// (`Result<Answer, Refusal>`). postcard encodes an `Err` the same whatever
+/// the `Ok` type, so a refusal is written without knowing the request
+/// ([`App::admit`]). `Undecodable` when a replica cannot read the request
+/// (a newer proposer): refused, never a stopped group. Refusals cross the
+/// wire: new ones at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    Auth(auth::AuthError),
+    Chat(chat::ChatError),
+    Media(media::MediaError),
+    Undecodable(String),
+}
+
+impl From<auth::AuthError> for Refusal {
+    fn from(e: auth::AuthError) -> Refusal {
+        Refusal::Auth(e)
+    }
+}
+impl From<chat::ChatError> for Refusal {
+    fn from(e: chat::ChatError) -> Refusal {
+        Refusal::Chat(e)
+    }
+}
+impl From<media::MediaError> for Refusal {
+    fn from(e: media::MediaError) -> Refusal {
+        Refusal::Media(e)
+    }
+}
+
+impl From<Refusal> for crate::Error {
+    fn from(r: Refusal) -> crate::Error {
+        match r {
+            Refusal::Auth(e) => e.into(),
+            Refusal::Chat(e) => e.into(),
+            Refusal::Media(e) => e.into(),
+            Refusal::Undecodable(why) => crate::Error::BadRequest(format!("the cluster cannot read this request: {why}")),
+        }
+    }
+}
+
+/// The encoded answer of one state-machine arm (`Result<R::Answer,
+/// Refusal>`): `_request` ties the arm's answer to its request's type.
+/// `Err` only for storage failures.
+pub fn answer<R: Request, E: Into<Refusal>>(_request: &R, r: crate::Result<Result<R::Answer, E>>) -> crate::Result<Vec<u8>> {
+    Ok(encode(&r?.map_err(Into::into)))
+}
+
+/// The bytes of a refusal, whatever was asked.
+fn refusal(r: Refusal) -> Vec<u8> {
+    encode(&Err::<(), Refusal>(r))
+}
+
+/// A command's or query's answer out of its bytes: a refusal is its
+/// service's error; bytes that do not read are a codec error.
+fn answered<R: Request>(bytes: &[u8]) -> crate::Result<R::Answer> {
+    Ok(decode::<Result<R::Answer, Refusal>>(bytes)??)
+}
+
+/// An answer's bytes read back (the tests of each service's decisions).
+#[cfg(test)]
+pub fn answer_of<A: DeserializeOwned>(bytes: &[u8]) -> Result<A, Refusal> {
+    decode(bytes).expect("answer bytes")
+}
+
+/// For each variant of a service's command or query enum: the variant's
+/// struct (in module `$m`) goes into the enum and into the app's enum, and
+/// answers `$answer`.
+macro_rules! requests {
+    ($app:ident :: $svc:ident, $enum:ident, $m:ident { $($v:ident => $answer:ty),* $(,)? }) => {$(
+        impl From<$m::$v> for $enum {
+            fn from(c: $m::$v) -> $enum {
+                $enum::$v(c)
+            }
+        }
+        impl From<$m::$v> for crate::app::$app {
+            fn from(c: $m::$v) -> crate::app::$app {
+                crate::app::$app::$svc($enum::$v(c))
+            }
+        }
+        impl crate::app::Request for $m::$v {
+            type Answer = $answer;
+        }
+    )*};
+}
+pub(crate) use requests;
 
 /// Every service's apply and query, behind the raft layer's [`App`], and
 /// the leader's login budget ([`App::admit`]).
@@ -67,41 +153,38 @@ impl App for Services {
             Some(AUTH) => {
                 let Ok(AppCommand::Auth(c)) = decode::<AppCommand>(cmd) else { return None };
                 let secs = self.login_gate.lock().expect("login gate lock").admit(&c).err()?;
-                Some(encode(&AppReply::Auth(Err(auth::AuthError::FloodWait { secs }))))
+                Some(refusal(Refusal::Auth(auth::AuthError::FloodWait { secs })))
             }
             Some(CHAT) => {
                 let gate = self.chat_gate.as_ref()?;
                 let Ok(AppCommand::Chat(c)) = decode::<AppCommand>(cmd) else { return None };
                 let secs = gate.lock().expect("chat gate lock").admit(&c).err()?;
-                Some(encode(&AppReply::Chat(Err(chat::ChatError::FloodWait { secs }))))
+                Some(refusal(Refusal::Chat(chat::ChatError::FloodWait { secs })))
             }
             _ => None,
         }
     }
 
     fn heavy(&self, query: &[u8]) -> bool {
-        service_of(query) == Some(CHAT)
-            && matches!(decode::<AppQuery>(query), Ok(AppQuery::Chat(chat::Query::Search { .. } | chat::Query::SearchBefore { .. })))
+        service_of(query) == Some(CHAT) && matches!(decode::<AppQuery>(query), Ok(AppQuery::Chat(chat::Query::Search(_) | chat::Query::SearchBefore(_))))
     }
 
     fn apply(&self, view: &mut dyn StateView, cmd: &[u8], _index: u64) -> courier_raft::Result<Vec<u8>> {
-        let reply = match decode::<AppCommand>(cmd) {
-            Ok(AppCommand::Auth(c)) => AppReply::Auth(auth::apply(view, &c).map_err(into_raft)?),
-            Ok(AppCommand::Chat(c)) => AppReply::Chat(chat::apply(view, &c).map_err(into_raft)?),
-            Ok(AppCommand::Media(c)) => AppReply::Media(media::apply(view, &c).map_err(into_raft)?),
-            Err(e) => AppReply::Undecodable(e.to_string()),
-        };
-        Ok(encode(&reply))
+        match decode::<AppCommand>(cmd) {
+            Ok(AppCommand::Auth(c)) => auth::apply(view, &c).map_err(into_raft),
+            Ok(AppCommand::Chat(c)) => chat::apply(view, &c).map_err(into_raft),
+            Ok(AppCommand::Media(c)) => media::apply(view, &c).map_err(into_raft),
+            Err(e) => Ok(refusal(Refusal::Undecodable(e.to_string()))),
+        }
     }
 
     fn query(&self, view: &dyn StateRead, query: &[u8]) -> courier_raft::Result<Vec<u8>> {
-        let reply = match decode::<AppQuery>(query) {
-            Ok(AppQuery::Auth(q)) => AppReply::Auth(auth::query(view, &q).map_err(into_raft)?),
-            Ok(AppQuery::Chat(q)) => AppReply::Chat(chat::query(view, &q).map_err(into_raft)?),
-            Ok(AppQuery::Media(q)) => AppReply::Media(media::query(view, &q).map_err(into_raft)?),
-            Err(e) => AppReply::Undecodable(e.to_string()),
-        };
-        Ok(encode(&reply))
+        match decode::<AppQuery>(query) {
+            Ok(AppQuery::Auth(q)) => auth::query(view, &q).map_err(into_raft),
+            Ok(AppQuery::Chat(q)) => chat::query(view, &q).map_err(into_raft),
+            Ok(AppQuery::Media(q)) => media::query(view, &q).map_err(into_raft),
+            Err(e) => Ok(refusal(Refusal::Undecodable(e.to_string()))),
+        }
     }
 }
 
@@ -113,18 +196,19 @@ fn into_raft(e: crate::Error) -> courier_raft::Error {
     }
 }
 
-/// Runs a command in `group` (through its leader) and decodes the answer.
-pub async fn write(node: &crate::Node, group: u32, cmd: &AppCommand) -> crate::Result<AppReply> {
-    match node.raft()?.write(group, courier_raft::Command::App(encode(cmd))).await? {
-        courier_raft::Response::App(b) => Ok(decode(&b)?),
+/// Runs a command in `group` (through its leader): its answer, or its
+/// refusal as its service's error.
+pub async fn write<C: Request + Into<AppCommand>>(node: &crate::Node, group: u32, cmd: C) -> crate::Result<C::Answer> {
+    match node.raft()?.write(group, courier_raft::Command::App(encode(&cmd.into()))).await? {
+        courier_raft::Response::App(b) => answered::<C>(&b),
         other => Err(crate::Error::Io(format!("unexpected reply {other:?}"))),
     }
 }
 
-/// A linearizable query of `group`'s state, decoded.
-pub async fn read(node: &crate::Node, group: u32, query: &AppQuery) -> crate::Result<AppReply> {
-    match node.raft()?.read(group, courier_raft::Query::App(encode(query))).await? {
-        courier_raft::QueryResult::App(b) => Ok(decode(&b)?),
+/// A linearizable query of `group`'s state: its answer, or its refusal.
+pub async fn read<Q: Request + Into<AppQuery>>(node: &crate::Node, group: u32, query: Q) -> crate::Result<Q::Answer> {
+    match node.raft()?.read(group, courier_raft::Query::App(encode(&query.into()))).await? {
+        courier_raft::QueryResult::App(b) => answered::<Q>(&b),
         other => Err(crate::Error::Io(format!("unexpected reply {other:?}"))),
     }
 }
@@ -132,29 +216,17 @@ pub async fn read(node: &crate::Node, group: u32, query: &AppQuery) -> crate::Re
 /// A query of one replica's own copy of `group`, without asking the leader:
 /// this node's (`addr: None`) or the node's at `addr`. Only for rows that never
 /// change once written. `None` when that node holds no replica.
-pub async fn read_stale(node: &crate::Node, group: u32, addr: Option<&str>, query: &AppQuery) -> crate::Result<Option<AppReply>> {
+pub async fn read_stale<Q: Request + Into<AppQuery>>(node: &crate::Node, group: u32, addr: Option<&str>, query: Q) -> crate::Result<Option<Q::Answer>> {
     let raft = node.raft()?;
-    let q = courier_raft::Query::App(encode(query));
+    let q = courier_raft::Query::App(encode(&query.into()));
     let r = match addr {
         None => raft.read_stale(group, &q)?,
         Some(addr) => raft.read_stale_at(addr, group, q).await?,
     };
     match r {
-        Some(courier_raft::QueryResult::App(b)) => Ok(Some(decode(&b)?)),
+        Some(courier_raft::QueryResult::App(b)) => Ok(Some(answered::<Q>(&b)?)),
         Some(other) => Err(crate::Error::Io(format!("unexpected reply {other:?}"))),
         None => Ok(None),
-    }
-}
-
-/// One service's answer out of an [`AppReply`]: `pick` takes the service's
-/// own variant (or hands the reply back); the answers every service shares
-/// are mapped here.
-pub fn service_reply<T, E: Into<crate::Error>>(reply: AppReply, pick: impl FnOnce(AppReply) -> Result<Result<T, E>, AppReply>) -> crate::Result<T> {
-    match pick(reply) {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(e.into()),
-        Err(AppReply::Undecodable(why)) => Err(crate::Error::BadRequest(format!("the cluster cannot read this request: {why}"))),
-        Err(other) => Err(crate::Error::Io(format!("unexpected reply {other:?}"))),
     }
 }
 
@@ -164,10 +236,22 @@ mod tests {
 
     #[test]
     fn services_are_told_apart_without_decoding() {
-        let auth = AppCommand::Auth(auth::Cmd::Touch { token_hash: [1; 32], node_id: 1, address: "a".into(), now_ms: 5 });
+        let auth = AppCommand::from(auth::cmd::Touch { token_hash: [1; 32], node_id: 1, address: "a".into(), now_ms: 5 });
         assert_eq!(service_of(&encode(&auth)), Some(AUTH));
-        let chat = AppCommand::Chat(chat::Cmd::Read { chat: 1, user: 2, max_id: 3, now_ms: 4 });
+        let chat = AppCommand::from(chat::cmd::Read { chat: 1, user: 2, max_id: 3, now_ms: 4 });
         assert_eq!(service_of(&encode(&chat)), Some(CHAT));
+    }
+
+    #[test]
+    fn a_refusal_reads_back_whatever_was_asked_and_garbage_is_a_codec_error() {
+        let flood = refusal(Refusal::Chat(chat::ChatError::FloodWait { secs: 3 }));
+        assert!(matches!(answered::<chat::cmd::Send>(&flood), Err(crate::Error::Chat(chat::ChatError::FloodWait { secs: 3 }))));
+        assert!(matches!(answered::<auth::cmd::Touch>(&flood), Err(crate::Error::Chat(_))), "the same bytes for any request");
+        let newer = refusal(Refusal::Undecodable("unknown variant".into()));
+        assert_eq!(answered::<auth::ask::Validate>(&newer).unwrap_err().code(), courier_proto::Code::BadRequest);
+        let sent = answer(&media::cmd::Abort { upload: 1, owner: 2 }, Ok(Ok::<(), media::MediaError>(()))).unwrap();
+        answered::<media::cmd::Abort>(&sent).unwrap();
+        assert!(matches!(answered::<media::ask::File>(&sent), Err(crate::Error::Raft(_))), "an answer of another type does not read");
     }
 }
 
@@ -179,6 +263,14 @@ mod bytes {
     use super::*;
     use crate::media::logic::{ChunkRef, RefRows, Thumb};
     use crate::messaging::logic::{Attachment, ChatKind, Copy, Forwarded, MediaKind, Role};
+
+    fn cmd<C: Request + Into<AppCommand>>(c: C) -> Vec<u8> {
+        encode(&c.into())
+    }
+
+    fn ask<Q: Request + Into<AppQuery>>(q: Q) -> Vec<u8> {
+        encode(&q.into())
+    }
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
@@ -203,22 +295,20 @@ mod bytes {
 
     #[test]
     fn auth_commands_and_queries_keep_their_bytes() {
-        let c = |c: auth::Cmd| encode(&AppCommand::Auth(c));
-        let q = |q: auth::Query| encode(&AppQuery::Auth(q));
         let samples = vec![
-            c(auth::Cmd::SendCode { phone: "+15550001111".into(), code_id: 9, code: "12345".into(), ttl_ms: 300_000, max_per_day: 5, now_ms: 1_700_000_000_000 }),
-            c(auth::Cmd::SignIn { phone: "+15550001111".into(), code_id: 9, code: "12345".into(), session: session(), now_ms: 2 }),
-            c(auth::Cmd::SignUp { phone: "+15550001111".into(), code_id: 9, first_name: "Ann".into(), last_name: "Lee".into(), session: session(), group: 7, now_ms: 3 }),
-            c(auth::Cmd::Touch { token_hash: [1; 32], node_id: 1, address: "a".into(), now_ms: 5 }),
-            c(auth::Cmd::Revoke { by: [2; 32], which: auth::Revoke::Current, now_ms: 6 }),
-            c(auth::Cmd::Revoke { by: [2; 32], which: auth::Revoke::One(300), now_ms: 6 }),
-            c(auth::Cmd::Revoke { by: [2; 32], which: auth::Revoke::Others, now_ms: 6 }),
-            c(auth::Cmd::SendCodeFrom { phone: "+15550001111".into(), code_id: 10, code: "54321".into(), ttl_ms: 1, max_per_day: 2, now_ms: 3, asker: "1.2.3.4".into() }),
-            q(auth::Query::Validate(vec![[3; 32], [4; 32]])),
-            q(auth::Query::Sessions { by: [5; 32] }),
-            q(auth::Query::Code { phone: "+1555".into() }),
-            q(auth::Query::UserByPhone { phone: "+1666".into() }),
-            q(auth::Query::UserById(1 << 16 | 7)),
+            cmd(auth::cmd::SendCode { phone: "+15550001111".into(), code_id: 9, code: "12345".into(), ttl_ms: 300_000, max_per_day: 5, now_ms: 1_700_000_000_000 }),
+            cmd(auth::cmd::SignIn { phone: "+15550001111".into(), code_id: 9, code: "12345".into(), session: session(), now_ms: 2 }),
+            cmd(auth::cmd::SignUp { phone: "+15550001111".into(), code_id: 9, first_name: "Ann".into(), last_name: "Lee".into(), session: session(), group: 7, now_ms: 3 }),
+            cmd(auth::cmd::Touch { token_hash: [1; 32], node_id: 1, address: "a".into(), now_ms: 5 }),
+            cmd(auth::cmd::Revoke { by: [2; 32], which: auth::Revoke::Current, now_ms: 6 }),
+            cmd(auth::cmd::Revoke { by: [2; 32], which: auth::Revoke::One(300), now_ms: 6 }),
+            cmd(auth::cmd::Revoke { by: [2; 32], which: auth::Revoke::Others, now_ms: 6 }),
+            cmd(auth::cmd::SendCodeFrom { phone: "+15550001111".into(), code_id: 10, code: "54321".into(), ttl_ms: 1, max_per_day: 2, now_ms: 3, asker: "1.2.3.4".into() }),
+            ask(auth::ask::Validate(vec![[3; 32], [4; 32]])),
+            ask(auth::ask::Sessions { by: [5; 32] }),
+            ask(auth::ask::Code { phone: "+1555".into() }),
+            ask(auth::ask::UserByPhone { phone: "+1666".into() }),
+            ask(auth::ask::UserById(1 << 16 | 7)),
         ];
         same(
             samples,
@@ -247,45 +337,43 @@ mod bytes {
 
     #[test]
     fn chat_commands_and_queries_keep_their_bytes() {
-        let c = |c: chat::Cmd| encode(&AppCommand::Chat(c));
-        let q = |q: chat::Query| encode(&AppQuery::Chat(q));
         let fwd = Forwarded { from: 11, chat: 12, id: 13, date_ms: 14 };
         let samples = vec![
-            c(chat::Cmd::Create { id: 77 << 16 | 5, kind: ChatKind::Group, title: "Team".into(), creator: 1, members: vec![2, 3], now_ms: 4 }),
-            c(chat::Cmd::Send { chat: 5, from: 1, random_id: u64::MAX, text: "hi".into(), reply_to: 2, now_ms: 3 }),
-            c(chat::Cmd::Edit { chat: 5, by: 1, id: 2, text: "hello".into(), now_ms: 3 }),
-            c(chat::Cmd::Delete { chat: 5, by: 1, ids: vec![2, 3], now_ms: 4 }),
-            c(chat::Cmd::Hide { chat: 5, user: 1, ids: vec![2], now_ms: 4 }),
-            c(chat::Cmd::Read { chat: 1, user: 2, max_id: 3, now_ms: 4 }),
-            c(chat::Cmd::Invite { chat: 5, by: 1, users: vec![6, 7], now_ms: 8 }),
-            c(chat::Cmd::Remove { chat: 5, by: 1, user: 6, now_ms: 8 }),
-            c(chat::Cmd::SetTitle { chat: 5, by: 1, title: "New".into(), now_ms: 8 }),
-            c(chat::Cmd::SetRole { chat: 5, by: 1, user: 6, role: Role::Admin, now_ms: 8 }),
-            c(chat::Cmd::ForwardV1 { chat: 5, from: 1, random_id: 2, items: vec![("t".into(), fwd.clone())], now_ms: 8 }),
-            c(chat::Cmd::Pin { chat: 5, by: 1, id: 2, now_ms: 8 }),
-            c(chat::Cmd::React { chat: 5, user: 1, id: 2, emoji: "👍".into(), now_ms: 8 }),
-            c(chat::Cmd::AddUserChat { user: 1, chat: 5 }),
-            c(chat::Cmd::RemoveUserChat { user: 1, chat: 5 }),
-            c(chat::Cmd::SendMedia { chat: 5, from: 1, random_id: 2, caption: "c".into(), reply_to: 0, media: attachment(), now_ms: 8 }),
-            c(chat::Cmd::Forward { chat: 5, from: 1, random_id: 2, items: vec![Copy { text: "t".into(), fwd, media: Some(attachment()) }], now_ms: 8 }),
-            c(chat::Cmd::Block { chat: 5, by: 1, on: true }),
-            q(chat::Query::History { chat: 5, user: 1, before: 9, after: 2, limit: 50 }),
-            q(chat::Query::Difference { user: 1, chats: vec![(5, 6), (7, 8)] }),
-            q(chat::Query::Dialogs { user: 1, chats: vec![5, 6] }),
-            q(chat::Query::UserChats { user: 1 }),
-            q(chat::Query::Memberships { user: 1, chats: vec![5] }),
-            q(chat::Query::Members { chat: 5, user: 1, limit: 200 }),
-            q(chat::Query::Search { chat: 5, user: 1, text: "cat".into(), limit: 20 }),
-            q(chat::Query::Get { chat: 5, user: 1, ids: vec![2, 3] }),
-            q(chat::Query::MembersAfter { chat: 5, user: 1, after: 9, limit: 200 }),
-            q(chat::Query::SearchBefore { chat: 5, user: 1, text: "cat".into(), limit: 20, before: 99 }),
-            q(chat::Query::ChatRows { user: 1, chats: vec![5, 6] }),
-            q(chat::Query::Reactors { chat: 5, user: 1, id: 2, after: 3, limit: 4 }),
-            q(chat::Query::MembersIn { chat: 5, users: vec![1, 2] }),
-            q(chat::Query::HistoryPage { chat: 5, user: 1, before: 9, after: 2, limit: 50 }),
-            q(chat::Query::DifferenceBounded { user: 1, chats: vec![(5, 6)] }),
-            q(chat::Query::BlockedAgainst { user: 1, chats: vec![5] }),
-            q(chat::Query::DifferenceReads { user: 1, chats: vec![(5, 6, 7)] }),
+            cmd(chat::cmd::Create { id: 77 << 16 | 5, kind: ChatKind::Group, title: "Team".into(), creator: 1, members: vec![2, 3], now_ms: 4 }),
+            cmd(chat::cmd::Send { chat: 5, from: 1, random_id: u64::MAX, text: "hi".into(), reply_to: 2, now_ms: 3 }),
+            cmd(chat::cmd::Edit { chat: 5, by: 1, id: 2, text: "hello".into(), now_ms: 3 }),
+            cmd(chat::cmd::Delete { chat: 5, by: 1, ids: vec![2, 3], now_ms: 4 }),
+            cmd(chat::cmd::Hide { chat: 5, user: 1, ids: vec![2], now_ms: 4 }),
+            cmd(chat::cmd::Read { chat: 1, user: 2, max_id: 3, now_ms: 4 }),
+            cmd(chat::cmd::Invite { chat: 5, by: 1, users: vec![6, 7], now_ms: 8 }),
+            cmd(chat::cmd::Remove { chat: 5, by: 1, user: 6, now_ms: 8 }),
+            cmd(chat::cmd::SetTitle { chat: 5, by: 1, title: "New".into(), now_ms: 8 }),
+            cmd(chat::cmd::SetRole { chat: 5, by: 1, user: 6, role: Role::Admin, now_ms: 8 }),
+            cmd(chat::cmd::ForwardV1 { chat: 5, from: 1, random_id: 2, items: vec![("t".into(), fwd.clone())], now_ms: 8 }),
+            cmd(chat::cmd::Pin { chat: 5, by: 1, id: 2, now_ms: 8 }),
+            cmd(chat::cmd::React { chat: 5, user: 1, id: 2, emoji: "👍".into(), now_ms: 8 }),
+            cmd(chat::cmd::AddUserChat { user: 1, chat: 5 }),
+            cmd(chat::cmd::RemoveUserChat { user: 1, chat: 5 }),
+            cmd(chat::cmd::SendMedia { chat: 5, from: 1, random_id: 2, caption: "c".into(), reply_to: 0, media: attachment(), now_ms: 8 }),
+            cmd(chat::cmd::Forward { chat: 5, from: 1, random_id: 2, items: vec![Copy { text: "t".into(), fwd, media: Some(attachment()) }], now_ms: 8 }),
+            cmd(chat::cmd::Block { chat: 5, by: 1, on: true }),
+            ask(chat::ask::History { chat: 5, user: 1, before: 9, after: 2, limit: 50 }),
+            ask(chat::ask::Difference { user: 1, chats: vec![(5, 6), (7, 8)] }),
+            ask(chat::ask::Dialogs { user: 1, chats: vec![5, 6] }),
+            ask(chat::ask::UserChats { user: 1 }),
+            ask(chat::ask::Memberships { user: 1, chats: vec![5] }),
+            ask(chat::ask::Members { chat: 5, user: 1, limit: 200 }),
+            ask(chat::ask::Search { chat: 5, user: 1, text: "cat".into(), limit: 20 }),
+            ask(chat::ask::Get { chat: 5, user: 1, ids: vec![2, 3] }),
+            ask(chat::ask::MembersAfter { chat: 5, user: 1, after: 9, limit: 200 }),
+            ask(chat::ask::SearchBefore { chat: 5, user: 1, text: "cat".into(), limit: 20, before: 99 }),
+            ask(chat::ask::ChatRows { user: 1, chats: vec![5, 6] }),
+            ask(chat::ask::Reactors { chat: 5, user: 1, id: 2, after: 3, limit: 4 }),
+            ask(chat::ask::MembersIn { chat: 5, users: vec![1, 2] }),
+            ask(chat::ask::HistoryPage { chat: 5, user: 1, before: 9, after: 2, limit: 50 }),
+            ask(chat::ask::DifferenceBounded { user: 1, chats: vec![(5, 6)] }),
+            ask(chat::ask::BlockedAgainst { user: 1, chats: vec![5] }),
+            ask(chat::ask::DifferenceReads { user: 1, chats: vec![(5, 6, 7)] }),
         ];
         same(
             samples,
@@ -331,21 +419,19 @@ mod bytes {
 
     #[test]
     fn media_commands_and_queries_keep_their_bytes() {
-        let c = |c: media::Cmd| encode(&AppCommand::Media(c));
-        let q = |q: media::Query| encode(&AppQuery::Media(q));
         let chunk = ChunkRef { hash: [9; 32], len: 1 << 20 };
         let thumb = Thumb { kind: b'm', width: 320, height: 200, chunk };
         let samples = vec![
-            c(media::Cmd::AddChunk { upload: 1, owner: 2, part_size: 512 << 10, index: 3, chunk, now_ms: 4 }),
-            c(media::Cmd::FinishV1 { upload: 1, owner: 2, file: 3, size: 4, sha256: [5; 32], name: "n".into(), mime: "m/m".into(), now_ms: 6 }),
-            c(media::Cmd::Abort { upload: 1, owner: 2 }),
-            c(media::Cmd::Share { file: 1, chat: 2 }),
-            c(media::Cmd::Finish { upload: 1, owner: 2, file: 3, size: 4, sha256: [5; 32], name: "n".into(), mime: "m/m".into(), thumbs: vec![thumb], now_ms: 6 }),
-            c(media::Cmd::Charge { owner: 2, upload: 1, bytes: 3, quota: 4 }),
-            q(media::Query::Upload { upload: 1 }),
-            q(media::Query::File { file: 2 }),
-            q(media::Query::Finished { upload: 3 }),
-            q(media::Query::ChunkRefs { rows: RefRows::Files, after: vec![1, 2], limit: 1000 }),
+            cmd(media::cmd::AddChunk { upload: 1, owner: 2, part_size: 512 << 10, index: 3, chunk, now_ms: 4 }),
+            cmd(media::cmd::FinishV1 { upload: 1, owner: 2, file: 3, size: 4, sha256: [5; 32], name: "n".into(), mime: "m/m".into(), now_ms: 6 }),
+            cmd(media::cmd::Abort { upload: 1, owner: 2 }),
+            cmd(media::cmd::Share { file: 1, chat: 2 }),
+            cmd(media::cmd::Finish { upload: 1, owner: 2, file: 3, size: 4, sha256: [5; 32], name: "n".into(), mime: "m/m".into(), thumbs: vec![thumb], now_ms: 6 }),
+            cmd(media::cmd::Charge { owner: 2, upload: 1, bytes: 3, quota: 4 }),
+            ask(media::ask::Upload { upload: 1 }),
+            ask(media::ask::File { file: 2 }),
+            ask(media::ask::Finished { upload: 3 }),
+            ask(media::ask::ChunkRefs { rows: RefRows::Files, after: vec![1, 2], limit: 1000 }),
         ];
         same(
             samples,

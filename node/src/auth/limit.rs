@@ -10,7 +10,7 @@
 //!   the count is cluster-wide without a write (a new leader starts afresh;
 //!   nobody outside can make leaders change).
 
-use super::logic::Cmd;
+use super::logic::{Cmd, cmd};
 use crate::limit::RateLimiter;
 
 /// Login attempts (codes asked for, sign-ins, sign-ups) per phone and
@@ -29,8 +29,8 @@ impl LoginGate {
     /// phone and address; every other command passes.
     pub fn admit(&mut self, cmd: &Cmd) -> Result<(), u32> {
         let (phone, asker, now_ms) = match cmd {
-            Cmd::SendCodeFrom { phone, asker, now_ms, .. } => (phone, asker.as_str(), *now_ms),
-            Cmd::SignIn { phone, session, now_ms, .. } | Cmd::SignUp { phone, session, now_ms, .. } => {
+            Cmd::SendCodeFrom(cmd::SendCodeFrom { phone, asker, now_ms, .. }) => (phone, asker.as_str(), *now_ms),
+            Cmd::SignIn(cmd::SignIn { phone, session, now_ms, .. }) | Cmd::SignUp(cmd::SignUp { phone, session, now_ms, .. }) => {
                 (phone, host_of(&session.address), *now_ms)
             }
             _ => return Ok(()),
@@ -51,12 +51,15 @@ mod tests {
 
     #[test]
     fn the_gate_counts_login_attempts_per_phone_and_address() {
-        let sign_in = |phone: &str, addr: &str, now_ms| Cmd::SignIn {
-            phone: phone.into(),
-            code_id: 1,
-            code: "1".into(),
-            session: NewSession { token_hash: [0; 32], device: String::new(), app_version: String::new(), node_id: 1, address: addr.into() },
-            now_ms,
+        let sign_in = |phone: &str, addr: &str, now_ms| -> Cmd {
+            cmd::SignIn {
+                phone: phone.into(),
+                code_id: 1,
+                code: "1".into(),
+                session: NewSession { token_hash: [0; 32], device: String::new(), app_version: String::new(), node_id: 1, address: addr.into() },
+                now_ms,
+            }
+            .into()
         };
         let mut g = LoginGate::new(2);
         g.admit(&sign_in("+1", "10.0.0.1:5", 0)).unwrap();
@@ -64,9 +67,9 @@ mod tests {
         assert!(g.admit(&sign_in("+1", "10.0.0.1:7", 0)).is_err(), "another port is the same address");
         g.admit(&sign_in("+1", "10.0.0.2:5", 0)).expect("another address has its own budget");
         g.admit(&sign_in("+2", "10.0.0.1:5", 0)).expect("another phone too");
-        let code = |asker: &str| Cmd::SendCodeFrom { phone: "+1".into(), code_id: 1, code: "1".into(), ttl_ms: 1, max_per_day: 5, now_ms: 0, asker: asker.into() };
+        let code = |asker: &str| -> Cmd { cmd::SendCodeFrom { phone: "+1".into(), code_id: 1, code: "1".into(), ttl_ms: 1, max_per_day: 5, now_ms: 0, asker: asker.into() }.into() };
         assert!(g.admit(&code("10.0.0.1")).is_err(), "codes and sign-ins share the budget");
-        let touch = Cmd::Touch { token_hash: [0; 32], node_id: 1, address: "10.0.0.1:5".into(), now_ms: 0 };
+        let touch: Cmd = cmd::Touch { token_hash: [0; 32], node_id: 1, address: "10.0.0.1:5".into(), now_ms: 0 }.into();
         g.admit(&touch).expect("not a login attempt");
         assert_eq!(host_of("[::1]:5"), "[::1]");
         assert_eq!(host_of("nonsense"), "nonsense");

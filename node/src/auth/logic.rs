@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use courier_raft::logic::{StateRead, StateView};
 
+use crate::app::answer;
 use crate::error::Result;
 use crate::state::{get, key, put};
 
@@ -113,22 +114,96 @@ pub struct NewSession {
     pub address: String,
 }
 
+/// Each variant's struct is in [`cmd`]; a newtype variant around a struct
+/// encodes as the struct variant it was, so the bytes in Raft logs read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Cmd {
-    SendCode { phone: String, code_id: u64, code: String, ttl_ms: u64, max_per_day: u32, now_ms: u64 },
-    SignIn { phone: String, code_id: u64, code: String, session: NewSession, now_ms: u64 },
-    SignUp { phone: String, code_id: u64, first_name: String, last_name: String, session: NewSession, group: u32, now_ms: u64 },
-    /// Records activity of a session (throttled by the caller).
-    Touch { token_hash: TokenHash, node_id: u64, address: String, now_ms: u64 },
-    /// Revokes sessions of the user owning `by` (which must be live).
-    Revoke { by: TokenHash, which: Revoke, now_ms: u64 },
+    SendCode(cmd::SendCode),
+    SignIn(cmd::SignIn),
+    SignUp(cmd::SignUp),
+    Touch(cmd::Touch),
+    Revoke(cmd::Revoke),
     // Commands are in Raft logs: new ones at the end, old ones keep applying.
-    /// A login code asked for from `asker` (an address): a new code beside
-    /// the phone's other live ones (at most [`LIVE_CODES`]), never replacing
-    /// them. Past the day's SMS budget an account with a logged-in device
-    /// still gets one, delivered only in the app ([`Reply::CodeSentVia`]).
-    SendCodeFrom { phone: String, code_id: u64, code: String, ttl_ms: u64, max_per_day: u32, now_ms: u64, asker: String },
+    SendCodeFrom(cmd::SendCodeFrom),
 }
+
+/// The auth commands, one struct each.
+pub mod cmd {
+    use super::{NewSession, TokenHash};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SendCode {
+        pub phone: String,
+        pub code_id: u64,
+        pub code: String,
+        pub ttl_ms: u64,
+        pub max_per_day: u32,
+        pub now_ms: u64,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SignIn {
+        pub phone: String,
+        pub code_id: u64,
+        pub code: String,
+        pub session: NewSession,
+        pub now_ms: u64,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SignUp {
+        pub phone: String,
+        pub code_id: u64,
+        pub first_name: String,
+        pub last_name: String,
+        pub session: NewSession,
+        pub group: u32,
+        pub now_ms: u64,
+    }
+
+    /// Records activity of a session (throttled by the caller).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Touch {
+        pub token_hash: TokenHash,
+        pub node_id: u64,
+        pub address: String,
+        pub now_ms: u64,
+    }
+
+    /// Revokes sessions of the user owning `by` (which must be live).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Revoke {
+        pub by: TokenHash,
+        pub which: super::Revoke,
+        pub now_ms: u64,
+    }
+
+    /// A login code asked for from `asker` (an address): a new code beside
+    /// the phone's other live ones (at most [`super::LIVE_CODES`]), never
+    /// replacing them. Past the day's SMS budget an account with a logged-in
+    /// device still gets one, delivered only in the app
+    /// ([`super::CodeSentVia`]).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SendCodeFrom {
+        pub phone: String,
+        pub code_id: u64,
+        pub code: String,
+        pub ttl_ms: u64,
+        pub max_per_day: u32,
+        pub now_ms: u64,
+        pub asker: String,
+    }
+}
+
+crate::app::requests!(AppCommand::Auth, Cmd, cmd {
+    SendCode => CodeSent,
+    SignIn => Authorized,
+    SignUp => Authorized,
+    Touch => (),
+    Revoke => Vec<TokenHash>,
+    SendCodeFrom => CodeSentVia,
+});
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Revoke {
@@ -138,20 +213,56 @@ pub enum Revoke {
     Others,
 }
 
+/// Each variant's struct is in [`ask`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Query {
+    Validate(ask::Validate),
+    Sessions(ask::Sessions),
+    Code(ask::Code),
+    UserByPhone(ask::UserByPhone),
+    UserById(ask::UserById),
+}
+
+/// The auth queries, one struct each.
+pub mod ask {
+    use super::TokenHash;
+    use serde::{Deserialize, Serialize};
+
     /// Which of these tokens are live sessions (batched: the gateway re-checks
     /// every connection of a group in one read).
-    Validate(Vec<TokenHash>),
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Validate(pub Vec<TokenHash>);
+
     /// The sessions of the user owning `by`.
-    Sessions { by: TokenHash },
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Sessions {
+        pub by: TokenHash,
+    }
+
     /// The live login code of a phone (operators, `log` delivery).
-    Code { phone: String },
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Code {
+        pub phone: String,
+    }
+
     /// The devices the user of `phone` is logged in on (code delivery in-app).
-    UserByPhone { phone: String },
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct UserByPhone {
+        pub phone: String,
+    }
+
     /// An account by id (the account's own group).
-    UserById(u64),
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct UserById(pub u64);
 }
+
+crate::app::requests!(AppQuery::Auth, Query, ask {
+    Validate => Vec<Validity>,
+    Sessions => Vec<Session>,
+    Code => Option<Code>,
+    UserByPhone => Option<User>,
+    UserById => Option<User>,
+});
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Validity {
@@ -160,20 +271,27 @@ pub enum Validity {
     Unknown,
 }
 
+/// A code made by [`cmd::SendCode`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Reply {
-    CodeSent { code_id: u64, expires_ms: u64 },
-    Authorized { user: User, session_id: u64 },
-    Done,
-    Revoked(Vec<TokenHash>),
-    Validity(Vec<Validity>),
-    Sessions(Vec<Session>),
-    Code(Option<Code>),
-    User(Option<User>),
-    // Replies cross the wire: new ones at the end.
-    /// A code made by [`Cmd::SendCodeFrom`]; `sms: false` when only the
-    /// account's logged-in devices may be told it (the SMS budget is spent).
-    CodeSentVia { code_id: u64, expires_ms: u64, sms: bool },
+pub struct CodeSent {
+    pub code_id: u64,
+    pub expires_ms: u64,
+}
+
+/// A code made by [`cmd::SendCodeFrom`]; `sms: false` when only the
+/// account's logged-in devices may be told it (the SMS budget is spent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeSentVia {
+    pub code_id: u64,
+    pub expires_ms: u64,
+    pub sms: bool,
+}
+
+/// A sign-in's or sign-up's new session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorized {
+    pub user: User,
+    pub session_id: u64,
 }
 
 /// Refusals; each maps to one code of the brief.
@@ -218,7 +336,8 @@ impl AuthError {
     }
 }
 
-pub type Outcome = std::result::Result<Reply, AuthError>;
+/// An answer of type `T`, or a refusal.
+pub type Outcome<T> = std::result::Result<T, AuthError>;
 
 // ---- keys ----
 
@@ -338,427 +457,266 @@ fn create_session(view: &mut dyn StateView, user: &mut User, s: &NewSession, now
 /// The first answer to a sign-in or sign-up whose session (token) already
 /// exists for this phone: the same command applied again, after a retry that
 /// followed a lost answer.
-fn replayed_sign_in(view: &dyn StateRead, phone: &str, s: &NewSession) -> Result<Option<Reply>> {
+fn replayed_sign_in(view: &dyn StateRead, phone: &str, s: &NewSession) -> Result<Option<Authorized>> {
     let Some(session) = get::<Session>(view, &session_key(&s.token_hash))? else { return Ok(None) };
     let Some(user) = get::<User>(view, &user_key(session.user_id))? else { return Ok(None) };
-    Ok((user.phone == phone).then_some(Reply::Authorized { user, session_id: session.id }))
+    Ok((user.phone == phone).then_some(Authorized { user, session_id: session.id }))
 }
 
-/// Applies one auth command. `Err` only for storage failures.
+/// Applies one auth command: its answer encoded ([`answer`]: each arm
+/// answers its command's own type). `Err` only for storage failures.
 ///
 /// Every command may be applied twice (a forwarded request retried after its
 /// answer was lost): each recognizes its own repeat and returns the first
 /// result. A refused command writes nothing.
-pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
+pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Vec<u8>> {
     match cmd {
-        Cmd::SendCode { phone, code_id, code, ttl_ms, max_per_day, now_ms } => {
-            if !valid_phone(phone) {
-                return Ok(Err(AuthError::PhoneNumberInvalid));
-            }
-            if let Some(c) = get::<Code>(view, &code_key(phone))?
-                && c.id == *code_id
-            {
-                return Ok(Ok(Reply::CodeSent { code_id: c.id, expires_ms: c.expires_ms }));
-            }
-            let mut sends: Vec<u64> = get(view, &sends_key(phone))?.unwrap_or_default();
-            sends.retain(|t| t + DAY_MS > *now_ms);
-            if sends.len() >= *max_per_day as usize {
-                let oldest = sends.iter().min().copied().unwrap_or(*now_ms);
-                let wait_ms = (oldest + DAY_MS).saturating_sub(*now_ms);
-                return Ok(Err(AuthError::FloodWait { secs: wait_ms.div_ceil(1000).max(1) as u32 }));
-            }
-            sends.push(*now_ms);
-            put(view, &sends_key(phone), &sends);
-            let expires_ms = now_ms + ttl_ms;
-            put(view, &code_key(phone), &Code { id: *code_id, code: code.clone(), expires_ms, tries_left: CODE_TRIES, verified: false });
-            Ok(Ok(Reply::CodeSent { code_id: *code_id, expires_ms }))
-        }
-        Cmd::SendCodeFrom { phone, code_id, code, ttl_ms, max_per_day, now_ms, asker: _ } => {
-            if !valid_phone(phone) {
-                return Ok(Err(AuthError::PhoneNumberInvalid));
-            }
-            let mut sends: Vec<u64> = get(view, &sends_key(phone))?.unwrap_or_default();
-            let mut codes = load_codes(view, phone)?;
-            if let Some(c) = codes.iter().find(|c| c.id == *code_id) {
-                // A repeat: the SMS was counted if it was sent.
-                return Ok(Ok(Reply::CodeSentVia { code_id: c.id, expires_ms: c.expires_ms, sms: sends.contains(now_ms) }));
-            }
-            sends.retain(|t| t + DAY_MS > *now_ms);
-            let sms = sends.len() < *max_per_day as usize;
-            if sms {
-                sends.push(*now_ms);
-                put(view, &sends_key(phone), &sends);
-            } else if !has_live_session(view, phone)? {
-                let oldest = sends.iter().min().copied().unwrap_or(*now_ms);
-                let wait_ms = (oldest + DAY_MS).saturating_sub(*now_ms);
-                return Ok(Err(AuthError::FloodWait { secs: wait_ms.div_ceil(1000).max(1) as u32 }));
-            }
-            codes.retain(|c| c.expires_ms > *now_ms);
-            let expires_ms = now_ms + ttl_ms;
-            codes.push(Code { id: *code_id, code: code.clone(), expires_ms, tries_left: CODE_TRIES, verified: false });
-            if codes.len() > LIVE_CODES {
-                codes.remove(0);
-            }
-            store_codes(view, phone, &codes);
-            Ok(Ok(Reply::CodeSentVia { code_id: *code_id, expires_ms, sms }))
-        }
-        Cmd::SignIn { phone, code_id, code, session, now_ms } => {
-            if !valid_phone(phone) {
-                return Ok(Err(AuthError::PhoneNumberInvalid));
-            }
-            if let Some(first) = replayed_sign_in(view, phone, session)? {
-                return Ok(Ok(first));
-            }
-            let mut c = match check_code(view, phone, *code_id, code, *now_ms)? {
-                Ok(c) => c,
-                Err(e) => return Ok(Err(e)),
-            };
-            let Some(user_id) = get::<u64>(view, &phone_key(phone))? else {
-                c.verified = true;
-                let mut codes = load_codes(view, phone)?;
-                codes.iter_mut().filter(|x| x.id == c.id).for_each(|x| *x = c.clone());
-                store_codes(view, phone, &codes);
-                return Ok(Err(AuthError::SignUpRequired));
-            };
-            let Some(mut user) = get::<User>(view, &user_key(user_id))? else {
-                return Ok(Err(AuthError::BadRequest("account record missing".into())));
-            };
-            let session_id = match create_session(view, &mut user, session, *now_ms)? {
-                Ok(id) => id,
-                Err(e) => return Ok(Err(e)),
-            };
-            // In: every live code of the phone ends.
-            store_codes(view, phone, &[]);
-            Ok(Ok(Reply::Authorized { user, session_id }))
-        }
-        Cmd::SignUp { phone, code_id, first_name, last_name, session, group, now_ms } => {
-            if !valid_phone(phone) {
-                return Ok(Err(AuthError::PhoneNumberInvalid));
-            }
-            if let Some(first) = replayed_sign_in(view, phone, session)? {
-                return Ok(Ok(first));
-            }
-            let (Some(first), Some(last)) = (clean_name(first_name, true), clean_name(last_name, false)) else {
-                return Ok(Err(AuthError::BadRequest(format!("a name is 1 to {NAME_MAX} printable characters"))));
-            };
-            let Some(c) = load_codes(view, phone)?.into_iter().find(|c| c.id == *code_id) else { return Ok(Err(AuthError::PhoneCodeExpired)) };
-            if *now_ms >= c.expires_ms {
-                return Ok(Err(AuthError::PhoneCodeExpired));
-            }
-            if !c.verified {
-                return Ok(Err(AuthError::BadRequest("sign in with the code first".into())));
-            }
-            if get::<u64>(view, &phone_key(phone))?.is_some() {
-                return Ok(Err(AuthError::BadRequest("this phone already has an account; sign in".into())));
-            }
-            let seq: u64 = get(view, NEXT_USER)?.unwrap_or(1);
-            let id = (seq << USER_GROUP_BITS) | u64::from(*group);
-            let mut user = User { id, phone: phone.clone(), first_name: first, last_name: last, created_ms: *now_ms, next_session: 1 };
-            // Refused before anything is written: no half-made account.
-            let session_id = match create_session(view, &mut user, session, *now_ms)? {
-                Ok(id) => id,
-                Err(e) => return Ok(Err(e)),
-            };
-            put(view, NEXT_USER, &(seq + 1));
-            put(view, &phone_key(phone), &id);
-            store_codes(view, phone, &[]);
-            Ok(Ok(Reply::Authorized { user, session_id }))
-        }
-        Cmd::Touch { token_hash, node_id, address, now_ms } => {
-            let mut s = match live_session(view, token_hash)? {
-                Ok(s) => s,
-                Err(e) => return Ok(Err(e)),
-            };
-            s.last_active_ms = s.last_active_ms.max(*now_ms);
-            s.node_id = *node_id;
-            s.address = address.clone();
-            put(view, &session_key(token_hash), &s);
-            Ok(Ok(Reply::Done))
-        }
-        Cmd::Revoke { by, which, now_ms } => {
-            let me = match live_session(view, by)? {
-                Ok(s) => s,
-                // A log-out applied twice: the first already ended the session.
-                Err(AuthError::SessionRevoked) if matches!(which, Revoke::Current) => return Ok(Ok(Reply::Revoked(vec![*by]))),
-                Err(e) => return Ok(Err(e)),
-            };
-            let mut index: Vec<TokenHash> = get(view, &user_sessions_key(me.user_id))?.unwrap_or_default();
-            let mut targets = Vec::new();
-            for h in &index {
-                let Some(s) = get::<Session>(view, &session_key(h))? else { continue };
-                let hit = match which {
-                    Revoke::Current => h == by,
-                    Revoke::One(id) => s.id == *id,
-                    Revoke::Others => h != by,
-                };
-                if hit {
-                    targets.push((*h, s));
-                }
-            }
-            if let Revoke::One(id) = which
-                && targets.is_empty()
-            {
-                // Ids below the user's next one were sessions once: already ended (or a repeat).
-                let next = get::<User>(view, &user_key(me.user_id))?.map_or(0, |u| u.next_session);
-                if *id == 0 || *id >= next {
-                    return Ok(Err(AuthError::BadRequest(format!("you have no session {id}"))));
-                }
-                return Ok(Ok(Reply::Revoked(Vec::new())));
-            }
-            for (h, mut s) in targets.iter().cloned() {
-                s.revoked_ms = Some(*now_ms);
-                put(view, &session_key(&h), &s);
-            }
-            index.retain(|h| !targets.iter().any(|(t, _)| t == h));
-            put(view, &user_sessions_key(me.user_id), &index);
-            Ok(Ok(Reply::Revoked(targets.into_iter().map(|(h, _)| h).collect())))
-        }
+        Cmd::SendCode(r) => answer(r, send_code(view, r)),
+        Cmd::SendCodeFrom(r) => answer(r, send_code_from(view, r)),
+        Cmd::SignIn(r) => answer(r, sign_in(view, r)),
+        Cmd::SignUp(r) => answer(r, sign_up(view, r)),
+        Cmd::Touch(r) => answer(r, touch(view, r)),
+        Cmd::Revoke(r) => answer(r, revoke(view, r)),
     }
 }
 
-/// Answers one auth query from the (linearizably read) state.
-pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
-    match q {
-        Query::Validate(hashes) => {
-            let mut out = Vec::with_capacity(hashes.len());
-            for h in hashes {
-                out.push(match get::<Session>(view, &session_key(h))? {
-                    Some(s) if s.revoked_ms.is_none() => match get::<User>(view, &user_key(s.user_id))? {
-                        Some(user) => Validity::Live { user, session: s },
-                        None => Validity::Unknown,
-                    },
-                    Some(_) => Validity::Revoked,
-                    None => Validity::Unknown,
-                });
-            }
-            Ok(Ok(Reply::Validity(out)))
-        }
-        Query::Sessions { by } => {
-            let me = match live_session(view, by)? {
-                Ok(s) => s,
-                Err(e) => return Ok(Err(e)),
-            };
-            let index: Vec<TokenHash> = get(view, &user_sessions_key(me.user_id))?.unwrap_or_default();
-            let mut out = Vec::new();
-            for h in &index {
-                if let Some(s) = get::<Session>(view, &session_key(h))? {
-                    out.push(s);
-                }
-            }
-            out.sort_by_key(|s| s.id);
-            Ok(Ok(Reply::Sessions(out)))
-        }
-        Query::Code { phone } => Ok(Ok(Reply::Code(load_codes(view, phone)?.pop()))),
-        Query::UserByPhone { phone } => {
-            let user = match get::<u64>(view, &phone_key(phone))? {
-                Some(id) => get::<User>(view, &user_key(id))?,
-                None => None,
-            };
-            Ok(Ok(Reply::User(user)))
-        }
-        Query::UserById(id) => Ok(Ok(Reply::User(get::<User>(view, &user_key(*id))?))),
+fn send_code(view: &mut dyn StateView, req: &cmd::SendCode) -> Result<Outcome<CodeSent>> {
+    let cmd::SendCode { phone, code_id, code, ttl_ms, max_per_day, now_ms } = req;
+    if !valid_phone(phone) {
+        return Ok(Err(AuthError::PhoneNumberInvalid));
     }
+    if let Some(c) = get::<Code>(view, &code_key(phone))?
+        && c.id == *code_id
+    {
+        return Ok(Ok(CodeSent { code_id: c.id, expires_ms: c.expires_ms }));
+    }
+    let mut sends: Vec<u64> = get(view, &sends_key(phone))?.unwrap_or_default();
+    sends.retain(|t| t + DAY_MS > *now_ms);
+    if sends.len() >= *max_per_day as usize {
+        let oldest = sends.iter().min().copied().unwrap_or(*now_ms);
+        let wait_ms = (oldest + DAY_MS).saturating_sub(*now_ms);
+        return Ok(Err(AuthError::FloodWait { secs: wait_ms.div_ceil(1000).max(1) as u32 }));
+    }
+    sends.push(*now_ms);
+    put(view, &sends_key(phone), &sends);
+    let expires_ms = now_ms + ttl_ms;
+    put(view, &code_key(phone), &Code { id: *code_id, code: code.clone(), expires_ms, tries_left: CODE_TRIES, verified: false });
+    Ok(Ok(CodeSent { code_id: *code_id, expires_ms }))
+}
+
+fn send_code_from(view: &mut dyn StateView, req: &cmd::SendCodeFrom) -> Result<Outcome<CodeSentVia>> {
+    let cmd::SendCodeFrom { phone, code_id, code, ttl_ms, max_per_day, now_ms, asker: _ } = req;
+    if !valid_phone(phone) {
+        return Ok(Err(AuthError::PhoneNumberInvalid));
+    }
+    let mut sends: Vec<u64> = get(view, &sends_key(phone))?.unwrap_or_default();
+    let mut codes = load_codes(view, phone)?;
+    if let Some(c) = codes.iter().find(|c| c.id == *code_id) {
+        // A repeat: the SMS was counted if it was sent.
+        return Ok(Ok(CodeSentVia { code_id: c.id, expires_ms: c.expires_ms, sms: sends.contains(now_ms) }));
+    }
+    sends.retain(|t| t + DAY_MS > *now_ms);
+    let sms = sends.len() < *max_per_day as usize;
+    if sms {
+        sends.push(*now_ms);
+        put(view, &sends_key(phone), &sends);
+    } else if !has_live_session(view, phone)? {
+        let oldest = sends.iter().min().copied().unwrap_or(*now_ms);
+        let wait_ms = (oldest + DAY_MS).saturating_sub(*now_ms);
+        return Ok(Err(AuthError::FloodWait { secs: wait_ms.div_ceil(1000).max(1) as u32 }));
+    }
+    codes.retain(|c| c.expires_ms > *now_ms);
+    let expires_ms = now_ms + ttl_ms;
+    codes.push(Code { id: *code_id, code: code.clone(), expires_ms, tries_left: CODE_TRIES, verified: false });
+    if codes.len() > LIVE_CODES {
+        codes.remove(0);
+    }
+    store_codes(view, phone, &codes);
+    Ok(Ok(CodeSentVia { code_id: *code_id, expires_ms, sms }))
+}
+
+fn sign_in(view: &mut dyn StateView, req: &cmd::SignIn) -> Result<Outcome<Authorized>> {
+    let cmd::SignIn { phone, code_id, code, session, now_ms } = req;
+    if !valid_phone(phone) {
+        return Ok(Err(AuthError::PhoneNumberInvalid));
+    }
+    if let Some(first) = replayed_sign_in(view, phone, session)? {
+        return Ok(Ok(first));
+    }
+    let mut c = match check_code(view, phone, *code_id, code, *now_ms)? {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let Some(user_id) = get::<u64>(view, &phone_key(phone))? else {
+        c.verified = true;
+        let mut codes = load_codes(view, phone)?;
+        codes.iter_mut().filter(|x| x.id == c.id).for_each(|x| *x = c.clone());
+        store_codes(view, phone, &codes);
+        return Ok(Err(AuthError::SignUpRequired));
+    };
+    let Some(mut user) = get::<User>(view, &user_key(user_id))? else {
+        return Ok(Err(AuthError::BadRequest("account record missing".into())));
+    };
+    let session_id = match create_session(view, &mut user, session, *now_ms)? {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(e)),
+    };
+    // In: every live code of the phone ends.
+    store_codes(view, phone, &[]);
+    Ok(Ok(Authorized { user, session_id }))
+}
+
+fn sign_up(view: &mut dyn StateView, req: &cmd::SignUp) -> Result<Outcome<Authorized>> {
+    let cmd::SignUp { phone, code_id, first_name, last_name, session, group, now_ms } = req;
+    if !valid_phone(phone) {
+        return Ok(Err(AuthError::PhoneNumberInvalid));
+    }
+    if let Some(first) = replayed_sign_in(view, phone, session)? {
+        return Ok(Ok(first));
+    }
+    let (Some(first), Some(last)) = (clean_name(first_name, true), clean_name(last_name, false)) else {
+        return Ok(Err(AuthError::BadRequest(format!("a name is 1 to {NAME_MAX} printable characters"))));
+    };
+    let Some(c) = load_codes(view, phone)?.into_iter().find(|c| c.id == *code_id) else { return Ok(Err(AuthError::PhoneCodeExpired)) };
+    if *now_ms >= c.expires_ms {
+        return Ok(Err(AuthError::PhoneCodeExpired));
+    }
+    if !c.verified {
+        return Ok(Err(AuthError::BadRequest("sign in with the code first".into())));
+    }
+    if get::<u64>(view, &phone_key(phone))?.is_some() {
+        return Ok(Err(AuthError::BadRequest("this phone already has an account; sign in".into())));
+    }
+    let seq: u64 = get(view, NEXT_USER)?.unwrap_or(1);
+    let id = (seq << USER_GROUP_BITS) | u64::from(*group);
+    let mut user = User { id, phone: phone.clone(), first_name: first, last_name: last, created_ms: *now_ms, next_session: 1 };
+    // Refused before anything is written: no half-made account.
+    let session_id = match create_session(view, &mut user, session, *now_ms)? {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(e)),
+    };
+    put(view, NEXT_USER, &(seq + 1));
+    put(view, &phone_key(phone), &id);
+    store_codes(view, phone, &[]);
+    Ok(Ok(Authorized { user, session_id }))
+}
+
+fn touch(view: &mut dyn StateView, req: &cmd::Touch) -> Result<Outcome<()>> {
+    let cmd::Touch { token_hash, node_id, address, now_ms } = req;
+    let mut s = match live_session(view, token_hash)? {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    s.last_active_ms = s.last_active_ms.max(*now_ms);
+    s.node_id = *node_id;
+    s.address = address.clone();
+    put(view, &session_key(token_hash), &s);
+    Ok(Ok(()))
+}
+
+fn revoke(view: &mut dyn StateView, req: &cmd::Revoke) -> Result<Outcome<Vec<TokenHash>>> {
+    let cmd::Revoke { by, which, now_ms } = req;
+    let me = match live_session(view, by)? {
+        Ok(s) => s,
+        // A log-out applied twice: the first already ended the session.
+        Err(AuthError::SessionRevoked) if matches!(which, Revoke::Current) => return Ok(Ok(vec![*by])),
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut index: Vec<TokenHash> = get(view, &user_sessions_key(me.user_id))?.unwrap_or_default();
+    let mut targets = Vec::new();
+    for h in &index {
+        let Some(s) = get::<Session>(view, &session_key(h))? else { continue };
+        let hit = match which {
+            Revoke::Current => h == by,
+            Revoke::One(id) => s.id == *id,
+            Revoke::Others => h != by,
+        };
+        if hit {
+            targets.push((*h, s));
+        }
+    }
+    if let Revoke::One(id) = which
+        && targets.is_empty()
+    {
+        // Ids below the user's next one were sessions once: already ended (or a repeat).
+        let next = get::<User>(view, &user_key(me.user_id))?.map_or(0, |u| u.next_session);
+        if *id == 0 || *id >= next {
+            return Ok(Err(AuthError::BadRequest(format!("you have no session {id}"))));
+        }
+        return Ok(Ok(Vec::new()));
+    }
+    for (h, mut s) in targets.iter().cloned() {
+        s.revoked_ms = Some(*now_ms);
+        put(view, &session_key(&h), &s);
+    }
+    index.retain(|h| !targets.iter().any(|(t, _)| t == h));
+    put(view, &user_sessions_key(me.user_id), &index);
+    Ok(Ok(targets.into_iter().map(|(h, _)| h).collect()))
+}
+
+/// Answers one auth query from the (linearizably read) state, encoded
+/// ([`answer`]).
+pub fn query(view: &dyn StateRead, q: &Query) -> Result<Vec<u8>> {
+    match q {
+        Query::Validate(r) => answer(r, ask_validate(view, r)),
+        Query::Sessions(r) => answer(r, ask_sessions(view, r)),
+        Query::Code(r) => answer(r, ask_code(view, r)),
+        Query::UserByPhone(r) => answer(r, ask_user_by_phone(view, r)),
+        Query::UserById(r) => answer(r, ask_user_by_id(view, r)),
+    }
+}
+
+fn ask_validate(view: &dyn StateRead, req: &ask::Validate) -> Result<Outcome<Vec<Validity>>> {
+    let ask::Validate(hashes) = req;
+    let mut out = Vec::with_capacity(hashes.len());
+    for h in hashes {
+        out.push(match get::<Session>(view, &session_key(h))? {
+            Some(s) if s.revoked_ms.is_none() => match get::<User>(view, &user_key(s.user_id))? {
+                Some(user) => Validity::Live { user, session: s },
+                None => Validity::Unknown,
+            },
+            Some(_) => Validity::Revoked,
+            None => Validity::Unknown,
+        });
+    }
+    Ok(Ok(out))
+}
+
+fn ask_sessions(view: &dyn StateRead, req: &ask::Sessions) -> Result<Outcome<Vec<Session>>> {
+    let ask::Sessions { by } = req;
+    let me = match live_session(view, by)? {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    let index: Vec<TokenHash> = get(view, &user_sessions_key(me.user_id))?.unwrap_or_default();
+    let mut out = Vec::new();
+    for h in &index {
+        if let Some(s) = get::<Session>(view, &session_key(h))? {
+            out.push(s);
+        }
+    }
+    out.sort_by_key(|s| s.id);
+    Ok(Ok(out))
+}
+
+fn ask_code(view: &dyn StateRead, req: &ask::Code) -> Result<Outcome<Option<Code>>> {
+    let ask::Code { phone } = req;
+    Ok(Ok(load_codes(view, phone)?.pop()))
+}
+
+fn ask_user_by_phone(view: &dyn StateRead, req: &ask::UserByPhone) -> Result<Outcome<Option<User>>> {
+    let ask::UserByPhone { phone } = req;
+    let user = match get::<u64>(view, &phone_key(phone))? {
+        Some(id) => get::<User>(view, &user_key(id))?,
+        None => None,
+    };
+    Ok(Ok(user))
+}
+
+fn ask_user_by_id(view: &dyn StateRead, req: &ask::UserById) -> Result<Outcome<Option<User>>> {
+    let ask::UserById(id) = req;
+    Ok(Ok(get::<User>(view, &user_key(*id))?))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use courier_raft::logic::MemView;
-
-    const PHONE: &str = "+15550001111";
-    const MIN: u64 = 60_000;
-
-    fn send(v: &mut MemView, id: u64, now: u64) -> Outcome {
-        apply(v, &Cmd::SendCode { phone: PHONE.into(), code_id: id, code: "12345".into(), ttl_ms: 5 * MIN, max_per_day: 5, now_ms: now })
-            .unwrap()
-    }
-    fn sess(n: u8) -> NewSession {
-        NewSession { token_hash: [n; 32], device: format!("dev{n}"), app_version: "t".into(), node_id: 1, address: "127.0.0.1:1".into() }
-    }
-    fn sign_in(v: &mut MemView, id: u64, code: &str, n: u8, now: u64) -> Outcome {
-        apply(v, &Cmd::SignIn { phone: PHONE.into(), code_id: id, code: code.into(), session: sess(n), now_ms: now }).unwrap()
-    }
-    fn sign_up(v: &mut MemView, id: u64, n: u8, now: u64) -> Outcome {
-        let cmd = Cmd::SignUp {
-            phone: PHONE.into(),
-            code_id: id,
-            first_name: " Ann ".into(),
-            last_name: String::new(),
-            session: sess(n),
-            group: 7,
-            now_ms: now,
-        };
-        apply(v, &cmd).unwrap()
-    }
-
-    #[test]
-    fn phone_and_test_numbers() {
-        assert!(valid_phone("+15550001111"));
-        for bad in ["15550001111", "+1555", "+0123456789", "+1555000111122223", "+1555abc1111", ""] {
-            assert!(!valid_phone(bad), "{bad}");
-        }
-        assert_eq!(test_number_code("+9996612345").as_deref(), Some("11111"));
-        assert_eq!(test_number_code("+9996639999").as_deref(), Some("33333"));
-        assert_eq!(test_number_code("+15550001111"), None);
-        assert_eq!(test_number_code("+999661234"), None);
-    }
-
-    #[test]
-    fn new_phone_signs_up_with_a_verified_code_then_signs_in() {
-        let mut v = MemView::default();
-        assert!(matches!(send(&mut v, 1, 0), Ok(Reply::CodeSent { code_id: 1, .. })));
-        // Sign-up before the code was checked is refused.
-        assert!(matches!(sign_up(&mut v, 1, 1, 10), Err(AuthError::BadRequest(_))));
-        assert_eq!(sign_in(&mut v, 1, "12345", 1, 10), Err(AuthError::SignUpRequired));
-        let Ok(Reply::Authorized { user, session_id }) = sign_up(&mut v, 1, 1, 20) else { panic!() };
-        assert_eq!((user.id, user.first_name.as_str(), session_id), ((1 << USER_GROUP_BITS) | 7, "Ann", 1));
-        assert_eq!(user_group(user.id), 7);
-        // The code is used up.
-        assert_eq!(sign_in(&mut v, 1, "12345", 2, 30), Err(AuthError::PhoneCodeExpired));
-        send(&mut v, 2, 40).unwrap();
-        let Ok(Reply::Authorized { user: again, session_id }) = sign_in(&mut v, 2, "12345", 2, 50) else { panic!() };
-        assert_eq!((again.id, session_id), (user.id, 2));
-        let Ok(Reply::Sessions(list)) = query(&v, &Query::Sessions { by: [2; 32] }).unwrap() else { panic!() };
-        assert_eq!(list.iter().map(|s| s.id).collect::<Vec<_>>(), vec![1, 2]);
-    }
-
-    #[test]
-    fn three_wrong_codes_end_the_code() {
-        let mut v = MemView::default();
-        send(&mut v, 1, 0).unwrap();
-        assert_eq!(sign_in(&mut v, 1, "00000", 1, 1), Err(AuthError::PhoneCodeInvalid { tries_left: 2 }));
-        assert_eq!(sign_in(&mut v, 1, "00000", 1, 2), Err(AuthError::PhoneCodeInvalid { tries_left: 1 }));
-        assert_eq!(sign_in(&mut v, 1, "00000", 1, 3), Err(AuthError::PhoneCodeInvalid { tries_left: 0 }));
-        assert_eq!(sign_in(&mut v, 1, "12345", 1, 4), Err(AuthError::PhoneCodeExpired));
-    }
-
-    #[test]
-    fn codes_expire_after_their_ttl_and_a_new_code_replaces_the_old() {
-        let mut v = MemView::default();
-        send(&mut v, 1, 0).unwrap();
-        assert_eq!(sign_in(&mut v, 1, "12345", 1, 5 * MIN), Err(AuthError::PhoneCodeExpired));
-        send(&mut v, 2, 6 * MIN).unwrap();
-        send(&mut v, 3, 6 * MIN + 1).unwrap();
-        assert_eq!(sign_in(&mut v, 2, "12345", 1, 6 * MIN + 2), Err(AuthError::PhoneCodeExpired));
-        assert_eq!(sign_in(&mut v, 3, "12345", 1, 6 * MIN + 3), Err(AuthError::SignUpRequired));
-    }
-
-    #[test]
-    fn sixth_code_in_a_day_waits_until_the_oldest_leaves_the_window() {
-        let mut v = MemView::default();
-        for i in 0..5 {
-            send(&mut v, i, i * MIN).unwrap();
-        }
-        assert_eq!(send(&mut v, 9, 10 * MIN), Err(AuthError::FloodWait { secs: ((DAY_MS - 10 * MIN) / 1000) as u32 }));
-        // A day after the first one, one more is allowed.
-        assert!(send(&mut v, 10, DAY_MS).is_ok());
-        assert!(matches!(send(&mut v, 11, DAY_MS + 1), Err(AuthError::FloodWait { .. })));
-        assert_eq!(
-            apply(&mut v, &Cmd::SendCode { phone: "555".into(), code_id: 1, code: "1".into(), ttl_ms: 1, max_per_day: 5, now_ms: 0 }).unwrap(),
-            Err(AuthError::PhoneNumberInvalid)
-        );
-    }
-
-    fn ask(v: &mut MemView, id: u64, asker: &str, now: u64) -> Outcome {
-        let cmd = Cmd::SendCodeFrom { phone: PHONE.into(), code_id: id, code: "12345".into(), ttl_ms: 5 * MIN, max_per_day: 5, now_ms: now, asker: asker.into() };
-        apply(v, &cmd).unwrap()
-    }
-
-    #[test]
-    fn a_strangers_codes_neither_replace_the_owners_nor_lock_the_owner_out() {
-        let mut v = MemView::default();
-        // The owner has an account and a logged-in device.
-        assert!(matches!(ask(&mut v, 1, "owner", 0), Ok(Reply::CodeSentVia { sms: true, .. })));
-        sign_in(&mut v, 1, "12345", 1, 1).unwrap_err();
-        sign_up(&mut v, 1, 1, 2).unwrap();
-        // A new device of the owner asks; strangers ask after it, past the SMS budget.
-        assert!(matches!(ask(&mut v, 2, "owner", MIN), Ok(Reply::CodeSentVia { sms: true, .. })));
-        let mut sms = Vec::new();
-        for i in 0..6 {
-            match ask(&mut v, 10 + i, "stranger", MIN + 1 + i) {
-                Ok(Reply::CodeSentVia { sms: s, .. }) => sms.push(s),
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(sms, [true, true, true, false, false, false], "five SMS a day; then in the app only");
-        // A repeat of a request answers the same (and sends no second SMS).
-        assert!(matches!(ask(&mut v, 15, "stranger", MIN + 6), Ok(Reply::CodeSentVia { sms: false, .. })));
-        // The owner's code is still there; a wrong try on another code does not touch it.
-        assert!(matches!(sign_in(&mut v, 10, "00000", 3, MIN + 20), Err(AuthError::PhoneCodeInvalid { tries_left: 2 })));
-        let Ok(Reply::Authorized { session_id, .. }) = sign_in(&mut v, 2, "12345", 2, MIN + 30) else { panic!("the owner signs in") };
-        assert_eq!(session_id, 2);
-        // Signing in ends every live code of the phone.
-        assert_eq!(sign_in(&mut v, 11, "12345", 3, MIN + 40), Err(AuthError::PhoneCodeExpired));
-        // Past the budget, a phone without a logged-in device waits for the day.
-        let other = |v: &mut MemView, id: u64, now: u64| {
-            apply(v, &Cmd::SendCodeFrom { phone: "+15550002222".into(), code_id: id, code: "1".into(), ttl_ms: MIN, max_per_day: 1, now_ms: now, asker: "x".into() }).unwrap()
-        };
-        assert!(other(&mut v, 1, 0).is_ok());
-        assert!(matches!(other(&mut v, 2, 1), Err(AuthError::FloodWait { .. })));
-    }
-
-    #[test]
-    fn a_code_left_by_the_previous_version_still_signs_in() {
-        let mut v = MemView::default();
-        send(&mut v, 1, 0).unwrap();
-        assert!(matches!(ask(&mut v, 2, "a", 1), Ok(Reply::CodeSentVia { .. })));
-        assert_eq!(sign_in(&mut v, 1, "12345", 1, 2), Err(AuthError::SignUpRequired));
-        sign_up(&mut v, 1, 1, 3).unwrap();
-        assert_eq!(query(&v, &Query::Code { phone: PHONE.into() }).unwrap(), Ok(Reply::Code(None)), "no code outlives the sign-up");
-    }
-
-    #[test]
-    fn revoke_others_one_and_current() {
-        let mut v = MemView::default();
-        send(&mut v, 1, 0).unwrap();
-        sign_in(&mut v, 1, "12345", 1, 1).unwrap_err();
-        sign_up(&mut v, 1, 1, 2).unwrap();
-        for (i, n) in [(2u64, 2u8), (3, 3), (4, 4)] {
-            send(&mut v, i, 10 * i).unwrap();
-            sign_in(&mut v, i, "12345", n, 10 * i + 1).unwrap();
-        }
-        let revoke = |v: &mut MemView, by: u8, which: Revoke| apply(v, &Cmd::Revoke { by: [by; 32], which, now_ms: 100 }).unwrap();
-        assert_eq!(revoke(&mut v, 1, Revoke::One(2)), Ok(Reply::Revoked(vec![[2; 32]])));
-        // Ending an ended session again (a retried request) is a no-op; an id never given is bad input.
-        assert_eq!(revoke(&mut v, 1, Revoke::One(2)), Ok(Reply::Revoked(vec![])));
-        assert!(matches!(revoke(&mut v, 1, Revoke::One(5)), Err(AuthError::BadRequest(_))));
-        assert!(matches!(revoke(&mut v, 1, Revoke::One(0)), Err(AuthError::BadRequest(_))));
-        // A revoked session can do nothing, and says so.
-        assert_eq!(revoke(&mut v, 2, Revoke::Others), Err(AuthError::SessionRevoked));
-        assert_eq!(revoke(&mut v, 9, Revoke::Others), Err(AuthError::Unauthorized));
-        assert_eq!(revoke(&mut v, 1, Revoke::Others), Ok(Reply::Revoked(vec![[3; 32], [4; 32]])));
-        let Ok(Reply::Validity(val)) = query(&v, &Query::Validate(vec![[1; 32], [3; 32], [8; 32]])).unwrap() else { panic!() };
-        assert!(matches!(&val[0], Validity::Live { session, .. } if session.id == 1));
-        assert_eq!(val[1..], [Validity::Revoked, Validity::Unknown]);
-        assert_eq!(revoke(&mut v, 1, Revoke::Current), Ok(Reply::Revoked(vec![[1; 32]])));
-        assert_eq!(query(&v, &Query::Sessions { by: [1; 32] }).unwrap(), Err(AuthError::SessionRevoked));
-        // A log-out applied twice answers the same.
-        assert_eq!(revoke(&mut v, 1, Revoke::Current), Ok(Reply::Revoked(vec![[1; 32]])));
-        assert_eq!(revoke(&mut v, 1, Revoke::Others), Err(AuthError::SessionRevoked));
-    }
-
-    #[test]
-    fn commands_applied_twice_answer_as_the_first_time() {
-        let mut v = MemView::default();
-        let first = send(&mut v, 1, 0);
-        assert_eq!(send(&mut v, 1, 5), first, "a repeated send_code");
-        for i in 2..=5 {
-            send(&mut v, i, i).unwrap();
-        }
-        assert_eq!(send(&mut v, 5, 10), Ok(Reply::CodeSent { code_id: 5, expires_ms: 5 + 5 * MIN }), "the repeat did not count");
-        assert_eq!(sign_in(&mut v, 5, "12345", 1, 20), Err(AuthError::SignUpRequired));
-        let up = sign_up(&mut v, 5, 1, 30);
-        assert!(up.is_ok());
-        assert_eq!(sign_up(&mut v, 5, 1, 40), up, "a repeated sign-up: the same user and session");
-        let before = v.clone();
-        assert_eq!(sign_up(&mut v, 5, 1, 50), up);
-        assert_eq!(v, before, "a repeat writes nothing");
-        send(&mut v, 9, DAY_MS).unwrap();
-        let signed = sign_in(&mut v, 9, "12345", 2, DAY_MS + 1);
-        assert!(signed.is_ok());
-        assert_eq!(sign_in(&mut v, 9, "12345", 2, DAY_MS + 2), signed, "a repeated sign-in");
-        // Another phone cannot take over a session by replaying its token.
-        let other = Cmd::SignIn { phone: "+15550002222".into(), code_id: 9, code: "12345".into(), session: sess(2), now_ms: DAY_MS + 3 };
-        assert_eq!(apply(&mut v, &other).unwrap(), Err(AuthError::PhoneCodeExpired));
-    }
-}
+mod tests;

@@ -11,14 +11,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::app::{self, AppCommand, AppQuery, AppReply};
+use crate::app::{self, AppCommand, AppQuery, Request};
 use crate::clock::Clock;
 use crate::cluster::Node;
 use crate::config::AuthConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::push::{Notice, Push, Pushes};
 use courier_proto::client as pb;
-pub use logic::{AuthError, Reply, Revoke, Session, TokenHash, User, Validity};
+pub use logic::{AuthError, Revoke, Session, TokenHash, User, Validity};
+use logic::{ask, cmd};
 
 /// How long a node may keep serving a connection on its last session check.
 /// Revocation is acknowledged once every node has dropped the session, or
@@ -81,12 +82,12 @@ impl Auth {
         Ok(self.node.raft()?.group_for_key(format!("phone:{phone}").as_bytes()))
     }
 
-    async fn exec(&self, group: u32, cmd: logic::Cmd) -> Result<Reply> {
-        unwrap_reply(app::write(&self.node, group, &AppCommand::Auth(cmd)).await?)
+    async fn exec<C: Request + Into<AppCommand>>(&self, group: u32, cmd: C) -> Result<C::Answer> {
+        app::write(&self.node, group, cmd).await
     }
 
-    async fn read(&self, group: u32, q: logic::Query) -> Result<Reply> {
-        unwrap_reply(app::read(&self.node, group, &AppQuery::Auth(q)).await?)
+    async fn read<Q: Request + Into<AppQuery>>(&self, group: u32, q: Q) -> Result<Q::Answer> {
+        app::read(&self.node, group, q).await
     }
 
     fn new_session(&self, token: &[u8], caller: &Caller) -> logic::NewSession {
@@ -109,7 +110,7 @@ impl Auth {
         let code = test_code.clone().unwrap_or_else(|| format!("{:05}", rand::random_range(0..100_000u32)));
         let code_id: u64 = rand::random::<u64>() | 1;
         let group = self.phone_group(phone)?;
-        let cmd = logic::Cmd::SendCodeFrom {
+        let cmd = cmd::SendCodeFrom {
             phone: phone.to_string(),
             code_id,
             code: code.clone(),
@@ -118,10 +119,7 @@ impl Auth {
             now_ms,
             asker: caller.addr.ip().to_string(),
         };
-        let (code_id, sms) = match self.exec(group, cmd).await? {
-            Reply::CodeSentVia { code_id, sms, .. } => (code_id, sms),
-            other => return Err(Error::Io(format!("unexpected reply to send_code: {other:?}"))),
-        };
+        let logic::CodeSentVia { code_id, sms, .. } = self.exec(group, cmd).await?;
         let mut delivery = "sms";
         if test_code.is_none() {
             // Past the day's SMS budget only the account's devices are told.
@@ -129,7 +127,7 @@ impl Auth {
                 self.deliver(phone, &code).await;
             }
             if (self.cfg.deliver_in_app || !sms)
-                && let Ok(Reply::User(Some(user))) = self.read(group, logic::Query::UserByPhone { phone: phone.into() }).await
+                && let Ok(Some(user)) = self.read(group, ask::UserByPhone { phone: phone.into() }).await
             {
                 // Who asked, as the account's devices show it: the app and the
                 // address, never the asker's free text (a phishing line).
@@ -163,12 +161,12 @@ impl Auth {
     }
 
     pub async fn sign_in(&self, phone: &str, code_id: u64, code: &str, caller: &Caller) -> Result<NewAuthorization> {
-        self.new_authorization(phone, caller, |session, _, now_ms| logic::Cmd::SignIn { phone: phone.into(), code_id, code: code.into(), session, now_ms })
+        self.new_authorization(phone, caller, |session, _, now_ms| cmd::SignIn { phone: phone.into(), code_id, code: code.into(), session, now_ms })
             .await
     }
 
     pub async fn sign_up(&self, phone: &str, code_id: u64, first: &str, last: &str, caller: &Caller) -> Result<NewAuthorization> {
-        self.new_authorization(phone, caller, |session, group, now_ms| logic::Cmd::SignUp {
+        self.new_authorization(phone, caller, |session, group, now_ms| cmd::SignUp {
             phone: phone.into(),
             code_id,
             first_name: first.into(),
@@ -181,11 +179,11 @@ impl Auth {
     }
 
     /// Makes a token in the phone's group and runs `cmd(session, group, now)` there.
-    async fn new_authorization(
+    async fn new_authorization<C: Request<Answer = logic::Authorized> + Into<AppCommand>>(
         &self,
         phone: &str,
         caller: &Caller,
-        cmd: impl FnOnce(logic::NewSession, u32, u64) -> logic::Cmd,
+        cmd: impl FnOnce(logic::NewSession, u32, u64) -> C,
     ) -> Result<NewAuthorization> {
         self.admit_address(caller)?;
         let group = self.phone_group(phone)?;
@@ -194,23 +192,16 @@ impl Auth {
         self.authorized(self.exec(group, cmd).await?, token)
     }
 
-    fn authorized(&self, reply: Reply, token: Vec<u8>) -> Result<NewAuthorization> {
-        match reply {
-            Reply::Authorized { user, session_id } => {
-                self.node.metrics().sign_ins.inc();
-                tracing::info!(user = user.id, session = session_id, "signed in");
-                Ok(NewAuthorization { user, session_id, token })
-            }
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+    fn authorized(&self, reply: logic::Authorized, token: Vec<u8>) -> Result<NewAuthorization> {
+        let logic::Authorized { user, session_id } = reply;
+        self.node.metrics().sign_ins.inc();
+        tracing::info!(user = user.id, session = session_id, "signed in");
+        Ok(NewAuthorization { user, session_id, token })
     }
 
     /// Checks a batch of tokens of one group with one linearizable read.
     pub async fn validate(&self, group: u32, hashes: Vec<TokenHash>) -> Result<Vec<Validity>> {
-        match self.read(group, logic::Query::Validate(hashes)).await? {
-            Reply::Validity(v) => Ok(v),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        self.read(group, ask::Validate(hashes)).await
     }
 
     /// The session a token names, if it is live.
@@ -228,15 +219,12 @@ impl Auth {
     /// Records that a session was used now, through this node.
     pub async fn touch(&self, group: u32, hash: TokenHash, addr: SocketAddr) -> Result<()> {
         let node_id = self.node.raft()?.id();
-        self.exec(group, logic::Cmd::Touch { token_hash: hash, node_id, address: addr.to_string(), now_ms: self.clock.now_ms() }).await?;
+        self.exec(group, cmd::Touch { token_hash: hash, node_id, address: addr.to_string(), now_ms: self.clock.now_ms() }).await?;
         Ok(())
     }
 
     pub async fn sessions(&self, group: u32, hash: TokenHash) -> Result<Vec<Session>> {
-        match self.read(group, logic::Query::Sessions { by: hash }).await? {
-            Reply::Sessions(s) => Ok(s),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        self.read(group, ask::Sessions { by: hash }).await
     }
 
     /// Revokes sessions and returns once no node serves them any more: every
@@ -244,9 +232,8 @@ impl Auth {
     /// passed since the commit (a node that did not hear stops trusting its
     /// last check by then).
     pub async fn revoke(&self, group: u32, hash: TokenHash, which: Revoke) -> Result<Vec<TokenHash>> {
-        let reply = self.exec(group, logic::Cmd::Revoke { by: hash, which, now_ms: self.clock.now_ms() }).await?;
+        let hashes = self.exec(group, cmd::Revoke { by: hash, which, now_ms: self.clock.now_ms() }).await?;
         let committed = Instant::now();
-        let Reply::Revoked(hashes) = reply else { return Err(Error::Io("unexpected reply to revoke".into())) };
         if !hashes.is_empty() {
             let all = self.pushes.broadcast(Notice::Revoked(hashes.clone()), SESSION_LEASE).await;
             if !all {
@@ -259,10 +246,7 @@ impl Auth {
 
     /// The account of a phone number, if any.
     pub async fn user_by_phone(&self, phone: &str) -> Result<Option<User>> {
-        match self.read(self.phone_group(phone)?, logic::Query::UserByPhone { phone: phone.into() }).await? {
-            Reply::User(u) => Ok(u),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        self.read(self.phone_group(phone)?, ask::UserByPhone { phone: phone.into() }).await
     }
 
     /// An account by id (its group is in the id).
@@ -271,10 +255,7 @@ impl Auth {
         if !self.node.raft()?.is_data_group(group) {
             return Ok(None);
         }
-        match self.read(group, logic::Query::UserById(id)).await? {
-            Reply::User(u) => Ok(u),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        self.read(group, ask::UserById(id)).await
     }
 
     /// The live code of a phone (operators; `log` delivery).
@@ -282,13 +263,7 @@ impl Auth {
         if !logic::valid_phone(phone) {
             return Err(AuthError::PhoneNumberInvalid.into());
         }
-        match self.read(self.phone_group(phone)?, logic::Query::Code { phone: phone.into() }).await? {
-            Reply::Code(c) => Ok(c.filter(|c| c.expires_ms > self.clock.now_ms())),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        let code = self.read(self.phone_group(phone)?, ask::Code { phone: phone.into() }).await?;
+        Ok(code.filter(|c| c.expires_ms > self.clock.now_ms()))
     }
-}
-
-fn unwrap_reply(reply: AppReply) -> Result<Reply> {
-    crate::app::service_reply(reply, |r| if let AppReply::Auth(o) = r { Ok(o) } else { Err(r) })
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use super::logic::{self, Cmd, Hash, Query, Reply};
+use super::logic::{self, Hash, ask, cmd};
 use super::upkeep::HomeCheck;
 use super::{Media, chunk_clock, led_groups, ring};
 use crate::error::{Error, Result};
@@ -110,15 +110,11 @@ impl Media {
             for rows in [logic::RefRows::Uploads, logic::RefRows::Files] {
                 let mut after = Vec::new();
                 loop {
-                    match self.read(g, Query::ChunkRefs { rows, after: after.clone(), limit: 1_000 }).await? {
-                        Reply::ChunkRefs { hashes, next } => {
-                            used.extend(hashes);
-                            match next {
-                                Some(k) => after = k,
-                                None => break,
-                            }
-                        }
-                        _ => return Err(Error::Io("unexpected media reply".into())),
+                    let logic::RefPage { hashes, next } = self.read(g, ask::ChunkRefs { rows, after: after.clone(), limit: 1_000 }).await?;
+                    used.extend(hashes);
+                    match next {
+                        Some(k) => after = k,
+                        None => break,
                     }
                 }
             }
@@ -145,7 +141,7 @@ impl Media {
         .await
         .map_err(|e| Error::Io(e.to_string()))??;
         for (g, upload, owner) in stale {
-            self.exec(g, Cmd::Abort { upload, owner }).await?;
+            self.exec(g, cmd::Abort { upload, owner }).await?;
             self.staging.lock().expect("staging").remove(&upload);
             self.uploads_expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(upload, "forgot an upload left unfinished");

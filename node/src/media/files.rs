@@ -5,9 +5,9 @@
 use std::ops::{Range, RangeInclusive};
 use std::time::Duration;
 
-use super::logic::{self, CHUNK_SIZE, ChunkRef, File, MediaError, Query, Reply};
-use super::{Media, unwrap_reply};
-use crate::app::{self, AppQuery, AppReply};
+use super::logic::{self, CHUNK_SIZE, ChunkRef, File, MediaError, ask};
+use super::Media;
+use crate::app;
 use crate::error::{Error, Result};
 
 /// File records kept in memory.
@@ -49,11 +49,10 @@ impl Media {
         let cached = self.files.lock().expect("files").get(&id).cloned();
         let f = match cached {
             Some(f) if f.owner == me || shared => return Ok(f),
-            _ => self.read(g, Query::File { file: id }).await,
+            _ => self.read(g, ask::File { file: id }).await,
         };
         let f = match f {
-            Ok(Reply::File(f)) => *f,
-            Ok(_) => return Err(Error::Io("unexpected media reply".into())),
+            Ok(f) => f,
             // The group has no quorum: a file's record never changes once
             // written, so any replica's copy will do.
             Err(e) if e.code() == courier_proto::Code::Unavailable => self.file_from_any_replica(g, id).await.ok_or(e)?,
@@ -71,12 +70,9 @@ impl Media {
     }
 
     async fn file_from_any_replica(&self, group: u32, id: u64) -> Option<File> {
-        let q = AppQuery::Media(Query::File { file: id });
-        let file = |r: Result<Option<AppReply>>| match r.ok().flatten().map(unwrap_reply) {
-            Some(Ok(Reply::File(f))) => Some(*f),
-            _ => None,
-        };
-        if let Some(f) = file(app::read_stale(&self.node, group, None, &q).await) {
+        let q = ask::File { file: id };
+        let file = |r: Result<Option<File>>| r.ok().flatten();
+        if let Some(f) = file(app::read_stale(&self.node, group, None, q.clone()).await) {
             return Some(f);
         }
         let me = self.node.raft().ok()?.id();
@@ -84,7 +80,7 @@ impl Media {
             if node == me {
                 continue;
             }
-            let r = tokio::time::timeout(Duration::from_secs(2), app::read_stale(&self.node, group, Some(&addr), &q)).await;
+            let r = tokio::time::timeout(Duration::from_secs(2), app::read_stale(&self.node, group, Some(&addr), q.clone())).await;
             if let Some(f) = r.ok().and_then(file) {
                 return Some(f);
             }

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use courier_raft::logic::{StateRead, StateView};
 use serde::{Deserialize, Serialize};
 
+use crate::app::answer;
 use crate::error::Result;
 use crate::state::{Evolved, get, get_row, key, put, put_row};
 
@@ -189,35 +190,124 @@ pub struct Thumb {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Cmd {
-    /// Chunk `index` of `upload` is stored (2 of its homes synced it).
-    AddChunk { upload: u64, owner: u64, part_size: u32, index: u32, chunk: ChunkRef, now_ms: u64 },
-    /// A finish as written before thumbnails (see `Finish`).
-    FinishV1 { upload: u64, owner: u64, file: u64, size: u64, sha256: Hash, name: String, mime: String, now_ms: u64 },
-    /// Forget an upload (its bytes did not match the declared hash, or it
-    /// was abandoned).
-    Abort { upload: u64, owner: u64 },
-    /// Retired (access to posted files goes through the message that
-    /// carries them); applies as nothing.
-    Share { file: u64, chat: u64 },
+    AddChunk(cmd::AddChunk),
+    FinishV1(cmd::FinishV1),
+    Abort(cmd::Abort),
+    Share(cmd::Share),
     // Commands are in Raft logs: a changed command is a new variant at the
     // end, and the old one keeps applying.
+    Finish(cmd::Finish),
+    Charge(cmd::Charge),
+}
+
+/// The media commands, one struct each (the variant of [`Cmd`] around it encodes as the struct variant it was).
+pub mod cmd {
+    use super::{ChunkRef, Hash, Thumb};
+    use serde::{Deserialize, Serialize};
+
+    /// Chunk `index` of `upload` is stored (2 of its homes synced it).
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct AddChunk {
+        pub upload: u64,
+        pub owner: u64,
+        pub part_size: u32,
+        pub index: u32,
+        pub chunk: ChunkRef,
+        pub now_ms: u64,
+    }
+
+    /// A finish as written before thumbnails (see `Finish`).
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct FinishV1 {
+        pub upload: u64,
+        pub owner: u64,
+        pub file: u64,
+        pub size: u64,
+        pub sha256: Hash,
+        pub name: String,
+        pub mime: String,
+        pub now_ms: u64,
+    }
+
+    /// Forget an upload (its bytes did not match the declared hash, or it
+    /// was abandoned).
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct Abort {
+        pub upload: u64,
+        pub owner: u64,
+    }
+
+    /// Retired (access to posted files goes through the message that
+    /// carries them); applies as nothing.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct Share {
+        pub file: u64,
+        pub chat: u64,
+    }
+
     /// The upload becomes file `file` (id chosen by the proposer), with the
     /// previews the proposer made and stored.
-    Finish { upload: u64, owner: u64, file: u64, size: u64, sha256: Hash, name: String, mime: String, thumbs: Vec<Thumb>, now_ms: u64 },
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct Finish {
+        pub upload: u64,
+        pub owner: u64,
+        pub file: u64,
+        pub size: u64,
+        pub sha256: Hash,
+        pub name: String,
+        pub mime: String,
+        pub thumbs: Vec<Thumb>,
+        pub now_ms: u64,
+    }
+
     /// In the owner's group, before `Finish`: counts the file's `bytes`
     /// against the owner's stored bytes, refused past `quota` (0: none).
     /// Once per upload: a retried finish is not charged again.
-    Charge { owner: u64, upload: u64, bytes: u64, quota: u64 },
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct Charge {
+        pub owner: u64,
+        pub upload: u64,
+        pub bytes: u64,
+        pub quota: u64,
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Query {
-    Upload { upload: u64 },
-    File { file: u64 },
+    Upload(ask::Upload),
+    File(ask::File),
+    Finished(ask::Finished),
+    ChunkRefs(ask::ChunkRefs),
+}
+
+/// The media queries, one struct each.
+pub mod ask {
+    use super::RefRows;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct Upload {
+        pub upload: u64,
+    }
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct File {
+        pub file: u64,
+    }
+
     /// The file an upload became, if it was finished.
-    Finished { upload: u64 },
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct Finished {
+        pub upload: u64,
+    }
+
     /// A page of the chunks the group's `rows` use, after row key `after`.
-    ChunkRefs { rows: RefRows, after: Vec<u8>, limit: u32 },
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct ChunkRefs {
+        pub rows: RefRows,
+        pub after: Vec<u8>,
+        pub limit: u32,
+    }
 }
 
 /// Which rows a scan of chunk references reads. A collector reads uploads
@@ -247,18 +337,31 @@ impl RefRows {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Reply {
-    Done,
-    Upload(Option<Upload>),
-    File(Box<File>),
-    /// Chunks used by a page of rows; `next`: the key to continue after.
-    ChunkRefs { hashes: Vec<Hash>, next: Option<Vec<u8>> },
-    /// The chunk recorded for an index.
-    Chunk(ChunkRef),
+/// The chunks a page of rows uses; `next`: the key to continue after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefPage {
+    pub hashes: Vec<Hash>,
+    pub next: Option<Vec<u8>>,
 }
 
-pub type Outcome = Result<Reply, MediaError>;
+crate::app::requests!(AppCommand::Media, Cmd, cmd {
+    AddChunk => Option<ChunkRef>,
+    FinishV1 => File,
+    Abort => (),
+    Share => (),
+    Finish => File,
+    Charge => (),
+});
+
+crate::app::requests!(AppQuery::Media, Query, ask {
+    Upload => Option<Upload>,
+    File => File,
+    Finished => File,
+    ChunkRefs => RefPage,
+});
+
+/// An answer of type `T`, or a refusal.
+pub type Outcome<T> = Result<T, MediaError>;
 
 const UPLOAD_ROWS: &[u8] = b"f/u/";
 const FILE_ROWS: &[u8] = b"f/f/";
@@ -310,10 +413,10 @@ fn own_upload(view: &dyn StateRead, upload: u64, owner: u64) -> Result<Result<Op
 
 /// An upload becomes a file once every chunk is recorded and their sizes add up.
 #[allow(clippy::too_many_arguments)]
-fn finish(view: &mut dyn StateView, upload: u64, owner: u64, file: u64, size: u64, sha256: Hash, name: &str, mime: &str, thumbs: Vec<Thumb>, now_ms: u64) -> Result<Outcome> {
+fn finish(view: &mut dyn StateView, upload: u64, owner: u64, file: u64, size: u64, sha256: Hash, name: &str, mime: &str, thumbs: Vec<Thumb>, now_ms: u64) -> Result<Outcome<File>> {
     if let Some(id) = get::<u64>(view, &done_key(upload))? {
         return Ok(match get_row::<File>(view, &file_key(id))? {
-            Some(f) if f.owner == owner => Ok(Reply::File(Box::new(f))),
+            Some(f) if f.owner == owner => Ok(f),
             _ => Err(MediaError::NotFound),
         });
     }
@@ -334,74 +437,119 @@ fn finish(view: &mut dyn StateView, upload: u64, owner: u64, file: u64, size: u6
     put_row(view, &file_key(file), &f);
     put(view, &done_key(upload), &file);
     view.delete(&upload_key(upload));
-    Ok(Ok(Reply::File(Box::new(f))))
+    Ok(Ok(f))
 }
 
-pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Outcome> {
+/// Applies one media command: its answer encoded ([`answer`]: each arm
+/// answers its command's own type). `Err` only for storage failures.
+pub fn apply(view: &mut dyn StateView, cmd: &Cmd) -> Result<Vec<u8>> {
     match cmd {
-        Cmd::AddChunk { upload, owner, part_size, index, chunk, now_ms } => {
-            if get::<u64>(view, &done_key(*upload))?.is_some() {
-                return Ok(Ok(Reply::Done));
-            }
-            let mut u = tri!(own_upload(view, *upload, *owner)?).unwrap_or(Upload { owner: *owner, part_size: *part_size, chunks: BTreeMap::new(), started_ms: *now_ms });
-            if u.part_size != *part_size {
-                return Ok(Err(MediaError::PartInvalid(format!("this upload's parts are {} bytes", u.part_size))));
-            }
-            if *index as u64 * CHUNK_SIZE >= MAX_FILE {
-                return Ok(Err(MediaError::TooBig));
-            }
-            // The first chunk recorded for an index stays: the answer says
-            // which one that is, so the proposer hashes what was recorded.
-            let recorded = *u.chunks.entry(*index).or_insert(*chunk);
-            put(view, &upload_key(*upload), &u);
-            Ok(Ok(Reply::Chunk(recorded)))
-        }
-        Cmd::FinishV1 { upload, owner, file, size, sha256, name, mime, now_ms } => finish(view, *upload, *owner, *file, *size, *sha256, name, mime, Vec::new(), *now_ms),
-        Cmd::Finish { upload, owner, file, size, sha256, name, mime, thumbs, now_ms } => finish(view, *upload, *owner, *file, *size, *sha256, name, mime, thumbs.clone(), *now_ms),
-        Cmd::Abort { upload, owner } => {
-            if tri!(own_upload(view, *upload, *owner)?).is_some() {
-                view.delete(&upload_key(*upload));
-            }
-            Ok(Ok(Reply::Done))
-        }
-        Cmd::Share { .. } => Ok(Ok(Reply::Done)),
-        Cmd::Charge { owner, upload, bytes, quota } => {
-            if view.get(&charged_key(*owner, *upload))?.is_some() {
-                return Ok(Ok(Reply::Done));
-            }
-            let used = get::<u64>(view, &used_key(*owner))?.unwrap_or(0);
-            if *quota > 0 && used.saturating_add(*bytes) > *quota {
-                return Ok(Err(MediaError::QuotaExceeded(format!("your files take {used} of your {quota} bytes; this one needs {bytes}"))));
-            }
-            put(view, &used_key(*owner), &used.saturating_add(*bytes));
-            put(view, &charged_key(*owner, *upload), bytes);
-            Ok(Ok(Reply::Done))
-        }
+        Cmd::AddChunk(r) => answer(r, apply_add_chunk(view, r)),
+        Cmd::FinishV1(r) => answer(r, apply_finish_v1(view, r)),
+        Cmd::Finish(r) => answer(r, apply_finish(view, r)),
+        Cmd::Abort(r) => answer(r, apply_abort(view, r)),
+        Cmd::Share(r) => answer(r, apply_share(view, r)),
+        Cmd::Charge(r) => answer(r, apply_charge(view, r)),
     }
 }
 
-pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
-    match q {
-        Query::Upload { upload } => Ok(Ok(Reply::Upload(get(view, &upload_key(*upload))?))),
-        Query::File { file } => Ok(match get_row::<File>(view, &file_key(*file))? {
-            Some(f) => Ok(Reply::File(Box::new(f))),
-            None => Err(MediaError::NotFound),
-        }),
-        Query::Finished { upload } => match get::<u64>(view, &done_key(*upload))? {
-            Some(file) => query(view, &Query::File { file }),
-            None => Ok(Err(MediaError::NotFound)),
-        },
-        Query::ChunkRefs { rows, after, limit } => {
-            let limit = (*limit).clamp(1, 10_000) as usize;
-            let page = view.scan(rows.prefix(), after, limit)?;
-            let mut hashes = Vec::new();
-            for (_, v) in &page {
-                hashes.extend(rows.chunks(v)?);
-            }
-            let next = (page.len() == limit).then(|| page.last().map(|(k, _)| k.clone())).flatten();
-            Ok(Ok(Reply::ChunkRefs { hashes, next }))
-        }
+fn apply_add_chunk(view: &mut dyn StateView, req: &cmd::AddChunk) -> Result<Outcome<Option<ChunkRef>>> {
+    let cmd::AddChunk { upload, owner, part_size, index, chunk, now_ms } = req;
+    if get::<u64>(view, &done_key(*upload))?.is_some() {
+        return Ok(Ok(None));
     }
+    let mut u = tri!(own_upload(view, *upload, *owner)?).unwrap_or(Upload { owner: *owner, part_size: *part_size, chunks: BTreeMap::new(), started_ms: *now_ms });
+    if u.part_size != *part_size {
+        return Ok(Err(MediaError::PartInvalid(format!("this upload's parts are {} bytes", u.part_size))));
+    }
+    if *index as u64 * CHUNK_SIZE >= MAX_FILE {
+        return Ok(Err(MediaError::TooBig));
+    }
+    // The first chunk recorded for an index stays: the answer says
+    // which one that is, so the proposer hashes what was recorded.
+    let recorded = *u.chunks.entry(*index).or_insert(*chunk);
+    put(view, &upload_key(*upload), &u);
+    Ok(Ok(Some(recorded)))
+}
+
+fn apply_finish_v1(view: &mut dyn StateView, req: &cmd::FinishV1) -> Result<Outcome<File>> {
+    let cmd::FinishV1 { upload, owner, file, size, sha256, name, mime, now_ms } = req;
+    finish(view, *upload, *owner, *file, *size, *sha256, name, mime, Vec::new(), *now_ms)
+}
+
+fn apply_finish(view: &mut dyn StateView, req: &cmd::Finish) -> Result<Outcome<File>> {
+    let cmd::Finish { upload, owner, file, size, sha256, name, mime, thumbs, now_ms } = req;
+    finish(view, *upload, *owner, *file, *size, *sha256, name, mime, thumbs.clone(), *now_ms)
+}
+
+fn apply_abort(view: &mut dyn StateView, req: &cmd::Abort) -> Result<Outcome<()>> {
+    let cmd::Abort { upload, owner } = req;
+    if tri!(own_upload(view, *upload, *owner)?).is_some() {
+        view.delete(&upload_key(*upload));
+    }
+    Ok(Ok(()))
+}
+
+/// Retired: applies as nothing.
+fn apply_share(_view: &mut dyn StateView, _req: &cmd::Share) -> Result<Outcome<()>> {
+    Ok(Ok(()))
+}
+
+fn apply_charge(view: &mut dyn StateView, req: &cmd::Charge) -> Result<Outcome<()>> {
+    let cmd::Charge { owner, upload, bytes, quota } = req;
+    if view.get(&charged_key(*owner, *upload))?.is_some() {
+        return Ok(Ok(()));
+    }
+    let used = get::<u64>(view, &used_key(*owner))?.unwrap_or(0);
+    if *quota > 0 && used.saturating_add(*bytes) > *quota {
+        return Ok(Err(MediaError::QuotaExceeded(format!("your files take {used} of your {quota} bytes; this one needs {bytes}"))));
+    }
+    put(view, &used_key(*owner), &used.saturating_add(*bytes));
+    put(view, &charged_key(*owner, *upload), bytes);
+    Ok(Ok(()))
+}
+
+/// Answers one media query, encoded ([`answer`]).
+pub fn query(view: &dyn StateRead, q: &Query) -> Result<Vec<u8>> {
+    match q {
+        Query::Upload(r) => answer(r, ask_upload(view, r)),
+        Query::File(r) => answer(r, ask_file(view, r)),
+        Query::Finished(r) => answer(r, ask_finished(view, r)),
+        Query::ChunkRefs(r) => answer(r, ask_chunk_refs(view, r)),
+    }
+}
+
+fn ask_upload(view: &dyn StateRead, req: &ask::Upload) -> Result<Outcome<Option<Upload>>> {
+    let ask::Upload { upload } = req;
+    Ok(Ok(get(view, &upload_key(*upload))?))
+}
+
+fn ask_file(view: &dyn StateRead, req: &ask::File) -> Result<Outcome<File>> {
+    let ask::File { file } = req;
+    Ok(match get_row::<File>(view, &file_key(*file))? {
+        Some(f) => Ok(f),
+        None => Err(MediaError::NotFound),
+    })
+}
+
+fn ask_finished(view: &dyn StateRead, req: &ask::Finished) -> Result<Outcome<File>> {
+    let ask::Finished { upload } = req;
+    match get::<u64>(view, &done_key(*upload))? {
+        Some(file) => ask_file(view, &ask::File { file }),
+        None => Ok(Err(MediaError::NotFound)),
+    }
+}
+
+fn ask_chunk_refs(view: &dyn StateRead, req: &ask::ChunkRefs) -> Result<Outcome<RefPage>> {
+    let ask::ChunkRefs { rows, after, limit } = req;
+    let limit = (*limit).clamp(1, 10_000) as usize;
+    let page = view.scan(rows.prefix(), after, limit)?;
+    let mut hashes = Vec::new();
+    for (_, v) in &page {
+        hashes.extend(rows.chunks(v)?);
+    }
+    let next = (page.len() == limit).then(|| page.last().map(|(k, _)| k.clone())).flatten();
+    Ok(Ok(RefPage { hashes, next }))
 }
 
 /// The parts still needed to finish: those of chunks neither stored nor

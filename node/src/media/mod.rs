@@ -33,14 +33,13 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::app::{self, AppCommand, AppQuery, AppReply};
+use crate::app::{self, AppCommand, AppQuery, Request};
 use crate::clock::Clock;
 use crate::cluster::Node;
 use crate::error::Result;
 pub use chunks::store_local;
 pub use files::MAX_READ;
 pub use logic::{File, Hash, MediaError};
-use logic::{Cmd, Query, Reply};
 use ring::Ring;
 pub use upkeep::REPAIR_EVERY;
 
@@ -91,12 +90,12 @@ impl Media {
         }
     }
 
-    async fn exec(&self, group: u32, cmd: Cmd) -> Result<Reply> {
-        unwrap_reply(app::write(&self.node, group, &AppCommand::Media(cmd)).await?)
+    async fn exec<C: Request + Into<AppCommand>>(&self, group: u32, cmd: C) -> Result<C::Answer> {
+        app::write(&self.node, group, cmd).await
     }
 
-    async fn read(&self, group: u32, q: Query) -> Result<Reply> {
-        unwrap_reply(app::read(&self.node, group, &AppQuery::Media(q)).await?)
+    async fn read<Q: Request + Into<AppQuery>>(&self, group: u32, q: Q) -> Result<Q::Answer> {
+        app::read(&self.node, group, q).await
     }
 
     /// The nodes chunks may live on, and their peer addresses: the active
@@ -129,6 +128,3 @@ fn chunk_clock() -> u64 {
     Clock::default().now_ms()
 }
 
-fn unwrap_reply(reply: AppReply) -> Result<Reply> {
-    app::service_reply(reply, |r| if let AppReply::Media(o) = r { Ok(o) } else { Err(r) })
-}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::logic::{self, ChunkRef, Cmd, File, Hash, MediaError, Query, Reply};
+use super::logic::{self, ChunkRef, File, Hash, MediaError, ask, cmd};
 use super::{Media, sha256, thumbs};
 use crate::error::{Error, Result};
 
@@ -176,10 +176,9 @@ impl Media {
     }
 
     async fn recorded(&self, upload: u64, owner: u64) -> Result<Option<logic::Upload>> {
-        match self.read(self.upload_group(upload)?, Query::Upload { upload }).await? {
-            Reply::Upload(Some(u)) if u.owner != owner => Err(MediaError::BadRequest("not an upload id you can use; choose a new random one".into()).into()),
-            Reply::Upload(u) => Ok(u),
-            _ => Err(Error::Io("unexpected media reply".into())),
+        match self.read(self.upload_group(upload)?, ask::Upload { upload }).await? {
+            Some(u) if u.owner != owner => Err(MediaError::BadRequest("not an upload id you can use; choose a new random one".into()).into()),
+            u => Ok(u),
         }
     }
 
@@ -237,17 +236,14 @@ impl Media {
         let chunk = ChunkRef { hash, len: bytes.len() as u32 };
         let stored = async {
             self.store_chunk(hash, bytes.clone()).await?;
-            let cmd = Cmd::AddChunk { upload, owner: me, part_size, index: k, chunk, now_ms: self.clock.now_ms() };
+            let cmd = cmd::AddChunk { upload, owner: me, part_size, index: k, chunk, now_ms: self.clock.now_ms() };
             self.exec(self.upload_group(upload)?, cmd).await
         }
         .await;
         let mut staging = self.staging.lock().expect("staging");
         let s = staging.entry(upload).or_insert_with(|| Staged::new(me, part_size, BTreeSet::new()));
         match stored {
-            Ok(reply) => {
-                let recorded = if let Reply::Chunk(c) = reply { Some(c) } else { None };
-                Ok(s.stored_as(k, chunk, recorded, bytes))
-            }
+            Ok(recorded) => Ok(s.stored_as(k, chunk, recorded, bytes)),
             Err(e) => {
                 for (p, b) in parts {
                     s.bytes += b.len();
@@ -270,8 +266,8 @@ impl Media {
         let mut stored: BTreeMap<u32, ChunkRef> = match record {
             Some(r) => r.chunks,
             // No upload under this id: finished before (a retry), or new.
-            None => match self.read(group, Query::Finished { upload }).await {
-                Ok(Reply::File(f)) if f.owner == me => return Ok(*f),
+            None => match self.read(group, ask::Finished { upload }).await {
+                Ok(f) if f.owner == me => return Ok(f),
                 Ok(_) | Err(Error::Media(MediaError::NotFound)) => BTreeMap::new(),
                 Err(e) => return Err(e),
             },
@@ -322,27 +318,24 @@ impl Media {
             _ => h.finalize().into(),
         };
         if actual != sha {
-            self.exec(group, Cmd::Abort { upload, owner: me }).await?;
+            self.exec(group, cmd::Abort { upload, owner: me }).await?;
             self.staging.lock().expect("staging").remove(&upload);
             return Err(MediaError::HashMismatch.into());
         }
         // The owner's quota, counted in their own group (files land in any).
         let quota = self.node.config().media.stored_bytes_per_user;
-        let charge = Cmd::Charge { owner: me, upload, bytes: size, quota };
+        let charge = cmd::Charge { owner: me, upload, bytes: size, quota };
         if let Err(e) = self.exec(crate::auth::logic::user_group(me), charge).await {
             if matches!(e, Error::Media(MediaError::QuotaExceeded(_))) {
-                self.exec(group, Cmd::Abort { upload, owner: me }).await?;
+                self.exec(group, cmd::Abort { upload, owner: me }).await?;
                 self.staging.lock().expect("staging").remove(&upload);
             }
             return Err(e);
         }
         let file = file_id(rand::random::<u64>(), group);
         let thumbs = self.store_previews(whole).await?;
-        let cmd = Cmd::Finish { upload, owner: me, file, size, sha256: sha, name, mime, thumbs, now_ms: self.clock.now_ms() };
-        let file = match self.exec(group, cmd).await? {
-            Reply::File(f) => *f,
-            _ => return Err(Error::Io("unexpected media reply".into())),
-        };
+        let cmd = cmd::Finish { upload, owner: me, file, size, sha256: sha, name, mime, thumbs, now_ms: self.clock.now_ms() };
+        let file = self.exec(group, cmd).await?;
         self.staging.lock().expect("staging").remove(&upload);
         Ok(file)
     }

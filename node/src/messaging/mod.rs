@@ -14,13 +14,14 @@ use std::sync::Arc;
 
 use courier_raft::multi::group_for_key;
 
-use crate::app::{self, AppCommand, AppQuery, AppReply};
+use crate::app::{self, AppCommand, AppQuery, Request};
 use crate::auth::Auth;
 use crate::clock::Clock;
 use crate::cluster::Node;
 use crate::error::{Error, Result};
 use crate::push::{Origin, Pushes};
-pub use logic::{Chat, ChatDiff, ChatError, ChatKind, Dialog, Event, Message, Reply, Role};
+pub use logic::{Chat, ChatDiff, ChatError, ChatKind, Dialog, Event, Message, Role};
+use logic::{ask, cmd};
 
 /// How long a typing notice shows.
 pub const TYPING_MS: u64 = 6_000;
@@ -89,12 +90,12 @@ impl Messaging {
         Messaging { node, pushes, media, auth, clock, ignore_random_id, typing_limit, new_private_limit, heavy_in_flight }
     }
 
-    async fn exec(&self, group: u32, cmd: logic::Cmd) -> Result<Reply> {
-        unwrap_reply(app::write(&self.node, group, &AppCommand::Chat(cmd)).await?)
+    async fn exec<C: Request + Into<AppCommand>>(&self, group: u32, cmd: C) -> Result<C::Answer> {
+        app::write(&self.node, group, cmd).await
     }
 
-    async fn read(&self, group: u32, q: logic::Query) -> Result<Reply> {
-        unwrap_reply(app::read(&self.node, group, &AppQuery::Chat(q)).await?)
+    async fn read<Q: Request + Into<AppQuery>>(&self, group: u32, q: Q) -> Result<Q::Answer> {
+        app::read(&self.node, group, q).await
     }
 
     /// The group of a chat id, or `NotAMember` for an id no chat can have.
@@ -104,33 +105,29 @@ impl Messaging {
     }
 
     /// Runs a change in the chat's group and publishes what it did.
-    async fn change(&self, chat: u64, cmd: logic::Cmd) -> Result<(Chat, Option<Message>)> {
+    async fn change<C: Request<Answer = logic::Changed> + Into<AppCommand>>(&self, chat: u64, cmd: C) -> Result<(Chat, Option<Message>)> {
         let (chat, _, message) = self.change_from(chat, cmd, None).await?;
         Ok((chat, message))
     }
 
     /// [`Self::change`], also answering the events it made; `origin`'s
     /// client applies them from this answer and is not pushed them.
-    async fn change_from(&self, chat: u64, cmd: logic::Cmd, origin: Option<Origin>) -> Result<(Chat, Vec<Event>, Option<Message>)> {
-        match self.exec(self.group_of(chat)?, cmd).await? {
-            Reply::Changed { chat, events, message } => {
-                if !events.is_empty() {
-                    // Handed to every node (this one first) without making
-                    // the sender wait; a device that misses it catches up by difference.
-                    for push in updates::chat_pushes(chat.id, &events, message.as_ref(), origin) {
-                        self.pushes.publish(push);
-                    }
-                }
-                Ok((chat, events, message))
+    async fn change_from<C: Request<Answer = logic::Changed> + Into<AppCommand>>(&self, chat: u64, cmd: C, origin: Option<Origin>) -> Result<(Chat, Vec<Event>, Option<Message>)> {
+        let logic::Changed { chat, events, message } = self.exec(self.group_of(chat)?, cmd).await?;
+        if !events.is_empty() {
+            // Handed to every node (this one first) without making
+            // the sender wait; a device that misses it catches up by difference.
+            for push in updates::chat_pushes(chat.id, &events, message.as_ref(), origin) {
+                self.pushes.publish(push);
             }
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
         }
+        Ok((chat, events, message))
     }
 
     /// Adds the chat to each user's list (their own groups) before they join:
     /// the list is a superset, the chat's member rows decide.
     async fn list_chat(&self, users: &[u64], chat: u64) -> Result<()> {
-        let writes = users.iter().map(|u| self.exec(crate::auth::logic::user_group(*u), logic::Cmd::AddUserChat { user: *u, chat }));
+        let writes = users.iter().map(|u| self.exec(crate::auth::logic::user_group(*u), cmd::AddUserChat { user: *u, chat }));
         for r in futures::future::join_all(writes).await {
             r?;
         }
@@ -173,7 +170,7 @@ impl Messaging {
         self.list_chat(&all, id).await?;
         let creator = if kind == ChatKind::Private { all[0].min(all[1]) } else { me };
         let others = all.iter().copied().filter(|u| *u != creator).collect();
-        let cmd = logic::Cmd::Create { id, kind, title, creator, members: others, now_ms: self.clock.now_ms() };
+        let cmd = cmd::Create { id, kind, title, creator, members: others, now_ms: self.clock.now_ms() };
         // Published like any change: members' connections subscribe through its Joined event.
         Ok(self.change(id, cmd).await?.0)
     }
@@ -185,7 +182,7 @@ impl Messaging {
         self.must_be_users(&users).await?;
         self.must_not_be_blocked_by(me, &users).await?;
         self.list_chat(&users, chat).await?;
-        Ok(self.change(chat, logic::Cmd::Invite { chat, by: me, users, now_ms: self.clock.now_ms() }).await?.0)
+        Ok(self.change(chat, cmd::Invite { chat, by: me, users, now_ms: self.clock.now_ms() }).await?.0)
     }
 
     /// Blocks (or unblocks) `other` for `me`: recorded in their private
@@ -196,10 +193,7 @@ impl Messaging {
         }
         self.must_be_users(&[other]).await?;
         let chat = private_chat_id(me, other, self.node.raft()?.data_groups());
-        match self.exec(self.group_of(chat)?, logic::Cmd::Block { chat, by: me, on }).await? {
-            Reply::Done => Ok(()),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        self.exec(self.group_of(chat)?, cmd::Block { chat, by: me, on }).await
     }
 
     /// `UserBlocked` if any of `users` blocked `me` (one read per group of
@@ -207,7 +201,7 @@ impl Messaging {
     async fn must_not_be_blocked_by(&self, me: u64, users: &[u64]) -> Result<()> {
         let groups = self.node.raft()?.data_groups();
         let chats = users.iter().filter(|u| **u != me).map(|u| private_chat_id(me, *u, groups)).collect();
-        let blocked = self.per_group(chats, |cs| logic::Query::BlockedAgainst { user: me, chats: cs }, |r| if let Reply::Chats(c) = r { Some(c) } else { None }).await?;
+        let blocked = self.per_group(chats, |cs| ask::BlockedAgainst { user: me, chats: cs }).await?;
         if blocked.is_empty() { Ok(()) } else { Err(ChatError::UserBlocked.into()) }
     }
 
@@ -226,29 +220,29 @@ impl Messaging {
     }
 
     pub async fn remove(&self, me: u64, chat: u64, user: u64) -> Result<Chat> {
-        let (c, events, _) = self.change_from(chat, logic::Cmd::Remove { chat, by: me, user, now_ms: self.clock.now_ms() }, None).await?;
+        let (c, events, _) = self.change_from(chat, cmd::Remove { chat, by: me, user, now_ms: self.clock.now_ms() }, None).await?;
         // Only someone who was a member leaves a list: a made-up id names
         // no group worth a write (and may name none: the meta group's bits).
         if events.iter().any(|e| matches!(e.kind, logic::EventKind::Left(u) | logic::EventKind::SubscriberLeft(u) if u == user)) {
-            self.exec(crate::auth::logic::user_group(user), logic::Cmd::RemoveUserChat { user, chat }).await?;
+            self.exec(crate::auth::logic::user_group(user), cmd::RemoveUserChat { user, chat }).await?;
         }
         Ok(c)
     }
 
     pub async fn set_title(&self, me: u64, chat: u64, title: String) -> Result<Chat> {
-        Ok(self.change(chat, logic::Cmd::SetTitle { chat, by: me, title, now_ms: self.clock.now_ms() }).await?.0)
+        Ok(self.change(chat, cmd::SetTitle { chat, by: me, title, now_ms: self.clock.now_ms() }).await?.0)
     }
 
     pub async fn set_admin(&self, me: u64, chat: u64, user: u64, admin: bool) -> Result<Chat> {
         let role = if admin { Role::Admin } else { Role::Member };
-        Ok(self.change(chat, logic::Cmd::SetRole { chat, by: me, user, role, now_ms: self.clock.now_ms() }).await?.0)
+        Ok(self.change(chat, cmd::SetRole { chat, by: me, user, role, now_ms: self.clock.now_ms() }).await?.0)
     }
 
     /// Posts a message; answers it and the events it made (none for a
     /// repeated `random_id`, which answers the first message).
     pub async fn send(&self, me: u64, chat: u64, random_id: u64, text: String, reply_to: u64, origin: Option<Origin>) -> Result<(Message, Vec<Event>)> {
         let random_id = if self.ignore_random_id { rand::random() } else { random_id };
-        let cmd = logic::Cmd::Send { chat, from: me, random_id, text, reply_to, now_ms: self.clock.now_ms() };
+        let cmd = cmd::Send { chat, from: me, random_id, text, reply_to, now_ms: self.clock.now_ms() };
         self.sent(chat, cmd, origin).await
     }
 
@@ -261,11 +255,11 @@ impl Messaging {
         }
         let media = logic::Attachment { file: f.id, kind: m.kind, name: f.name, mime: f.mime, size: f.size, sha256: f.sha256, thumbs: f.thumbs, duration_secs: m.duration_secs };
         let random_id = if self.ignore_random_id { rand::random() } else { random_id };
-        let cmd = logic::Cmd::SendMedia { chat, from: me, random_id, caption, reply_to, media, now_ms: self.clock.now_ms() };
+        let cmd = cmd::SendMedia { chat, from: me, random_id, caption, reply_to, media, now_ms: self.clock.now_ms() };
         self.sent(chat, cmd, origin).await
     }
 
-    async fn sent(&self, chat: u64, cmd: logic::Cmd, origin: Option<Origin>) -> Result<(Message, Vec<Event>)> {
+    async fn sent<C: Request<Answer = logic::Changed> + Into<AppCommand>>(&self, chat: u64, cmd: C, origin: Option<Origin>) -> Result<(Message, Vec<Event>)> {
         match self.change_from(chat, cmd, origin).await? {
             (_, events, Some(m)) => Ok((m, events)),
             (_, _, None) => Err(Error::Io("send answered no message".into())),
@@ -288,29 +282,27 @@ impl Messaging {
     }
 
     pub async fn attachment(&self, me: u64, chat: u64, id: u64) -> Result<Option<logic::Attachment>> {
-        match self.read(self.group_of(chat)?, logic::Query::Get { chat, user: me, ids: vec![id] }).await? {
-            Reply::Messages(m) => Ok(m.into_iter().next().and_then(|m| m.media)),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        let m = self.read(self.group_of(chat)?, ask::Get { chat, user: me, ids: vec![id] }).await?;
+        Ok(m.into_iter().next().and_then(|m| m.media))
     }
 
     pub async fn edit(&self, me: u64, chat: u64, id: u64, text: String) -> Result<Message> {
-        let cmd = logic::Cmd::Edit { chat, by: me, id, text, now_ms: self.clock.now_ms() };
+        let cmd = cmd::Edit { chat, by: me, id, text, now_ms: self.clock.now_ms() };
         self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("edit answered no message".into()))
     }
 
     pub async fn delete(&self, me: u64, chat: u64, ids: Vec<u64>) -> Result<()> {
-        self.change(chat, logic::Cmd::Delete { chat, by: me, ids, now_ms: self.clock.now_ms() }).await?;
+        self.change(chat, cmd::Delete { chat, by: me, ids, now_ms: self.clock.now_ms() }).await?;
         Ok(())
     }
 
     pub async fn delete_for_me(&self, me: u64, chat: u64, ids: Vec<u64>) -> Result<()> {
-        self.change(chat, logic::Cmd::Hide { chat, user: me, ids, now_ms: self.clock.now_ms() }).await?;
+        self.change(chat, cmd::Hide { chat, user: me, ids, now_ms: self.clock.now_ms() }).await?;
         Ok(())
     }
 
     pub async fn read_history(&self, me: u64, chat: u64, max_id: u64) -> Result<()> {
-        let (c, _) = self.change(chat, logic::Cmd::Read { chat, user: me, max_id, now_ms: self.clock.now_ms() }).await?;
+        let (c, _) = self.change(chat, cmd::Read { chat, user: me, max_id, now_ms: self.clock.now_ms() }).await?;
         if c.kind == ChatKind::Channel {
             // A read in a channel is no event: only the reader's devices hear of it.
             self.pushes.publish(updates::own_read(chat, me, max_id.min(c.last_id)));
@@ -318,20 +310,15 @@ impl Messaging {
         Ok(())
     }
 
-    /// A page of history and whether its range went on (see `Query::History`).
+    /// A page of history and whether its range went on (see `ask::History`).
     pub async fn history(&self, me: u64, chat: u64, before: u64, after: u64, limit: u32) -> Result<(Vec<Message>, bool)> {
-        match self.read(self.group_of(chat)?, logic::Query::HistoryPage { chat, user: me, before, after, limit }).await? {
-            Reply::Page { messages, more } => Ok((messages, more)),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        let logic::Page { messages, more } = self.read(self.group_of(chat)?, ask::HistoryPage { chat, user: me, before, after, limit }).await?;
+        Ok((messages, more))
     }
 
     /// Who reacted with what to a message, a page in user-id order.
     pub async fn reactors(&self, me: u64, chat: u64, id: u64, after: u64, limit: u32) -> Result<Vec<(u64, String)>> {
-        match self.read(self.group_of(chat)?, logic::Query::Reactors { chat, user: me, id, after, limit }).await? {
-            Reply::Reactors(r) => Ok(r),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        self.read(self.group_of(chat)?, ask::Reactors { chat, user: me, id, after, limit }).await
     }
 
     /// Which of `users` `me` may see (names, presence): `me`, and anyone
@@ -363,11 +350,11 @@ impl Messaging {
         }
         let reads = checks.into_iter().filter_map(|(chat, mut who)| {
             who.push(me);
-            Some(self.read(self.group_of(chat).ok()?, logic::Query::MembersIn { chat, users: who }))
+            Some(self.read(self.group_of(chat).ok()?, ask::MembersIn { chat, users: who }))
         });
         for r in futures::future::join_all(reads).await {
             let (kind, members) = match r {
-                Ok(Reply::MembersIn { kind, members }) => (kind, members),
+                Ok(logic::ChatMembers { kind, members }) => (kind, members),
                 Err(e) if e.code() == Code::Unavailable => return Err(e),
                 _ => continue, // the chat is gone: it shows no one
             };
@@ -390,18 +377,12 @@ impl Messaging {
 
     /// A page of the chat's members, in id order after `after`.
     pub async fn members(&self, me: u64, chat: u64, after: u64, limit: u32) -> Result<Vec<(u64, logic::Member)>> {
-        match self.read(self.group_of(chat)?, logic::Query::MembersAfter { chat, user: me, after, limit }).await? {
-            Reply::Members(m) => Ok(m),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        self.read(self.group_of(chat)?, ask::MembersAfter { chat, user: me, after, limit }).await
     }
 
     /// Copies messages of `from_chat` (which `me` must be able to read) into `chat`.
     pub async fn forward(&self, me: u64, chat: u64, from_chat: u64, ids: Vec<u64>, random_id: u64) -> Result<Message> {
-        let sources = match self.read(self.group_of(from_chat)?, logic::Query::Get { chat: from_chat, user: me, ids }).await? {
-            Reply::Messages(m) => m,
-            other => return Err(Error::Io(format!("unexpected reply {other:?}"))),
-        };
+        let sources = self.read(self.group_of(from_chat)?, ask::Get { chat: from_chat, user: me, ids }).await?;
         let items = sources
             .into_iter()
             .map(|m| {
@@ -410,16 +391,16 @@ impl Messaging {
                 logic::Copy { text: m.text, fwd: origin, media: m.media }
             })
             .collect();
-        let cmd = logic::Cmd::Forward { chat, from: me, random_id, items, now_ms: self.clock.now_ms() };
+        let cmd = cmd::Forward { chat, from: me, random_id, items, now_ms: self.clock.now_ms() };
         self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("forward answered no message".into()))
     }
 
     pub async fn pin(&self, me: u64, chat: u64, id: u64) -> Result<Chat> {
-        Ok(self.change(chat, logic::Cmd::Pin { chat, by: me, id, now_ms: self.clock.now_ms() }).await?.0)
+        Ok(self.change(chat, cmd::Pin { chat, by: me, id, now_ms: self.clock.now_ms() }).await?.0)
     }
 
     pub async fn react(&self, me: u64, chat: u64, id: u64, emoji: String) -> Result<Message> {
-        let cmd = logic::Cmd::React { chat, user: me, id, emoji, now_ms: self.clock.now_ms() };
+        let cmd = cmd::React { chat, user: me, id, emoji, now_ms: self.clock.now_ms() };
         self.change(chat, cmd).await?.1.ok_or_else(|| Error::Io("reaction answered no message".into()))
     }
 
@@ -428,20 +409,17 @@ impl Messaging {
         // A few at once per user (`limits.heavy_reads_per_user_at_once`);
         // the leader runs a few at once for everyone.
         let _turn = HeavyTurn::take(&self.heavy_in_flight, me).ok_or(ChatError::FloodWait { secs: 1 })?;
-        match self.read(self.group_of(chat)?, logic::Query::SearchBefore { chat, user: me, text, limit, before }).await? {
-            Reply::Page { messages, more } => Ok((messages, more)),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        let logic::Page { messages, more } = self.read(self.group_of(chat)?, ask::SearchBefore { chat, user: me, text, limit, before }).await?;
+        Ok((messages, more))
     }
 
     /// "typing…": checked against membership, sent to every node, not stored.
     pub async fn typing(&self, me: u64, chat: u64) -> Result<()> {
         // In a channel only admins type (subscribers' notices would go to all).
-        match self.read(self.group_of(chat)?, logic::Query::MembersIn { chat, users: vec![me] }).await? {
-            Reply::MembersIn { members, .. } if members.is_empty() => return Err(ChatError::NotAMember.into()),
-            Reply::MembersIn { kind: ChatKind::Channel, members } if members[0].1.role == Role::Member => return Err(ChatError::AdminRequired.into()),
-            Reply::MembersIn { .. } => {}
-            other => return Err(Error::Io(format!("unexpected reply {other:?}"))),
+        match self.read(self.group_of(chat)?, ask::MembersIn { chat, users: vec![me] }).await? {
+            logic::ChatMembers { members, .. } if members.is_empty() => return Err(ChatError::NotAMember.into()),
+            logic::ChatMembers { kind: ChatKind::Channel, members } if members[0].1.role == Role::Member => return Err(ChatError::AdminRequired.into()),
+            logic::ChatMembers { .. } => {}
         }
         let (budget, live) = (self.node.config().limits.typing_per_chat_per_minute, self.node.live_nodes());
         self.typing_limit
@@ -455,23 +433,19 @@ impl Messaging {
 
     /// `NotAMember` unless `me` is in `chat` (one read of the member row).
     async fn must_be_member(&self, me: u64, chat: u64) -> Result<()> {
-        match self.read(self.group_of(chat)?, logic::Query::Memberships { user: me, chats: vec![chat] }).await? {
-            Reply::Chats(c) if c == [chat] => Ok(()),
-            Reply::Chats(_) => Err(ChatError::NotAMember.into()),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
+        match self.read(self.group_of(chat)?, ask::Memberships { user: me, chats: vec![chat] }).await? {
+            c if c == [chat] => Ok(()),
+            _ => Err(ChatError::NotAMember.into()),
         }
     }
 
     /// The user's chat list (a superset; see [`Messaging::list_chat`]).
     async fn user_chats(&self, me: u64) -> Result<Vec<u64>> {
-        match self.read(self.user_group_of(me)?, logic::Query::UserChats { user: me }).await? {
-            Reply::Chats(c) => Ok(c),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        self.read(self.user_group_of(me)?, ask::UserChats { user: me }).await
     }
 
     /// Runs one query per group over `chats`, concurrently.
-    async fn per_group<T>(&self, chats: Vec<u64>, q: impl Fn(Vec<u64>) -> logic::Query, take: impl Fn(Reply) -> Option<Vec<T>>) -> Result<Vec<T>> {
+    async fn per_group<T, Q: Request<Answer = Vec<T>> + Into<AppQuery>>(&self, chats: Vec<u64>, q: impl Fn(Vec<u64>) -> Q) -> Result<Vec<T>> {
         let mut by_group: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
         for c in chats {
             if let Ok(g) = self.group_of(c) {
@@ -481,7 +455,7 @@ impl Messaging {
         let reads = by_group.into_iter().map(|(g, cs)| self.read(g, q(cs)));
         let mut out = Vec::new();
         for r in futures::future::join_all(reads).await {
-            out.extend(take(r?).ok_or_else(|| Error::Io("unexpected reply".into()))?);
+            out.extend(r?);
         }
         Ok(out)
     }
@@ -493,13 +467,13 @@ impl Messaging {
     /// only its chats' last messages and unread counts read.
     pub async fn dialogs(&self, me: u64, before: (u64, u64), limit: usize) -> Result<(Vec<Dialog>, bool)> {
         let chats = self.user_chats(me).await?;
-        let mut rows = self.per_group(chats, |cs| logic::Query::ChatRows { user: me, chats: cs }, |r| if let Reply::ChatRows(c) = r { Some(c) } else { None }).await?;
+        let mut rows = self.per_group(chats, |cs| ask::ChatRows { user: me, chats: cs }).await?;
         rows.retain(|c| before == (0, 0) || (c.last_ms, c.id) < before);
         rows.sort_by_key(|c| std::cmp::Reverse((c.last_ms, c.id)));
         let mut more = rows.len() > limit;
         rows.truncate(limit);
         let order: Vec<u64> = rows.iter().map(|c| c.id).collect();
-        let mut found = self.per_group(order.clone(), |cs| logic::Query::Dialogs { user: me, chats: cs }, |r| if let Reply::Dialogs(d) = r { Some(d) } else { None }).await?;
+        let mut found = self.per_group(order.clone(), |cs| ask::Dialogs { user: me, chats: cs }).await?;
         found.sort_by_key(|d| order.iter().position(|c| *c == d.chat.id));
         let mut budget = logic::Budget::new(2 * logic::REPLY_BYTES);
         let n = found.len();
@@ -511,7 +485,7 @@ impl Messaging {
     /// The chats the user is a member of now (the list checked against the chats).
     pub async fn member_chats(&self, me: u64) -> Result<Vec<u64>> {
         let chats = self.user_chats(me).await?;
-        self.per_group(chats, |cs| logic::Query::Memberships { user: me, chats: cs }, |r| if let Reply::Chats(c) = r { Some(c) } else { None }).await
+        self.per_group(chats, |cs| ask::Memberships { user: me, chats: cs }).await
     }
 
     /// What the device missed: for each chat it names, the events after its
@@ -536,7 +510,7 @@ impl Messaging {
         }
         let reads = by_group.into_iter().map(|(g, cs)| async move {
             let asked = cs.len();
-            (asked, self.read(g, logic::Query::DifferenceReads { user: me, chats: cs }).await)
+            (asked, self.read(g, ask::DifferenceReads { user: me, chats: cs }).await)
         });
         let mut budget = logic::Budget::new(2 * logic::REPLY_BYTES);
         for d in &out {
@@ -544,27 +518,19 @@ impl Messaging {
         }
         let mut more = false;
         for (asked, r) in futures::future::join_all(reads).await {
-            match r? {
-                Reply::DifferenceBounded { diffs, looked } => {
-                    // A group answers chats in order until its answer is full;
-                    // the rest wait for the next ask.
-                    more |= (looked as usize) < asked;
-                    for d in diffs {
-                        match budget.take(logic::diff_size(&d)) {
-                            true => out.push(d),
-                            false => more = true,
-                        }
-                    }
+            let logic::BoundedDiff { diffs, looked } = r?;
+            // A group answers chats in order until its answer is full;
+            // the rest wait for the next ask.
+            more |= (looked as usize) < asked;
+            for d in diffs {
+                match budget.take(logic::diff_size(&d)) {
+                    true => out.push(d),
+                    false => more = true,
                 }
-                other => return Err(Error::Io(format!("unexpected reply {other:?}"))),
             }
         }
         Ok((out, more))
     }
-}
-
-fn unwrap_reply(reply: AppReply) -> Result<Reply> {
-    app::service_reply(reply, |r| if let AppReply::Chat(o) = r { Ok(o) } else { Err(r) })
 }
 
 /// FNV-1a: a pinned hash for deterministic private-chat ids.

@@ -22,6 +22,7 @@
 //! add or removal).
 //!
 //! By concern: `types.rs` (records, commands, queries, answers, limits),
+//! `cmd.rs` and `ask.rs` (each command's and query's struct),
 //! `keys.rs` (row keys and shared reads), `apply.rs` (commands),
 //! `query.rs` (queries and their byte budgets), `visibility.rs` (what each
 //! member sees); each with its tests.
@@ -36,6 +37,8 @@ macro_rules! tri {
 }
 
 mod apply;
+pub mod ask;
+pub mod cmd;
 mod keys;
 mod query;
 #[cfg(test)]

@@ -4,9 +4,11 @@
 use courier_raft::logic::StateRead;
 
 use super::apply::old_user_chats;
+use super::ask;
 use super::keys::*;
 use super::types::*;
 use super::visibility::{event_in, with_views};
+use crate::app::answer;
 use crate::error::Result;
 use crate::state::{get, get_row, id_after, key};
 
@@ -41,7 +43,7 @@ fn unread(view: &dyn StateRead, chat: &Chat, user: u64, read_max_id: u64) -> Res
 /// a page costs its length, whatever the chat's history (before, the list
 /// was rebuilt from every event the chat ever had). A channel's subscriber
 /// list is for its admins, as in Telegram.
-fn members(view: &dyn StateRead, chat: u64, user: u64, after: u64, limit: u32) -> Result<Outcome> {
+fn members(view: &dyn StateRead, chat: u64, user: u64, after: u64, limit: u32) -> Result<Outcome<Vec<(u64, Member)>>> {
     let (c, me) = tri!(membership(view, chat, user)?);
     if c.kind == ChatKind::Channel && me.role == Role::Member {
         return Ok(Err(ChatError::AdminRequired));
@@ -54,7 +56,7 @@ fn members(view: &dyn StateRead, chat: u64, user: u64, after: u64, limit: u32) -
         let id = id_after(&k, prefix.len()).ok_or_else(|| crate::error::Error::Io(format!("a member row of chat {chat} with a malformed key")))?;
         out.push((id, courier_raft::codec::decode(&v)?));
     }
-    Ok(Ok(Reply::Members(out)))
+    Ok(Ok(out))
 }
 
 /// The bytes an answer may still carry. The first item always goes (one
@@ -224,7 +226,7 @@ fn chat_difference(view: &dyn StateRead, chat: u64, user: u64, pts: u64, bytes: 
 /// new is left out (the device has it all). With the device's read
 /// position (`Some`), a channel where the user read further is answered
 /// with `ChatDiff::Read`.
-fn difference_bounded(view: &dyn StateRead, user: u64, chats: impl Iterator<Item = (u64, u64, Option<u64>)>) -> Result<Reply> {
+fn difference_bounded(view: &dyn StateRead, user: u64, chats: impl Iterator<Item = (u64, u64, Option<u64>)>) -> Result<BoundedDiff> {
     let (mut diffs, mut budget, mut looked) = (Vec::new(), Budget::new(REPLY_BYTES), 0);
     for (chat, pts, known_read) in chats {
         if budget.spent() {
@@ -246,130 +248,192 @@ fn difference_bounded(view: &dyn StateRead, user: u64, chats: impl Iterator<Item
             diffs.push(read);
         }
     }
-    Ok(Reply::DifferenceBounded { diffs, looked })
+    Ok(BoundedDiff { diffs, looked })
 }
 
-/// Answers one messaging query from the (linearizably read) state.
-pub fn query(view: &dyn StateRead, q: &Query) -> Result<Outcome> {
+/// Answers one messaging query from the (linearizably read) state, encoded
+/// ([`answer`]).
+pub fn query(view: &dyn StateRead, q: &Query) -> Result<Vec<u8>> {
     match q {
-        Query::History { chat, user, before, after, limit } => Ok(history(view, *chat, *user, *before, *after, *limit)?.map(|(page, _)| Reply::Messages(page))),
-        Query::HistoryPage { chat, user, before, after, limit } => {
-            Ok(history(view, *chat, *user, *before, *after, *limit)?.map(|(messages, more)| Reply::Page { messages, more }))
-        }
-        // Every chat asked, each cut by bytes (nodes of the previous version ask this).
-        Query::Difference { user, chats } => {
-            let mut out = Vec::new();
-            for (chat, pts) in chats {
-                out.push(chat_difference(view, *chat, *user, *pts, REPLY_BYTES)?);
-            }
-            Ok(Ok(Reply::Difference(out)))
-        }
-        Query::BlockedAgainst { user, chats } => {
-            let mut out = Vec::new();
-            for c in chats {
-                if blocked_against(view, *c, *user)? {
-                    out.push(*c);
-                }
-            }
-            Ok(Ok(Reply::Chats(out)))
-        }
-        Query::DifferenceBounded { user, chats } => {
-            let chats = chats.iter().map(|(c, pts)| (*c, *pts, None));
-            Ok(Ok(difference_bounded(view, *user, chats)?))
-        }
-        Query::DifferenceReads { user, chats } => {
-            let chats = chats.iter().map(|(c, pts, read)| (*c, *pts, Some(*read)));
-            Ok(Ok(difference_bounded(view, *user, chats)?))
-        }
-        Query::Dialogs { user, chats } => {
-            let mut out = Vec::new();
-            for chat in chats {
-                let Ok((c, me)) = membership(view, *chat, *user)? else { continue };
-                let lo = c.last_id.saturating_sub(99).max(1);
-                let mut last = if c.last_id > 0 { page(view, *chat, *user, (lo..=c.last_id).rev(), 1, any)?.0.pop() } else { None };
-                if let Some(m) = last.as_mut() {
-                    with_views(view, &c, std::slice::from_mut(m))?;
-                }
-                let unread = unread(view, &c, *user, me.read_max_id)?;
-                out.push(Dialog { chat: c, me, last, unread });
-            }
-            Ok(Ok(Reply::Dialogs(out)))
-        }
-        Query::ChatRows { user, chats } => {
-            let mut out = Vec::new();
-            for chat in chats {
-                if let Ok((c, _)) = membership(view, *chat, *user)? {
-                    out.push(c);
-                }
-            }
-            Ok(Ok(Reply::ChatRows(out)))
-        }
-        Query::Search { chat, user, text, limit } => Ok(search(view, *chat, *user, text, *limit, 0)?.map(|(page, _)| Reply::Messages(page))),
-        Query::SearchBefore { chat, user, text, limit, before } => Ok(search(view, *chat, *user, text, *limit, *before)?.map(|(messages, more)| Reply::Page { messages, more })),
-        Query::Reactors { chat, user, id, after, limit } => {
-            let (c, _) = tri!(membership(view, *chat, *user)?);
-            if c.kind == ChatKind::Channel {
-                return Ok(Err(ChatError::BadRequest("a channel shows how many reacted, not who".into())));
-            }
-            let Some(m) = get_row::<Message>(view, &msg_key(*chat, *id))?.filter(|m| !m.deleted) else {
-                return Ok(Err(ChatError::MessageNotFound));
-            };
-            let limit = (*limit).clamp(1, MEMBERS_PAGE_MAX) as usize;
-            let prefix = key(b"m/react/", &[*chat, *id]);
-            let from = if *after == 0 { Vec::new() } else { reaction_key(*chat, *id, *after) };
-            let mut out = Vec::with_capacity(limit);
-            for (k, v) in view.scan(&prefix, &from, limit)? {
-                let u = id_after(&k, prefix.len()).ok_or_else(|| crate::error::Error::Io(format!("a reaction row of chat {chat} with a malformed key")))?;
-                out.push((u, courier_raft::codec::decode::<String>(&v)?));
-            }
-            // Reactions from before format 3 that have no row yet.
-            out.extend(m.unrowed.iter().filter(|(u, _)| *u > *after).cloned());
-            out.sort_unstable_by_key(|(u, _)| *u);
-            out.dedup_by_key(|(u, _)| *u);
-            out.truncate(limit);
-            Ok(Ok(Reply::Reactors(out)))
-        }
-        Query::MembersIn { chat, users } => {
-            let Some(c) = get::<Chat>(view, &chat_key(*chat))? else { return Ok(Err(ChatError::NotAMember)) };
-            let mut members = Vec::new();
-            for u in users.iter().take(MEMBERS_PAGE_MAX as usize) {
-                if let Some(m) = get::<Member>(view, &member_key(*chat, *u))? {
-                    members.push((*u, m));
-                }
-            }
-            Ok(Ok(Reply::MembersIn { kind: c.kind, members }))
-        }
-        Query::Get { chat, user, ids } => {
-            let (c, _) = tri!(membership(view, *chat, *user)?);
-            let mut out = Vec::new();
-            for id in ids {
-                match get_row::<Message>(view, &msg_key(*chat, *id))? {
-                    Some(m) if !m.deleted => out.push(m),
-                    _ => return Ok(Err(ChatError::MessageNotFound)),
-                }
-            }
-            with_views(view, &c, &mut out)?;
-            Ok(Ok(Reply::Messages(out)))
-        }
-        Query::UserChats { user } => {
-            let prefix = user_chats_prefix(*user);
-            let mut chats = old_user_chats(view, *user)?;
-            let rows = view.scan(&prefix, &[], USER_CHATS_MAX as usize)?;
-            chats.extend(rows.iter().filter_map(|(k, _)| id_after(k, prefix.len())));
-            Ok(Ok(Reply::Chats(chats)))
-        }
-        Query::Memberships { user, chats } => {
-            let mut out = Vec::new();
-            for chat in chats {
-                if get::<Member>(view, &member_key(*chat, *user))?.is_some() {
-                    out.push(*chat);
-                }
-            }
-            Ok(Ok(Reply::Chats(out)))
-        }
-        Query::Members { chat, user, limit } => members(view, *chat, *user, 0, *limit),
-        Query::MembersAfter { chat, user, after, limit } => members(view, *chat, *user, *after, *limit),
+        Query::History(r) => answer(r, ask_history(view, r)),
+        Query::HistoryPage(r) => answer(r, ask_history_page(view, r)),
+        Query::Difference(r) => answer(r, ask_difference(view, r)),
+        Query::BlockedAgainst(r) => answer(r, ask_blocked_against(view, r)),
+        Query::DifferenceBounded(r) => answer(r, ask_difference_bounded(view, r)),
+        Query::DifferenceReads(r) => answer(r, ask_difference_reads(view, r)),
+        Query::Dialogs(r) => answer(r, ask_dialogs(view, r)),
+        Query::ChatRows(r) => answer(r, ask_chat_rows(view, r)),
+        Query::Search(r) => answer(r, ask_search(view, r)),
+        Query::SearchBefore(r) => answer(r, ask_search_before(view, r)),
+        Query::Reactors(r) => answer(r, ask_reactors(view, r)),
+        Query::MembersIn(r) => answer(r, ask_members_in(view, r)),
+        Query::Get(r) => answer(r, ask_get(view, r)),
+        Query::UserChats(r) => answer(r, ask_user_chats(view, r)),
+        Query::Memberships(r) => answer(r, ask_memberships(view, r)),
+        Query::Members(r) => answer(r, ask_members(view, r)),
+        Query::MembersAfter(r) => answer(r, ask_members_after(view, r)),
     }
+}
+
+fn ask_history(view: &dyn StateRead, req: &ask::History) -> Result<Outcome<Vec<Message>>> {
+    let ask::History { chat, user, before, after, limit } = req;
+    Ok(history(view, *chat, *user, *before, *after, *limit)?.map(|(page, _)| page))
+}
+
+fn ask_history_page(view: &dyn StateRead, req: &ask::HistoryPage) -> Result<Outcome<Page>> {
+    let ask::HistoryPage { chat, user, before, after, limit } = req;
+    Ok(history(view, *chat, *user, *before, *after, *limit)?.map(|(messages, more)| Page { messages, more }))
+}
+
+/// Every chat asked, each cut by bytes (nodes of the previous version ask this).
+fn ask_difference(view: &dyn StateRead, req: &ask::Difference) -> Result<Outcome<Vec<ChatDiff>>> {
+    let ask::Difference { user, chats } = req;
+    let mut out = Vec::new();
+    for (chat, pts) in chats {
+        out.push(chat_difference(view, *chat, *user, *pts, REPLY_BYTES)?);
+    }
+    Ok(Ok(out))
+}
+
+fn ask_blocked_against(view: &dyn StateRead, req: &ask::BlockedAgainst) -> Result<Outcome<Vec<u64>>> {
+    let ask::BlockedAgainst { user, chats } = req;
+    let mut out = Vec::new();
+    for c in chats {
+        if blocked_against(view, *c, *user)? {
+            out.push(*c);
+        }
+    }
+    Ok(Ok(out))
+}
+
+fn ask_difference_bounded(view: &dyn StateRead, req: &ask::DifferenceBounded) -> Result<Outcome<BoundedDiff>> {
+    let ask::DifferenceBounded { user, chats } = req;
+    let chats = chats.iter().map(|(c, pts)| (*c, *pts, None));
+    Ok(Ok(difference_bounded(view, *user, chats)?))
+}
+
+fn ask_difference_reads(view: &dyn StateRead, req: &ask::DifferenceReads) -> Result<Outcome<BoundedDiff>> {
+    let ask::DifferenceReads { user, chats } = req;
+    let chats = chats.iter().map(|(c, pts, read)| (*c, *pts, Some(*read)));
+    Ok(Ok(difference_bounded(view, *user, chats)?))
+}
+
+fn ask_dialogs(view: &dyn StateRead, req: &ask::Dialogs) -> Result<Outcome<Vec<Dialog>>> {
+    let ask::Dialogs { user, chats } = req;
+    let mut out = Vec::new();
+    for chat in chats {
+        let Ok((c, me)) = membership(view, *chat, *user)? else { continue };
+        let lo = c.last_id.saturating_sub(99).max(1);
+        let mut last = if c.last_id > 0 { page(view, *chat, *user, (lo..=c.last_id).rev(), 1, any)?.0.pop() } else { None };
+        if let Some(m) = last.as_mut() {
+            with_views(view, &c, std::slice::from_mut(m))?;
+        }
+        let unread = unread(view, &c, *user, me.read_max_id)?;
+        out.push(Dialog { chat: c, me, last, unread });
+    }
+    Ok(Ok(out))
+}
+
+fn ask_chat_rows(view: &dyn StateRead, req: &ask::ChatRows) -> Result<Outcome<Vec<Chat>>> {
+    let ask::ChatRows { user, chats } = req;
+    let mut out = Vec::new();
+    for chat in chats {
+        if let Ok((c, _)) = membership(view, *chat, *user)? {
+            out.push(c);
+        }
+    }
+    Ok(Ok(out))
+}
+
+fn ask_search(view: &dyn StateRead, req: &ask::Search) -> Result<Outcome<Vec<Message>>> {
+    let ask::Search { chat, user, text, limit } = req;
+    Ok(search(view, *chat, *user, text, *limit, 0)?.map(|(page, _)| page))
+}
+
+fn ask_search_before(view: &dyn StateRead, req: &ask::SearchBefore) -> Result<Outcome<Page>> {
+    let ask::SearchBefore { chat, user, text, limit, before } = req;
+    Ok(search(view, *chat, *user, text, *limit, *before)?.map(|(messages, more)| Page { messages, more }))
+}
+
+fn ask_reactors(view: &dyn StateRead, req: &ask::Reactors) -> Result<Outcome<Vec<(u64, String)>>> {
+    let ask::Reactors { chat, user, id, after, limit } = req;
+    let (c, _) = tri!(membership(view, *chat, *user)?);
+    if c.kind == ChatKind::Channel {
+        return Ok(Err(ChatError::BadRequest("a channel shows how many reacted, not who".into())));
+    }
+    let Some(m) = get_row::<Message>(view, &msg_key(*chat, *id))?.filter(|m| !m.deleted) else {
+        return Ok(Err(ChatError::MessageNotFound));
+    };
+    let limit = (*limit).clamp(1, MEMBERS_PAGE_MAX) as usize;
+    let prefix = key(b"m/react/", &[*chat, *id]);
+    let from = if *after == 0 { Vec::new() } else { reaction_key(*chat, *id, *after) };
+    let mut out = Vec::with_capacity(limit);
+    for (k, v) in view.scan(&prefix, &from, limit)? {
+        let u = id_after(&k, prefix.len()).ok_or_else(|| crate::error::Error::Io(format!("a reaction row of chat {chat} with a malformed key")))?;
+        out.push((u, courier_raft::codec::decode::<String>(&v)?));
+    }
+    // Reactions from before format 3 that have no row yet.
+    out.extend(m.unrowed.iter().filter(|(u, _)| *u > *after).cloned());
+    out.sort_unstable_by_key(|(u, _)| *u);
+    out.dedup_by_key(|(u, _)| *u);
+    out.truncate(limit);
+    Ok(Ok(out))
+}
+
+fn ask_members_in(view: &dyn StateRead, req: &ask::MembersIn) -> Result<Outcome<ChatMembers>> {
+    let ask::MembersIn { chat, users } = req;
+    let Some(c) = get::<Chat>(view, &chat_key(*chat))? else { return Ok(Err(ChatError::NotAMember)) };
+    let mut members = Vec::new();
+    for u in users.iter().take(MEMBERS_PAGE_MAX as usize) {
+        if let Some(m) = get::<Member>(view, &member_key(*chat, *u))? {
+            members.push((*u, m));
+        }
+    }
+    Ok(Ok(ChatMembers { kind: c.kind, members }))
+}
+
+fn ask_get(view: &dyn StateRead, req: &ask::Get) -> Result<Outcome<Vec<Message>>> {
+    let ask::Get { chat, user, ids } = req;
+    let (c, _) = tri!(membership(view, *chat, *user)?);
+    let mut out = Vec::new();
+    for id in ids {
+        match get_row::<Message>(view, &msg_key(*chat, *id))? {
+            Some(m) if !m.deleted => out.push(m),
+            _ => return Ok(Err(ChatError::MessageNotFound)),
+        }
+    }
+    with_views(view, &c, &mut out)?;
+    Ok(Ok(out))
+}
+
+fn ask_user_chats(view: &dyn StateRead, req: &ask::UserChats) -> Result<Outcome<Vec<u64>>> {
+    let ask::UserChats { user } = req;
+    let prefix = user_chats_prefix(*user);
+    let mut chats = old_user_chats(view, *user)?;
+    let rows = view.scan(&prefix, &[], USER_CHATS_MAX as usize)?;
+    chats.extend(rows.iter().filter_map(|(k, _)| id_after(k, prefix.len())));
+    Ok(Ok(chats))
+}
+
+fn ask_memberships(view: &dyn StateRead, req: &ask::Memberships) -> Result<Outcome<Vec<u64>>> {
+    let ask::Memberships { user, chats } = req;
+    let mut out = Vec::new();
+    for chat in chats {
+        if get::<Member>(view, &member_key(*chat, *user))?.is_some() {
+            out.push(*chat);
+        }
+    }
+    Ok(Ok(out))
+}
+
+fn ask_members(view: &dyn StateRead, req: &ask::Members) -> Result<Outcome<Vec<(u64, Member)>>> {
+    let ask::Members { chat, user, limit } = req;
+    members(view, *chat, *user, 0, *limit)
+}
+
+fn ask_members_after(view: &dyn StateRead, req: &ask::MembersAfter) -> Result<Outcome<Vec<(u64, Member)>>> {
+    let ask::MembersAfter { chat, user, after, limit } = req;
+    members(view, *chat, *user, *after, *limit)
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use crate::error::Result;
 use crate::media::logic::Thumb;
 use crate::state::Evolved;
 
+use super::{ask, cmd};
+
 /// Characters in a message (the brief's limit).
 pub const MESSAGE_MAX: usize = 4096;
 /// Characters in a media message's caption.
@@ -337,93 +339,49 @@ pub struct Event {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Cmd {
-    /// Creates a chat with `id` (chosen by the proposer: deterministic for a
-    /// private chat, random otherwise). Creating an existing chat again with
-    /// the same creator is the first answer (a retry).
-    Create { id: u64, kind: ChatKind, title: String, creator: u64, members: Vec<u64>, now_ms: u64 },
-    Send { chat: u64, from: u64, random_id: u64, text: String, reply_to: u64, now_ms: u64 },
-    Edit { chat: u64, by: u64, id: u64, text: String, now_ms: u64 },
-    /// Deletes for everyone: the sender's own messages, or any as an admin.
-    Delete { chat: u64, by: u64, ids: Vec<u64>, now_ms: u64 },
-    /// Deletes for `user` only (any messages of the chat).
-    Hide { chat: u64, user: u64, ids: Vec<u64>, now_ms: u64 },
-    Read { chat: u64, user: u64, max_id: u64, now_ms: u64 },
-    Invite { chat: u64, by: u64, users: Vec<u64>, now_ms: u64 },
-    /// `by` removes `user` (an admin), or leaves (`by == user`).
-    Remove { chat: u64, by: u64, user: u64, now_ms: u64 },
-    SetTitle { chat: u64, by: u64, title: String, now_ms: u64 },
-    SetRole { chat: u64, by: u64, user: u64, role: Role, now_ms: u64 },
-    /// A forward as written before messages carried media (see `Forward`).
-    ForwardV1 { chat: u64, from: u64, random_id: u64, items: Vec<(String, Forwarded)>, now_ms: u64 },
-    /// Pins a message (admins in groups and channels; either side in a private chat); 0 unpins.
-    Pin { chat: u64, by: u64, id: u64, now_ms: u64 },
-    /// Sets the user's reaction to a message (empty: removes it).
-    React { chat: u64, user: u64, id: u64, emoji: String, now_ms: u64 },
-    /// The user's chat list, in the user's group.
-    AddUserChat { user: u64, chat: u64 },
-    RemoveUserChat { user: u64, chat: u64 },
+    Create(cmd::Create),
+    Send(cmd::Send),
+    Edit(cmd::Edit),
+    Delete(cmd::Delete),
+    Hide(cmd::Hide),
+    Read(cmd::Read),
+    Invite(cmd::Invite),
+    Remove(cmd::Remove),
+    SetTitle(cmd::SetTitle),
+    SetRole(cmd::SetRole),
+    ForwardV1(cmd::ForwardV1),
+    Pin(cmd::Pin),
+    React(cmd::React),
+    AddUserChat(cmd::AddUserChat),
+    RemoveUserChat(cmd::RemoveUserChat),
     // Commands are in Raft logs: a changed command is a new variant at the
     // end, and the old one keeps applying.
-    /// A photo, file or voice note with a caption (the proposer checked
-    /// the sender may post the file).
-    SendMedia { chat: u64, from: u64, random_id: u64, caption: String, reply_to: u64, media: Attachment, now_ms: u64 },
-    /// Copies of messages (read from their chats by the proposer, which
-    /// checked the sender may read them), posted in order; `random_id` names
-    /// the whole forward.
-    Forward { chat: u64, from: u64, random_id: u64, items: Vec<Copy>, now_ms: u64 },
-    /// `by` blocks (`on`) or unblocks the other user of private chat `chat`
-    /// (which need not exist yet): the other can no longer post there.
-    Block { chat: u64, by: u64, on: bool },
+    SendMedia(cmd::SendMedia),
+    Forward(cmd::Forward),
+    Block(cmd::Block),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Query {
-    /// Messages with ids in `(after, before)`, newest first when paging back.
-    History { chat: u64, user: u64, before: u64, after: u64, limit: u32 },
-    /// Events after `pts` in each chat of this group the user is a member of.
-    Difference { user: u64, chats: Vec<(u64, u64)> },
-    /// Dialog entries (chat, membership, last message, unread) for these chats.
-    Dialogs { user: u64, chats: Vec<u64> },
-    /// The user's chat list (user's group).
-    UserChats { user: u64 },
-    /// Which of these chats `user` is a member of.
-    Memberships { user: u64, chats: Vec<u64> },
-    /// A chat's first members (bounded); `MembersAfter` pages.
-    Members { chat: u64, user: u64, limit: u32 },
-    /// Messages whose text contains `text` (case-insensitive), newest first.
-    Search { chat: u64, user: u64, text: String, limit: u32 },
-    /// Messages of a chat by id (forwarding reads its sources with this).
-    Get { chat: u64, user: u64, ids: Vec<u64> },
+    History(ask::History),
+    Difference(ask::Difference),
+    Dialogs(ask::Dialogs),
+    UserChats(ask::UserChats),
+    Memberships(ask::Memberships),
+    Members(ask::Members),
+    Search(ask::Search),
+    Get(ask::Get),
     // Queries cross the wire to a group's leader: a new one is a new
     // variant at the end.
-    /// A page of a chat's members: those with ids after `after` (0: from
-    /// the first), in id order, at most `limit`.
-    MembersAfter { chat: u64, user: u64, after: u64, limit: u32 },
-    /// Search below message `before` (0: from the newest); `Search` is
-    /// this with `before = 0`.
-    SearchBefore { chat: u64, user: u64, text: String, limit: u32, before: u64 },
-    /// The chat rows (dialog order) of those of these chats `user` is a
-    /// member of: a dialog page is chosen from them before its last
-    /// messages are read.
-    ChatRows { user: u64, chats: Vec<u64> },
-    /// Who reacted with what to a message, in user-id order after `after`.
-    Reactors { chat: u64, user: u64, id: u64, after: u64, limit: u32 },
-    /// Which of `users` are members of `chat`, with the chat's kind (whom
-    /// a user may see: `get_users`). Asked by the node, not a client: no
-    /// caller's membership is checked.
-    MembersIn { chat: u64, users: Vec<u64> },
-    /// `History`, answered as a `Page` (whether the range went on).
-    HistoryPage { chat: u64, user: u64, before: u64, after: u64, limit: u32 },
-    /// `Difference` that leaves out chats with nothing new and stops when
-    /// its answer is full, saying how many chats it looked at.
-    DifferenceBounded { user: u64, chats: Vec<(u64, u64)> },
-    /// Of these private chats, those where someone other than `user`
-    /// blocked (`Reply::Chats`): who would refuse `user`'s invitation.
-    BlockedAgainst { user: u64, chats: Vec<u64> },
-    /// `DifferenceBounded` with the read position each device knows, as
-    /// (chat, pts, read_max_id): a channel where the user's read moved past
-    /// it is answered `ChatDiff::Read` too (reads in a channel are no events).
-    DifferenceReads { user: u64, chats: Vec<(u64, u64, u64)> },
+    MembersAfter(ask::MembersAfter),
+    SearchBefore(ask::SearchBefore),
+    ChatRows(ask::ChatRows),
+    Reactors(ask::Reactors),
+    MembersIn(ask::MembersIn),
+    HistoryPage(ask::HistoryPage),
+    DifferenceBounded(ask::DifferenceBounded),
+    BlockedAgainst(ask::BlockedAgainst),
+    DifferenceReads(ask::DifferenceReads),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -451,27 +409,78 @@ pub enum ChatDiff {
     Read { chat: Chat, read_max_id: u64 },
 }
 
+/// What a change did: the chat after it, the event(s), and the message
+/// concerned (for live delivery).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Reply {
-    /// What a change did: the chat after it, the event(s), and the message
-    /// concerned (for live delivery).
-    Changed { chat: Chat, events: Vec<Event>, message: Option<Message> },
-    Messages(Vec<Message>),
-    Difference(Vec<ChatDiff>),
-    Dialogs(Vec<Dialog>),
-    Chats(Vec<u64>),
-    Members(Vec<(u64, Member)>),
-    Done,
-    // Replies cross the wire too: new ones at the end.
-    /// A page that was cut before its range ended (by count or bytes).
-    Page { messages: Vec<Message>, more: bool },
-    ChatRows(Vec<Chat>),
-    Reactors(Vec<(u64, String)>),
-    MembersIn { kind: ChatKind, members: Vec<(u64, Member)> },
-    /// The chats of a bounded difference with something new, and how many
-    /// of the chats asked (in order) it looked at; the rest come next time.
-    DifferenceBounded { diffs: Vec<ChatDiff>, looked: u32 },
+pub struct Changed {
+    pub chat: Chat,
+    pub events: Vec<Event>,
+    pub message: Option<Message>,
 }
+
+/// A page of messages; `more` when it was cut before its range ended (by
+/// count or bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub messages: Vec<Message>,
+    pub more: bool,
+}
+
+/// Which of the users asked are members of a chat, with the chat's kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMembers {
+    pub kind: ChatKind,
+    pub members: Vec<(u64, Member)>,
+}
+
+/// The chats of a bounded difference with something new, and how many
+/// of the chats asked (in order) it looked at; the rest come next time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundedDiff {
+    pub diffs: Vec<ChatDiff>,
+    pub looked: u32,
+}
+
+crate::app::requests!(AppCommand::Chat, Cmd, cmd {
+    Create => Changed,
+    Send => Changed,
+    Edit => Changed,
+    Delete => Changed,
+    Hide => Changed,
+    Read => Changed,
+    Invite => Changed,
+    Remove => Changed,
+    SetTitle => Changed,
+    SetRole => Changed,
+    ForwardV1 => Changed,
+    Pin => Changed,
+    React => Changed,
+    AddUserChat => (),
+    RemoveUserChat => (),
+    SendMedia => Changed,
+    Forward => Changed,
+    Block => (),
+});
+
+crate::app::requests!(AppQuery::Chat, Query, ask {
+    History => Vec<Message>,
+    Difference => Vec<ChatDiff>,
+    Dialogs => Vec<Dialog>,
+    UserChats => Vec<u64>,
+    Memberships => Vec<u64>,
+    Members => Vec<(u64, Member)>,
+    Search => Vec<Message>,
+    Get => Vec<Message>,
+    MembersAfter => Vec<(u64, Member)>,
+    SearchBefore => Page,
+    ChatRows => Vec<Chat>,
+    Reactors => Vec<(u64, String)>,
+    MembersIn => ChatMembers,
+    HistoryPage => Page,
+    DifferenceBounded => BoundedDiff,
+    BlockedAgainst => Vec<u64>,
+    DifferenceReads => BoundedDiff,
+});
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ChatError {
@@ -522,7 +531,8 @@ impl ChatError {
     }
 }
 
-pub type Outcome = std::result::Result<Reply, ChatError>;
+/// An answer of type `T`, or a refusal.
+pub type Outcome<T> = std::result::Result<T, ChatError>;
 
 #[cfg(test)]
 mod tests;

@@ -74,39 +74,39 @@ mod tests {
     fn in_a_channel_reads_are_the_readers_own_and_others_see_counts_never_who() {
         let mut v = MemView::default();
         let ch = 5 << 16 | 5;
-        ok(&mut v, Cmd::Create { id: ch, kind: ChatKind::Channel, title: "News".into(), creator: A, members: vec![], now_ms: 1 });
-        let Reply::Changed { events, .. } = ok(&mut v, Cmd::Invite { chat: ch, by: A, users: vec![B, C], now_ms: 2 }) else { panic!() };
+        ok(&mut v, cmd::Create { id: ch, kind: ChatKind::Channel, title: "News".into(), creator: A, members: vec![], now_ms: 1 });
+        let Changed { events, .. } = ok(&mut v, cmd::Invite { chat: ch, by: A, users: vec![B, C], now_ms: 2 });
         assert_eq!(events[0].kind, EventKind::SubscribersJoined(vec![B, C]));
         assert_eq!(event_for(events[0].clone(), B).kind, EventKind::Joined(vec![B]), "a subscriber sees themselves join");
         assert_eq!(event_for(events[0].clone(), A).kind, EventKind::Nothing, "and nobody sees who else did");
-        ok(&mut v, Cmd::Send { chat: ch, from: A, random_id: 1, text: "post".into(), reply_to: 0, now_ms: 3 });
+        ok(&mut v, cmd::Send { chat: ch, from: A, random_id: 1, text: "post".into(), reply_to: 0, now_ms: 3 });
         let pts = chat_of(&v, ch).pts;
         // A read moves the reader's position only: no event, the pts stays.
-        let Reply::Changed { events, .. } = ok(&mut v, Cmd::Read { chat: ch, user: B, max_id: 1, now_ms: 4 }) else { panic!() };
+        let Changed { events, .. } = ok(&mut v, cmd::Read { chat: ch, user: B, max_id: 1, now_ms: 4 });
         assert!(events.is_empty());
         assert_eq!(chat_of(&v, ch).pts, pts, "the channel's event window does not fill with reads");
-        let states = |read: u64| Query::DifferenceReads { user: B, chats: vec![(ch, pts, read)] };
-        let Ok(Reply::DifferenceBounded { diffs, .. }) = query(&v, &states(0)).unwrap() else { panic!() };
+        let states = |read: u64| ask::DifferenceReads { user: B, chats: vec![(ch, pts, read)] };
+        let Ok(BoundedDiff { diffs, .. }) = look(&v, states(0)).unwrap() else { panic!() };
         assert!(matches!(&diffs[..], [ChatDiff::Read { read_max_id: 1, .. }]), "B's other device learns it: {diffs:?}");
-        let Ok(Reply::DifferenceBounded { diffs, .. }) = query(&v, &states(1)).unwrap() else { panic!() };
+        let Ok(BoundedDiff { diffs, .. }) = look(&v, states(1)).unwrap() else { panic!() };
         assert!(diffs.is_empty(), "a device that knows it is told nothing: {diffs:?}");
         // The post counts B's view, once however often B reads.
-        ok(&mut v, Cmd::Read { chat: ch, user: B, max_id: 1, now_ms: 4 });
-        let Ok(Reply::Page { messages, .. }) = query(&v, &Query::HistoryPage { chat: ch, user: C, before: 0, after: 0, limit: 10 }).unwrap() else { panic!() };
+        ok(&mut v, cmd::Read { chat: ch, user: B, max_id: 1, now_ms: 4 });
+        let Ok(Page { messages, .. }) = look(&v, ask::HistoryPage { chat: ch, user: C, before: 0, after: 0, limit: 10 }).unwrap() else { panic!() };
         assert_eq!(messages.iter().map(|m| (m.id, m.views)).collect::<Vec<_>>(), [(1, 1)]);
                 // A reaction: a count naming nobody, no event; nobody lists reactors.
-        let Reply::Changed { events, message: Some(m), .. } = ok(&mut v, Cmd::React { chat: ch, user: C, id: 1, emoji: "👍".into(), now_ms: 5 }) else { panic!() };
+        let Changed { events, message: Some(m), .. } = ok(&mut v, cmd::React { chat: ch, user: C, id: 1, emoji: "👍".into(), now_ms: 5 }) else { panic!() };
         assert!(events.is_empty());
         assert_eq!(m.reactions, vec![Reaction { emoji: "👍".into(), count: 1, recent: vec![] }]);
-        let Reply::Changed { message: Some(m), .. } = ok(&mut v, Cmd::React { chat: ch, user: B, id: 1, emoji: "👍".into(), now_ms: 6 }) else { panic!() };
+        let Changed { message: Some(m), .. } = ok(&mut v, cmd::React { chat: ch, user: B, id: 1, emoji: "👍".into(), now_ms: 6 }) else { panic!() };
         assert_eq!((m.reactions[0].count, m.reactions[0].recent.len()), (2, 0));
-        assert!(matches!(query(&v, &Query::Reactors { chat: ch, user: A, id: 1, after: 0, limit: 10 }).unwrap(), Err(ChatError::BadRequest(_))));
+        assert!(matches!(look(&v, ask::Reactors { chat: ch, user: A, id: 1, after: 0, limit: 10 }).unwrap(), Err(ChatError::BadRequest(_))));
         assert_eq!(chat_of(&v, ch).pts, pts);
         // A subscriber leaving is news to themselves only; an admin's role is public.
-        let Reply::Changed { events, .. } = ok(&mut v, Cmd::Remove { chat: ch, by: C, user: C, now_ms: 7 }) else { panic!() };
+        let Changed { events, .. } = ok(&mut v, cmd::Remove { chat: ch, by: C, user: C, now_ms: 7 });
         assert_eq!((event_for(events[0].clone(), C).kind, event_for(events[0].clone(), B).kind), (EventKind::Left(C), EventKind::Nothing));
         let ChatDiff::Events { events, .. } = ({
-            let Ok(Reply::Difference(mut d)) = query(&v, &Query::Difference { user: B, chats: vec![(ch, 0)] }).unwrap() else { panic!() };
+            let Ok(mut d) = look(&v, ask::Difference { user: B, chats: vec![(ch, 0)] }).unwrap() else { panic!() };
             d.pop().unwrap()
         }) else { panic!() };
         assert!(events.iter().all(|e| !matches!(&e.kind, EventKind::Joined(u) if u.contains(&C)) && !matches!(e.kind, EventKind::Left(_) | EventKind::Read { .. })), "{events:?}");
@@ -129,7 +129,7 @@ mod tests {
         }
         // A channel made with members: each sees only themselves join.
         let mut v = MemView::default();
-        let Reply::Changed { events, .. } = ok(&mut v, Cmd::Create { id: 5 << 16 | 5, kind: ChatKind::Channel, title: "News".into(), creator: A, members: vec![B, C], now_ms: 1 }) else { panic!() };
+        let Changed { events, .. } = ok(&mut v, cmd::Create { id: 5 << 16 | 5, kind: ChatKind::Channel, title: "News".into(), creator: A, members: vec![B, C], now_ms: 1 });
         assert_eq!(event_for(events[0].clone(), B).kind, EventKind::Joined(vec![B]));
     }
 }

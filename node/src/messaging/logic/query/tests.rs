@@ -2,6 +2,7 @@
 
 use courier_raft::logic::{MemView, StateRead};
 
+use crate::app::{AppQuery, Request};
 use crate::messaging::logic::keys::*;
 use crate::messaging::logic::testkit::*;
 use crate::messaging::logic::*;
@@ -27,15 +28,15 @@ fn members_come_in_pages_by_id_whatever_the_chat_s_history() {
     let mut v = MemView::default();
     group(&mut v);
     let others: Vec<u64> = (10..15).map(|n| n << 16 | 3).collect();
-    ok(&mut v, Cmd::Invite { chat: CHAT, by: A, users: others.clone(), now_ms: 1 });
-    ok(&mut v, Cmd::Remove { chat: CHAT, by: A, user: others[1], now_ms: 2 });
-    ok(&mut v, Cmd::SetRole { chat: CHAT, by: A, user: B, role: Role::Admin, now_ms: 3 });
+    ok(&mut v, cmd::Invite { chat: CHAT, by: A, users: others.clone(), now_ms: 1 });
+    ok(&mut v, cmd::Remove { chat: CHAT, by: A, user: others[1], now_ms: 2 });
+    ok(&mut v, cmd::SetRole { chat: CHAT, by: A, user: B, role: Role::Admin, now_ms: 3 });
     for i in 0..500 {
         send(&mut v, A, i, "x", 4).unwrap();
     }
     let page = |after: u64, limit: u32| -> Vec<u64> {
         let counted = Counting(&v, Default::default());
-        let Ok(Reply::Members(m)) = query(&counted, &Query::MembersAfter { chat: CHAT, user: B, after, limit }).unwrap() else { panic!() };
+        let Ok(m) = look(&counted, ask::MembersAfter { chat: CHAT, user: B, after, limit }).unwrap() else { panic!() };
         assert!(counted.1.get() <= 2 + limit as usize, "a page read {} rows for {limit} members of a chat with 500 messages", counted.1.get());
         m.into_iter().map(|(u, _)| u).collect()
     };
@@ -46,17 +47,17 @@ fn members_come_in_pages_by_id_whatever_the_chat_s_history() {
     assert_eq!(page(0, 2), all[..2]);
     assert_eq!(page(all[1], 2), all[2..4], "the next page starts after the last id seen");
     assert_eq!(page(*all.last().unwrap(), 2), Vec::<u64>::new());
-    let Ok(Reply::Members(m)) = query(&v, &Query::Members { chat: CHAT, user: A, limit: 3 }).unwrap() else { panic!() };
+    let Ok(m) = look(&v, ask::Members { chat: CHAT, user: A, limit: 3 }).unwrap() else { panic!() };
     assert_eq!(m.iter().map(|(u, _)| *u).collect::<Vec<_>>(), all[..3]);
     assert_eq!(m.iter().find(|(u, _)| *u == B).map(|(_, r)| r.role), Some(Role::Admin), "with their roles");
-    assert_eq!(query(&v, &Query::MembersAfter { chat: CHAT, user: C, after: 0, limit: 5 }).unwrap(), Err(ChatError::NotAMember));
+    assert_eq!(look(&v, ask::MembersAfter { chat: CHAT, user: C, after: 0, limit: 5 }).unwrap(), Err(ChatError::NotAMember));
 
     // A channel's subscribers are listed to its admins only.
     let ch = 5 << 16 | 5;
-    ok(&mut v, Cmd::Create { id: ch, kind: ChatKind::Channel, title: "News".into(), creator: A, members: vec![], now_ms: 9 });
-    ok(&mut v, Cmd::Invite { chat: ch, by: A, users: vec![B, C], now_ms: 10 });
-    assert_eq!(query(&v, &Query::MembersAfter { chat: ch, user: C, after: 0, limit: 5 }).unwrap(), Err(ChatError::AdminRequired));
-    let Ok(Reply::Members(m)) = query(&v, &Query::MembersAfter { chat: ch, user: A, after: 0, limit: 5 }).unwrap() else { panic!() };
+    ok(&mut v, cmd::Create { id: ch, kind: ChatKind::Channel, title: "News".into(), creator: A, members: vec![], now_ms: 9 });
+    ok(&mut v, cmd::Invite { chat: ch, by: A, users: vec![B, C], now_ms: 10 });
+    assert_eq!(look(&v, ask::MembersAfter { chat: ch, user: C, after: 0, limit: 5 }).unwrap(), Err(ChatError::AdminRequired));
+    let Ok(m) = look(&v, ask::MembersAfter { chat: ch, user: A, after: 0, limit: 5 }).unwrap() else { panic!() };
     assert_eq!(m.len(), 3);
 }
 
@@ -70,9 +71,9 @@ fn difference_replays_every_change_in_order_and_says_too_long() {
     };
     send(&mut v, A, 1, "a", 1).unwrap();
     send(&mut v, A, 2, "b", 2).unwrap();
-    ok(&mut v, Cmd::Edit { chat: CHAT, by: A, id: 1, text: "a2".into(), now_ms: 3 });
-    ok(&mut v, Cmd::Delete { chat: CHAT, by: A, ids: vec![2], now_ms: 4 });
-    ok(&mut v, Cmd::Read { chat: CHAT, user: B, max_id: 2, now_ms: 5 });
+    ok(&mut v, cmd::Edit { chat: CHAT, by: A, id: 1, text: "a2".into(), now_ms: 3 });
+    ok(&mut v, cmd::Delete { chat: CHAT, by: A, ids: vec![2], now_ms: 4 });
+    ok(&mut v, cmd::Read { chat: CHAT, user: B, max_id: 2, now_ms: 5 });
     let ChatDiff::Events { chat, events, messages, more } = diff(&v, B, start) else { panic!() };
     assert!(!more);
     assert_eq!(chat.pts, start + 5);
@@ -90,7 +91,7 @@ fn difference_replays_every_change_in_order_and_says_too_long() {
     assert_eq!(messages.iter().map(|m| (m.id, m.text.as_str(), m.deleted)).collect::<Vec<_>>(), vec![(1, "a2", false), (2, "", true)], "messages as they are now");
     // Reading backwards is a no-op; reading past the end stops at the end.
     for again in [1, 2] {
-        let Reply::Changed { events, .. } = ok(&mut v, Cmd::Read { chat: CHAT, user: B, max_id: again, now_ms: 6 }) else { panic!() };
+        let Changed { events, .. } = ok(&mut v, cmd::Read { chat: CHAT, user: B, max_id: again, now_ms: 6 });
         assert!(events.is_empty(), "reading up to {again} again changes nothing");
     }
     // A slice is bounded.
@@ -113,7 +114,7 @@ fn unread_counts_and_dialogs() {
     send(&mut v, A, 2, "b", 2).unwrap();
     send(&mut v, B, 3, "c", 3).unwrap();
     let dialogs = |v: &MemView, u: u64| {
-        let Ok(Reply::Dialogs(d)) = query(v, &Query::Dialogs { user: u, chats: vec![CHAT, 12345] }).unwrap() else { panic!() };
+        let Ok(d) = look(v, ask::Dialogs { user: u, chats: vec![CHAT, 12345] }).unwrap() else { panic!() };
         d
     };
     let d = dialogs(&v, B);
@@ -121,13 +122,13 @@ fn unread_counts_and_dialogs() {
     assert_eq!((d[0].unread, d[0].last.as_ref().unwrap().text.as_str()), (0, "c"), "B's own message read what came before");
     let d = dialogs(&v, A);
     assert_eq!(d[0].unread, 1);
-    ok(&mut v, Cmd::Read { chat: CHAT, user: A, max_id: 3, now_ms: 4 });
+    ok(&mut v, cmd::Read { chat: CHAT, user: A, max_id: 3, now_ms: 4 });
     assert_eq!(dialogs(&v, A)[0].unread, 0);
 }
 
-fn page_of(v: &MemView, q: Query) -> (Vec<u64>, bool) {
-    match query(v, &q).unwrap() {
-        Ok(Reply::Page { messages, more }) => (messages.iter().map(|m| m.id).collect(), more),
+fn page_of<Q: Request<Answer = Page> + Into<AppQuery>>(v: &MemView, q: Q) -> (Vec<u64>, bool) {
+    match look(v, q).unwrap() {
+        Ok(Page { messages, more }) => (messages.iter().map(|m| m.id).collect(), more),
         other => panic!("{other:?}"),
     }
 }
@@ -141,13 +142,13 @@ fn pages_slices_and_searches_are_cut_by_bytes_and_say_where_to_go_on() {
         send(&mut v, A, i, &heavy, i).unwrap();
     }
     let per_page = REPLY_BYTES / (heavy.len() + 96);
-    let (ids, more) = page_of(&v, Query::HistoryPage { chat: CHAT, user: B, before: 0, after: 0, limit: 100 });
+    let (ids, more) = page_of(&v, ask::HistoryPage { chat: CHAT, user: B, before: 0, after: 0, limit: 100 });
     assert!(more && ids.len() <= per_page + 1 && ids.len() >= per_page - 1, "{} of 40 fit", ids.len());
     assert_eq!(ids[0], 40, "newest first");
     // Paging back from the last id reaches every message once.
     let (mut all, mut before) = (ids.clone(), *ids.last().unwrap());
     loop {
-        let (ids, more) = page_of(&v, Query::HistoryPage { chat: CHAT, user: B, before, after: 0, limit: 100 });
+        let (ids, more) = page_of(&v, ask::HistoryPage { chat: CHAT, user: B, before, after: 0, limit: 100 });
         all.extend(&ids);
         if !more {
             break;
@@ -155,13 +156,13 @@ fn pages_slices_and_searches_are_cut_by_bytes_and_say_where_to_go_on() {
         before = *ids.last().unwrap();
     }
     assert_eq!(all, (1..=40).rev().collect::<Vec<_>>());
-    let (fwd, more) = page_of(&v, Query::HistoryPage { chat: CHAT, user: B, before: 0, after: 38, limit: 100 });
+    let (fwd, more) = page_of(&v, ask::HistoryPage { chat: CHAT, user: B, before: 0, after: 38, limit: 100 });
     assert_eq!((fwd, more), (vec![39, 40], false), "forward to the end");
-    let (none, more) = page_of(&v, Query::HistoryPage { chat: CHAT, user: B, before: 0, after: u64::MAX, limit: 10 });
+    let (none, more) = page_of(&v, ask::HistoryPage { chat: CHAT, user: B, before: 0, after: u64::MAX, limit: 10 });
     assert!(none.is_empty() && !more, "past the end: nothing, no overflow");
-    let (found, more) = page_of(&v, Query::SearchBefore { chat: CHAT, user: B, text: "😀😀".into(), limit: 100, before: 0 });
+    let (found, more) = page_of(&v, ask::SearchBefore { chat: CHAT, user: B, text: "😀😀".into(), limit: 100, before: 0 });
     assert!(more && found.len() < 40);
-    let (next, _) = page_of(&v, Query::SearchBefore { chat: CHAT, user: B, text: "😀😀".into(), limit: 100, before: *found.last().unwrap() });
+    let (next, _) = page_of(&v, ask::SearchBefore { chat: CHAT, user: B, text: "😀😀".into(), limit: 100, before: *found.last().unwrap() });
     assert_eq!(next[0], found.last().unwrap() - 1, "search goes on below the last match");
     // A difference slice from 0 is cut too, and says more.
     match diff(&v, B, 0) {

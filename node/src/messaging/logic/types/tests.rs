@@ -29,16 +29,16 @@ fn reactions_are_counted_and_rows_of_the_old_format_move_at_the_next_reaction() 
     let mut v = MemView::default();
     group(&mut v);
     for u in 10..30u64 {
-        ok(&mut v, Cmd::Invite { chat: CHAT, by: A, users: vec![u << 16 | 1], now_ms: 1 });
+        ok(&mut v, cmd::Invite { chat: CHAT, by: A, users: vec![u << 16 | 1], now_ms: 1 });
     }
     send(&mut v, A, 1, "react to me", 2).unwrap();
     for u in 10..30u64 {
-        ok(&mut v, Cmd::React { chat: CHAT, user: u << 16 | 1, id: 1, emoji: "👍".into(), now_ms: 3 });
+        ok(&mut v, cmd::React { chat: CHAT, user: u << 16 | 1, id: 1, emoji: "👍".into(), now_ms: 3 });
     }
     let m = get_row::<Message>(&v, &msg_key(CHAT, 1)).unwrap().unwrap();
     assert_eq!(m.reactions, vec![Reaction { emoji: "👍".into(), count: 20, recent: vec![29 << 16 | 1, 28 << 16 | 1, 27 << 16 | 1] }]);
-    let page = |v: &MemView, after: u64| match query(v, &Query::Reactors { chat: CHAT, user: B, id: 1, after, limit: 7 }).unwrap() {
-        Ok(Reply::Reactors(r)) => r,
+    let page = |v: &MemView, after: u64| match look(v, ask::Reactors { chat: CHAT, user: B, id: 1, after, limit: 7 }).unwrap() {
+        Ok(r) => r,
         other => panic!("{other:?}"),
     };
     let (mut all, mut after) = (Vec::new(), 0);
@@ -61,19 +61,19 @@ fn reactions_are_counted_and_rows_of_the_old_format_move_at_the_next_reaction() 
     put(&mut v, &chat_key(CHAT), &c);
     let m = get_row::<Message>(&v, &msg_key(CHAT, 2)).unwrap().unwrap();
     assert_eq!(m.reactions, vec![Reaction { emoji: "🔥".into(), count: 2, recent: vec![B, A] }]);
-    let listed = |v: &MemView| match query(v, &Query::Reactors { chat: CHAT, user: B, id: 2, after: 0, limit: 10 }).unwrap() {
-        Ok(Reply::Reactors(r)) => r,
+    let listed = |v: &MemView| match look(v, ask::Reactors { chat: CHAT, user: B, id: 2, after: 0, limit: 10 }).unwrap() {
+        Ok(r) => r,
         other => panic!("{other:?}"),
     };
     assert_eq!(listed(&v), vec![(A, "🔥".to_string()), (B, "🔥".to_string())]);
     // A changes to 👍: the count moves, B's old reaction gets its row.
-    ok(&mut v, Cmd::React { chat: CHAT, user: A, id: 2, emoji: "👍".into(), now_ms: 5 });
+    ok(&mut v, cmd::React { chat: CHAT, user: A, id: 2, emoji: "👍".into(), now_ms: 5 });
     let m = get_row::<Message>(&v, &msg_key(CHAT, 2)).unwrap().unwrap();
     assert!(m.unrowed.is_empty());
     assert_eq!(m.reactions, vec![Reaction { emoji: "🔥".into(), count: 1, recent: vec![B] }, Reaction { emoji: "👍".into(), count: 1, recent: vec![A] }]);
     assert_eq!(listed(&v), vec![(A, "👍".to_string()), (B, "🔥".to_string())]);
     // B's repeat of its old reaction changes nothing.
     let before = v.clone();
-    ok(&mut v, Cmd::React { chat: CHAT, user: B, id: 2, emoji: "🔥".into(), now_ms: 6 });
+    ok(&mut v, cmd::React { chat: CHAT, user: B, id: 2, emoji: "🔥".into(), now_ms: 6 });
     assert_eq!(v, before);
 }
