@@ -242,6 +242,30 @@ mod tests {
         assert_eq!(service_of(&encode(&chat)), Some(CHAT));
     }
 
+    /// A command through the state machine as the raft layer runs it: its
+    /// typed answer, a refusal, the leader's budget, bytes a replica cannot read.
+    #[test]
+    fn the_state_machine_answers_each_request_in_its_own_type() {
+        let mut cfg = crate::config::NodeConfig::default();
+        cfg.auth.logins_per_phone_per_minute = 1;
+        let services = Services::new(&cfg);
+        let mut v = courier_raft::logic::MemView::default();
+        let send = auth::cmd::SendCodeFrom { phone: "+15550001111".into(), code_id: 9, code: "12345".into(), ttl_ms: 60_000, max_per_day: 5, now_ms: 1, asker: "1.2.3.4".into() };
+        let bytes = encode(&AppCommand::from(send.clone()));
+        assert_eq!(services.admit(1, &bytes), None, "the first attempt is in the budget");
+        let sent: auth::CodeSentVia = answered::<auth::cmd::SendCodeFrom>(&services.apply(&mut v, &bytes, 1).unwrap()).unwrap();
+        assert_eq!((sent.code_id, sent.sms), (9, true));
+        let flood = services.admit(1, &bytes).expect("the second is over it");
+        assert!(matches!(answered::<auth::cmd::SendCodeFrom>(&flood), Err(crate::Error::Auth(auth::AuthError::FloodWait { .. }))));
+        let wrong = encode(&AppCommand::from(auth::cmd::SignIn { phone: "+1".into(), code_id: 9, code: "0".into(), session: bytes::session(), now_ms: 2 }));
+        let refused = services.apply(&mut v, &wrong, 2).unwrap();
+        assert!(matches!(answered::<auth::cmd::SignIn>(&refused), Err(crate::Error::Auth(auth::AuthError::PhoneNumberInvalid))));
+        let code = services.query(&v, &encode(&AppQuery::from(auth::ask::Code { phone: "+15550001111".into() }))).unwrap();
+        assert_eq!(answered::<auth::ask::Code>(&code).unwrap().map(|c| c.id), Some(9));
+        let newer = services.apply(&mut v, &courier_raft::codec::encode(&(7u32, 1u8)), 3).unwrap();
+        assert_eq!(answered::<chat::cmd::Send>(&newer).unwrap_err().code(), courier_proto::Code::BadRequest, "a command from a newer node is refused");
+    }
+
     #[test]
     fn a_refusal_reads_back_whatever_was_asked_and_garbage_is_a_codec_error() {
         let flood = refusal(Refusal::Chat(chat::ChatError::FloodWait { secs: 3 }));
@@ -289,7 +313,7 @@ mod bytes {
         }
     }
 
-    fn session() -> auth::NewSession {
+    pub(super) fn session() -> auth::NewSession {
         auth::NewSession { token_hash: [7; 32], device: "dev".into(), app_version: "1.0".into(), node_id: 3, address: "10.0.0.1:5".into() }
     }
 
