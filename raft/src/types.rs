@@ -139,3 +139,63 @@ pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, crate::snapshot::SnapshotData>;
+
+/// Commands are in Raft logs and queries cross the wire: one sample of
+/// every variant, and the exact bytes it has always encoded to.
+#[cfg(test)]
+mod bytes {
+    use super::*;
+    use crate::codec::encode;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn same(samples: Vec<Vec<u8>>, expected: &[&str]) {
+        let got: Vec<String> = samples.iter().map(|b| hex(b)).collect();
+        if got.len() != expected.len() || got.iter().zip(expected).any(|(g, e)| g != e) {
+            got.iter().for_each(|g| println!("\"{g}\","));
+        }
+        assert_eq!(got.len(), expected.len(), "one literal per sample");
+        for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+            assert_eq!(g, e, "sample {i}");
+        }
+    }
+
+    fn info() -> NodeInfo {
+        NodeInfo { name: "n1".into(), peer_addr: "10.0.0.1:7001".into(), client_addr: "10.0.0.1:7000".into(), admin_addr: "127.0.0.1:7002".into() }
+    }
+
+    #[test]
+    fn raft_commands_and_queries_keep_their_bytes() {
+        let samples = vec![
+            encode(&Command::InitCluster { cluster_id: "c1".into(), data_groups: 16, first: info(), incarnation: 7 }),
+            encode(&Command::RegisterNode { info: info(), incarnation: 8 }),
+            encode(&Command::SetNodeState { id: 2, state: NodeState::Removing }),
+            encode(&Command::UpdateNode { id: 3, info: info() }),
+            encode(&Command::KvPut { key: "k".into(), value: vec![1, 2, 3] }),
+            encode(&Command::App(vec![1, 1, 5, 9])),
+            encode(&Command::RevokeCert { sha256: [4; 32] }),
+            encode(&Query::KvGet { key: "k".into() }),
+            encode(&Query::Cluster),
+            encode(&Query::App(vec![1, 0, 2])),
+            encode(&Query::RevokedCerts),
+        ];
+        same(
+            samples,
+            &[
+                "010002633110026e310d31302e302e302e313a373030310d31302e302e302e313a373030300e3132372e302e302e313a3730303207",
+                "0101026e310d31302e302e302e313a373030310d31302e302e302e313a373030300e3132372e302e302e313a3730303208",
+                "01020201",
+                "010303026e310d31302e302e302e313a373030310d31302e302e302e313a373030300e3132372e302e302e313a37303032",
+                "0104016b03010203",
+                "01050401010509",
+                "01060404040404040404040404040404040404040404040404040404040404040404",
+                "0100016b",
+                "0101",
+                "010203010002",
+                "0103",
+            ],
+        );
+    }
+}
