@@ -192,9 +192,7 @@ impl Peer for PeerService {
 
     async fn notify(&self, req: Request<NotifyRequest>) -> Result<tonic::Response<NotifyReply>, Status> {
         require_node(&req)?;
-        let r = req.into_inner();
-        let single = (!r.payload.is_empty()).then_some(&r.payload);
-        for payload in single.into_iter().chain(&r.payloads) {
+        for payload in &req.into_inner().payloads {
             self.pushes.receive(payload).map_err(|e| Status::from(Error::BadRequest(format!("notice: {e}"))))?;
         }
         Ok(tonic::Response::new(NotifyReply {}))

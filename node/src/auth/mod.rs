@@ -132,7 +132,7 @@ impl Auth {
                 // Who asked, as the account's devices show it: the app and the
                 // address, never the asker's free text (a phishing line).
                 let shown = pb::LoginCode { phone: phone.into(), code: code.clone(), device: logic::asker_label(&caller.app_version, caller.addr.ip()) };
-                let update = prost::Message::encode_to_vec(&pb::Update { kind: Some(pb::update::Kind::LoginCode(shown)) });
+                let update = crate::push::client_update(pb::update::Kind::LoginCode(shown));
                 self.pushes.broadcast(Notice::Push(Push::to_users(vec![user.id], update)), Duration::from_secs(1)).await;
                 delivery = "app";
             }
@@ -189,11 +189,7 @@ impl Auth {
         let group = self.phone_group(phone)?;
         let token = token::new_token(group);
         let cmd = cmd(self.new_session(&token, caller), group, self.clock.now_ms());
-        self.authorized(self.exec(group, cmd).await?, token)
-    }
-
-    fn authorized(&self, reply: logic::Authorized, token: Vec<u8>) -> Result<NewAuthorization> {
-        let logic::Authorized { user, session_id } = reply;
+        let logic::Authorized { user, session_id } = self.exec(group, cmd).await?;
         self.node.metrics().sign_ins.inc();
         tracing::info!(user = user.id, session = session_id, "signed in");
         Ok(NewAuthorization { user, session_id, token })

@@ -4,28 +4,13 @@
 //! delivery is the push part's.
 
 use courier_proto::client as pb;
-use prost::Message as _;
 
 use super::logic::{self, Event, EventKind, Message};
 use super::model;
-use crate::push::{Audience, Origin, Push};
-
-fn encode(kind: pb::update::Kind) -> Vec<u8> {
-    pb::Update { kind: Some(kind) }.encode_to_vec()
-}
+use crate::push::{Audience, Origin, Push, client_update as encode};
 
 fn chat_event(chat: u64, e: &Event, messages: &[Message]) -> Vec<u8> {
     encode(pb::update::Kind::ChatEvent(model::event(chat, e, messages)))
-}
-
-/// Users who see an event their own way ([`logic::event_for`]); everyone
-/// else sees an empty event at its place in the chat.
-fn concerned(kind: &EventKind) -> &[u64] {
-    match kind {
-        EventKind::Hidden { user, .. } | EventKind::SubscriberLeft(user) => std::slice::from_ref(user),
-        EventKind::SubscribersJoined(users) => users,
-        _ => &[],
-    }
 }
 
 /// One push per event of a committed change, in order: members who joined
@@ -45,7 +30,7 @@ pub fn chat_pushes(chat: u64, events: &[Event], message: Option<&Message>, origi
                 false => (chat_event(chat, e, &messages), Vec::new()),
                 true => {
                     let nothing = Event { kind: EventKind::Nothing, ..e.clone() };
-                    let own = concerned(&e.kind).iter().map(|u| (*u, Some(chat_event(chat, &logic::event_for(e.clone(), *u), &messages)))).collect();
+                    let own = e.kind.concerned().iter().map(|u| (*u, Some(chat_event(chat, &logic::event_for(e.clone(), *u), &messages)))).collect();
                     (chat_event(chat, &nothing, &messages), own)
                 }
             };
@@ -69,6 +54,7 @@ pub fn own_read(chat: u64, user: u64, max_id: u64) -> Push {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message as _;
 
     fn decoded(b: &[u8]) -> pb::ChatEvent {
         match pb::Update::decode(b).unwrap().kind {

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::cluster::Node;
 pub use registry::{Conn, Link, PUSH_QUEUE, Registry, Session, close};
-pub use update::{Audience, Notice, NoticeError, Origin, Push, TokenHash};
+pub use update::{Audience, Notice, NoticeError, Origin, Push, TokenHash, client_update};
 
 /// Notices one node's queue holds; more are dropped (devices catch up by
 /// difference).
@@ -79,7 +79,7 @@ impl Pushes {
             .node
             .ask_peers(timeout, move |mut client| {
                 let payload = payload.clone();
-                async move { client.notify(courier_proto::peer::NotifyRequest { payload, payloads: Vec::new() }).await }
+                async move { client.notify(courier_proto::peer::NotifyRequest { payloads: vec![payload] }).await }
             })
             .await;
         answers.map(|a| a.iter().all(Option::is_some)).unwrap_or(false)
@@ -120,7 +120,7 @@ async fn send_notices(router: courier_raft::network::Router, addr: String, mut r
     while let Some(first) = rx.recv().await {
         let (payloads, _) = courier_raft::batch::take_queued(first, &mut rx, NOTICE_BATCH, usize::MAX, |_| 0);
         let Ok(mut client) = router.peer(&addr) else { continue };
-        let req = courier_proto::peer::NotifyRequest { payload: Vec::new(), payloads };
+        let req = courier_proto::peer::NotifyRequest { payloads };
         if let Ok(Err(e)) | Err(e) = tokio::time::timeout(Duration::from_secs(2), client.notify(req)).await.map_err(|_| tonic::Status::deadline_exceeded("2 s")) {
             tracing::debug!(node = %addr, "notices not delivered: {e}");
         }

@@ -4,12 +4,15 @@
 //! service's internal struct: changing how messaging stores an event does
 //! not change what nodes say to each other.
 
+use courier_proto::client as pb;
+use courier_raft::codec;
 use serde::{Deserialize, Serialize};
 
 /// The format of an encoded [`Notice`]: the first byte. A node refuses a
-/// format it does not know (the sender is newer); devices catch up by
-/// difference.
-pub const NOTICE_FORMAT: u8 = 1;
+/// format it does not know (the sender is newer or older); devices catch up
+/// by difference. 1 was 0.1.x's notice (the raft codec's format byte in
+/// front of another enum): 2, so that neither version misreads the other's.
+pub const NOTICE_FORMAT: u8 = 2;
 
 /// A session's token hash (what revocation names).
 pub type TokenHash = [u8; 32];
@@ -70,18 +73,21 @@ pub enum NoticeError {
 
 impl Notice {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![NOTICE_FORMAT];
-        out.extend(postcard::to_stdvec(self).expect("a notice always encodes"));
-        out
+        codec::encode_as(NOTICE_FORMAT, self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Notice, NoticeError> {
-        match bytes.split_first() {
-            Some((&NOTICE_FORMAT, body)) => postcard::from_bytes(body).map_err(|e| NoticeError::Decode(e.to_string())),
-            Some((&other, _)) => Err(NoticeError::Format(other)),
-            None => Err(NoticeError::Decode("empty".into())),
+        let decode = |e: courier_raft::Error| NoticeError::Decode(e.to_string());
+        match codec::split_format(bytes).map_err(decode)? {
+            (NOTICE_FORMAT, body) => codec::decode_body(body).map_err(decode),
+            (other, _) => Err(NoticeError::Format(other)),
         }
     }
+}
+
+/// The bytes of a client's `Update` of this kind: what a push carries.
+pub fn client_update(kind: pb::update::Kind) -> Vec<u8> {
+    prost::Message::encode_to_vec(&pb::Update { kind: Some(kind) })
 }
 
 impl Push {
@@ -121,14 +127,16 @@ mod tests {
     fn the_encoding_of_a_notice_is_fixed() {
         // Bytes other nodes read: a change here is a new format.
         let n = Notice::Push(Push { audience: Audience::Users(vec![3]), update: Some(vec![0xAB]), except: vec![(4, None)], origin: None });
-        assert_eq!(n.encode(), vec![1, 1, 0, 1, 3, 1, 1, 0xAB, 1, 4, 0, 0]);
+        assert_eq!(n.encode(), vec![2, 1, 0, 1, 3, 1, 1, 0xAB, 1, 4, 0, 0]);
     }
 
     #[test]
     fn unknown_formats_and_garbage_are_refused() {
         let mut bytes = samples()[0].encode();
-        bytes[0] = 2;
-        assert_eq!(Notice::decode(&bytes), Err(NoticeError::Format(2)));
+        bytes[0] = 3;
+        assert_eq!(Notice::decode(&bytes), Err(NoticeError::Format(3)));
+        // A 0.1.x notice: the raft codec's format byte, then its own enum.
+        assert_eq!(Notice::decode(&courier_raft::codec::encode(&(1u8, 7u64))), Err(NoticeError::Format(1)));
         assert!(matches!(Notice::decode(&[]), Err(NoticeError::Decode(_))));
         assert!(matches!(Notice::decode(&[NOTICE_FORMAT, 9, 9]), Err(NoticeError::Decode(_))));
         let cut = samples()[2].encode();

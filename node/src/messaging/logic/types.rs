@@ -328,6 +328,16 @@ impl EventKind {
     pub fn per_member(&self) -> bool {
         matches!(self, EventKind::Hidden { .. } | EventKind::SubscribersJoined(_) | EventKind::SubscriberLeft(_))
     }
+
+    /// The members who see a per-member event their own way
+    /// ([`event_for`]); everyone else sees an empty event in its place.
+    pub fn concerned(&self) -> &[u64] {
+        match self {
+            EventKind::Hidden { user, .. } | EventKind::SubscriberLeft(user) => std::slice::from_ref(user),
+            EventKind::SubscribersJoined(users) => users,
+            _ => &[],
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
