@@ -69,16 +69,15 @@ pub trait Connection: Send + Sync + 'static {
     fn stopped(send: &mut Self::Send) -> impl Future<Output = ()> + Send;
     fn send_datagram(&self, bytes: Bytes) -> std::result::Result<(), DatagramError>;
     /// The next datagram from the client; `None` once the connection ended
-    /// or if it carries none.
+    /// or if it carries none. Nothing reads them yet (calls will), and QUIC
+    /// connections accept none until then (`quic::endpoint`).
     fn read_datagram(&self) -> impl Future<Output = Option<Bytes>> + Send;
 }
 
-/// Closes through the transport (what the push registry holds).
-struct Closer<C>(Arc<C>);
-
-impl<C: Connection> push::Link for Closer<C> {
+/// Every transport's connection is what the push registry closes.
+impl<C: Connection> push::Link for C {
     fn close(&self, code: u32, reason: &str) {
-        self.0.close(code, reason);
+        Connection::close(self, code, reason);
     }
 }
 
@@ -254,27 +253,13 @@ impl Door {
         let metrics = self.node.metrics().clone();
         metrics.client_connections.inc();
         metrics.client_connections_opened.inc();
-        let datagrams = {
-            let (door, conn, client) = (self.clone(), conn.clone(), client.clone());
-            tokio::spawn(async move {
-                while let Some(d) = conn.read_datagram().await {
-                    door.datagram(&client, d);
-                }
-            })
-        };
         while let Some((send, recv)) = conn.accept_bi().await {
             let (door, client) = (self.clone(), client.clone());
             tokio::spawn(async move { door.stream::<C>(&client, send, recv).await });
         }
         tracing::debug!(%remote, conn = client.id(), "client connection ended");
-        datagrams.abort();
         self.pushes.registry().remove(client.id(), self.auth.clock().now_ms());
         metrics.client_connections.dec();
-    }
-
-    /// A datagram from a client. No feature uses them yet (calls will): dropped.
-    fn datagram(&self, client: &Client, d: Bytes) {
-        tracing::trace!(conn = client.id(), len = d.len(), "datagram dropped: nothing on this node takes datagrams yet");
     }
 
     /// The first stream: `Request{hello}` → `Response{hello}`. A refusal is
@@ -282,32 +267,29 @@ impl Door {
     async fn hello<C: Connection>(&self, conn: &Arc<C>) -> std::result::Result<Arc<Client>, (u32, Error)> {
         let bad = |e: Error| (close::BAD_REQUEST, e);
         let (mut send, mut recv) = conn.accept_bi().await.ok_or_else(|| bad(Error::BadRequest("the connection ended before its hello".into())))?;
-        let req = match frame::read::<pb::Request, _>(&mut recv, MAX_CLIENT_FRAME).await {
-            Ok(Some(r)) => r,
+        let hello = match frame::read::<pb::Request, _>(&mut recv, MAX_CLIENT_FRAME).await {
+            Ok(Some(req)) => match Method::try_from(req) {
+                Ok(Method::Hello(h)) => Ok(h),
+                Ok(other) => Err(Error::BadRequest(format!("the first request must be hello, not {}", other.name()))),
+                Err(e) => Err(e),
+            },
             Ok(None) => return Err(bad(Error::BadRequest("empty hello stream".into()))),
             Err(e) => {
-                // Answered like any bad hello, then closed.
                 if matches!(e, FrameError::TooLarge { .. }) {
                     C::stop(&mut recv, close::BAD_REQUEST);
                 }
-                let e = Error::BadRequest(e.to_string());
-                refuse::<C>(&mut send, &e).await;
-                return Err(bad(e));
+                Err(Error::BadRequest(e.to_string()))
             }
         };
-        let hello = match Method::try_from(req) {
-            Ok(Method::Hello(h)) => h,
-            Ok(other) => {
-                let e = Error::BadRequest(format!("the first request must be hello, not {}", other.name()));
-                refuse::<C>(&mut send, &e).await;
-                return Err(bad(e));
-            }
+        // A bad hello is answered like any bad request, then closed.
+        let hello = match hello {
+            Ok(h) => h,
             Err(e) => {
                 refuse::<C>(&mut send, &e).await;
                 return Err(bad(e));
             }
         };
-        let link: Arc<dyn push::Link> = Arc::new(Closer(conn.clone()));
+        let link: Arc<dyn push::Link> = conn.clone();
         let pusher = conn.clone();
         let client = Arc::new(Client {
             conn: self.pushes.registry().add(link, conn.remote(), hello.own_sends_key),

@@ -17,12 +17,13 @@ use crate::push::Origin;
 
 impl Door {
     pub(super) async fn handle(&self, client: &Arc<Client>, m: Method) -> Result<R> {
-        let caller = Caller { addr: client.remote(), device: client.device.clone(), app_version: client.app_version.clone() };
+        // Who asks: for the login methods only (not built for every request).
+        let caller = || Caller { addr: client.remote(), device: client.device.clone(), app_version: client.app_version.clone() };
         match m {
             Method::Hello(_) => Err(Error::BadRequest("hello comes once, on the first stream".into())),
             Method::Ping(nonce) => Ok(R::Pong(pb::Pong { nonce })),
             Method::SendCode { phone } => {
-                let sent = self.auth.send_code(&phone, &caller).await?;
+                let sent = self.auth.send_code(&phone, &caller()).await?;
                 Ok(R::SentCode(pb::SentCode {
                     phone_code_hash: model::code_id_string(sent.code_id),
                     timeout_secs: sent.ttl_secs,
@@ -33,12 +34,12 @@ impl Door {
             // Telegram): refused before anything is proposed.
             Method::SignIn { .. } | Method::SignUp { .. } if !client.begin_sign_in() => Err(AuthError::AlreadyLoggedIn.into()),
             Method::SignIn { phone, code_id, code } => {
-                let r = self.auth.sign_in(&phone, code_id, &code, &caller).await.map(|a| self.logged_in(client, a));
+                let r = self.auth.sign_in(&phone, code_id, &code, &caller()).await.map(|a| self.logged_in(client, a));
                 client.end_sign_in();
                 r
             }
             Method::SignUp { phone, code_id, first_name, last_name } => {
-                let r = self.auth.sign_up(&phone, code_id, &first_name, &last_name, &caller).await.map(|a| self.logged_in(client, a));
+                let r = self.auth.sign_up(&phone, code_id, &first_name, &last_name, &caller()).await.map(|a| self.logged_in(client, a));
                 client.end_sign_in();
                 r
             }
@@ -222,7 +223,7 @@ impl Door {
         Ok(R::Done(pb::Done {}))
     }
 
-    /// Ends a sign-in begun with `ConnCtx::begin_sign_in`: the connection
+    /// Ends a sign-in begun with [`Client::begin_sign_in`]: the connection
     /// is logged in with the new session.
     fn logged_in(&self, client: &Arc<Client>, a: NewAuthorization) -> R {
         let group = crate::auth::token::token_group(&a.token, u32::MAX).unwrap_or(0);
@@ -232,7 +233,6 @@ impl Door {
         }
         R::Authorization(pb::Authorization { user: Some(user_to_proto(&a.user)), session_token: a.token, session_id: a.session_id })
     }
-
 }
 
 /// The client behind a send, when it applies its own sends from the reply.

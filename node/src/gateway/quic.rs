@@ -30,6 +30,9 @@ pub fn endpoint(cfg: &NodeConfig, socket: std::net::UdpSocket) -> Result<quinn::
         .stream_receive_window(VarInt::from_u32(MAX_CLIENT_FRAME + 4096))
         .receive_window(VarInt::from_u32(g.connection_window_bytes))
         .send_window(u64::from(g.connection_window_bytes))
+        // No datagrams until a part reads them (calls): none are buffered
+        // for a client that sends them anyway.
+        .datagram_receive_buffer_size(None)
         .max_idle_timeout(Some(Duration::from_secs(g.idle_timeout_secs).try_into().map_err(|_| Error::Config("gateway.idle_timeout_secs too large".into()))?));
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport));
