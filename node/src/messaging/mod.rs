@@ -266,8 +266,6 @@ impl Messaging {
         }
     }
 
-    /// The attachment of message `id` in `chat`, if `me` is a member and it
-    /// carries one: the grant behind downloading a file posted in a chat.
     /// Bytes of a file: the uploader's own, or (`via`: a chat and message)
     /// a file carried by a message of a chat `me` is in.
     pub async fn read_file(&self, me: u64, file: u64, via: Option<(u64, u64)>, thumb: Option<u8>, offset: u64, limit: u32) -> Result<(crate::media::File, Vec<u8>)> {
@@ -281,6 +279,8 @@ impl Messaging {
         self.media.read_file(me, file, shared, thumb, offset, limit).await
     }
 
+    /// The attachment of message `id` in `chat`, if `me` is a member and it
+    /// carries one: the grant behind downloading a file posted in a chat.
     pub async fn attachment(&self, me: u64, chat: u64, id: u64) -> Result<Option<logic::Attachment>> {
         let m = self.read(self.group_of(chat)?, ask::Get { chat, user: me, ids: vec![id] }).await?;
         Ok(m.into_iter().next().and_then(|m| m.media))
