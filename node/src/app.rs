@@ -199,18 +199,12 @@ fn into_raft(e: crate::Error) -> courier_raft::Error {
 /// Runs a command in `group` (through its leader): its answer, or its
 /// refusal as its service's error.
 pub async fn write<C: Request + Into<AppCommand>>(node: &crate::Node, group: u32, cmd: C) -> crate::Result<C::Answer> {
-    match node.raft()?.write(group, courier_raft::Command::App(encode(&cmd.into()))).await? {
-        courier_raft::Response::App(b) => answered::<C>(&b),
-        other => Err(crate::Error::Io(format!("unexpected reply {other:?}"))),
-    }
+    answered::<C>(&node.raft()?.write(group, courier_raft::cmd::App(encode(&cmd.into()))).await?)
 }
 
 /// A linearizable query of `group`'s state: its answer, or its refusal.
 pub async fn read<Q: Request + Into<AppQuery>>(node: &crate::Node, group: u32, query: Q) -> crate::Result<Q::Answer> {
-    match node.raft()?.read(group, courier_raft::Query::App(encode(&query.into()))).await? {
-        courier_raft::QueryResult::App(b) => answered::<Q>(&b),
-        other => Err(crate::Error::Io(format!("unexpected reply {other:?}"))),
-    }
+    answered::<Q>(&node.raft()?.read(group, courier_raft::ask::App(encode(&query.into()))).await?)
 }
 
 /// A query of one replica's own copy of `group`, without asking the leader:
@@ -218,16 +212,12 @@ pub async fn read<Q: Request + Into<AppQuery>>(node: &crate::Node, group: u32, q
 /// change once written. `None` when that node holds no replica.
 pub async fn read_stale<Q: Request + Into<AppQuery>>(node: &crate::Node, group: u32, addr: Option<&str>, query: Q) -> crate::Result<Option<Q::Answer>> {
     let raft = node.raft()?;
-    let q = courier_raft::Query::App(encode(&query.into()));
+    let q = courier_raft::ask::App(encode(&query.into()));
     let r = match addr {
-        None => raft.read_stale(group, &q)?,
+        None => raft.read_stale(group, q)?,
         Some(addr) => raft.read_stale_at(addr, group, q).await?,
     };
-    match r {
-        Some(courier_raft::QueryResult::App(b)) => Ok(Some(answered::<Q>(&b)?)),
-        Some(other) => Err(crate::Error::Io(format!("unexpected reply {other:?}"))),
-        None => Ok(None),
-    }
+    r.map(|b| answered::<Q>(&b)).transpose()
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use courier_proto::peer::admin_server::Admin;
 use courier_proto::peer::peer_server::Peer;
 use courier_proto::peer::*;
 use courier_raft::batch::to_result;
-use courier_raft::{Command, Query, QueryResult, RaftRpc, Response};
+use courier_raft::{RaftRpc, ask, cmd};
 use tokio_stream::StreamExt;
 use tonic::{Request, Status, Streaming};
 
@@ -281,10 +281,8 @@ impl Admin for AdminService {
         let multi = self.node.raft()?;
         let group = multi.group_for_key(r.key.as_bytes());
         self.node.metrics().proposals.inc();
-        match multi.write(group, Command::KvPut { key: r.key, value: r.value }).await.map_err(raft_err)? {
-            Response::Written { index } => Ok(tonic::Response::new(KvPutReply { group, index })),
-            other => Err(Error::Io(format!("unexpected reply {other:?}")).into()),
-        }
+        let index = multi.write(group, cmd::KvPut { key: r.key, value: r.value }).await.map_err(raft_err)?;
+        Ok(tonic::Response::new(KvPutReply { group, index }))
     }
 
     async fn kv_get(&self, req: Request<KvGetRequest>) -> Result<tonic::Response<KvGetReply>, Status> {
@@ -292,10 +290,8 @@ impl Admin for AdminService {
         let key = req.into_inner().key;
         let multi = self.node.raft()?;
         let group = multi.group_for_key(key.as_bytes());
-        match multi.read(group, Query::KvGet { key }).await.map_err(raft_err)? {
-            QueryResult::Value(v) => Ok(tonic::Response::new(KvGetReply { found: v.is_some(), value: v.unwrap_or_default() })),
-            other => Err(Error::Io(format!("unexpected reply {other:?}")).into()),
-        }
+        let v = multi.read(group, ask::KvGet { key }).await.map_err(raft_err)?;
+        Ok(tonic::Response::new(KvGetReply { found: v.is_some(), value: v.unwrap_or_default() }))
     }
 
     async fn login_code(&self, req: Request<LoginCodeRequest>) -> Result<tonic::Response<LoginCodeReply>, Status> {

@@ -1,7 +1,8 @@
 //! The arrows between the node's parts, held by a test: the cluster
 //! imports no service, no push and not the door; pushes import no service
 //! and not the door; no service imports the door; no file is over 800
-//! lines; no code compares error codes as strings.
+//! lines; no code compares error codes as strings; no reply is sorted by
+//! kind at run time.
 
 use std::path::{Path, PathBuf};
 
@@ -102,4 +103,27 @@ fn no_code_compares_error_codes_as_strings() {
         }
     }
     assert!(bad.is_empty(), "compare `courier_proto::Code` values instead: {bad:#?}");
+}
+
+/// Answers are typed: a caller reads a reply as the answer type of what it
+/// asked (`courier_raft::Request`, `app::Request`), so no code sorts
+/// replies by kind at run time and fails on "an unexpected reply".
+#[test]
+fn no_reply_is_sorted_by_kind_at_run_time() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut all = Vec::new();
+    for dir in ["node/src", "raft/src", "client/src", "cli/src"] {
+        files(&root.join(dir), &mut all);
+    }
+    let mut bad = Vec::new();
+    for p in all {
+        let text = std::fs::read_to_string(&p).expect("readable");
+        for (n, line) in text.lines().enumerate() {
+            let lower = line.to_lowercase();
+            if !line.trim_start().starts_with("//") && (lower.contains("unexpected reply") || lower.contains("unexpected answer")) {
+                bad.push(format!("{}:{}: {}", p.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "type the answer instead: {bad:#?}");
 }

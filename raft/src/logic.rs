@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
 use crate::error::Result;
-use crate::types::{Command, NodeId, NodeInfo, NodeState, Response};
+use crate::types::{Command, NodeId, NodeInfo, NodeState, Query, Refused, Reply, Request, cmd};
+#[cfg(test)]
+use crate::types::ask;
 
 /// Reads of one group's state machine.
 pub trait StateRead {
@@ -115,79 +117,92 @@ pub fn load_cluster(view: &dyn StateRead) -> Result<ClusterState> {
     })
 }
 
-/// Applies one command at log index `index`.
-pub fn apply(app: &dyn App, view: &mut dyn StateView, cmd: &Command, index: u64) -> Result<Response> {
-    match cmd {
-        Command::App(bytes) => Ok(Response::App(app.apply(view, bytes, index)?)),
-        Command::KvPut { key, value } => {
-            view.put(&kv_key(key), value.clone());
-            Ok(Response::Written { index })
+/// Applies one command at log index `index`: its answer's bytes.
+pub fn apply(app: &dyn App, view: &mut dyn StateView, cmd: &Command, index: u64) -> Result<Reply> {
+    Ok(match cmd {
+        Command::App(c) => c.reply(app.apply(view, &c.0, index)?),
+        Command::KvPut(c) => {
+            view.put(&kv_key(&c.key), c.value.clone());
+            c.reply(index)
         }
-        Command::InitCluster { cluster_id, data_groups, first, incarnation } => {
-            let mut st = load_cluster(view)?;
-            if st.is_initialized() {
-                return Ok(if st.cluster_id == *cluster_id {
-                    Response::NodeId(1)
-                } else {
-                    Response::Refused(format!("cluster {} is already initialized", st.cluster_id))
-                });
-            }
-            st.cluster_id = cluster_id.clone();
-            st.data_groups = *data_groups;
-            st.next_node_id = 2;
-            st.nodes.insert(1, NodeRecord { id: 1, info: first.clone(), state: NodeState::Active, incarnation: *incarnation });
-            view.put(CLUSTER_KEY, encode(&st));
-            Ok(Response::NodeId(1))
-        }
-        Command::RegisterNode { info, incarnation } => {
-            let mut st = load_cluster(view)?;
-            if !st.is_initialized() {
-                return Ok(Response::Refused("the cluster is not initialized".into()));
-            }
-            if let Some(existing) = st.nodes.values().find(|n| n.incarnation == *incarnation) {
-                return Ok(Response::NodeId(existing.id));
-            }
-            let id = st.next_node_id;
-            st.next_node_id += 1;
-            st.nodes.insert(id, NodeRecord { id, info: info.clone(), state: NodeState::Active, incarnation: *incarnation });
-            view.put(CLUSTER_KEY, encode(&st));
-            Ok(Response::NodeId(id))
-        }
-        Command::SetNodeState { id, state } => {
-            let mut st = load_cluster(view)?;
-            let Some(node) = st.nodes.get_mut(id) else {
-                return Ok(Response::Refused(format!("node {id} is not registered")));
-            };
-            let allowed = matches!(
-                (node.state, *state),
-                (NodeState::Active, NodeState::Removing)
-                    | (NodeState::Removing, NodeState::Removed)
-                    | (NodeState::Active, NodeState::Removed)
-            ) || node.state == *state;
-            if !allowed {
-                return Ok(Response::Refused(format!("node {id} is {} and cannot become {}", node.state.as_str(), state.as_str())));
-            }
-            node.state = *state;
-            view.put(CLUSTER_KEY, encode(&st));
-            Ok(Response::Empty)
-        }
-        Command::UpdateNode { id, info } => {
-            let mut st = load_cluster(view)?;
-            let Some(node) = st.nodes.get_mut(id) else {
-                return Ok(Response::Refused(format!("node {id} is not registered")));
-            };
-            node.info = info.clone();
-            view.put(CLUSTER_KEY, encode(&st));
-            Ok(Response::Empty)
-        }
-        Command::RevokeCert { sha256 } => {
-            let key = [REVOKED_PREFIX, sha256.as_slice()].concat();
+        Command::InitCluster(c) => c.reply(init_cluster(view, c)?),
+        Command::RegisterNode(c) => c.reply(register_node(view, c)?),
+        Command::SetNodeState(c) => c.reply(set_node_state(view, c)?),
+        Command::UpdateNode(c) => c.reply(update_node(view, c)?),
+        Command::RevokeCert(c) => {
+            let key = [REVOKED_PREFIX, c.sha256.as_slice()].concat();
             if view.get(&key)?.is_none() {
                 view.put(&key, encode(&index));
             }
-            Ok(Response::Written { index })
+            c.reply(index)
         }
+    })
+}
+
+/// Answers one query from a replica's state: its answer's bytes.
+pub fn query(app: &dyn App, view: &dyn StateRead, q: &Query) -> Result<Reply> {
+    Ok(match q {
+        Query::KvGet(q) => q.reply(view.get(&kv_key(&q.key))?),
+        Query::Cluster(q) => q.reply(load_cluster(view)?),
+        Query::App(q) => q.reply(app.query(view, &q.0)?),
+        Query::RevokedCerts(q) => q.reply(revoked_certs(view)?),
+    })
+}
+
+fn init_cluster(view: &mut dyn StateView, c: &cmd::InitCluster) -> Result<Result<NodeId, Refused>> {
+    let mut st = load_cluster(view)?;
+    if st.is_initialized() {
+        return Ok(if st.cluster_id == c.cluster_id { Ok(1) } else { Err(Refused(format!("cluster {} is already initialized", st.cluster_id))) });
     }
+    st.cluster_id = c.cluster_id.clone();
+    st.data_groups = c.data_groups;
+    st.next_node_id = 2;
+    st.nodes.insert(1, NodeRecord { id: 1, info: c.first.clone(), state: NodeState::Active, incarnation: c.incarnation });
+    view.put(CLUSTER_KEY, encode(&st));
+    Ok(Ok(1))
+}
+
+fn register_node(view: &mut dyn StateView, c: &cmd::RegisterNode) -> Result<Result<NodeId, Refused>> {
+    let mut st = load_cluster(view)?;
+    if !st.is_initialized() {
+        return Ok(Err(Refused("the cluster is not initialized".into())));
+    }
+    if let Some(existing) = st.nodes.values().find(|n| n.incarnation == c.incarnation) {
+        return Ok(Ok(existing.id));
+    }
+    let id = st.next_node_id;
+    st.next_node_id += 1;
+    st.nodes.insert(id, NodeRecord { id, info: c.info.clone(), state: NodeState::Active, incarnation: c.incarnation });
+    view.put(CLUSTER_KEY, encode(&st));
+    Ok(Ok(id))
+}
+
+fn set_node_state(view: &mut dyn StateView, c: &cmd::SetNodeState) -> Result<Result<(), Refused>> {
+    let (id, state) = (c.id, c.state);
+    let mut st = load_cluster(view)?;
+    let Some(node) = st.nodes.get_mut(&id) else {
+        return Ok(Err(Refused(format!("node {id} is not registered"))));
+    };
+    let allowed = matches!(
+        (node.state, state),
+        (NodeState::Active, NodeState::Removing) | (NodeState::Removing, NodeState::Removed) | (NodeState::Active, NodeState::Removed)
+    ) || node.state == state;
+    if !allowed {
+        return Ok(Err(Refused(format!("node {id} is {} and cannot become {}", node.state.as_str(), state.as_str()))));
+    }
+    node.state = state;
+    view.put(CLUSTER_KEY, encode(&st));
+    Ok(Ok(()))
+}
+
+fn update_node(view: &mut dyn StateView, c: &cmd::UpdateNode) -> Result<Result<(), Refused>> {
+    let mut st = load_cluster(view)?;
+    let Some(node) = st.nodes.get_mut(&c.id) else {
+        return Ok(Err(Refused(format!("node {} is not registered", c.id))));
+    };
+    node.info = c.info.clone();
+    view.put(CLUSTER_KEY, encode(&st));
+    Ok(Ok(()))
 }
 
 /// An in-memory [`StateView`] for tests and tools.
@@ -224,23 +239,34 @@ mod tests {
         NodeInfo { name: name.into(), peer_addr: format!("{name}:1"), ..Default::default() }
     }
 
+    /// Applies `c` and reads its answer as its own type.
+    fn run<C: Request + Clone + Into<Command>>(view: &mut MemView, c: C, index: u64) -> C::Answer {
+        C::read(apply(&NoApp, view, &c.clone().into(), index).unwrap()).unwrap()
+    }
+
+    fn register(name: &str, incarnation: u64) -> cmd::RegisterNode {
+        cmd::RegisterNode { info: info(name), incarnation }
+    }
+
+    fn set_state(id: NodeId, state: NodeState) -> cmd::SetNodeState {
+        cmd::SetNodeState { id, state }
+    }
+
     fn init(view: &mut MemView) {
-        let r = apply(&NoApp, view, &Command::InitCluster { cluster_id: "c1".into(), data_groups: 16, first: info("a"), incarnation: 10 }, 1).unwrap();
-        assert_eq!(r, Response::NodeId(1));
+        assert_eq!(run(view, cmd::InitCluster { cluster_id: "c1".into(), data_groups: 16, first: info("a"), incarnation: 10 }, 1), Ok(1));
     }
 
     #[test]
     fn register_assigns_fresh_ids_and_dedupes_retries() {
         let mut v = MemView::default();
-        assert!(matches!(apply(&NoApp, &mut v, &Command::RegisterNode { info: info("b"), incarnation: 20 }, 1).unwrap(), Response::Refused(_)));
+        assert!(run(&mut v, register("b", 20), 1).is_err());
         init(&mut v);
-        let b = apply(&NoApp, &mut v, &Command::RegisterNode { info: info("b"), incarnation: 20 }, 2).unwrap();
-        let b_again = apply(&NoApp, &mut v, &Command::RegisterNode { info: info("b"), incarnation: 20 }, 3).unwrap();
-        let c = apply(&NoApp, &mut v, &Command::RegisterNode { info: info("c"), incarnation: 30 }, 4).unwrap();
-        assert_eq!((b, b_again, c), (Response::NodeId(2), Response::NodeId(2), Response::NodeId(3)));
+        let b = run(&mut v, register("b", 20), 2);
+        let b_again = run(&mut v, register("b", 20), 3);
+        let c = run(&mut v, register("c", 30), 4);
+        assert_eq!((b, b_again, c), (Ok(2), Ok(2), Ok(3)));
         // A wiped node comes back with a new incarnation: a new id, never a reused one.
-        let b2 = apply(&NoApp, &mut v, &Command::RegisterNode { info: info("b"), incarnation: 21 }, 5).unwrap();
-        assert_eq!(b2, Response::NodeId(4));
+        assert_eq!(run(&mut v, register("b", 21), 5), Ok(4));
         let st = load_cluster(&v).unwrap();
         assert_eq!(st.next_node_id, 5);
         assert_eq!(st.data_groups, 16);
@@ -251,8 +277,8 @@ mod tests {
         let mut v = MemView::default();
         init(&mut v);
         init(&mut v);
-        let other = apply(&NoApp, &mut v, &Command::InitCluster { cluster_id: "c2".into(), data_groups: 4, first: info("z"), incarnation: 1 }, 3).unwrap();
-        assert!(matches!(other, Response::Refused(_)));
+        let other = run(&mut v, cmd::InitCluster { cluster_id: "c2".into(), data_groups: 4, first: info("z"), incarnation: 1 }, 3);
+        assert_eq!(other, Err(Refused("cluster c1 is already initialized".into())));
         assert_eq!(load_cluster(&v).unwrap().cluster_id, "c1");
     }
 
@@ -260,17 +286,39 @@ mod tests {
     fn node_state_transitions() {
         let mut v = MemView::default();
         init(&mut v);
-        apply(&NoApp, &mut v, &Command::RegisterNode { info: info("b"), incarnation: 2 }, 2).unwrap();
-        assert_eq!(apply(&NoApp, &mut v, &Command::SetNodeState { id: 2, state: NodeState::Removing }, 3).unwrap(), Response::Empty);
-        assert!(matches!(apply(&NoApp, &mut v, &Command::SetNodeState { id: 2, state: NodeState::Active }, 4).unwrap(), Response::Refused(_)));
-        assert_eq!(apply(&NoApp, &mut v, &Command::SetNodeState { id: 2, state: NodeState::Removed }, 5).unwrap(), Response::Empty);
-        assert!(matches!(apply(&NoApp, &mut v, &Command::SetNodeState { id: 9, state: NodeState::Removed }, 6).unwrap(), Response::Refused(_)));
+        run(&mut v, register("b", 2), 2).unwrap();
+        assert_eq!(run(&mut v, set_state(2, NodeState::Removing), 3), Ok(()));
+        assert!(run(&mut v, set_state(2, NodeState::Active), 4).is_err());
+        assert_eq!(run(&mut v, set_state(2, NodeState::Removed), 5), Ok(()));
+        assert!(run(&mut v, set_state(9, NodeState::Removed), 6).is_err());
     }
 
     #[test]
-    fn kv_put_writes_under_prefix() {
+    fn kv_put_writes_under_prefix_and_reads_back() {
         let mut v = MemView::default();
-        assert_eq!(apply(&NoApp, &mut v, &Command::KvPut { key: "k".into(), value: b"v".to_vec() }, 7).unwrap(), Response::Written { index: 7 });
+        assert_eq!(run(&mut v, cmd::KvPut { key: "k".into(), value: b"v".to_vec() }, 7), 7);
         assert_eq!(v.get(&kv_key("k")).unwrap(), Some(b"v".to_vec()));
+        let got = ask::KvGet::read(query(&NoApp, &v, &ask::KvGet { key: "k".into() }.into()).unwrap()).unwrap();
+        assert_eq!(got, Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn revoked_certs_are_listed_once() {
+        let mut v = MemView::default();
+        assert_eq!(run(&mut v, cmd::RevokeCert { sha256: [7; 32] }, 3), 3);
+        assert_eq!(run(&mut v, cmd::RevokeCert { sha256: [7; 32] }, 4), 4);
+        let certs = ask::RevokedCerts::read(query(&NoApp, &v, &ask::RevokedCerts.into()).unwrap()).unwrap();
+        assert_eq!(certs, vec![[7; 32]]);
+    }
+
+    /// An answer that does not read as the asked request's type is a
+    /// decode error.
+    #[test]
+    fn an_answer_read_as_another_type_is_an_error() {
+        let mut v = MemView::default();
+        init(&mut v);
+        let cluster = query(&NoApp, &v, &ask::Cluster.into()).unwrap();
+        assert!(matches!(ask::RevokedCerts::read(cluster.clone()), Err(crate::Error::Decode(_))));
+        assert_eq!(ask::Cluster::read(cluster).unwrap().cluster_id, "c1");
     }
 }

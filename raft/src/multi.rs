@@ -71,14 +71,7 @@ pub enum ForwardOp {
     ReadStale(Query),
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum ForwardOk {
-    Response(Response),
-    Query(QueryResult),
-    Done,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ForwardErr {
     NotLeader { leader: Option<NodeId>, node: Option<NodeInfo> },
     Unavailable(String),
@@ -86,7 +79,25 @@ pub enum ForwardErr {
     Fatal(String),
 }
 
-type ForwardReply = std::result::Result<ForwardOk, ForwardErr>;
+/// What a forwarded request's executor answers: its reply's bytes (empty
+/// for membership changes), or why not.
+type ForwardReply = std::result::Result<Reply, ForwardErr>;
+
+/// The format byte of an encoded [`ForwardReply`]: 2 since the raft
+/// layer's typed answers (after 0.2.0). Replies of nodes up to 0.2.0
+/// (format 1, an enum of reply kinds) are refused, not misread.
+const FORWARD_REPLY_FORMAT: u8 = 2;
+
+fn encode_reply(r: &ForwardReply) -> Vec<u8> {
+    crate::codec::encode_as(FORWARD_REPLY_FORMAT, r)
+}
+
+fn decode_reply(bytes: &[u8]) -> Result<ForwardReply> {
+    match crate::codec::split_format(bytes)? {
+        (FORWARD_REPLY_FORMAT, body) => crate::codec::decode_body(body),
+        (v, _) => Err(Error::Decode(format!("a forwarded reply of unknown format {v} (a node of another version?)"))),
+    }
+}
 
 /// One replica's view of its group, from local Raft metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,20 +318,15 @@ impl MultiRaft {
         logic::load_cluster(&StoreView { group: META_GROUP, store: &self.inner.store })
     }
 
-    /// Proposes a command to `group` through its leader and returns the applied result.
-    pub async fn write(&self, group: GroupId, cmd: Command) -> Result<Response> {
-        match self.route(group, ForwardOp::Write(cmd)).await? {
-            ForwardOk::Response(r) => Ok(r),
-            other => Err(Error::Rpc(format!("unexpected reply {other:?}"))),
-        }
+    /// Proposes a command to `group` through its leader: its answer once
+    /// applied.
+    pub async fn write<C: Request + Into<Command>>(&self, group: GroupId, cmd: C) -> Result<C::Answer> {
+        C::read(self.route(group, ForwardOp::Write(cmd.into())).await?)
     }
 
     /// A linearizable read of `group`'s state, served by its leader.
-    pub async fn read(&self, group: GroupId, query: Query) -> Result<QueryResult> {
-        match self.route(group, ForwardOp::Read(query)).await? {
-            ForwardOk::Query(r) => Ok(r),
-            other => Err(Error::Rpc(format!("unexpected reply {other:?}"))),
-        }
+    pub async fn read<Q: Request + Into<Query>>(&self, group: GroupId, query: Q) -> Result<Q::Answer> {
+        Q::read(self.route(group, ForwardOp::Read(query.into())).await?)
     }
 
     /// Adds `id` as a learner of `group` and waits until it has caught up.
@@ -342,7 +348,11 @@ impl MultiRaft {
     /// Reads this node's own replica of `group` (possibly behind the
     /// leader); `None` when it holds none. Only for rows that never change
     /// once written: they are either absent or right.
-    pub fn read_stale(&self, group: GroupId, query: &Query) -> Result<Option<QueryResult>> {
+    pub fn read_stale<Q: Request + Into<Query>>(&self, group: GroupId, query: Q) -> Result<Option<Q::Answer>> {
+        self.read_stale_reply(group, &query.into())?.map(Q::read).transpose()
+    }
+
+    fn read_stale_reply(&self, group: GroupId, query: &Query) -> Result<Option<Reply>> {
         let me = self.inner.id;
         if !self.views().iter().any(|v| v.group == group && v.hosts(me)) {
             return Ok(None);
@@ -351,10 +361,9 @@ impl MultiRaft {
     }
 
     /// [`MultiRaft::read_stale`] on the node at `addr`.
-    pub async fn read_stale_at(&self, addr: &str, group: GroupId, query: Query) -> Result<Option<QueryResult>> {
-        match self.forward(addr, group, &ForwardOp::ReadStale(query)).await? {
-            Ok(ForwardOk::Query(r)) => Ok(Some(r)),
-            Ok(_) => Err(Error::Rpc("unexpected reply to a stale read".into())),
+    pub async fn read_stale_at<Q: Request + Into<Query>>(&self, addr: &str, group: GroupId, query: Q) -> Result<Option<Q::Answer>> {
+        match self.forward(addr, group, &ForwardOp::ReadStale(query.into())).await? {
+            Ok(reply) => Q::read(reply).map(Some),
             Err(_) => Ok(None),
         }
     }
@@ -391,7 +400,7 @@ impl MultiRaft {
     /// to the leader this node knows of, the last leader seen, or any peer
     /// (which redirects). Retries while the group has no leader, until the
     /// request timeout.
-    async fn route(&self, group: GroupId, op: ForwardOp) -> Result<ForwardOk> {
+    async fn route(&self, group: GroupId, op: ForwardOp) -> Result<Reply> {
         let started = Instant::now();
         let deadline = started + self.inner.opts.request_timeout;
         // No leader to be found (or none with a majority) for this long:
@@ -485,28 +494,28 @@ impl MultiRaft {
             .await
             .map_err(|_| Error::Rpc(format!("forward to {addr} timed out")))?
             .map_err(|s| Error::Rpc(format!("forward to {addr}: {}", s.message())))?;
-        decode(&reply)
+        decode_reply(&reply)
     }
 
     /// Executes `op` if this node leads `group`; never forwards.
     async fn exec_local(&self, group: GroupId, op: ForwardOp) -> ForwardReply {
         let raft = self.raft(group).map_err(|e| ForwardErr::Invalid(e.to_string()))?;
         match op {
-            ForwardOp::ReadStale(q) => match self.read_stale(group, &q) {
-                Ok(Some(r)) => Ok(ForwardOk::Query(r)),
+            ForwardOp::ReadStale(q) => match self.read_stale_reply(group, &q) {
+                Ok(Some(r)) => Ok(r),
                 Ok(None) => Err(ForwardErr::Invalid(format!("node {} holds no replica of group {group}", self.inner.id))),
                 Err(e) => Err(ForwardErr::Fatal(e.to_string())),
             },
             ForwardOp::Write(cmd) => {
                 self.leader_has_quorum(raft)?;
-                if let Command::App(bytes) = &cmd
+                if let Command::App(c) = &cmd
                     && raft.is_leader()
-                    && let Some(reply) = self.inner.app.admit(group, bytes)
+                    && let Some(refusal) = self.inner.app.admit(group, &c.0)
                 {
-                    return Ok(ForwardOk::Response(Response::App(reply)));
+                    return Ok(c.reply(refusal));
                 }
                 match raft.client_write(cmd).await {
-                    Ok(resp) => Ok(ForwardOk::Response(resp.data)),
+                    Ok(resp) => Ok(resp.data),
                     Err(e) => Err(write_err(e)),
                 }
             }
@@ -520,24 +529,24 @@ impl MultiRaft {
                     Err(RaftError::APIError(e)) => return Err(ForwardErr::Unavailable(e.to_string())),
                     Err(RaftError::Fatal(e)) => return Err(ForwardErr::Fatal(e.to_string())),
                 }
-                if let Query::App(bytes) = &q
-                    && self.inner.app.heavy(bytes)
+                if let Query::App(a) = &q
+                    && self.inner.app.heavy(&a.0)
                 {
                     // A few at a time, on the blocking pool: the async workers
                     // (heartbeats, appends) never wait behind a scan.
                     let _turn = self.inner.heavy.acquire().await.map_err(|_| ForwardErr::Unavailable("shutting down".into()))?;
                     let me = self.clone();
                     let read = tokio::task::spawn_blocking(move || me.read_local(group, &q)).await;
-                    return read.map_err(|e| ForwardErr::Fatal(e.to_string()))?.map(ForwardOk::Query).map_err(|e| ForwardErr::Fatal(e.to_string()));
+                    return read.map_err(|e| ForwardErr::Fatal(e.to_string()))?.map_err(|e| ForwardErr::Fatal(e.to_string()));
                 }
-                self.read_local(group, &q).map(ForwardOk::Query).map_err(|e| ForwardErr::Fatal(e.to_string()))
+                self.read_local(group, &q).map_err(|e| ForwardErr::Fatal(e.to_string()))
             }
             ForwardOp::AddLearner { id, node } => match raft.add_learner(id, node, true).await {
-                Ok(_) => Ok(ForwardOk::Done),
+                Ok(_) => Ok(Reply::default()),
                 Err(e) => Err(write_err(e)),
             },
             ForwardOp::ChangeVoters(voters) => match raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), false).await {
-                Ok(_) => Ok(ForwardOk::Done),
+                Ok(_) => Ok(Reply::default()),
                 Err(e) => Err(write_err(e)),
             },
             ForwardOp::RemoveLearners(ids) => {
@@ -546,7 +555,7 @@ impl MultiRaft {
                     return Err(ForwardErr::Invalid("refusing to remove a voter as a learner".into()));
                 }
                 match raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await {
-                    Ok(_) => Ok(ForwardOk::Done),
+                    Ok(_) => Ok(Reply::default()),
                     Err(e) => Err(write_err(e)),
                 }
             }
@@ -557,19 +566,13 @@ impl MultiRaft {
                     return Err(ForwardErr::NotLeader { leader: m.current_leader, node });
                 }
                 raft.trigger().transfer_leader(to).await.map_err(|e| ForwardErr::Fatal(e.to_string()))?;
-                Ok(ForwardOk::Done)
+                Ok(Reply::default())
             }
         }
     }
 
-    fn read_local(&self, group: GroupId, q: &Query) -> Result<QueryResult> {
-        let view = StoreView { group, store: &self.inner.store };
-        match q {
-            Query::KvGet { key } => Ok(QueryResult::Value(logic::StateRead::get(&view, &logic::kv_key(key))?)),
-            Query::Cluster => Ok(QueryResult::Cluster(logic::load_cluster(&view)?)),
-            Query::App(bytes) => Ok(QueryResult::App(self.inner.app.query(&view, bytes)?)),
-            Query::RevokedCerts => Ok(QueryResult::Certs(logic::revoked_certs(&view)?)),
-        }
+    fn read_local(&self, group: GroupId, q: &Query) -> Result<Reply> {
+        logic::query(self.inner.app.as_ref(), &StoreView { group, store: &self.inner.store }, q)
     }
 
     // ---- incoming peer RPCs ----
@@ -585,7 +588,7 @@ impl MultiRaft {
 
     pub async fn handle_forward(&self, group: GroupId, payload: &[u8]) -> Result<Vec<u8>> {
         let op: ForwardOp = decode(payload)?;
-        Ok(encode(&self.exec_local(group, op).await))
+        Ok(encode_reply(&self.exec_local(group, op).await))
     }
 
     /// Serves one Raft RPC from a peer replica of `group`.
@@ -676,5 +679,21 @@ mod tests {
             seen.insert(g);
         }
         assert_eq!(seen.len(), 16, "1000 keys should reach every group");
+    }
+
+    /// A forwarded reply keeps its bytes and its format; one from a node of
+    /// another version (format 1, 0.2.0's enum of reply kinds) is refused,
+    /// never read as an answer.
+    #[test]
+    fn forwarded_replies_are_versioned() {
+        let ok: ForwardReply = Ok(Reply(vec![1, 0, 7]));
+        let bytes = encode_reply(&ok);
+        assert_eq!(bytes, vec![2, 0, 3, 1, 0, 7]);
+        assert_eq!(decode_reply(&bytes).unwrap(), ok);
+        let err = decode_reply(&encode_reply(&Err(ForwardErr::Unavailable("x".into())))).unwrap();
+        assert!(matches!(err, Err(ForwardErr::Unavailable(m)) if m == "x"));
+        let old = encode(&0u8); // format 1
+        assert!(decode_reply(&old).unwrap_err().to_string().contains("unknown format 1"));
+        assert!(decode_reply(&[]).is_err());
     }
 }

@@ -13,7 +13,7 @@ use crate::codec::{decode, encode};
 use crate::log_store::io_err;
 use crate::logic::{self, StateRead, StateView};
 use crate::snapshot::SnapshotData;
-use crate::types::{LogId, Response, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::types::{LogId, Reply, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 const APPLIED: &str = "applied";
 const MEMBERSHIP: &str = "membership";
@@ -188,12 +188,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             last_applied = Some(entry.log_id);
             let response = match &entry.payload {
-                EntryPayload::Blank => Response::Empty,
+                EntryPayload::Blank => Reply::default(),
                 EntryPayload::Normal(cmd) => logic::apply(self.app.as_ref(), &mut view, cmd, entry.log_id.index).map_err(io_err)?,
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m.clone());
                     ws.put_state(self.group, MEMBERSHIP, encode(&stored));
-                    Response::Empty
+                    Reply::default()
                 }
             };
             if let Some(r) = responder {
@@ -291,7 +291,7 @@ mod tests {
     async fn run(sm: &mut StateMachine, index: &mut u64, cmds: &[&[u8]]) {
         for cmd in cmds {
             *index += 1;
-            let entry = Entry::new_normal(log_id::<TypeConfig>(1, 1, *index), Command::App(cmd.to_vec()));
+            let entry = Entry::new_normal(log_id::<TypeConfig>(1, 1, *index), Command::App(crate::types::cmd::App(cmd.to_vec())));
             sm.apply(futures::stream::iter(vec![Ok((entry, None))])).await.unwrap();
         }
     }

@@ -3,6 +3,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Result;
+
 pub use courier_storage::GroupId;
 
 pub type NodeId = u64;
@@ -46,74 +48,210 @@ impl NodeState {
 
 /// A replicated proposal. Every variant is idempotent or carries its own
 /// deduplication key, so a retry after an unknown outcome is safe.
-/// New variants are only ever appended (the encoding is positional).
+/// New variants are only ever appended (the encoding is positional). Each
+/// variant is a struct of [`cmd`] paired with its answer ([`Request`]); the
+/// bytes are those of the struct variants they replaced (`types::bytes`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Meta group: create the cluster; the first node gets id 1.
-    InitCluster { cluster_id: String, data_groups: u32, first: NodeInfo, incarnation: u64 },
+    InitCluster(cmd::InitCluster),
     /// Meta group: register a node under the next never-used id. A retry with
     /// the same `incarnation` returns the id given the first time.
-    RegisterNode { info: NodeInfo, incarnation: u64 },
+    RegisterNode(cmd::RegisterNode),
     /// Meta group: change a node's lifecycle state.
-    SetNodeState { id: NodeId, state: NodeState },
+    SetNodeState(cmd::SetNodeState),
     /// Meta group: update the addresses of a registered node.
-    UpdateNode { id: NodeId, info: NodeInfo },
+    UpdateNode(cmd::UpdateNode),
     /// Data group: the replicated key-value probe (a test and debug tool).
-    KvPut { key: String, value: Vec<u8> },
+    KvPut(cmd::KvPut),
     /// Data group: a command of the application (the services in `node/`),
     /// applied by its [`crate::logic::App`]. The bytes carry their own version.
-    App(Vec<u8>),
+    App(cmd::App),
     // Commands are in Raft logs: new ones at the end.
     /// Meta group: refuse a certificate (its SHA-256, of the DER) on every
     /// node's peer port from now on (a removed node's, a stolen one).
-    RevokeCert { sha256: [u8; 32] },
+    RevokeCert(cmd::RevokeCert),
+}
+
+/// The raft layer's commands, one struct each.
+pub mod cmd {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct InitCluster {
+        pub cluster_id: String,
+        pub data_groups: u32,
+        pub first: NodeInfo,
+        pub incarnation: u64,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RegisterNode {
+        pub info: NodeInfo,
+        pub incarnation: u64,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SetNodeState {
+        pub id: NodeId,
+        pub state: NodeState,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct UpdateNode {
+        pub id: NodeId,
+        pub info: NodeInfo,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct KvPut {
+        pub key: String,
+        pub value: Vec<u8>,
+    }
+
+    /// The application's encoded command; its answer is the application's
+    /// encoded answer, passed through untouched.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct App(pub Vec<u8>);
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RevokeCert {
+        pub sha256: [u8; 32],
+    }
 }
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::InitCluster { cluster_id, .. } => write!(f, "InitCluster({cluster_id})"),
-            Command::RegisterNode { info, .. } => write!(f, "RegisterNode({info})"),
-            Command::SetNodeState { id, state } => write!(f, "SetNodeState({id}, {state:?})"),
-            Command::UpdateNode { id, info } => write!(f, "UpdateNode({id}, {info})"),
-            Command::KvPut { key, value } => write!(f, "KvPut({key}, {} bytes)", value.len()),
-            Command::App(bytes) => write!(f, "App({} bytes)", bytes.len()),
-            Command::RevokeCert { sha256 } => write!(f, "RevokeCert({:02x}{:02x}{:02x}{:02x}…)", sha256[0], sha256[1], sha256[2], sha256[3]),
+            Command::InitCluster(c) => write!(f, "InitCluster({})", c.cluster_id),
+            Command::RegisterNode(c) => write!(f, "RegisterNode({})", c.info),
+            Command::SetNodeState(c) => write!(f, "SetNodeState({}, {:?})", c.id, c.state),
+            Command::UpdateNode(c) => write!(f, "UpdateNode({}, {})", c.id, c.info),
+            Command::KvPut(c) => write!(f, "KvPut({}, {} bytes)", c.key, c.value.len()),
+            Command::App(c) => write!(f, "App({} bytes)", c.0.len()),
+            Command::RevokeCert(c) => {
+                let s = &c.sha256;
+                write!(f, "RevokeCert({:02x}{:02x}{:02x}{:02x}…)", s[0], s[1], s[2], s[3])
+            }
         }
     }
 }
 
-/// The result of applying a [`Command`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Response {
-    Empty,
-    NodeId(NodeId),
-    Written { index: u64 },
-    /// The command was refused by the state machine (nothing was changed).
-    Refused(String),
-    /// The application's answer to a [`Command::App`].
-    App(Vec<u8>),
-}
-
-/// A linearizable read of one group's state.
+/// A linearizable read of one group's state. Each variant is a struct of
+/// [`ask`] paired with its answer ([`Request`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Query {
-    KvGet { key: String },
-    Cluster,
+    KvGet(ask::KvGet),
+    Cluster(ask::Cluster),
     /// A read of the application's state, answered by its [`crate::logic::App`].
-    App(Vec<u8>),
+    App(ask::App),
     // Queries cross the wire: new ones at the end.
-    /// Meta group: the revoked certificates ([`Command::RevokeCert`]).
-    RevokedCerts,
+    /// Meta group: the revoked certificates ([`cmd::RevokeCert`]).
+    RevokedCerts(ask::RevokedCerts),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum QueryResult {
-    Value(Option<Vec<u8>>),
-    Cluster(crate::logic::ClusterState),
-    App(Vec<u8>),
-    Certs(Vec<[u8; 32]>),
+/// The raft layer's queries, one struct each.
+pub mod ask {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct KvGet {
+        pub key: String,
+    }
+
+    /// The node registry and cluster settings (meta group).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Cluster;
+
+    /// The application's encoded query; its answer is the application's
+    /// encoded answer, passed through untouched.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct App(pub Vec<u8>);
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RevokedCerts;
 }
+
+/// The encoded answer to a command or query: what the state machine returns
+/// to openraft and what a forwarded request's leader sends back. The caller
+/// reads it as the answer type of what it asked ([`Request::read`]), so no
+/// caller matches on a kind of reply.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply(pub Vec<u8>);
+
+/// Why the state machine refused a command of the raft layer (nothing was
+/// changed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// A command or query paired with the type of its answer: each arm of
+/// [`crate::logic::apply`] and of a query's read encodes its request's
+/// answer ([`Request::reply`]), and the caller decodes that same type.
+pub trait Request {
+    type Answer;
+    /// The answer's bytes.
+    fn reply(&self, answer: Self::Answer) -> Reply;
+    /// The answer out of its bytes.
+    fn read(reply: Reply) -> Result<Self::Answer>;
+}
+
+macro_rules! requests {
+    ($enum:ident, $m:ident { $($v:ident => $answer:ty),* $(,)? }) => {$(
+        impl From<$m::$v> for $enum {
+            fn from(c: $m::$v) -> $enum {
+                $enum::$v(c)
+            }
+        }
+        impl Request for $m::$v {
+            type Answer = $answer;
+            fn reply(&self, answer: $answer) -> Reply {
+                Reply(crate::codec::encode(&answer))
+            }
+            fn read(reply: Reply) -> Result<$answer> {
+                crate::codec::decode(&reply.0)
+            }
+        }
+    )*};
+}
+
+requests!(Command, cmd {
+    InitCluster => std::result::Result<NodeId, Refused>,
+    RegisterNode => std::result::Result<NodeId, Refused>,
+    SetNodeState => std::result::Result<(), Refused>,
+    UpdateNode => std::result::Result<(), Refused>,
+    // The log index it was applied at.
+    KvPut => u64,
+    RevokeCert => u64,
+});
+
+requests!(Query, ask {
+    KvGet => Option<Vec<u8>>,
+    Cluster => crate::logic::ClusterState,
+    RevokedCerts => Vec<[u8; 32]>,
+});
+
+/// The application's bytes both ways: it types its own answers.
+macro_rules! app_request {
+    ($enum:ident, $m:ident) => {
+        impl From<$m::App> for $enum {
+            fn from(c: $m::App) -> $enum {
+                $enum::App(c)
+            }
+        }
+        impl Request for $m::App {
+            type Answer = Vec<u8>;
+            fn reply(&self, answer: Vec<u8>) -> Reply {
+                Reply(answer)
+            }
+            fn read(reply: Reply) -> Result<Vec<u8>> {
+                Ok(reply.0)
+            }
+        }
+    };
+}
+app_request!(Command, cmd);
+app_request!(Query, ask);
 
 /// What a data group's replica set should become.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +265,7 @@ openraft::declare_raft_types!(
     /// everything else openraft's defaults.
     pub TypeConfig:
         D = Command,
-        R = Response,
+        R = Reply,
         NodeId = NodeId,
         Node = NodeInfo,
 );
@@ -169,17 +307,17 @@ mod bytes {
     #[test]
     fn raft_commands_and_queries_keep_their_bytes() {
         let samples = vec![
-            encode(&Command::InitCluster { cluster_id: "c1".into(), data_groups: 16, first: info(), incarnation: 7 }),
-            encode(&Command::RegisterNode { info: info(), incarnation: 8 }),
-            encode(&Command::SetNodeState { id: 2, state: NodeState::Removing }),
-            encode(&Command::UpdateNode { id: 3, info: info() }),
-            encode(&Command::KvPut { key: "k".into(), value: vec![1, 2, 3] }),
-            encode(&Command::App(vec![1, 1, 5, 9])),
-            encode(&Command::RevokeCert { sha256: [4; 32] }),
-            encode(&Query::KvGet { key: "k".into() }),
-            encode(&Query::Cluster),
-            encode(&Query::App(vec![1, 0, 2])),
-            encode(&Query::RevokedCerts),
+            encode(&Command::from(cmd::InitCluster { cluster_id: "c1".into(), data_groups: 16, first: info(), incarnation: 7 })),
+            encode(&Command::from(cmd::RegisterNode { info: info(), incarnation: 8 })),
+            encode(&Command::from(cmd::SetNodeState { id: 2, state: NodeState::Removing })),
+            encode(&Command::from(cmd::UpdateNode { id: 3, info: info() })),
+            encode(&Command::from(cmd::KvPut { key: "k".into(), value: vec![1, 2, 3] })),
+            encode(&Command::from(cmd::App(vec![1, 1, 5, 9]))),
+            encode(&Command::from(cmd::RevokeCert { sha256: [4; 32] })),
+            encode(&Query::from(ask::KvGet { key: "k".into() })),
+            encode(&Query::from(ask::Cluster)),
+            encode(&Query::from(ask::App(vec![1, 0, 2]))),
+            encode(&Query::from(ask::RevokedCerts)),
         ];
         same(
             samples,

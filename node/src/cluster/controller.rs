@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use courier_proto::peer::{GroupStatus, ReplicaView};
 use courier_raft::logic::ClusterState;
 use courier_raft::placement::{self, NodeHealth};
-use courier_raft::{Command, GroupId, META_GROUP, MultiRaft, NodeId, NodeInfo, NodeState};
+use courier_raft::{GroupId, cmd, META_GROUP, MultiRaft, NodeId, NodeInfo, NodeState};
 
 use super::{Health, Node};
 
@@ -135,8 +135,9 @@ impl Controller {
                 let multi = multi.clone();
                 let id = n.id;
                 tokio::spawn(async move {
-                    match multi.write(META_GROUP, Command::SetNodeState { id, state: NodeState::Removed }).await {
-                        Ok(_) => tracing::info!(node = id, "node removed: it holds no replicas any more"),
+                    match multi.write(META_GROUP, cmd::SetNodeState { id, state: NodeState::Removed }).await {
+                        Ok(Ok(())) => tracing::info!(node = id, "node removed: it holds no replicas any more"),
+                        Ok(Err(refused)) => tracing::warn!(node = id, "cannot mark node removed: {refused}"),
                         Err(e) => tracing::warn!(node = id, "cannot mark node removed: {e}"),
                     }
                 });

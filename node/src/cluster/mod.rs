@@ -13,7 +13,7 @@ use courier_proto::peer::{
 };
 use courier_raft::logic::ClusterState;
 use courier_raft::network::Router;
-use courier_raft::{Command, GroupView, META_GROUP, MultiRaft, NodeId, NodeInfo, NodeState, Query, QueryResult, Response};
+use courier_raft::{GroupView, META_GROUP, MultiRaft, NodeId, NodeInfo, NodeState, ask, cmd};
 use courier_storage::Store;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
@@ -237,10 +237,11 @@ impl Node {
         self.inner.store.put_meta(IDENTITY_KEY, &serde_json::to_vec(&id).expect("identity serializes"))?;
         let multi = self.start_raft(&id).await?;
         multi.initialize_all(self.my_info()).await?;
-        let cmd = Command::InitCluster { cluster_id: id.cluster_id.clone(), data_groups, first: self.my_info(), incarnation: self.inner.incarnation };
-        match multi.write(META_GROUP, cmd).await? {
-            Response::NodeId(1) => {}
-            other => return Err(Error::Io(format!("init refused: {other:?}"))),
+        let init = cmd::InitCluster { cluster_id: id.cluster_id.clone(), data_groups, first: self.my_info(), incarnation: self.inner.incarnation };
+        match multi.write(META_GROUP, init).await? {
+            Ok(1) => {}
+            Ok(other) => return Err(Error::Io(format!("init gave this node id {other}, not 1"))),
+            Err(refused) => return Err(Error::BadRequest(format!("init refused: {refused}"))),
         }
         tracing::info!(cluster = %id.cluster_id, data_groups, "cluster initialized");
         Ok(id)
@@ -293,11 +294,7 @@ impl Node {
             }
         }
         let info = NodeInfo { name: req.name, peer_addr: req.peer_addr, client_addr: req.client_addr, admin_addr: req.admin_addr };
-        let node_id = match multi.write(META_GROUP, Command::RegisterNode { info: info.clone(), incarnation }).await? {
-            Response::NodeId(id) => id,
-            Response::Refused(why) => return Err(Error::BadRequest(why)),
-            other => return Err(Error::Io(format!("unexpected reply {other:?}"))),
-        };
+        let node_id = multi.write(META_GROUP, cmd::RegisterNode { info: info.clone(), incarnation }).await?.map_err(|why| Error::BadRequest(why.0))?;
         let cluster = self.cluster_state().await?;
         tracing::info!(node = node_id, %info, "node registered");
         Ok(JoinReply { node_id, cluster_id: cluster.cluster_id, data_groups: cluster.data_groups })
@@ -318,10 +315,7 @@ impl Node {
 
     /// The meta group's state, read linearizably through its leader.
     pub async fn cluster_state(&self) -> Result<ClusterState> {
-        match self.raft()?.read(META_GROUP, Query::Cluster).await? {
-            QueryResult::Cluster(c) => Ok(c),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        Ok(self.raft()?.read(META_GROUP, ask::Cluster).await?)
     }
 
     pub fn probe_local(&self) -> ProbeReply {
@@ -523,11 +517,8 @@ impl Node {
         if cluster.active_nodes().count() <= 1 {
             return Err(Error::BadRequest("refusing to remove the last active node".into()));
         }
-        match self.raft()?.write(META_GROUP, Command::SetNodeState { id, state: NodeState::Removing }).await? {
-            Response::Empty => Ok(NodeState::Removing.as_str().into()),
-            Response::Refused(why) => Err(Error::BadRequest(why)),
-            other => Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        self.raft()?.write(META_GROUP, cmd::SetNodeState { id, state: NodeState::Removing }).await?.map_err(|why| Error::BadRequest(why.0))?;
+        Ok(NodeState::Removing.as_str().into())
     }
 
     /// Runs for the life of the node once Raft started: probes, placement, metrics.
@@ -576,13 +567,12 @@ impl Node {
     /// last list when it cannot).
     async fn refresh_revoked(&self) {
         let Ok(multi) = self.raft() else { return };
-        match multi.read(META_GROUP, Query::RevokedCerts).await {
-            Ok(QueryResult::Certs(list)) => {
+        match multi.read(META_GROUP, ask::RevokedCerts).await {
+            Ok(list) => {
                 if self.inner.revoked.replace(list) {
                     tracing::info!(revoked = self.inner.revoked.len(), "the list of revoked certificates changed");
                 }
             }
-            Ok(other) => tracing::warn!("unexpected answer to RevokedCerts: {other:?}"),
             Err(e) => tracing::debug!("cannot read the revoked certificates: {e}"),
         }
     }
@@ -591,10 +581,7 @@ impl Node {
     /// revoke-cert`); answers how many are revoked now.
     pub async fn revoke_cert(&self, sha256: [u8; 32]) -> Result<usize> {
         let multi = self.raft()?;
-        match multi.write(META_GROUP, Command::RevokeCert { sha256 }).await? {
-            Response::Written { .. } => {}
-            other => return Err(Error::Io(format!("unexpected reply {other:?}"))),
-        }
+        multi.write(META_GROUP, cmd::RevokeCert { sha256 }).await?;
         self.refresh_revoked().await;
         Ok(self.inner.revoked.len())
     }
