@@ -71,6 +71,25 @@ pub fn media_line(m: &pb::Message) -> Option<String> {
     ))
 }
 
+/// People's names by id, asked in batches of [`courier_client`]'s limit
+/// (one request for a page of history or dialogs). Who is not found (or
+/// may not be seen) is left out: [`name_of`] then says `user N`.
+pub async fn names(c: &Client, ids: impl Iterator<Item = u64>) -> std::collections::BTreeMap<u64, String> {
+    let ids: std::collections::BTreeSet<u64> = ids.collect();
+    let ids: Vec<u64> = ids.into_iter().collect();
+    let mut out = std::collections::BTreeMap::new();
+    for batch in ids.chunks(100) {
+        if let Ok(users) = c.users(batch.to_vec()).await {
+            out.extend(users.into_iter().map(|u| (u.id, format!("{} {}", u.first_name, u.last_name).trim().to_string())));
+        }
+    }
+    out
+}
+
+pub fn name_of(names: &std::collections::BTreeMap<u64, String>, id: u64) -> String {
+    names.get(&id).filter(|n| !n.is_empty()).cloned().unwrap_or_else(|| format!("user {id}"))
+}
+
 fn chat_json(c: &pb::Chat) -> serde_json::Value {
     serde_json::json!({"id": c.id, "kind": kind(c), "title": c.title, "members": c.members, "last_id": c.last_id, "pts": c.pts})
 }
@@ -194,10 +213,11 @@ pub async fn history(profile: &ProfileDir, a: HistoryArgs) -> Result<()> {
         println!("{}", serde_json::json!({"chat_id": chat, "messages": list.iter().map(message_json).collect::<Vec<_>>()}));
         return Ok(());
     }
+    let names = names(&c, list.iter().map(|m| m.from)).await;
     for m in &list {
         let text = if m.deleted { "(deleted)".to_string() } else { m.text.clone() };
         let edited = if m.edit_ms > 0 && !m.deleted { " (edited)" } else { "" };
-        println!("#{:<6} {}  user {}: {text}{edited}", m.id, when(m.date_ms), m.from);
+        println!("#{:<6} {}  {}: {text}{edited}", m.id, when(m.date_ms), name_of(&names, m.from));
         if let Some(line) = media_line(m).filter(|_| !m.deleted) {
             println!("        {line}");
         }
@@ -220,8 +240,12 @@ pub async fn dialogs(profile: &ProfileDir, conn: &UserConn, json: bool) -> Resul
         return Ok(());
     }
     println!("{:<22} {:<8} {:<20} {:>6}  LAST", "CHAT", "KIND", "TITLE", "UNREAD");
+    let names = names(&c, list.iter().map(|d| d.peer).filter(|p| *p != 0)).await;
     for d in &list {
-        let chat = d.chat.clone().unwrap_or_default();
+        let mut chat = d.chat.clone().unwrap_or_default();
+        if d.peer != 0 && chat.title.is_empty() {
+            chat.title = name_of(&names, d.peer);
+        }
         let last = d.last.as_ref().map(|m| if m.deleted { "(deleted)".into() } else { m.text.chars().take(40).collect::<String>() }).unwrap_or_default();
         println!("{:<22} {:<8} {:<20} {:>6}  {last}", chat.id, kind(&chat), chat.title, d.unread);
     }

@@ -38,6 +38,7 @@ struct Ports {
     peer: String,
     client: String,
     admin: String,
+    web: String,
 }
 
 fn ports(args: &DevArgs, i: u32) -> Ports {
@@ -46,6 +47,7 @@ fn ports(args: &DevArgs, i: u32) -> Ports {
         peer: format!("{}:{}", args.host, base),
         client: format!("{}:{}", args.host, base + 1),
         admin: format!("{}:{}", args.host, base + 2),
+        web: format!("{}:{}", args.host, base + 3),
     }
 }
 
@@ -86,7 +88,7 @@ fn write_config(args: &DevArgs, i: u32, certs_dir: &Path) -> Result<PathBuf> {
     let join = if i == 1 { String::new() } else { format!("\"{}\"", ports(args, 1).peer) };
     let certs = std::fs::canonicalize(certs_dir)?;
     let text = format!(
-        "# Written by `courier dev`.\nname = \"n{i}\"\ndata_dir = \".\"\npeer_addr = \"{}\"\nclient_addr = \"{}\"\nadmin_addr = \"{}\"\njoin = [{join}]\ndata_groups = {}\n# A laptop cluster: test numbers (+99966XYYYY take code XXXXX) need it.\ndevelopment = true\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n# No per-address login budget (every local client shares one address).\n[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\n\n# Every local client shares one address: no cap on its connections.\n[gateway]\nmax_connections_per_address = 0\n\n# Benchmarks post as fast as they can: no per-user budgets on posts.\n[limits]\nposts_per_chat_per_minute = 0\nchanges_per_chat_per_minute = 0\ninvites_per_chat_per_minute = 0\ntyping_per_chat_per_minute = 0\nnew_private_chats_per_hour = 0\n\n[placement]\nreplicas = {}\n",
+        "# Written by `courier dev`.\nname = \"n{i}\"\ndata_dir = \".\"\npeer_addr = \"{}\"\nclient_addr = \"{}\"\nadmin_addr = \"{}\"\njoin = [{join}]\ndata_groups = {}\n# A laptop cluster: test numbers (+99966XYYYY take code XXXXX) need it.\ndevelopment = true\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n# No per-address login budget (every local client shares one address).\n[auth]\ntest_numbers = true\nlogins_per_address_per_minute = 0\n\n# Every local client shares one address: no cap on its connections.\n[gateway]\nmax_connections_per_address = 0\n\n# Benchmarks post as fast as they can: no per-user budgets on posts.\n[limits]\nposts_per_chat_per_minute = 0\nchanges_per_chat_per_minute = 0\ninvites_per_chat_per_minute = 0\ntyping_per_chat_per_minute = 0\nnew_private_chats_per_hour = 0\n\n[placement]\nreplicas = {}\n\n# Courier Web: the page here, WebTransport on the client port.\n[web]\naddr = \"{}\"\n",
         p.peer,
         p.client,
         p.admin,
@@ -95,6 +97,7 @@ fn write_config(args: &DevArgs, i: u32, certs_dir: &Path) -> Result<PathBuf> {
         certs.join(format!("n{i}.pem")).display(),
         certs.join(format!("n{i}-key.pem")).display(),
         args.replicas,
+        p.web,
     );
     std::fs::write(&path, text)?;
     Ok(path)
@@ -230,8 +233,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("Courier dev cluster: {} nodes, data in {}", args.nodes, dir.display());
     for i in 1..=args.nodes {
         let p = ports(&args, i);
-        println!("  n{i}: client {}  peer {}  admin http://{}/metrics", p.client, p.peer, p.admin);
+        println!("  n{i}: client {}  peer {}  admin http://{}/metrics  web http://{}/", p.client, p.peer, p.admin, p.web);
     }
+    println!();
+    println!("In a browser: http://{}/ (Courier Web; log in with +99966XYYYY, code XXXXX)", ports(&args, 1).web);
     println!();
     println!("In another shell:");
     println!("  . {}/env", dir.display());

@@ -43,6 +43,29 @@ pub struct NodeConfig {
     /// it. Never on a host real users reach.
     pub development: bool,
     pub debug: DebugConfig,
+    pub web: WebConfig,
+}
+
+/// Courier Web: the page on a TCP port, and WebTransport (HTTP/3) for
+/// browsers on the client UDP port beside `courier/1`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Where the page is served (TCP); empty: no web. Plain HTTP only on a
+    /// loopback address (a browser's secure context); elsewhere set
+    /// `tls_cert` and `tls_key`.
+    pub addr: String,
+    /// Page origins whose pages may open WebTransport sessions here
+    /// (`https://chat.example.org`); empty: every node's own page origin.
+    pub origins: Vec<String>,
+    /// A certificate browsers trust by name (PEM chain), for `host`: the page
+    /// is HTTPS and WebTransport uses it. Without one the node uses its own
+    /// short-lived certificates, pinned by hash by its pages.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The name in the page's and WebTransport's URLs (the certificate's
+    /// name); default: the IP of `addr` and of `client_addr`.
+    pub host: Option<String>,
 }
 
 /// Deliberate faults, accepted only by debug builds: they exist so the chaos
@@ -246,6 +269,7 @@ impl Default for NodeConfig {
             clock_offset_file: None,
             development: false,
             debug: DebugConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -347,6 +371,8 @@ impl NodeConfig {
             .into_iter()
             .chain(self.clock_offset_file.as_mut())
             .chain(self.auth.code_command.as_mut().filter(|p| p.components().count() > 1))
+            .chain(self.web.tls_cert.as_mut())
+            .chain(self.web.tls_key.as_mut())
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -443,7 +469,7 @@ impl NodeConfig {
         if a.codes_per_day == 0 {
             return Err(bad("auth.codes_per_day", "must be above 0"));
         }
-        Ok(())
+        self.web.validate()
     }
 
     pub fn raft_options(&self) -> courier_raft::RaftOptions {
@@ -456,6 +482,40 @@ impl NodeConfig {
             request_timeout: Duration::from_millis(self.raft.request_timeout_ms),
             heavy_reads: self.limits.heavy_reads_at_once,
         }
+    }
+}
+
+impl WebConfig {
+    pub fn enabled(&self) -> bool {
+        !self.addr.is_empty()
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let addr: SocketAddr = self.addr.parse().map_err(|_| bad("web.addr", format!("{:?} is not an IP:port address", self.addr)))?;
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), Some(_)) => {
+                if self.host.as_deref().unwrap_or("").is_empty() {
+                    return Err(bad("web.host", "is required with web.tls_cert: the name the certificate is for"));
+                }
+            }
+            (None, None) if addr.ip().is_loopback() => {}
+            (None, None) => {
+                return Err(bad(
+                    "web.addr",
+                    format!("{addr} is not a loopback address: browsers need HTTPS there; set web.tls_cert, web.tls_key and web.host (a certificate for the web name)"),
+                ));
+            }
+            _ => return Err(bad("web.tls_cert", "web.tls_cert and web.tls_key go together")),
+        }
+        for o in &self.origins {
+            if !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/') || o.len() > 256 {
+                return Err(bad("web.origins", format!("{o:?} is not an origin such as https://chat.example.org")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -483,6 +543,24 @@ mod tests {
     fn defaults_are_valid() {
         NodeConfig::default().validate().unwrap();
         assert_eq!(NodeConfig::parse("").unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn web_is_plain_http_only_on_loopback_and_a_certificate_comes_with_its_key_and_name() {
+        let web = |t: &str| NodeConfig::parse(&format!("[web]\n{t}")).map(|_| ()).map_err(|e| e.to_string());
+        web("addr = \"127.0.0.1:7004\"").unwrap();
+        web("addr = \"[::1]:7004\"").unwrap();
+        let e = web("addr = \"10.0.0.5:443\"").unwrap_err();
+        assert!(e.contains("web.addr") && e.contains("web.tls_cert"), "{e}");
+        let e = web("addr = \"10.0.0.5:443\"\ntls_cert = \"a.pem\"").unwrap_err();
+        assert!(e.contains("go together"), "{e}");
+        let e = web("addr = \"10.0.0.5:443\"\ntls_cert = \"a.pem\"\ntls_key = \"k.pem\"").unwrap_err();
+        assert!(e.contains("web.host"), "{e}");
+        web("addr = \"10.0.0.5:443\"\ntls_cert = \"a.pem\"\ntls_key = \"k.pem\"\nhost = \"chat.example.org\"").unwrap();
+        let e = web("addr = \"127.0.0.1:7004\"\norigins = [\"chat.example.org\"]").unwrap_err();
+        assert!(e.contains("web.origins"), "{e}");
+        // No address: no web, whatever else is set.
+        assert!(!NodeConfig::default().web.enabled());
     }
 
     #[test]

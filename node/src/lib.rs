@@ -6,7 +6,9 @@
 //! - `auth/`: login and sessions; `messaging/`: chats as replicated ordered
 //!   logs; `media/`: files in chunks on the ring. `app.rs`: the services'
 //!   replicated commands, applied inside Raft.
-//! - `gateway/`: the client front door (a transport-independent core, QUIC under it).
+//! - `gateway/`: the client front door (a transport-independent core;
+//!   QUIC and WebTransport under it). `web/`: Courier Web's page and
+//!   the certificates browsers pin.
 //! - `rpc.rs`: the peer port's gRPC services, wired to the parts that own each call.
 
 pub mod app;
@@ -26,6 +28,7 @@ pub mod push;
 pub mod rpc;
 pub mod state;
 pub mod tls;
+pub mod web;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -101,7 +104,16 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
 
     let client_socket = std::net::UdpSocket::bind(&cfg.client_addr)
         .map_err(|e| Error::Io(format!("cannot bind client_addr {} (UDP): {e}", cfg.client_addr)))?;
-    let endpoint = gateway::endpoint(&cfg, client_socket)?;
+    let web = web::Web::open(&node)?;
+    let web_listener = match &web {
+        Some(_) => Some(
+            tokio::net::TcpListener::bind(&cfg.web.addr)
+                .await
+                .map_err(|e| Error::Io(format!("cannot listen on web.addr {}: {e}", cfg.web.addr)))?,
+        ),
+        None => None,
+    };
+    let endpoint = gateway::endpoint(&cfg, client_socket, web.as_ref().map(|w| w.tls_key()))?;
 
     let parts = Parts::new(&node);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -128,7 +140,12 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let (gw_stop_tx, gw_stop_rx) = tokio::sync::watch::channel(false);
     let repair = tokio::spawn(parts.media.clone().run_repair(stop_rx.clone()));
     let sweep = tokio::spawn(parts.door.clone().sweep_loop(gw_stop_rx.clone()));
-    let gateway = tokio::spawn(gateway::quic::serve(parts.door.clone(), endpoint, gw_stop_rx));
+    let origins = web.clone().map(|w| w as std::sync::Arc<dyn gateway::web::Origins>);
+    let gateway = tokio::spawn(gateway::quic::serve(parts.door.clone(), endpoint, origins, gw_stop_rx));
+    let page = match (web, web_listener) {
+        (Some(web), Some(listener)) => Some(tokio::spawn(web.run(listener, stop_rx.clone()))),
+        _ => None,
+    };
 
     node.boot().await?;
     tracing::info!(name = %cfg.name, peer = %cfg.peer_addr, client = %cfg.client_addr, admin = %cfg.admin_addr, "node running");
@@ -150,6 +167,9 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(3), grpc).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), repair).await;
+    if let Some(page) = page {
+        let _ = tokio::time::timeout(Duration::from_secs(1), page).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -71,19 +71,59 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// The client-facing QUIC side: TLS 1.3 with the node's certificate, any
-/// client (users authenticate inside the protocol), one ALPN.
-pub fn client_facing_config(tls: &TlsConfig, alpn: &[u8]) -> Result<Arc<rustls::ServerConfig>> {
+/// Where the client port's certificate for browsers (ALPN `h3`) comes from,
+/// asked at every handshake (the node's own rotate).
+pub type WebKey = Arc<dyn Fn() -> Arc<rustls::sign::CertifiedKey> + Send + Sync>;
+
+/// The client-facing QUIC side: TLS 1.3, any client (users authenticate
+/// inside the protocol), the ALPNs `alpns`. A client offering `h3` (a
+/// browser, when `web` is set) gets the web certificate; everyone else the
+/// node's certificate from the cluster CA.
+pub fn client_facing_config(tls: &TlsConfig, alpns: &[&[u8]], web: Option<WebKey>) -> Result<Arc<rustls::ServerConfig>> {
+    let node = certified_key(&tls.cert, &tls.key)?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Cert(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs(&tls.cert, "certificate")?, key(&tls.key)?)
-        .map_err(|e| Error::Cert(format!("certificate and key: {e}")))?;
-    cfg.alpn_protocols = vec![alpn.to_vec()];
+        .with_cert_resolver(Arc::new(ByAlpn { node, web }));
+    cfg.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     cfg.max_early_data_size = 0;
     Ok(Arc::new(cfg))
 }
+
+/// A certificate chain and its key, checked to belong together.
+pub fn certified_key(cert: &Path, key_path: &Path) -> Result<Arc<rustls::sign::CertifiedKey>> {
+    let chain = certs(cert, "certificate")?;
+    let signer = provider().key_provider.load_private_key(key(key_path)?).map_err(|e| Error::Cert(format!("key {}: {e}", key_path.display())))?;
+    let ck = rustls::sign::CertifiedKey::new(chain, signer);
+    ck.keys_match().map_err(|e| Error::Cert(format!("certificate {} and key {}: {e}", cert.display(), key_path.display())))?;
+    Ok(Arc::new(ck))
+}
+
+/// Picks the certificate by the client's ALPN offer.
+struct ByAlpn {
+    node: Arc<rustls::sign::CertifiedKey>,
+    web: Option<WebKey>,
+}
+
+impl std::fmt::Debug for ByAlpn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ByAlpn").field("web", &self.web.is_some()).finish()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ByAlpn {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let browser = hello.alpn().is_some_and(|mut offered| offered.any(|p| p == H3));
+        match &self.web {
+            Some(web) if browser => Some(web()),
+            _ => Some(self.node.clone()),
+        }
+    }
+}
+
+/// HTTP/3's ALPN: what browsers offer for WebTransport.
+pub const H3: &[u8] = b"h3";
 
 /// Client side (node to node, operator to node): trust only the cluster CA and
 /// present `cert`.

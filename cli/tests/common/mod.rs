@@ -108,9 +108,11 @@ impl Cluster {
     }
 
     /// Like `add_node`; `issue_cert: false` uses whatever `certs/nI.pem` holds.
+    /// `@HOST@` in `extra` is the node's own loopback address.
     pub fn add_node_with(&mut self, i: u32, extra: &str, issue_cert: bool) {
         let name = format!("n{i}");
         let host = self.host(i);
+        let extra = extra.replace("@HOST@", &host);
         if issue_cert {
             self.must_run(&["cert", "create-node", "--certs-dir", self.certs.to_str().unwrap(), "--name", &name, "--host", &host]);
         }

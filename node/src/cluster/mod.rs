@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use courier_proto::peer::{
     ChunkHealth,
-    GroupStatus, JoinReply, JoinRequest, NodeStatus, ProbeReply, ProbeRequest, ReplicaStatus, ReplicaView, StatusReply,
+    GroupStatus, JoinReply, JoinRequest, NodeStatus, ProbeReply, ProbeRequest, ReplicaStatus, ReplicaView, StatusReply, WebEndpoint,
 };
 use courier_raft::logic::ClusterState;
 use courier_raft::network::Router;
@@ -41,6 +41,8 @@ pub struct Health {
     pub views: Vec<ReplicaView>,
     /// Its media workers' last report.
     pub chunks: Option<ChunkHealth>,
+    /// Where browsers reach it, as it last said.
+    pub web: Option<WebEndpoint>,
 }
 
 #[derive(Clone)]
@@ -60,6 +62,8 @@ struct NodeInner {
     metrics: Metrics,
     started: Instant,
     chunk_health: Mutex<ChunkHealth>,
+    /// Where browsers reach this node (set by the web part; told in probes).
+    web: Mutex<Option<WebEndpoint>>,
     /// The other nodes' peer addresses (refreshed every placement tick).
     other_peers: Mutex<Vec<String>>,
     /// Certificates the peer port refuses (read from the meta group).
@@ -132,6 +136,7 @@ impl Node {
                 metrics,
                 started: Instant::now(),
                 chunk_health: Mutex::default(),
+                web: Mutex::default(),
                 other_peers: Mutex::default(),
                 revoked: Arc::default(),
             }),
@@ -324,7 +329,39 @@ impl Node {
             None => (0, Vec::new()),
         };
         let chunks = Some(self.inner.chunk_health.lock().expect("chunk health").clone());
-        ProbeReply { node_id, replicas, name: self.inner.cfg.name.clone(), chunks, development: self.inner.cfg.development }
+        let web = self.web();
+        ProbeReply { node_id, replicas, name: self.inner.cfg.name.clone(), chunks, development: self.inner.cfg.development, web }
+    }
+
+    /// Where browsers reach this node; told to the others in probes.
+    pub fn set_web(&self, web: WebEndpoint) {
+        *self.inner.web.lock().expect("web lock") = Some(web);
+    }
+
+    pub fn web(&self) -> Option<WebEndpoint> {
+        self.inner.web.lock().expect("web lock").clone()
+    }
+
+    /// Where browsers reach each node that said so in its last answered
+    /// probe and is up (this node's own included).
+    pub fn web_endpoints(&self) -> BTreeMap<NodeId, WebEndpoint> {
+        self.web_endpoints_where(|h| h.down_since.is_none())
+    }
+
+    /// [`Node::web_endpoints`] of every node ever heard from, down ones too.
+    pub fn known_web_endpoints(&self) -> BTreeMap<NodeId, WebEndpoint> {
+        self.web_endpoints_where(|_| true)
+    }
+
+    fn web_endpoints_where(&self, keep: impl Fn(&Health) -> bool) -> BTreeMap<NodeId, WebEndpoint> {
+        let mut all: BTreeMap<NodeId, WebEndpoint> = {
+            let health = self.inner.health.lock().expect("health lock");
+            health.iter().filter(|(_, h)| keep(h)).filter_map(|(id, h)| Some((*id, h.web.clone()?))).collect()
+        };
+        if let (Some(web), Ok(multi)) = (self.web(), self.raft()) {
+            all.insert(multi.id(), web);
+        }
+        all
     }
 
     /// Nodes this node's probes have found down for longer than
@@ -392,11 +429,14 @@ impl Node {
                     h.down_since = None;
                     h.views = r.replicas.clone();
                     h.chunks = r.chunks.clone();
+                    h.web = r.web.clone();
                 }
                 None => {
                     h.down_since.get_or_insert(now);
                     h.views.clear();
                     h.chunks = None;
+                    // Kept: where browsers reached it (its pages' origin
+                    // stays allowed while they move to another node).
                 }
             }
         }

@@ -98,6 +98,7 @@ pub fn dialog(d: &Dialog) -> pb::Dialog {
         unread: d.unread,
         read_max_id: d.me.read_max_id,
         role: role(d.me.role).into(),
+        peer: d.peer,
     }
 }
 

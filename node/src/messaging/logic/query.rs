@@ -329,9 +329,18 @@ fn ask_dialogs(view: &dyn StateRead, req: &ask::Dialogs) -> Result<Outcome<Vec<D
             with_views(view, &c, std::slice::from_mut(m))?;
         }
         let unread = unread(view, &c, *user, me.read_max_id)?;
-        out.push(Dialog { chat: c, me, last, unread });
+        let peer = if c.kind == ChatKind::Private { private_peer(view, *chat, *user)? } else { 0 };
+        out.push(Dialog { chat: c, me, last, unread, peer });
     }
     Ok(Ok(out))
+}
+
+/// The other member of a private chat (0: none left), whom the chat is
+/// titled by on each side.
+fn private_peer(view: &dyn StateRead, chat: u64, me: u64) -> Result<u64> {
+    let prefix = members_prefix(chat);
+    let rows = view.scan(&prefix, &[], 3)?;
+    Ok(rows.iter().filter_map(|(k, _)| id_after(k, prefix.len())).find(|u| *u != me).unwrap_or(0))
 }
 
 fn ask_chat_rows(view: &dyn StateRead, req: &ask::ChatRows) -> Result<Outcome<Vec<Chat>>> {

@@ -400,6 +400,8 @@ pub struct Dialog {
     pub me: Member,
     pub last: Option<Message>,
     pub unread: u64,
+    /// A private chat's other member (0 for other chats).
+    pub peer: u64,
 }
 
 /// One chat's part of a difference.

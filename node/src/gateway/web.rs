@@ -1,0 +1,109 @@
+//! The WebTransport transport of the door: browsers (Courier Web) on the
+//! client UDP port, ALPN `h3`, beside `courier/1` on the same endpoint. A
+//! session carries the same protocol as a QUIC connection (client.proto
+//! frames, one bidirectional stream per request, one server-opened push
+//! stream) and runs the same core: hello, login, limits, hostile-input
+//! answers. Only the CONNECT is its own: the path must be [`PATH`] and the
+//! page's origin one the web part allows.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use web_transport_quinn::{RecvStream, SendStream, Session};
+
+use super::core::{Admission, Connection, DatagramError, Door};
+use crate::push::close;
+
+/// The WebTransport session's path (`https://<client addr>/courier`).
+pub const PATH: &str = "/courier";
+
+/// Which page origins may open sessions here (the web part decides).
+pub trait Origins: Send + Sync + 'static {
+    fn allows(&self, origin: &str) -> bool;
+}
+
+/// Runs one browser connection: the CONNECT within the hello deadline, then
+/// the door's core.
+pub async fn accept(door: Arc<Door>, conn: quinn::Connection, admission: Admission, origins: Arc<dyn Origins>) {
+    let remote = conn.remote_address();
+    let refuse = |why: &str| conn.close(close::BAD_REQUEST.into(), format!("BAD_REQUEST: {why}").as_bytes());
+    let req = match tokio::time::timeout_at(admission.hello_by, web_transport_quinn::Request::accept(conn.clone())).await {
+        Ok(Ok(req)) => req,
+        Ok(Err(e)) => return refuse(&format!("not a WebTransport session: {e}")),
+        Err(_) => return refuse("no WebTransport CONNECT in time"),
+    };
+    let origin = req.headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let status = if req.url.path() != PATH {
+        Some(axum::http::StatusCode::NOT_FOUND)
+    } else if !origins.allows(&origin) {
+        Some(axum::http::StatusCode::FORBIDDEN)
+    } else {
+        None
+    };
+    if let Some(status) = status {
+        tracing::debug!(%remote, origin, path = req.url.path(), %status, "WebTransport session refused");
+        let _ = tokio::time::timeout_at(admission.hello_by, req.reject(status)).await;
+        return refuse(if status == axum::http::StatusCode::FORBIDDEN { "this page's origin may not connect here" } else { "no such path" });
+    }
+    let session = match tokio::time::timeout_at(admission.hello_by, req.ok()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return tracing::debug!(%remote, "WebTransport session not accepted: {e}"),
+        Err(_) => return refuse("WebTransport session not accepted in time"),
+    };
+    door.serve(Web { session, remote }, admission).await;
+}
+
+/// A browser's WebTransport session.
+pub struct Web {
+    session: Session,
+    remote: SocketAddr,
+}
+
+impl Connection for Web {
+    type Send = SendStream;
+    type Recv = RecvStream;
+
+    fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    async fn accept_bi(&self) -> Option<(SendStream, RecvStream)> {
+        self.session.accept_bi().await.inspect_err(|e| tracing::debug!(remote = %self.remote, "browser session ended: {e}")).ok()
+    }
+
+    async fn open_uni(&self) -> Option<SendStream> {
+        self.session.open_uni().await.ok()
+    }
+
+    fn close(&self, code: u32, reason: &str) {
+        self.session.close(code, reason.as_bytes());
+    }
+
+    fn stop(recv: &mut RecvStream, code: u32) {
+        let _ = recv.stop(code);
+    }
+
+    fn finish(send: &mut SendStream) {
+        let _ = send.finish();
+    }
+
+    async fn stopped(send: &mut SendStream) {
+        let _ = send.stopped().await;
+    }
+
+    fn send_datagram(&self, bytes: Bytes) -> std::result::Result<(), DatagramError> {
+        let (len, max) = (bytes.len(), self.session.max_datagram_size());
+        if max == 0 {
+            return Err(DatagramError::Unsupported);
+        }
+        if len > max {
+            return Err(DatagramError::TooLarge { len, max });
+        }
+        self.session.send_datagram(bytes).map_err(|_| DatagramError::Closed)
+    }
+
+    async fn read_datagram(&self) -> Option<Bytes> {
+        self.session.read_datagram().await.ok()
+    }
+}

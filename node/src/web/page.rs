@@ -1,0 +1,165 @@
+//! The page's HTTP server: the built files (embedded at compile time) and
+//! `/web.json`, with a content-security policy that lets the page run only
+//! its own script and connect only to the cluster's nodes. User content never
+//! comes from here: the page renders it as text.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::{Key, Web};
+
+include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
+
+pub(super) async fn serve(web: Arc<Web>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let tls = match &web.key {
+        Key::Operator(key) => Some(key.clone()),
+        Key::Own(_) => None,
+    };
+    let app = Router::new().route("/web.json", get(directory)).fallback(get(asset)).with_state(web);
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let result = match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        Some(key) => axum::serve(TlsListener::start(listener, key), app).with_graceful_shutdown(shutdown).await,
+    };
+    if let Err(e) = result {
+        tracing::warn!("web page server stopped: {e}");
+    }
+}
+
+async fn directory(State(web): State<Arc<Web>>) -> Response {
+    let body = serde_json::to_vec(&web.directory().await).expect("the directory serializes");
+    with_headers(&web, "application/json", body)
+}
+
+async fn asset(State(web): State<Arc<Web>>, uri: Uri) -> Response {
+    match ASSETS.iter().find(|(path, _, _)| *path == uri.path()) {
+        Some((_, kind, bytes)) => with_headers(&web, kind, bytes.to_vec()),
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+/// Every answer: its type, never sniffed, never framed, never cached stale,
+/// no referrer, and the page's policy.
+fn with_headers(web: &Web, kind: &str, body: Vec<u8>) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(kind).expect("a content type"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(csp) = HeaderValue::from_str(&policy(&web.transport_origins())) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    r
+}
+
+/// The content-security policy: the page's own script and style only, no
+/// inline code, images only from itself or blobs it made, and connections to
+/// its origin and the cluster's WebTransport origins.
+pub fn policy(transports: &[String]) -> String {
+    let connect: Vec<&str> = std::iter::once("'self'").chain(transports.iter().map(String::as_str)).collect();
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src {}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        connect.join(" ")
+    )
+}
+
+/// HTTPS for the page with the operator's certificate: handshakes run on
+/// their own tasks (a slow one holds nobody), finished ones are accepted.
+struct TlsListener {
+    rx: mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    fn start(listener: TcpListener, key: Arc<rustls::sign::CertifiedKey>) -> TlsListener {
+        let local = listener.local_addr().expect("a bound listener's address");
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default versions")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Fixed(key)));
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, addr)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                if tx.is_closed() {
+                    return;
+                }
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        let _ = tx.send((tls, addr)).await;
+                    }
+                });
+            }
+        });
+        TlsListener { rx, local }
+    }
+}
+
+#[derive(Debug)]
+struct Fixed(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Fixed {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // The acceptor is gone only when the server is: wait for shutdown.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_runs_only_its_own_code_and_reaches_only_the_cluster() {
+        let p = policy(&["https://127.0.0.1:7111".into(), "https://127.0.0.1:7121".into()]);
+        assert!(p.contains("script-src 'self';"), "{p}");
+        assert!(!p.contains("unsafe-inline") && !p.contains("unsafe-eval"), "{p}");
+        assert!(p.contains("connect-src 'self' https://127.0.0.1:7111 https://127.0.0.1:7121;"), "{p}");
+        assert!(p.contains("frame-ancestors 'none'"), "{p}");
+    }
+
+    #[test]
+    fn the_built_page_is_embedded() {
+        let index = ASSETS.iter().find(|(p, _, _)| *p == "/").expect("index.html");
+        assert!(index.1.starts_with("text/html"));
+        let html = String::from_utf8_lossy(index.2);
+        assert!(html.contains("app.js"), "the page loads its script");
+        assert!(!html.contains("<script>"), "no inline script (the policy would block it)");
+    }
+}

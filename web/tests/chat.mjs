@@ -1,0 +1,290 @@
+// Browser end-to-end test of the Courier web client, driven by a Rust
+// integration test that runs a 3-node cluster.
+//
+// Env:  COURIER_WEB_URLS   comma-separated page URLs of nodes 1..3
+//       COURIER_ARTIFACTS  directory for screenshots (default: .)
+//       CHROMIUM           browser binary (default /usr/bin/chromium)
+// Protocol with the driver on stdout/stdin:
+//       prints `STEP <name>` as it goes;
+//       prints `KILL <node_id>` and waits for a line `KILLED` on stdin;
+//       prints `OK` (exit 0) or `FAIL <reason>` (exit 1).
+import { chromium } from "playwright-core";
+import { createInterface } from "node:readline";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const WAIT = 20_000; // every wait is bounded
+const urls = (process.env.COURIER_WEB_URLS ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+const artifacts = process.env.COURIER_ARTIFACTS || ".";
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+
+const ALICE = { phone: "+9996610001", first: "Alice", last: "Web" };
+const BOB = { phone: "+9996620002", first: "Bob", last: "Web" };
+const AFTER_KILL = ["after kill 1", "after kill 2", "after kill 3"];
+
+function say(line) {
+  process.stdout.write(line + "\n");
+}
+function step(name) {
+  say(`STEP ${name}`);
+}
+
+// ---- stdin lines (for KILLED)
+const lines = [];
+let lineWaiter = null;
+const rl = createInterface({ input: process.stdin });
+rl.on("line", (l) => {
+  lines.push(l.trim());
+  if (lineWaiter) lineWaiter();
+});
+async function waitLine(expected, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const i = lines.indexOf(expected);
+    if (i >= 0) {
+      lines.splice(i, 1);
+      return;
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`no "${expected}" on stdin within ${timeoutMs} ms`);
+    await new Promise((r) => {
+      lineWaiter = r;
+      setTimeout(r, Math.min(left, 500));
+    });
+    lineWaiter = null;
+  }
+}
+
+/** The test code of a dev number +99966XYYYY is XXXXX. */
+function testCode(phone) {
+  return phone[6].repeat(5);
+}
+
+async function waitFor(page, what, fn, arg, timeout = WAIT) {
+  try {
+    await page.waitForFunction(fn, arg, { timeout, polling: 100 });
+  } catch (e) {
+    throw new Error(`timed out (${timeout} ms) waiting for ${what}`);
+  }
+}
+
+async function waitOnline(page, who, notNode = null) {
+  await waitFor(
+    page,
+    `${who} online${notNode !== null ? ` on a node other than ${notNode}` : ""}`,
+    (notNode) => {
+      const s = document.getElementById("status");
+      return !!s && s.textContent === "online" && s.dataset.nodeId !== "" && s.dataset.nodeId !== String(notNode);
+    },
+    notNode,
+  );
+  return Number(await page.getAttribute("#status", "data-node-id"));
+}
+
+async function signUp(page, who, user) {
+  await page.waitForSelector("#phone", { state: "visible", timeout: WAIT });
+  await page.fill("#phone", user.phone);
+  await page.click("#send-code");
+  await page.waitForSelector("#code", { state: "visible", timeout: WAIT });
+  await page.fill("#code", testCode(user.phone));
+  await page.click("#sign-in");
+  // A new number answers SIGN_UP_REQUIRED (name form); a known one logs in.
+  await waitFor(page, `${who}: name form or online`, () => {
+    const f = document.getElementById("first-name");
+    const s = document.getElementById("status");
+    return (f && f.offsetParent !== null) || (s && s.textContent === "online");
+  });
+  if (await page.isVisible("#first-name")) {
+    await page.fill("#first-name", user.first);
+    await page.fill("#last-name", user.last);
+    await page.click("#sign-up");
+  }
+  return waitOnline(page, who);
+}
+
+/** Texts of the rendered messages in DOM order, with sender and own flag. */
+function messagesOf(page) {
+  return page.$$eval("#messages .message", (els) =>
+    els.map((e) => ({
+      id: e.dataset.id,
+      own: e.classList.contains("own"),
+      sender: e.querySelector(".sender")?.textContent ?? "",
+      text: e.querySelector(".text")?.textContent ?? "",
+    })),
+  );
+}
+
+async function hasMessage(page, who, text, sender = null) {
+  await waitFor(
+    page,
+    `${who} to show message "${text}"${sender ? ` from ${sender}` : ""}`,
+    ([text, sender]) =>
+      [...document.querySelectorAll("#messages .message")].some(
+        (e) =>
+          e.querySelector(".text")?.textContent === text &&
+          (sender === null || e.querySelector(".sender")?.textContent === sender),
+      ),
+    [text, sender],
+  );
+}
+
+let browser;
+const pages = {};
+
+async function shot(name) {
+  for (const [who, page] of Object.entries(pages)) {
+    try {
+      const path = join(artifacts, `${name}-${who}.png`);
+      await page.screenshot({ path });
+      say(`SCREENSHOT ${path}`);
+    } catch {
+      /* page gone */
+    }
+  }
+}
+
+async function main() {
+  if (urls.length < 2) throw new Error("COURIER_WEB_URLS needs the page URLs of at least 2 nodes");
+  mkdirSync(artifacts, { recursive: true });
+  step("launch");
+  browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
+
+  const open = async (who, url) => {
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await ctx.newPage();
+    page.on("console", (m) => {
+      if (m.type() === "error" || m.type() === "warning") say(`CONSOLE ${who} ${m.type()}: ${m.text()}`);
+    });
+    page.on("pageerror", (e) => say(`PAGEERROR ${who}: ${e.message}`));
+    pages[who] = page;
+    await page.goto(url, { timeout: WAIT });
+    return page;
+  };
+
+  step("alice-sign-up");
+  const a = await open("alice", urls[0]);
+  await signUp(a, "alice", ALICE);
+
+  step("bob-sign-up");
+  const b = await open("bob", urls[1]);
+  await signUp(b, "bob", BOB);
+
+  step("alice-new-chat");
+  await a.fill("#new-chat-phone", BOB.phone);
+  await a.click("#new-chat");
+  await waitFor(a, "alice's chat titled Bob Web", () => document.getElementById("chat-title")?.textContent === "Bob Web");
+
+  step("alice-sends");
+  await a.fill("#composer", "hello from alice");
+  await a.press("#composer", "Enter");
+  await hasMessage(a, "alice", "hello from alice", "Alice Web");
+  if (!(await messagesOf(a)).some((m) => m.own && m.text === "hello from alice")) {
+    throw new Error("alice's own message is not marked .own");
+  }
+
+  step("bob-sees-dialog");
+  await waitFor(
+    b,
+    'bob\'s dialog "Alice Web" with unread 1',
+    () =>
+      [...document.querySelectorAll("#dialogs .dialog")].some(
+        (d) =>
+          d.querySelector(".title")?.textContent === "Alice Web" &&
+          d.querySelector(".unread")?.textContent === "1" &&
+          d.querySelector(".last")?.textContent?.includes("hello from alice"),
+      ),
+  );
+  step("bob-opens-chat");
+  await b.click('#dialogs .dialog:has(.title:text-is("Alice Web"))');
+  await hasMessage(b, "bob", "hello from alice", "Alice Web");
+  await waitFor(b, "bob's unread badge cleared", () =>
+    [...document.querySelectorAll("#dialogs .dialog")].every((d) => (d.querySelector(".unread")?.textContent ?? "") === ""),
+  );
+
+  step("bob-types");
+  await b.click("#composer");
+  await b.keyboard.type("hi alice, bob here", { delay: 40 });
+  await waitFor(a, 'alice to see "Bob Web is typing…"', () =>
+    (document.getElementById("typing")?.textContent ?? "").includes("Bob Web is typing"),
+  );
+  step("bob-replies");
+  await b.press("#composer", "Enter");
+  await hasMessage(b, "bob", "hi alice, bob here", "Bob Web");
+  await hasMessage(a, "alice", "hi alice, bob here", "Bob Web");
+  await waitFor(a, "alice's typing line cleared", () => (document.getElementById("typing")?.textContent ?? "") === "");
+  await shot("1-chat");
+
+  step("kill-alice-node");
+  const aliceNode = Number(await a.getAttribute("#status", "data-node-id"));
+  const bobNode = Number(await b.getAttribute("#status", "data-node-id"));
+  say(`KILL ${aliceNode}`);
+  await waitLine("KILLED", 60_000);
+
+  step("bob-sends-3");
+  if (bobNode === aliceNode) await waitOnline(b, "bob", aliceNode);
+  for (const text of AFTER_KILL) {
+    await b.fill("#composer", text);
+    await b.press("#composer", "Enter");
+  }
+  for (const text of AFTER_KILL) await hasMessage(b, "bob", text, "Bob Web");
+
+  step("alice-reconnects");
+  const newNode = await waitOnline(a, "alice", aliceNode);
+  say(`INFO alice reconnected to node ${newNode}`);
+  for (const text of AFTER_KILL) await hasMessage(a, "alice", text, "Bob Web");
+  // Let any duplicate (a push and a difference for the same event) land.
+  await a.waitForTimeout(1500);
+
+  step("check-order");
+  for (const [who, page] of [["alice", a], ["bob", b]]) {
+    const msgs = await messagesOf(page);
+    const texts = msgs.map((m) => m.text);
+    for (const text of AFTER_KILL) {
+      const n = texts.filter((t) => t === text).length;
+      if (n !== 1) throw new Error(`${who} shows "${text}" ${n} times`);
+    }
+    const idx = AFTER_KILL.map((t) => texts.indexOf(t));
+    if (!(idx[0] < idx[1] && idx[1] < idx[2])) throw new Error(`${who}: messages out of order: ${JSON.stringify(texts)}`);
+    const ids = msgs.map((m) => m.id);
+    if (new Set(ids).size !== ids.length) throw new Error(`${who}: duplicate message ids ${JSON.stringify(ids)}`);
+    const pending = await page.$$eval(".pending-message", (els) => els.length);
+    if (pending !== 0) throw new Error(`${who}: ${pending} messages still pending`);
+  }
+  await shot("2-after-failover");
+
+  // A page of another origin may not use a visitor's browser as a client:
+  // its WebTransport session to a node is refused (the CONNECT's Origin).
+  step("foreign-origin-refused");
+  const live = urls.find((_, i) => i + 1 !== aliceNode);
+  const dir = await (await fetch(new URL("web.json", live))).json();
+  const target = dir.nodes.find((n) => n.id === dir.node_id);
+  const evil = await browser.newPage();
+  await evil.route("https://evil.test/**", (r) => r.fulfill({ contentType: "text/html", body: "<!doctype html><title>evil</title>" }));
+  await evil.goto("https://evil.test/");
+  const outcome = await evil.evaluate(async ({ url, hashes }) => {
+    const bytes = (h) => new Uint8Array(h.match(/../g).map((x) => parseInt(x, 16)));
+    const wt = new WebTransport(url, { serverCertificateHashes: hashes.map((h) => ({ algorithm: "sha-256", value: bytes(h) })) });
+    wt.closed.catch(() => {});
+    const timeout = new Promise((r) => setTimeout(() => r("timeout"), 8000));
+    return Promise.race([wt.ready.then(() => "connected", (e) => `refused: ${e?.message ?? e}`), timeout]);
+  }, { url: target.url, hashes: target.cert_sha256 });
+  say(`INFO foreign origin: ${outcome}`);
+  if (!outcome.startsWith("refused")) throw new Error(`a page from another origin got a session: ${outcome}`);
+  await evil.close();
+}
+
+try {
+  await main();
+  say("OK");
+  rl.close();
+  await browser?.close();
+  process.exit(0);
+} catch (e) {
+  // One line for the driver (it matches `FAIL`); the full error on stderr.
+  say(`FAIL ${String(e?.message ?? e).split("\n")[0]}`);
+  console.error(e);
+  await shot("fail");
+  rl.close();
+  await browser?.close().catch(() => {});
+  process.exit(1);
+}
