@@ -168,6 +168,13 @@ pub async fn run(args: DevArgs) -> Result<()> {
     };
     let node_log = |i: u32| format!("see {}", dir.join(format!("n{i}/node.log")).display());
     let deadline = Instant::now() + Duration::from_secs(60);
+    // Ctrl-C (or SIGTERM) from now on stops the nodes: with the handlers
+    // installed before the first node starts, a signal during start-up is
+    // held until the wait below instead of killing this process and
+    // leaving the nodes running.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let mut children = Children(Vec::new());
     children.0.push((1, spawn(1)?));
     wait_http(&ports(&args, 1).admin, deadline).await.with_context(|| node_log(1))?;
@@ -215,6 +222,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     // Wait until every node is up and every group has its replicas.
     let conn_all = Conn { nodes: peers.clone(), ..conn.clone() };
     let settle = Instant::now() + Duration::from_secs(90);
+    let mut stopped = false;
     loop {
         if let Ok(s) = admin::fetch_status(&conn_all).await {
             let up = s.nodes.iter().filter(|n| n.state == "up").count();
@@ -226,7 +234,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
             eprintln!("warning: the cluster has not settled yet; see `courier cluster status`");
             break;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = term.recv() => { stopped = true; break }
+            _ = int.recv() => { stopped = true; break }
+        }
     }
 
     println!();
@@ -244,14 +256,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!();
     println!("Ctrl-C stops the cluster (data stays in {}).", dir.display());
 
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let mut check = tokio::time::interval(Duration::from_secs(1));
-    loop {
+    while !stopped {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => stopped = true,
+            _ = int.recv() => stopped = true,
             _ = check.tick() => {
                 for (i, c) in &mut children.0 {
                     if let Ok(Some(status)) = c.try_wait() {

@@ -381,3 +381,25 @@ fn a_bad_hello_frame_is_answered_before_the_close() {
         assert!(reason.to_string().contains("BAD_REQUEST"), "{reason}");
     });
 }
+
+/// With Courier Web on, the client port must let browsers open HTTP/3's
+/// unidirectional streams (the transport parameters are endpoint-wide);
+/// a `courier/1` client that opens one is closed with `BAD_REQUEST`.
+#[test]
+fn a_web_node_still_refuses_courier1_unidirectional_streams() {
+    let c = Cluster::start_settled(98, 1, &format!("{EXTRA}[web]\naddr = \"@HOST@:7004\"\n"));
+    let rt = rt();
+    let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
+    let addr: SocketAddr = c.client_addr(1).parse().unwrap();
+    rt.block_on(async {
+        let ep = raw_endpoint(&ca, b"courier/1");
+        let conn = ep.connect(addr, &c.host(1)).unwrap().await.unwrap();
+        let mut uni = conn.open_uni().await.unwrap();
+        uni.write_all(b"\x00\x04").await.unwrap();
+        // Before the hello's deadline, and for this reason (not for the
+        // missing hello).
+        let reason = tokio::time::timeout(Duration::from_secs(3), conn.closed()).await.expect("closed at once");
+        let reason = reason.to_string();
+        assert!(reason.contains("BAD_REQUEST") && reason.contains("unidirectional"), "{reason}");
+    });
+}

@@ -163,6 +163,9 @@ async function main() {
 
   step("alice-sign-up");
   const a = await open("alice", urls[0]);
+  await a.waitForSelector("#phone", { state: "visible", timeout: WAIT });
+  await a.screenshot({ path: join(artifacts, "0-login.png") });
+  say(`SCREENSHOT ${join(artifacts, "0-login.png")}`);
   await signUp(a, "alice", ALICE);
 
   step("bob-sign-up");
@@ -212,6 +215,23 @@ async function main() {
   await hasMessage(b, "bob", "hi alice, bob here", "Bob Web");
   await hasMessage(a, "alice", "hi alice, bob here", "Bob Web");
   await waitFor(a, "alice's typing line cleared", () => (document.getElementById("typing")?.textContent ?? "") === "");
+
+  step("read-marks");
+  // Bob has the chat open: his read reaches Alice as ✓✓ on her message.
+  await waitFor(a, "alice's message marked read", () =>
+    [...document.querySelectorAll("#messages .message.own")].some(
+      (m) => m.querySelector(".text")?.textContent === "hello from alice" && m.classList.contains("read"),
+    ),
+  );
+
+  step("html-is-text");
+  // A message that is HTML shows as its text and runs nothing.
+  const trap = '<img src=x onerror="window.__pwned=1">';
+  await b.fill("#composer", trap);
+  await b.press("#composer", "Enter");
+  await hasMessage(a, "alice", trap, "Bob Web");
+  const pwned = await a.evaluate(() => [window.__pwned, document.querySelectorAll("#messages img").length]);
+  if (pwned[0] !== undefined || pwned[1] !== 0) throw new Error(`a message's HTML ran in the page: ${JSON.stringify(pwned)}`);
   await shot("1-chat");
 
   step("kill-alice-node");
@@ -271,6 +291,43 @@ async function main() {
   say(`INFO foreign origin: ${outcome}`);
   if (!outcome.startsWith("refused")) throw new Error(`a page from another origin got a session: ${outcome}`);
   await evil.close();
+
+  // From an allowed origin, a session that skips the hello or sends
+  // garbage gets the answers a QUIC client gets: BAD_REQUEST, then the close.
+  step("hostile-sessions");
+  const outcomes = await b.evaluate(async ({ url, hashes }) => {
+    const bytes = (h) => new Uint8Array(h.match(/../g).map((x) => parseInt(x, 16)));
+    const run = async (payload) => {
+      const wt = new WebTransport(url, { serverCertificateHashes: hashes.map((h) => ({ algorithm: "sha-256", value: bytes(h) })) });
+      const closed = wt.closed.then((i) => `closed ${i.closeCode}`, (e) => `closed ${e?.message ?? e}`);
+      await wt.ready;
+      const s = await wt.createBidirectionalStream();
+      const w = s.writable.getWriter();
+      w.write(payload).catch(() => {});
+      w.close().catch(() => {});
+      const r = s.readable.getReader();
+      let got = new Uint8Array();
+      const deadline = Date.now() + 8000;
+      while (Date.now() < deadline) {
+        const { value, done } = await Promise.race([r.read(), new Promise((res) => setTimeout(() => res({ done: true }), 8000))]).catch(() => ({ done: true }));
+        if (done) break;
+        got = new Uint8Array([...got, ...value]);
+      }
+      const text = new TextDecoder().decode(got);
+      const end = await Promise.race([closed, new Promise((res) => setTimeout(() => res("still open"), 8000))]);
+      return { answer: text.includes("BAD_REQUEST") ? "BAD_REQUEST" : JSON.stringify(text), end };
+    };
+    // 3 bytes that are no protobuf Request; then a ping before any hello
+    // (Request field 2, an empty Ping).
+    const garbage = new Uint8Array([0, 0, 0, 3, 0xff, 0xff, 0xff]);
+    const noHello = new Uint8Array([0, 0, 0, 2, 0x12, 0x00]);
+    return { garbage: await run(garbage), noHello: await run(noHello) };
+  }, { url: target.url, hashes: target.cert_sha256 });
+  say(`INFO hostile sessions: ${JSON.stringify(outcomes)}`);
+  for (const [what, o] of Object.entries(outcomes)) {
+    if (o.answer !== "BAD_REQUEST") throw new Error(`${what}: answered ${o.answer}, not BAD_REQUEST`);
+    if (o.end === "still open") throw new Error(`${what}: the session stayed open`);
+  }
 }
 
 try {
