@@ -157,3 +157,60 @@ fn the_page_s_frames_and_ordering_pass_their_unit_tests() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// With an operator's certificate for the web name (`web.tls_cert`,
+/// `tls_key`, `host`), the page is HTTPS with it, `/web.json` publishes no
+/// hashes to pin and names the host, and a browser's QUIC handshake (ALPN
+/// `h3`) gets that certificate while `courier/1` keeps the cluster's.
+#[test]
+fn an_operator_certificate_serves_the_page_over_https_and_browsers_over_h3() {
+    use std::io::Read;
+    let mut c = Cluster::new(99);
+    let certs = c.certs.to_str().unwrap().to_string();
+    c.must_run(&["cert", "create-node", "--certs-dir", &certs, "--name", "web", "--host", "localhost"]);
+    let extra = format!(
+        "development = true\n[web]\naddr = \"@HOST@:7004\"\nhost = \"localhost\"\ntls_cert = \"{certs}/web.pem\"\ntls_key = \"{certs}/web-key.pem\"\n"
+    );
+    c.add_node(1, &extra);
+    must_wait(Duration::from_secs(30), "cluster init", || c.run_on(&[1], &["cluster", "init"]).status.success().then_some(()));
+    let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
+    let web_der = rustls_pemfile::certs(&mut &std::fs::read(c.certs.join("web.pem")).unwrap()[..]).next().unwrap().unwrap();
+
+    // The page over HTTPS, verified by name against the CA that issued it.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &ca[..]) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = std::sync::Arc::new(rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth());
+    let page = format!("{}:7004", c.host(1));
+    let body = must_wait(Duration::from_secs(30), "/web.json over HTTPS listing the node", || {
+        let conn = rustls::ClientConnection::new(tls.clone(), "localhost".try_into().unwrap()).ok()?;
+        let tcp = std::net::TcpStream::connect(&page).ok()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        s.write_all(b"GET /web.json HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut all = String::new();
+        let _ = s.read_to_string(&mut all);
+        let body = all.split_once("\r\n\r\n")?.1.to_string();
+        body.contains("\"nodes\":[{").then_some(body)
+    });
+    let dir: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let n = &dir["nodes"][0];
+    assert_eq!(n["url"], "https://localhost:7002/courier", "{dir}");
+    assert_eq!(n["cert_sha256"].as_array().map(Vec::len), Some(0), "nothing to pin with a certificate trusted by name: {dir}");
+
+    // Browsers (h3) get the operator's certificate; courier/1 the node's.
+    let addr: std::net::SocketAddr = c.client_addr(1).parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let peer_cert = |conn: &quinn::Connection| {
+            let certs = conn.peer_identity().unwrap().downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().unwrap();
+            certs[0].to_vec()
+        };
+        let h3 = raw_endpoint(&ca, b"h3").connect(addr, "localhost").unwrap().await.expect("an h3 handshake verified by name");
+        assert_eq!(peer_cert(&h3), web_der.to_vec(), "a browser gets the web certificate");
+        let q = raw_endpoint(&ca, b"courier/1").connect(addr, &c.host(1)).unwrap().await.expect("a courier/1 handshake");
+        assert_ne!(peer_cert(&q), web_der.to_vec(), "courier/1 keeps the node's certificate");
+    });
+}

@@ -70,7 +70,7 @@ export class Ui {
     // ---- status line
     const label =
       s.state === "online" ? "online" : s.state === "login" ? "connected" : s.state === "connecting" ? "connecting…" : "reconnecting…";
-    this.status.textContent = label;
+    setText(this.status, label);
     this.status.dataset.state = s.state;
     this.status.dataset.nodeId = s.nodeId === null ? "" : String(s.nodeId);
     this.status.title = s.nodeId !== null ? `node ${s.nodeId}` : s.statusDetail;
@@ -79,7 +79,7 @@ export class Ui {
     this.login.hidden = loggedIn || s.state === "connecting";
     this.main.hidden = !loggedIn;
     this.logOut.hidden = !loggedIn;
-    this.me.textContent = loggedIn && s.me ? s.userName(s.me.id) : "";
+    setText(this.me, loggedIn && s.me ? s.userName(s.me.id) : "");
     if (!loggedIn) {
       this.clearChat();
       return;
@@ -124,14 +124,14 @@ export class Ui {
         });
         this.dialogEls.set(id, li);
       }
-      (li.querySelector(".title") as HTMLElement).textContent = s.chatTitle(info);
-      (li.querySelector(".time") as HTMLElement).textContent = timeOf(info.last?.dateMs ?? 0n);
+      setText(li.querySelector(".title") as HTMLElement, s.chatTitle(info));
+      setText(li.querySelector(".time") as HTMLElement, timeOf(info.last?.dateMs ?? 0n));
       let last = preview(info.last);
       if (info.last && s.me && info.last.from === s.me.id) last = `You: ${last}`;
       else if (info.last && info.chat.kind !== 1 /* PRIVATE */) last = `${s.userName(info.last.from)}: ${last}`;
-      (li.querySelector(".last") as HTMLElement).textContent = last;
+      setText(li.querySelector(".last") as HTMLElement, last);
       const unread = li.querySelector(".unread") as HTMLElement;
-      unread.textContent = info.unread > 0n ? String(info.unread) : "";
+      setText(unread, info.unread > 0n ? String(info.unread) : "");
       unread.hidden = info.unread === 0n;
       li.classList.toggle("active", s.openChatId === id);
       if (li !== cursor) this.dialogs.insertBefore(li, cursor);
@@ -164,8 +164,8 @@ export class Ui {
     this.chatPane.classList.toggle("empty", !info);
     this.empty.hidden = !!info;
     if (!info || id === null) {
-      this.chatTitle.textContent = "";
-      this.typing.textContent = "";
+      setText(this.chatTitle, "");
+      setText(this.typing, "");
       this.messages.replaceChildren();
       this.messageEls.clear();
       this.renderedChat = null;
@@ -176,8 +176,8 @@ export class Ui {
       this.messageEls.clear();
       this.renderedChat = id;
     }
-    this.chatTitle.textContent = s.chatTitle(info);
-    this.typing.textContent = s.typingText(info);
+    setText(this.chatTitle, s.chatTitle(info));
+    setText(this.typing, s.typingText(info));
 
     // Stick to the bottom if the user was there (or this is a fresh render).
     const box = this.messages;
@@ -223,16 +223,16 @@ export class Ui {
       e.append(meta, el("div", "text"));
       this.messageEls.set(key, e);
     }
-    (e.querySelector(".sender") as HTMLElement).textContent = s.userName(m.from);
+    setText(e.querySelector(".sender") as HTMLElement, s.userName(m.from));
     const edited = m.editMs > 0n ? " · edited" : "";
-    (e.querySelector(".time") as HTMLElement).textContent = timeOf(m.dateMs) + edited;
-    (e.querySelector(".text") as HTMLElement).textContent = m.text || (m.media ? "[media]" : "");
+    setText(e.querySelector(".time") as HTMLElement, timeOf(m.dateMs) + edited);
+    setText(e.querySelector(".text") as HTMLElement, m.text || (m.media ? "[media]" : ""));
     const check = e.querySelector(".check") as HTMLElement;
     if (own) {
       // Read state from the other side's ReadUpTo events (see NOTES.md).
       const read = info.otherReadMaxId >= m.id;
-      check.textContent = read ? "✓✓" : "✓";
-      check.title = read ? "read" : "sent";
+      setText(check, read ? "✓✓" : "✓");
+      if (check.title !== (read ? "read" : "sent")) check.title = read ? "read" : "sent";
       e.classList.toggle("read", read);
     }
     return e;
@@ -257,4 +257,11 @@ export class Ui {
     e.classList.toggle("failed", item.state === "failed");
     return e;
   }
+}
+
+/** Sets an element's text only when it changed: a render touches every
+ * bubble of the open chat, and an unchanged write still costs the browser
+ * style and layout work for the whole list. */
+function setText(e: HTMLElement, text: string): void {
+  if (e.textContent !== text) e.textContent = text;
 }
