@@ -361,12 +361,7 @@ fn client_values_stay_out_of_the_control_plane_and_errors_say_no_more_than_the_c
 #[test]
 fn a_bad_hello_frame_is_answered_before_the_close() {
     let c = Cluster::start_settled(84, 1, EXTRA);
-    let rt = rt();
-    let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
-    let addr: SocketAddr = c.client_addr(1).parse().unwrap();
-    rt.block_on(async {
-        let ep = raw_endpoint(&ca, b"courier/1");
-        let conn = ep.connect(addr, &c.host(1)).unwrap().await.unwrap();
+    on_raw_connection(&c, |conn| async move {
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         let mut garbage = 3u32.to_be_bytes().to_vec();
         garbage.extend([0xff, 0xff, 0xff]);
@@ -388,12 +383,7 @@ fn a_bad_hello_frame_is_answered_before_the_close() {
 #[test]
 fn a_web_node_still_refuses_courier1_unidirectional_streams() {
     let c = Cluster::start_settled(98, 1, &format!("{EXTRA}[web]\naddr = \"@HOST@:7004\"\n"));
-    let rt = rt();
-    let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
-    let addr: SocketAddr = c.client_addr(1).parse().unwrap();
-    rt.block_on(async {
-        let ep = raw_endpoint(&ca, b"courier/1");
-        let conn = ep.connect(addr, &c.host(1)).unwrap().await.unwrap();
+    on_raw_connection(&c, |conn| async move {
         let mut uni = conn.open_uni().await.unwrap();
         uni.write_all(b"\x00\x04").await.unwrap();
         // Before the hello's deadline, and for this reason (not for the
@@ -401,5 +391,16 @@ fn a_web_node_still_refuses_courier1_unidirectional_streams() {
         let reason = tokio::time::timeout(Duration::from_secs(3), conn.closed()).await.expect("closed at once");
         let reason = reason.to_string();
         assert!(reason.contains("BAD_REQUEST") && reason.contains("unidirectional"), "{reason}");
+    });
+}
+
+/// Runs `f` on a raw `courier/1` QUIC connection to node 1 (no SDK: the
+/// bytes are the test's).
+fn on_raw_connection<F: std::future::Future<Output = ()>>(c: &Cluster, f: impl FnOnce(quinn::Connection) -> F) {
+    let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
+    let addr: SocketAddr = c.client_addr(1).parse().unwrap();
+    rt().block_on(async {
+        let conn = raw_endpoint(&ca, b"courier/1").connect(addr, &c.host(1)).unwrap().await.unwrap();
+        f(conn).await
     });
 }

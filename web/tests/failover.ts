@@ -1,31 +1,19 @@
 // Node-run test of session.ts + wire.ts against the fake cluster (tests/fake.ts):
 // login by token, live pushes, own sends, node death, reconnect to the next
 // node, get_difference applying the missed messages once and in order.
-import { FakeCluster } from "./fake";
+import { FakeCluster, checks, installBrowserGlobals } from "./fake";
 
 const store = new Map<string, string>([["courier.session", btoa("token")]]);
-(globalThis as any).localStorage = {
-  getItem: (k: string) => store.get(k) ?? null,
-  setItem: (k: string, v: string) => void store.set(k, v),
-  removeItem: (k: string) => void store.delete(k),
-};
-if (!(globalThis as any).navigator) (globalThis as any).navigator = { userAgent: "node" };
+installBrowserGlobals(store);
 const cluster = new FakeCluster();
 cluster.install();
 const { Session } = await import("../src/session");
 
-let failures = 0;
-function check(name: string, ok: boolean, detail = "") {
-  console.log(`${ok ? "ok  " : "FAIL"} ${name}${detail ? " " + detail : ""}`);
-  if (!ok) failures++;
-}
+const check = checks.check;
 async function until(what: string, f: () => boolean, ms = 12000) {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) { check(what, false, "(timed out)"); return false; }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return true;
+  const ok = await checks.until(f, ms);
+  if (!ok) check(what, false, "(timed out)");
+  return ok;
 }
 
 const hash = "ab".repeat(32);
@@ -55,5 +43,4 @@ check("order and once", JSON.stringify(texts) === JSON.stringify(["m1", "own1", 
 check("pts follows", info().pts === 6n, `pts=${info().pts}`);
 check("read marked", await until("read", () => info().unread === 0n), `unread=${info().unread}`);
 console.log(cluster.log.filter((l) => !l.endsWith("ping")).join(" "));
-console.log(failures === 0 ? "failover test passed" : `${failures} failed`);
-process.exit(failures === 0 ? 0 : 1);
+checks.done("failover test");

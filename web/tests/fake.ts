@@ -162,3 +162,37 @@ export class FakeWT {
     return { readable, writable };
   }
 }
+
+/** The browser globals session.ts reads (`localStorage`, `navigator`), for
+ * tests run by Node; `store` is the storage's content. */
+export function installBrowserGlobals(store: Map<string, string>): void {
+  (globalThis as any).localStorage = {
+    getItem: (k: string) => store.get(k) ?? null,
+    setItem: (k: string, v: string) => void store.set(k, v),
+    removeItem: (k: string) => void store.delete(k),
+  };
+  if (!(globalThis as any).navigator) (globalThis as any).navigator = { userAgent: "node" };
+}
+
+/** Checks of a Node-run test: each prints a line; `done` exits non-zero
+ * if any failed. */
+export const checks = {
+  failures: 0,
+  check(name: string, ok: boolean, detail = ""): void {
+    console.log(`${ok ? "ok  " : "FAIL"} ${name}${detail ? " " + detail : ""}`);
+    if (!ok) checks.failures++;
+  },
+  /** Polls `f` until it holds, at most `ms`. */
+  async until(f: () => boolean, ms = 8000): Promise<boolean> {
+    const end = Date.now() + ms;
+    while (!f()) {
+      if (Date.now() > end) return false;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return true;
+  },
+  done(what: string): never {
+    console.log(checks.failures === 0 ? `${what} passed` : `${checks.failures} failed`);
+    process.exit(checks.failures === 0 ? 0 : 1);
+  },
+};

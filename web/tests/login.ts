@@ -1,32 +1,16 @@
 // Node-run test against the fake cluster: no token -> sign in answers
 // SIGN_UP_REQUIRED -> sign up; then a chat we did not know arrives by push.
-import { FakeCluster } from "./fake";
+import { FakeCluster, checks, installBrowserGlobals } from "./fake";
 
 const store = new Map<string, string>();
-(globalThis as any).localStorage = {
-  getItem: (k: string) => store.get(k) ?? null,
-  setItem: (k: string, v: string) => void store.set(k, v),
-  removeItem: (k: string) => void store.delete(k),
-};
-if (!(globalThis as any).navigator) (globalThis as any).navigator = { userAgent: "node" };
+installBrowserGlobals(store);
 const cluster = new FakeCluster();
 cluster.hideChat = true;
 cluster.install();
 const { Session } = await import("../src/session");
 
-let failures = 0;
-function check(name: string, ok: boolean, detail = "") {
-  console.log(`${ok ? "ok  " : "FAIL"} ${name}${detail ? " " + detail : ""}`);
-  if (!ok) failures++;
-}
-async function until(f: () => boolean, ms = 8000) {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return true;
-}
+const check = checks.check;
+const until = checks.until;
 const s = new Session({ version: 1, node_id: 2, nodes: [1, 2, 3].map((id) => ({ id, name: `n${id}`, url: `https://127.0.0.1:71${id}1/courier`, cert_sha256: [] })) });
 void s.run();
 check("logged-out connection on the origin node", await until(() => s.state === "login" && s.nodeId === 2));
@@ -50,5 +34,4 @@ await s.openChat(500n);
 check("opened: read", await until(() => s.chats.get(500n)?.unread === 0n && cluster.aliceRead === 2n));
 await s.logOut();
 check("logged out", !s.loggedIn && !store.has("courier.session") && s.state === "login");
-console.log(failures === 0 ? "login test passed" : `${failures} failed`);
-process.exit(failures === 0 ? 0 : 1);
+checks.done("login test");

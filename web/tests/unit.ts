@@ -2,23 +2,14 @@
 // session's pts ordering/dedupe. Run: npm run test:unit
 import { create, toBinary } from "@bufbuild/protobuf";
 import { FrameReader, frame, CourierError, MAX_FRAME } from "../src/wire";
+import { checks, installBrowserGlobals } from "./fake";
 import { ChatEventSchema, ChatSchema, ChatKind, MessageSchema, UpdateSchema, UserSchema, type ChatEvent } from "../src/gen/client_pb";
 
-// Minimal browser globals for session.ts.
 const store = new Map<string, string>();
-(globalThis as any).localStorage = {
-  getItem: (k: string) => store.get(k) ?? null,
-  setItem: (k: string, v: string) => void store.set(k, v),
-  removeItem: (k: string) => void store.delete(k),
-};
-if (!(globalThis as any).navigator) (globalThis as any).navigator = { userAgent: "node" };
+installBrowserGlobals(store);
 const { Session } = await import("../src/session");
 
-let failures = 0;
-function check(name: string, ok: boolean, detail = "") {
-  console.log(`${ok ? "ok  " : "FAIL"} ${name}${detail ? " " + detail : ""}`);
-  if (!ok) failures++;
-}
+const check = checks.check;
 
 function streamOf(chunks: Uint8Array[]): ReadableStreamDefaultReader<Uint8Array> {
   let i = 0;
@@ -100,5 +91,4 @@ check("unread counted once each", info.unread === 3n, `unread=${info.unread}`);
 check("difference dedupes and applies new", info.pts === 7n && info.messages.size === 4 && info.unread === 4n);
 if (info.gapTimer) clearTimeout(info.gapTimer);
 
-console.log(failures === 0 ? "all unit tests passed" : `${failures} failed`);
-process.exit(failures === 0 ? 0 : 1);
+checks.done("all unit tests");
