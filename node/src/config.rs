@@ -469,7 +469,12 @@ impl NodeConfig {
         if a.codes_per_day == 0 {
             return Err(bad("auth.codes_per_day", "must be above 0"));
         }
-        self.web.validate()
+        self.web.validate()?;
+        let unspecified = self.client_addr.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_unspecified());
+        if self.web.enabled() && unspecified && self.web.host.as_deref().unwrap_or("").is_empty() {
+            return Err(bad("web.host", format!("client_addr {} is no address a browser can reach: set web.host to the node's name or IP", self.client_addr)));
+        }
+        Ok(())
     }
 
     pub fn raft_options(&self) -> courier_raft::RaftOptions {
@@ -559,6 +564,9 @@ mod tests {
         web("addr = \"10.0.0.5:443\"\ntls_cert = \"a.pem\"\ntls_key = \"k.pem\"\nhost = \"chat.example.org\"").unwrap();
         let e = web("addr = \"127.0.0.1:7004\"\norigins = [\"chat.example.org\"]").unwrap_err();
         assert!(e.contains("web.origins"), "{e}");
+        let e = NodeConfig::parse("client_addr = \"0.0.0.0:7002\"\n[web]\naddr = \"127.0.0.1:7004\"").unwrap_err().to_string();
+        assert!(e.contains("web.host"), "{e}");
+        NodeConfig::parse("client_addr = \"0.0.0.0:7002\"\n[web]\naddr = \"127.0.0.1:7004\"\nhost = \"10.0.0.5\"").unwrap();
         // No address: no web, whatever else is set.
         assert!(!NodeConfig::default().web.enabled());
     }

@@ -114,7 +114,10 @@ impl std::fmt::Debug for ByAlpn {
 
 impl rustls::server::ResolvesServerCert for ByAlpn {
     fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        let browser = hello.alpn().is_some_and(|mut offered| offered.any(|p| p == H3));
+        // A browser offers `h3` and not `courier/1` (which the server
+        // prefers, so a client offering both negotiates `courier/1`).
+        let offered: Vec<&[u8]> = hello.alpn().map(|a| a.collect()).unwrap_or_default();
+        let browser = offered.contains(&H3) && !offered.iter().any(|p| *p == b"courier/1");
         match &self.web {
             Some(web) if browser => Some(web()),
             _ => Some(self.node.clone()),

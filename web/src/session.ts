@@ -20,6 +20,8 @@ import { Connection, CourierError, type NodeInfo, type RequestInit, type ResultC
 export const CLIENT_VERSION = "courier-web/0.3";
 const TOKEN_KEY = "courier.session";
 const TYPING_EVERY_MS = 4000;
+const MAX_PENDING_CHATS = 256; // chats not known yet whose events are held
+const MAX_PENDING_PER_CHAT = 256;
 const GAP_WAIT_MS = 500; // docs/protocol.md: hold an event past a gap up to 0.5 s
 const PING_EVERY_MS = 2000;
 const PING_TIMEOUT_MS = 3000;
@@ -372,6 +374,7 @@ export class Session {
     this.users.clear();
     this.peers.clear();
     this.outbox = [];
+    this.pendingUnknown.clear();
     this.openChatId = null;
     this.onLoggedOut();
     this.notify();
@@ -502,6 +505,8 @@ export class Session {
       this.pendingUnknown.delete(chatId);
       for (const ev of evs) this.onChatEvent(ev);
     }
+    // Chats still not listed are not ours (or not any more): their events go.
+    this.pendingUnknown.clear();
     this.notify();
   }
 
@@ -596,9 +601,13 @@ export class Session {
     if (!info) {
       // A chat we do not know (someone started it with us): learn it from
       // the dialog list, then replay these events against its pts.
+      // Bounded: past the caps the events are dropped and the dialog list's
+      // refresh (and get_difference later) brings the chat as it is.
       const list = this.pendingUnknown.get(ev.chatId) ?? [];
-      list.push(ev);
-      this.pendingUnknown.set(ev.chatId, list);
+      if (list.length < MAX_PENDING_PER_CHAT && (this.pendingUnknown.has(ev.chatId) || this.pendingUnknown.size < MAX_PENDING_CHATS)) {
+        list.push(ev);
+        this.pendingUnknown.set(ev.chatId, list);
+      }
       this.refreshDialogs();
       return;
     }
@@ -944,8 +953,12 @@ export class Session {
    * random_id (the node answers a repeat with the first message). */
   private async deliver(item: OutboxItem): Promise<void> {
     for (let attempt = 0; attempt < 8; attempt++) {
+      // Logged out (or another account logged in) meanwhile: the outbox was
+      // emptied and this message is no longer anyone's to send.
+      if (!this.outbox.includes(item)) return;
       try {
         const conn = await this.waitOnline(20000);
+        if (!this.outbox.includes(item)) return;
         const resp = await conn.raw({
           case: "sendMessage",
           value: { chatId: item.chatId, randomId: item.randomId, text: item.text },

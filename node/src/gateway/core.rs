@@ -183,6 +183,21 @@ pub struct Admission {
     pub hello_by: tokio::time::Instant,
 }
 
+impl Admission {
+    /// Its address holds `gateway.max_connections_per_address` already: it
+    /// is refused (a transport with a handshake of its own, WebTransport's
+    /// CONNECT, refuses it before that handshake).
+    pub fn over_cap(&self) -> bool {
+        self.address.is_none()
+    }
+
+    /// Notified when a newer connection took its place among those waiting
+    /// for their hello.
+    pub fn evicted(&self) -> Arc<tokio::sync::Notify> {
+        self.waiting.evicted.clone()
+    }
+}
+
 impl Door {
     pub fn new(node: Node, pushes: Arc<Pushes>, auth: Arc<Auth>, chats: Arc<Messaging>, media: Arc<crate::media::Media>, cfg: GatewayConfig) -> Arc<Door> {
         let resolve_limit = Mutex::new(crate::limit::RateLimiter::new(node.config().limits.resolve_phone_per_minute));

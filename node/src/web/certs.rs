@@ -185,15 +185,17 @@ impl WebCerts {
     }
 
     /// Rotates if due at `now` (the node calls it every minute).
+    /// Issuing and saving run outside the lock: handshakes read the current
+    /// key meanwhile. One caller (the node's rotation task).
     pub fn tick(&self, now: i64) -> Result<()> {
-        let mut live = self.state.write().expect("web certs lock");
-        let mut pair = live.pair.clone();
+        let mut pair = self.state.read().expect("web certs lock").pair.clone();
         if !pair.advance(&self.names, now)? {
             return Ok(());
         }
         save(&self.path, &pair)?;
-        live.key = current_key(&pair)?;
-        live.pair = pair;
+        let key = current_key(&pair)?;
+        let mut live = self.state.write().expect("web certs lock");
+        *live = Live { pair, key };
         tracing::info!(hashes = ?self.hashes_locked(&live).iter().map(hex::encode).collect::<Vec<_>>(), "web certificates rotated");
         Ok(())
     }
@@ -222,11 +224,13 @@ fn save(path: &Path, pair: &Pair) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("json.tmp");
+    // A leftover temporary file may have other permissions: the key goes
+    // only into a file made here with 0600.
+    let _ = std::fs::remove_file(&tmp);
     let bytes = serde_json::to_vec_pretty(pair).expect("certificates serialize");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| Error::Io(format!("write {}: {e}", tmp.display())))?;

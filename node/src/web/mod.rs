@@ -81,9 +81,14 @@ impl Web {
                 format!("https://{host}:{}{PATH}", client.port()),
             ),
             _ => {
-                let names = vec![client.ip().to_string(), "localhost".to_string()];
+                // The client port as browsers reach it: `web.host` when set
+                // (a node listening on 0.0.0.0), else its address.
+                let (reach, names) = match &cfg.host {
+                    Some(host) => (format!("{host}:{}", client.port()), vec![host.clone(), client.ip().to_string()]),
+                    None => (client.to_string(), vec![client.ip().to_string(), "localhost".to_string()]),
+                };
                 let certs = WebCerts::open(&all.data_dir, names, unix_now())?;
-                (Key::Own(Arc::new(certs)), format!("http://{page_addr}"), format!("https://{client}{PATH}"))
+                (Key::Own(Arc::new(certs)), format!("http://{page_addr}"), format!("https://{reach}{PATH}"))
             }
         };
         let web = Arc::new(Web { node: node.clone(), cfg, key, page_origin, url });
@@ -109,9 +114,11 @@ impl Web {
     }
 
     /// `/web.json`: every node browsers can reach, as this node knows them.
-    pub async fn directory(&self) -> Directory {
+    pub fn directory(&self) -> Directory {
         let endpoints = self.node.web_endpoints();
-        let names: BTreeMap<u64, String> = match self.node.registry().await {
+        // This node's own copy of the registry: anyone may ask for the
+        // directory, so it never costs a read through the meta leader.
+        let names: BTreeMap<u64, String> = match self.node.raft().and_then(|m| Ok(m.local_cluster()?)) {
             Ok(c) => c.nodes.values().map(|n| (n.id, n.info.name.clone())).collect(),
             Err(_) => BTreeMap::new(),
         };

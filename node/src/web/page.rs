@@ -3,6 +3,7 @@
 //! its own script and connect only to the cluster's nodes. User content never
 //! comes from here: the page renders it as text.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +30,8 @@ pub(super) async fn serve(web: Arc<Web>, listener: TcpListener, mut stop: watch:
         let _ = stop.wait_for(|s| *s).await;
     };
     let result = match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
-        Some(key) => axum::serve(TlsListener::start(listener, key), app).with_graceful_shutdown(shutdown).await,
+        None => axum::serve(Capped::new(listener), app).with_graceful_shutdown(shutdown).await,
+        Some(key) => axum::serve(Capped::new(TlsListener::start(listener, key)), app).with_graceful_shutdown(shutdown).await,
     };
     if let Err(e) = result {
         tracing::warn!("web page server stopped: {e}");
@@ -38,7 +39,7 @@ pub(super) async fn serve(web: Arc<Web>, listener: TcpListener, mut stop: watch:
 }
 
 async fn directory(State(web): State<Arc<Web>>) -> Response {
-    let body = serde_json::to_vec(&web.directory().await).expect("the directory serializes");
+    let body = serde_json::to_vec(&web.directory()).expect("the directory serializes");
     with_headers(&web, "application/json", body)
 }
 
@@ -94,6 +95,9 @@ impl TlsListener {
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let (tx, rx) = mpsc::channel(64);
+        // At most this many handshakes at once; past it a connection is
+        // dropped unanswered (the browser retries).
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, addr)) = listener.accept().await else {
@@ -103,15 +107,128 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
+                let Ok(turn) = handshakes.clone().try_acquire_owned() else { continue };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                    drop(turn);
+                    if let Ok(Ok(tls)) = tls {
                         let _ = tx.send((tls, addr)).await;
                     }
                 });
             }
         });
         TlsListener { rx, local }
+    }
+}
+
+const MAX_HANDSHAKES: usize = 64;
+/// Page connections open at once, in all and from one address; each lives
+/// at most [`CONNECTION_LIFE`] (a page needs a handful of requests: a slow
+/// or idle client cannot hold a socket longer).
+const MAX_CONNECTIONS: usize = 1024;
+const MAX_PER_ADDRESS: usize = 32;
+const CONNECTION_LIFE: Duration = Duration::from_secs(60);
+
+/// A listener whose connections are counted and timed ([`MAX_CONNECTIONS`],
+/// [`MAX_PER_ADDRESS`], [`CONNECTION_LIFE`]).
+struct Capped<L> {
+    inner: L,
+    all: Arc<tokio::sync::Semaphore>,
+    per_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl<L> Capped<L> {
+    fn new(inner: L) -> Capped<L> {
+        Capped { inner, all: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)), per_address: Arc::default() }
+    }
+}
+
+impl<L: axum::serve::Listener<Addr = SocketAddr>> axum::serve::Listener for Capped<L> {
+    type Io = Held<L::Io>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        loop {
+            let permit = self.all.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let (io, addr) = self.inner.accept().await;
+            let ip = addr.ip();
+            {
+                let mut map = self.per_address.lock().expect("page connections lock");
+                let n = map.entry(ip).or_insert(0);
+                if *n >= MAX_PER_ADDRESS {
+                    continue; // dropped: closed unanswered
+                }
+                *n += 1;
+            }
+            let slot = AddressSlot { map: self.per_address.clone(), ip };
+            return (Held { io, _permit: permit, _slot: slot, end: Box::pin(tokio::time::sleep(CONNECTION_LIFE)) }, addr);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+struct AddressSlot {
+    map: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().expect("page connections lock");
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A page connection holding its places; it ends at its deadline.
+struct Held<T> {
+    io: T,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _slot: AddressSlot,
+    end: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<T> Held<T> {
+    fn expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        self.end.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn over() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "page connection lived its time")
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Held<T> {
+    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+        if self.expired(cx) {
+            return std::task::Poll::Ready(Err(over()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Held<T> {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        if self.expired(cx) {
+            return std::task::Poll::Ready(Err(over()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
