@@ -404,3 +404,72 @@ fn on_raw_connection<F: std::future::Future<Output = ()>>(c: &Cluster, f: impl F
         f(conn).await
     });
 }
+
+/// An address over its connection cap gets no WebTransport session: the
+/// node closes an `h3` connection with `FLOOD_WAIT` before it reads
+/// anything of HTTP/3 (the client here never sends it).
+#[test]
+fn a_browser_connection_over_its_address_cap_is_refused_before_http3() {
+    let c = Cluster::start_settled(100, 1, &format!("{EXTRA}[gateway]\nmax_connections_per_address = 1\n[web]\naddr = \"@HOST@:7004\"\n"));
+    let ca = std::fs::read(c.certs.join("ca.pem")).unwrap();
+    let addr: SocketAddr = c.client_addr(1).parse().unwrap();
+    rt().block_on(async {
+        // The one connection the address may hold.
+        let first = raw_endpoint(&ca, b"courier/1").connect(addr, &c.host(1)).unwrap().await.unwrap();
+        let h3 = any_cert_endpoint(b"h3").connect(addr, "localhost").unwrap().await.expect("the QUIC handshake");
+        let reason = tokio::time::timeout(Duration::from_secs(3), h3.closed()).await.expect("closed at once, not at the hello deadline");
+        assert!(reason.to_string().contains("FLOOD_WAIT"), "{reason}");
+        drop(first);
+    });
+}
+
+/// A QUIC client endpoint offering `alpn` that accepts any server
+/// certificate: a browser's handshake without a browser (the node's own web
+/// certificate is self-signed, pinned by hash in browsers).
+fn any_cert_endpoint(alpn: &[u8]) -> quinn::Endpoint {
+    #[derive(Debug)]
+    struct AnyCert(std::sync::Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    ep
+}
