@@ -18,14 +18,18 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: 
   return e;
 }
 
+// One formatter each: `toLocaleTimeString` with options builds an
+// `Intl.DateTimeFormat` per call, which was most of a render's time (every
+// bubble's time, every render).
+const HOUR_MINUTE = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
+const MONTH_DAY = new Intl.DateTimeFormat([], { month: "short", day: "numeric" });
+
 function timeOf(ms: bigint): string {
   if (ms === 0n) return "";
   const d = new Date(Number(ms));
   const now = new Date();
-  const sameDay = d.toDateString() === now.toDateString();
-  return sameDay
-    ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
-    : d.toLocaleDateString([], { month: "short", day: "numeric" });
+  const sameDay = d.getFullYear() === now.getFullYear() && d.getMonth() === now.getMonth() && d.getDate() === now.getDate();
+  return (sameDay ? HOUR_MINUTE : MONTH_DAY).format(d);
 }
 
 function preview(m: Message | undefined): string {
