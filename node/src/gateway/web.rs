@@ -72,6 +72,9 @@ pub async fn accept(door: Arc<Door>, conn: quinn::Connection, admission: Admissi
     door.serve(Web { session, remote }, admission).await;
 }
 
+/// How long a page has to read an answer acknowledged before a close.
+const PAGE_READ_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How long a refused CONNECT's status has to reach the browser.
 const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -111,6 +114,10 @@ impl Connection for Web {
 
     async fn stopped(send: &mut SendStream) {
         let _ = send.stopped().await;
+        // Acknowledged is not yet read by the page: Chromium drops what its
+        // page has not read when the session closes, so a refused hello's
+        // answer gets a moment before the close that follows it.
+        tokio::time::sleep(PAGE_READ_GRACE).await;
     }
 
     fn send_datagram(&self, bytes: Bytes) -> std::result::Result<(), DatagramError> {
