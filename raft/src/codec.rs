@@ -35,10 +35,15 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    match bytes.split_first() {
-        Some((&FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| Error::Decode(e.to_string())),
-        Some((v, _)) => Err(Error::Decode(format!("unknown format version {v}"))),
-        None => Err(Error::Decode("empty value".into())),
+    decode_as(FORMAT, bytes)
+}
+
+/// Decodes what [`encode_as`] wrote under `format`; any other format byte
+/// is refused, never misread.
+pub fn decode_as<T: DeserializeOwned>(format: u8, bytes: &[u8]) -> Result<T> {
+    match split_format(bytes)? {
+        (f, body) if f == format => decode_body(body),
+        (v, _) => Err(Error::Decode(format!("unknown format version {v}"))),
     }
 }
 

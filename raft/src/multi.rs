@@ -93,10 +93,7 @@ fn encode_reply(r: &ForwardReply) -> Vec<u8> {
 }
 
 fn decode_reply(bytes: &[u8]) -> Result<ForwardReply> {
-    match crate::codec::split_format(bytes)? {
-        (FORWARD_REPLY_FORMAT, body) => crate::codec::decode_body(body),
-        (v, _) => Err(Error::Decode(format!("a forwarded reply of unknown format {v} (a node of another version?)"))),
-    }
+    crate::codec::decode_as(FORWARD_REPLY_FORMAT, bytes)
 }
 
 /// One replica's view of its group, from local Raft metrics.
@@ -693,7 +690,7 @@ mod tests {
         let err = decode_reply(&encode_reply(&Err(ForwardErr::Unavailable("x".into())))).unwrap();
         assert!(matches!(err, Err(ForwardErr::Unavailable(m)) if m == "x"));
         let old = encode(&0u8); // format 1
-        assert!(decode_reply(&old).unwrap_err().to_string().contains("unknown format 1"));
+        assert!(decode_reply(&old).unwrap_err().to_string().contains("unknown format version 1"));
         assert!(decode_reply(&[]).is_err());
     }
 }
