@@ -183,19 +183,11 @@ pub struct Admission {
     pub hello_by: tokio::time::Instant,
 }
 
-impl Admission {
-    /// Its address holds `gateway.max_connections_per_address` already: it
-    /// is refused (a transport with a handshake of its own, WebTransport's
-    /// CONNECT, refuses it before that handshake).
-    pub fn over_cap(&self) -> bool {
-        self.address.is_none()
-    }
-
-    /// Notified when a newer connection took its place among those waiting
-    /// for their hello.
-    pub fn evicted(&self) -> Arc<tokio::sync::Notify> {
-        self.waiting.evicted.clone()
-    }
+/// Why a connection is closed before its hello: the close code and reason
+/// its transport closes it with.
+pub struct TurnedAway {
+    pub code: u32,
+    pub reason: String,
 }
 
 impl Door {
@@ -238,33 +230,22 @@ impl Door {
     pub async fn serve<C: Connection>(self: Arc<Self>, conn: C, admission: Admission) {
         let conn = Arc::new(conn);
         let remote = conn.remote();
-        let Admission { address, waiting, hello_by } = admission;
-        let Some(_address) = address else {
-            // Told why (a refused handshake would only say "refused").
-            let why = format!("FLOOD_WAIT: too many connections from {} (gateway.max_connections_per_address = {})", remote.ip(), self.cfg.max_connections_per_address);
-            conn.close(close::OVERLOADED, &why);
-            return;
-        };
-        let hello = tokio::select! {
-            r = tokio::time::timeout_at(hello_by, self.hello(&conn)) => r,
-            _ = waiting.evicted.notified() => {
-                conn.close(close::OVERLOADED, "UNAVAILABLE: too many connections waiting for their hello; say hello at once");
-                return;
-            }
-        };
-        drop(waiting);
-        let client = match hello {
+        let client = match self.before_hello(&admission, remote, self.hello(&conn)).await {
             Ok(Ok(client)) => client,
             Ok(Err((code, e))) => {
                 tracing::debug!(%remote, "hello refused: {e}");
                 conn.close(code, e.code().as_str());
                 return;
             }
-            Err(_) => {
-                conn.close(close::BAD_REQUEST, "BAD_REQUEST: no hello in time");
+            Err(t) => {
+                conn.close(t.code, &t.reason);
                 return;
             }
         };
+        // Its place among its address's connections is held while it lives;
+        // it waits for no hello any more.
+        let Admission { address: _address, waiting, .. } = admission;
+        drop(waiting);
         let metrics = self.node.metrics().clone();
         metrics.client_connections.inc();
         metrics.client_connections_opened.inc();
@@ -275,6 +256,28 @@ impl Door {
         tracing::debug!(%remote, conn = client.id(), "client connection ended");
         self.pushes.registry().remove(client.id(), self.auth.clock().now_ms());
         metrics.client_connections.dec();
+    }
+
+    /// Runs `phase` (the hello, and before it a transport's own handshake
+    /// such as WebTransport's CONNECT) under the hello's rules: an address
+    /// over its cap is turned away before the phase starts (told why: a
+    /// refused handshake would only say "refused"), and the phase ends at
+    /// the hello deadline or when a newer connection takes its place among
+    /// those waiting for their hello.
+    pub async fn before_hello<T>(&self, admission: &Admission, remote: SocketAddr, phase: impl Future<Output = T>) -> std::result::Result<T, TurnedAway> {
+        if admission.address.is_none() {
+            let reason = format!("FLOOD_WAIT: too many connections from {} (gateway.max_connections_per_address = {})", remote.ip(), self.cfg.max_connections_per_address);
+            return Err(TurnedAway { code: close::OVERLOADED, reason });
+        }
+        tokio::select! {
+            r = tokio::time::timeout_at(admission.hello_by, phase) => {
+                r.map_err(|_| TurnedAway { code: close::BAD_REQUEST, reason: "BAD_REQUEST: no hello in time".into() })
+            }
+            _ = admission.waiting.evicted.notified() => Err(TurnedAway {
+                code: close::OVERLOADED,
+                reason: "UNAVAILABLE: too many connections waiting for their hello; say hello at once".into(),
+            }),
+        }
     }
 
     /// The first stream: `Request{hello}` → `Response{hello}`. A refusal is

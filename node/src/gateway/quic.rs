@@ -88,21 +88,24 @@ async fn connection(door: Arc<Door>, incoming: quinn::Incoming, web: Option<Arc<
     };
     let alpn = conn.handshake_data().and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok()).and_then(|h| h.protocol);
     match (alpn.as_deref(), web) {
-        (Some(ALPN), _) => {}
+        (Some(ALPN), None) => {}
+        (Some(ALPN), Some(_)) => {
+            // The endpoint lets browsers open HTTP/3's unidirectional
+            // streams; `courier/1` has none from the client: one is a
+            // protocol violation.
+            let watch = conn.clone();
+            tokio::spawn(async move {
+                if watch.accept_uni().await.is_ok() {
+                    watch.close(close::BAD_REQUEST.into(), b"BAD_REQUEST: courier/1 clients open no unidirectional streams");
+                }
+            });
+        }
         (Some(crate::tls::H3), Some(origins)) => return super::web::accept(door, conn, admission, origins).await,
         _ => {
             conn.close(close::BAD_REQUEST.into(), b"BAD_REQUEST: ALPN courier/1 required");
             return;
         }
     }
-    // The endpoint lets browsers open HTTP/3's unidirectional streams;
-    // `courier/1` has none from the client: one is a protocol violation.
-    let watch = conn.clone();
-    tokio::spawn(async move {
-        if watch.accept_uni().await.is_ok() {
-            watch.close(close::BAD_REQUEST.into(), b"BAD_REQUEST: courier/1 clients open no unidirectional streams");
-        }
-    });
     door.serve(Quic(conn), admission).await;
 }
 

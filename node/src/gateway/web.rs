@@ -27,56 +27,42 @@ pub trait Origins: Send + Sync + 'static {
 /// the door's core.
 pub async fn accept(door: Arc<Door>, conn: quinn::Connection, admission: Admission, origins: Arc<dyn Origins>) {
     let remote = conn.remote_address();
-    // The door's caps before anything of HTTP/3 is read: an address over its
-    // cap gets no session, and the CONNECT runs within the hello deadline
-    // and gives way like any connection waiting for its hello.
-    if admission.over_cap() {
-        conn.close(close::OVERLOADED.into(), b"FLOOD_WAIT: too many connections from this address");
-        return;
-    }
-    let evicted = admission.evicted();
+    let refuse = |why: &str| conn.close(close::BAD_REQUEST.into(), format!("BAD_REQUEST: {why}").as_bytes());
     let connect = async {
-        let refuse = |why: &str| conn.close(close::BAD_REQUEST.into(), format!("BAD_REQUEST: {why}").as_bytes());
         let req = match web_transport_quinn::Request::accept(conn.clone()).await {
             Ok(req) => req,
             Err(e) => return Err(refuse(&format!("not a WebTransport session: {e}"))),
         };
         let origin = req.headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let status = if req.url.path() != PATH {
-            Some(axum::http::StatusCode::NOT_FOUND)
+        let refusal = if req.url.path() != PATH {
+            Some((axum::http::StatusCode::NOT_FOUND, "no such path"))
         } else if !origins.allows(&origin) {
-            Some(axum::http::StatusCode::FORBIDDEN)
+            Some((axum::http::StatusCode::FORBIDDEN, "this page's origin may not connect here"))
         } else {
             None
         };
-        if let Some(status) = status {
+        if let Some((status, why)) = refusal {
             tracing::debug!(%remote, origin, path = req.url.path(), %status, "WebTransport session refused");
             let _ = req.reject(status).await;
-            // The browser reads the status before the close (as a refused
-            // hello is answered before its close).
-            tokio::time::sleep(REFUSAL_LINGER).await;
-            return Err(refuse(if status == axum::http::StatusCode::FORBIDDEN { "this page's origin may not connect here" } else { "no such path" }));
+            // The browser reads the status before the close.
+            tokio::time::sleep(PAGE_READ_GRACE).await;
+            return Err(refuse(why));
         }
         req.ok().await.map_err(|e| tracing::debug!(%remote, "WebTransport session not accepted: {e}"))
     };
-    let session = tokio::select! {
-        r = tokio::time::timeout_at(admission.hello_by, connect) => match r {
-            Ok(Ok(session)) => session,
-            Ok(Err(())) => return,
-            Err(_) => return conn.close(close::BAD_REQUEST.into(), b"BAD_REQUEST: no WebTransport session in time"),
-        },
-        _ = evicted.notified() => {
-            return conn.close(close::OVERLOADED.into(), b"UNAVAILABLE: too many connections waiting for their hello; say hello at once");
-        }
+    // The CONNECT is part of the hello phase: the door's caps, deadline and
+    // eviction hold for it before anything of HTTP/3 is read.
+    let session = match door.before_hello(&admission, remote, connect).await {
+        Ok(Ok(session)) => session,
+        Ok(Err(())) => return,
+        Err(t) => return conn.close(t.code.into(), t.reason.as_bytes()),
     };
     door.serve(Web { session, remote }, admission).await;
 }
 
-/// How long a page has to read an answer acknowledged before a close.
+/// How long a page has to read what reached it before a close: Chromium
+/// drops what its page has not read when the session closes.
 const PAGE_READ_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// How long a refused CONNECT's status has to reach the browser.
-const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A browser's WebTransport session.
 pub struct Web {
@@ -114,9 +100,8 @@ impl Connection for Web {
 
     async fn stopped(send: &mut SendStream) {
         let _ = send.stopped().await;
-        // Acknowledged is not yet read by the page: Chromium drops what its
-        // page has not read when the session closes, so a refused hello's
-        // answer gets a moment before the close that follows it.
+        // Acknowledged is not yet read by the page: a refused hello's answer
+        // gets a moment before the close that follows it.
         tokio::time::sleep(PAGE_READ_GRACE).await;
     }
 
