@@ -125,6 +125,18 @@ impl rustls::server::ResolvesServerCert for ByAlpn {
     }
 }
 
+/// HTTPS with `key` (Courier Web's page with an operator's certificate):
+/// rustls's safe default versions, HTTP/1.1.
+pub fn https_config(key: Arc<rustls::sign::CertifiedKey>) -> Result<Arc<rustls::ServerConfig>> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Cert(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 /// HTTP/3's ALPN: what browsers offer for WebTransport.
 pub const H3: &[u8] = b"h3";
 

@@ -184,20 +184,21 @@ impl WebCerts {
         Ok(WebCerts { path, names, state: RwLock::new(Live { pair, key }) })
     }
 
-    /// Rotates if due at `now` (the node calls it every minute).
+    /// Rotates if due at `now` (the node calls it every minute); whether
+    /// the certificates changed.
     /// Issuing and saving run outside the lock: handshakes read the current
     /// key meanwhile. One caller (the node's rotation task).
-    pub fn tick(&self, now: i64) -> Result<()> {
+    pub fn tick(&self, now: i64) -> Result<bool> {
         let mut pair = self.state.read().expect("web certs lock").pair.clone();
         if !pair.advance(&self.names, now)? {
-            return Ok(());
+            return Ok(false);
         }
         save(&self.path, &pair)?;
         let key = current_key(&pair)?;
         let mut live = self.state.write().expect("web certs lock");
         *live = Live { pair, key };
         tracing::info!(hashes = ?self.hashes_locked(&live).iter().map(hex::encode).collect::<Vec<_>>(), "web certificates rotated");
-        Ok(())
+        Ok(true)
     }
 
     /// The certificate a browser gets now.
@@ -286,7 +287,8 @@ mod tests {
         // Restarted: the same hash; at half-life a second one is published.
         let again = WebCerts::open(dir.path(), names.clone(), T0 + 60).unwrap();
         assert_eq!(again.hashes(), hashes);
-        again.tick(T0 + 5 * DAY).unwrap();
+        assert!(again.tick(T0 + 5 * DAY).unwrap(), "the next one is issued");
+        assert!(!again.tick(T0 + 5 * DAY + 60).unwrap(), "nothing to do a minute later");
         let both = again.hashes();
         assert_eq!(both.len(), 2);
         assert_eq!(both[0], hashes[0]);

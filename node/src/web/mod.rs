@@ -19,6 +19,7 @@ use std::time::Duration;
 use courier_proto::peer::WebEndpoint;
 use serde::Serialize;
 
+use crate::clock::Clock;
 use crate::cluster::Node;
 use crate::config::WebConfig;
 use crate::error::{Error, Result};
@@ -44,6 +45,7 @@ pub struct Web {
     page_origin: String,
     /// This node's WebTransport URL.
     url: String,
+    clock: Clock,
 }
 
 /// `/web.json`: what a page needs to reach every node.
@@ -72,6 +74,7 @@ impl Web {
         if !cfg.enabled() {
             return Ok(None);
         }
+        let clock = Clock::new(all.clock_offset_file.clone());
         let page_addr: SocketAddr = cfg.addr.parse().map_err(|_| Error::Config(format!("web.addr {:?} is not an address", cfg.addr)))?;
         let client: SocketAddr = all.client_addr.parse().map_err(|_| Error::Config(format!("client_addr {:?} is not an address", all.client_addr)))?;
         let (key, page_origin, url) = match (&cfg.tls_cert, &cfg.tls_key, &cfg.host) {
@@ -87,11 +90,11 @@ impl Web {
                     Some(host) => (format!("{host}:{}", client.port()), vec![host.clone(), client.ip().to_string()]),
                     None => (client.to_string(), vec![client.ip().to_string(), "localhost".to_string()]),
                 };
-                let certs = WebCerts::open(&all.data_dir, names, unix_now())?;
+                let certs = WebCerts::open(&all.data_dir, names, unix_secs(&clock))?;
                 (Key::Own(Arc::new(certs)), format!("http://{page_addr}"), format!("https://{reach}{PATH}"))
             }
         };
-        let web = Arc::new(Web { node: node.clone(), cfg, key, page_origin, url });
+        let web = Arc::new(Web { node: node.clone(), cfg, key, page_origin, url, clock });
         node.set_web(web.endpoint());
         Ok(Some(web))
     }
@@ -157,8 +160,9 @@ impl Web {
                         _ = stop.wait_for(|s| *s) => return,
                     }
                     if let Key::Own(certs) = &web.key {
-                        match certs.tick(unix_now()) {
-                            Ok(()) => web.node.set_web(web.endpoint()),
+                        match certs.tick(unix_secs(&web.clock)) {
+                            Ok(true) => web.node.set_web(web.endpoint()),
+                            Ok(false) => {}
                             Err(e) => tracing::warn!("cannot rotate the web certificates: {e}"),
                         }
                     }
@@ -188,6 +192,7 @@ fn origin(scheme: &str, host: &str, port: u16) -> String {
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+/// The node's clock (a test's clock offset included) in Unix seconds.
+fn unix_secs(clock: &Clock) -> i64 {
+    (clock.now_ms() / 1000) as i64
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use super::{Key, Web};
+use crate::gateway::doors::{AddressSlot, Doors};
 
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 
@@ -31,7 +33,10 @@ pub(super) async fn serve(web: Arc<Web>, listener: TcpListener, mut stop: watch:
     };
     let result = match tls {
         None => axum::serve(Capped::new(listener), app).with_graceful_shutdown(shutdown).await,
-        Some(key) => axum::serve(Capped::new(TlsListener::start(listener, key)), app).with_graceful_shutdown(shutdown).await,
+        Some(key) => match crate::tls::https_config(key) {
+            Ok(cfg) => axum::serve(Capped::new(TlsListener::start(listener, cfg)), app).with_graceful_shutdown(shutdown).await,
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        },
     };
     if let Err(e) = result {
         tracing::warn!("web page server stopped: {e}");
@@ -40,20 +45,20 @@ pub(super) async fn serve(web: Arc<Web>, listener: TcpListener, mut stop: watch:
 
 async fn directory(State(web): State<Arc<Web>>) -> Response {
     let body = serde_json::to_vec(&web.directory()).expect("the directory serializes");
-    with_headers(&web, "application/json", body)
+    with_headers(&web, "application/json", body.into())
 }
 
 async fn asset(State(web): State<Arc<Web>>, uri: Uri) -> Response {
     match ASSETS.iter().find(|(path, _, _)| *path == uri.path()) {
-        Some((_, kind, bytes)) => with_headers(&web, kind, bytes.to_vec()),
+        Some((_, kind, bytes)) => with_headers(&web, kind, Body::from(*bytes)),
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
 }
 
 /// Every answer: its type, never sniffed, never framed, never cached stale,
 /// no referrer, and the page's policy.
-fn with_headers(web: &Web, kind: &str, body: Vec<u8>) -> Response {
-    let mut r = body.into_response();
+fn with_headers(web: &Web, kind: &str, body: Body) -> Response {
+    let mut r = Response::new(body);
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_str(kind).expect("a content type"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -85,15 +90,9 @@ struct TlsListener {
 }
 
 impl TlsListener {
-    fn start(listener: TcpListener, key: Arc<rustls::sign::CertifiedKey>) -> TlsListener {
+    fn start(listener: TcpListener, cfg: Arc<rustls::ServerConfig>) -> TlsListener {
         let local = listener.local_addr().expect("a bound listener's address");
-        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default versions")
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(Fixed(key)));
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
         let (tx, rx) = mpsc::channel(64);
         // At most this many handshakes at once; past it a connection is
         // dropped unanswered (the browser retries).
@@ -131,16 +130,16 @@ const MAX_PER_ADDRESS: usize = 32;
 const CONNECTION_LIFE: Duration = Duration::from_secs(60);
 
 /// A listener whose connections are counted and timed ([`MAX_CONNECTIONS`],
-/// [`MAX_PER_ADDRESS`], [`CONNECTION_LIFE`]).
+/// [`MAX_PER_ADDRESS`] with the door's book of addresses, [`CONNECTION_LIFE`]).
 struct Capped<L> {
     inner: L,
     all: Arc<tokio::sync::Semaphore>,
-    per_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    addresses: Arc<Doors>,
 }
 
 impl<L> Capped<L> {
     fn new(inner: L) -> Capped<L> {
-        Capped { inner, all: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)), per_address: Arc::default() }
+        Capped { inner, all: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)), addresses: Doors::new(MAX_PER_ADDRESS, 1) }
     }
 }
 
@@ -152,39 +151,14 @@ impl<L: axum::serve::Listener<Addr = SocketAddr>> axum::serve::Listener for Capp
         loop {
             let permit = self.all.clone().acquire_owned().await.expect("the semaphore is never closed");
             let (io, addr) = self.inner.accept().await;
-            let ip = addr.ip();
-            {
-                let mut map = self.per_address.lock().expect("page connections lock");
-                let n = map.entry(ip).or_insert(0);
-                if *n >= MAX_PER_ADDRESS {
-                    continue; // dropped: closed unanswered
-                }
-                *n += 1;
-            }
-            let slot = AddressSlot { map: self.per_address.clone(), ip };
+            // Past its address's cap: dropped, closed unanswered.
+            let Some(slot) = self.addresses.open(addr.ip()) else { continue };
             return (Held { io, _permit: permit, _slot: slot, end: Box::pin(tokio::time::sleep(CONNECTION_LIFE)) }, addr);
         }
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.inner.local_addr()
-    }
-}
-
-struct AddressSlot {
-    map: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut map = self.map.lock().expect("page connections lock");
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
     }
 }
 
@@ -229,15 +203,6 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Held<T> {
 
     fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-#[derive(Debug)]
-struct Fixed(Arc<rustls::sign::CertifiedKey>);
-
-impl rustls::server::ResolvesServerCert for Fixed {
-    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
     }
 }
 
