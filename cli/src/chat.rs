@@ -80,7 +80,7 @@ pub async fn names(c: &Client, ids: impl Iterator<Item = u64>) -> std::collectio
     let mut out = std::collections::BTreeMap::new();
     for batch in ids.chunks(100) {
         if let Ok(users) = c.users(batch.to_vec()).await {
-            out.extend(users.into_iter().map(|u| (u.id, format!("{} {}", u.first_name, u.last_name).trim().to_string())));
+            out.extend(users.iter().map(|u| (u.id, crate::user::full_name(u))));
         }
     }
     out
@@ -356,13 +356,7 @@ pub async fn group(profile: &ProfileDir, cmd: GroupCmd) -> Result<()> {
             if limit > 0 {
                 all.truncate(limit);
             }
-            // Names, a page of users at a time.
-            let mut names = std::collections::HashMap::new();
-            for ids in all.chunks(100) {
-                for u in c.users(ids.iter().map(|m| m.user_id).collect()).await? {
-                    names.insert(u.id, format!("{} {}", u.first_name, u.last_name).trim().to_string());
-                }
-            }
+            let names = names(&c, all.iter().map(|m| m.user_id)).await;
             if json {
                 let v: Vec<_> = all
                     .iter()

@@ -52,33 +52,26 @@ impl Ui {
             && let Ok(users) = self.c.users(vec![id]).await
         {
             for u in users {
-                let n = if u.last_name.is_empty() { u.first_name } else { format!("{} {}", u.first_name, u.last_name) };
-                self.names.insert(u.id, n);
+                self.names.insert(u.id, crate::user::full_name(&u));
             }
         }
         self.names.get(&id).cloned().unwrap_or_else(|| format!("user {id}"))
     }
 
+    /// A private chat's other member: as the dialogs name it
+    /// (`Dialog.peer`), or as this session opened it by phone.
+    fn peer(&self, chat: u64) -> Option<u64> {
+        self.peers.get(&chat).copied().or_else(|| {
+            self.dialogs.iter().find(|d| d.chat.as_ref().is_some_and(|c| c.id == chat)).map(|d| d.peer).filter(|p| *p != 0)
+        })
+    }
+
     async fn title(&mut self, chat: &pb::Chat) -> String {
         if chat.kind == pb::ChatKind::Private as i32 {
-            if let Some(peer) = self.peers.get(&chat.id).copied() {
-                return self.name(peer).await;
-            }
-            // The other member: the one of the pair that is not me.
-            for d in self.dialogs.clone() {
-                if d.chat.as_ref().is_some_and(|c| c.id == chat.id)
-                    && let Some(m) = &d.last
-                    && m.from != self.me
-                {
-                    return self.name(m.from).await;
-                }
-            }
-            if let Ok(page) = self.c.history(chat.id, 0, 0, 50).await
-                && let Some(m) = page.iter().find(|m| m.from != self.me)
-            {
-                return self.name(m.from).await;
-            }
-            return "private chat".into();
+            return match self.peer(chat.id) {
+                Some(peer) => self.name(peer).await,
+                None => "private chat".into(),
+            };
         }
         chat.title.clone()
     }
@@ -127,7 +120,7 @@ impl Ui {
         if arg.starts_with('+') {
             let u = self.c.resolve_phone(arg).await?;
             let chat = self.c.private_chat(u.id).await?;
-            self.names.insert(u.id, if u.last_name.is_empty() { u.first_name.clone() } else { format!("{} {}", u.first_name, u.last_name) });
+            self.names.insert(u.id, crate::user::full_name(&u));
             self.peers.insert(chat.id, u.id);
             return Ok(chat);
         }
@@ -139,7 +132,7 @@ impl Ui {
     async fn open(&mut self, chat: pb::Chat) -> Result<()> {
         let title = self.title(&chat).await;
         let mut status = String::new();
-        if let Some(peer) = self.peers.get(&chat.id).copied()
+        if let Some(peer) = self.peer(chat.id)
             && let Ok(Some(u)) = self.c.users(vec![peer]).await.map(|mut v| v.pop())
         {
             status = if u.online { " (online)".into() } else if u.last_seen_ms > 0 { format!(" (last seen {})", clock(u.last_seen_ms)) } else { String::new() };

@@ -180,7 +180,8 @@ pub async fn login(profile: &ProfileDir, args: LoginArgs) -> Result<()> {
     Ok(())
 }
 
-fn full_name(u: &pb::User) -> String {
+/// A person's name as the terminal shows it.
+pub(crate) fn full_name(u: &pb::User) -> String {
     if u.last_name.is_empty() { u.first_name.clone() } else { format!("{} {}", u.first_name, u.last_name) }
 }
 

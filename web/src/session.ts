@@ -120,7 +120,6 @@ export class Session {
   private dialogsAgain = false;
   private lastTypingSent = new Map<bigint, number>();
   private usersInFlight = new Set<bigint>();
-  private peersInFlight = new Set<bigint>();
   private onlineWaiters: (() => void)[] = [];
   private readInFlight = new Map<bigint, bigint>();
 
@@ -531,12 +530,12 @@ export class Session {
     if (d.last) {
       this.putMessage(info, d.last);
     }
-    if (chat.kind === ChatKind.PRIVATE && d.peer !== 0n) {
-      // The node names a private chat's other member (`Dialog.peer`).
+    if (d.peer !== 0n) {
+      // The node names a private chat's other member (`Dialog.peer`); every
+      // chat the page knows comes through the dialogs (a new one by push or
+      // difference makes it reload them).
       this.peers.set(chat.id, d.peer);
       this.ensureUsers([d.peer]);
-    } else if (chat.kind === ChatKind.PRIVATE && this.me) {
-      this.guessPeer(info);
     }
   }
 
@@ -694,7 +693,6 @@ export class Session {
         if (isNew && !mine && m.id > info.readMaxId) info.unread += 1n;
         if (mine && m.id > info.readMaxId) info.readMaxId = m.id; // own sends are read
         this.ensureUsers([m.from]);
-        if (info.chat.kind === ChatKind.PRIVATE) this.guessPeer(info);
         break;
       }
       case "edited":
@@ -772,39 +770,6 @@ export class Session {
 
   // ---------------------------------------------------------------- names
 
-  /** The other member of a private chat the dialogs did not name yet (a
-   * chat that just arrived by push), as far as we can tell locally;
-   * otherwise ask get_members once. */
-  private guessPeer(info: ChatInfo): void {
-    const me = this.me;
-    if (!me || this.peers.has(info.chat.id)) return;
-    if (info.chat.creator !== 0n && info.chat.creator !== me.id) {
-      this.peers.set(info.chat.id, info.chat.creator);
-      this.ensureUsers([info.chat.creator]);
-      return;
-    }
-    for (const m of info.messages.values()) {
-      if (m.from !== me.id) {
-        this.peers.set(info.chat.id, m.from);
-        this.ensureUsers([m.from]);
-        return;
-      }
-    }
-    if (this.peersInFlight.has(info.chat.id)) return;
-    this.peersInFlight.add(info.chat.id);
-    void this.call({ case: "getMembers", value: { chatId: info.chat.id, limit: 10 } }, "members")
-      .then((ms) => {
-        const other = ms.members.find((x) => x.userId !== me.id);
-        if (other) {
-          this.peers.set(info.chat.id, other.userId);
-          this.ensureUsers([other.userId]);
-        }
-        this.notify();
-      })
-      .catch(() => {})
-      .finally(() => this.peersInFlight.delete(info.chat.id));
-  }
-
   /** Requests the names of unknown users in one get_users batch. */
   ensureUsers(ids: bigint[]): void {
     const missing = [...new Set(ids)].filter((id) => id !== 0n && !this.users.has(id) && !this.usersInFlight.has(id));
@@ -881,7 +846,6 @@ export class Session {
     for (const m of page.messages) this.putMessage(info, m);
     info.historyLoaded = true;
     this.ensureUsers(page.messages.map((m) => m.from));
-    if (info.chat.kind === ChatKind.PRIVATE) this.guessPeer(info);
     this.notify();
   }
 

@@ -52,7 +52,7 @@ export class FakeCluster {
         if (this.hideChat) return { case: "dialogs", value: { dialogs: [] } };
         const last = [...this.events].reverse().find((e) => e.kind.case === "newMessage");
         const unread = BigInt(this.events.filter((e) => e.kind.case === "newMessage" && e.kind.value.from !== 1n && e.kind.value.id > this.aliceRead).length);
-        return { case: "dialogs", value: { dialogs: [{ chat: this.chat, last: last?.kind.value as any, unread, readMaxId: this.aliceRead }] } };
+        return { case: "dialogs", value: { dialogs: [{ chat: this.chat, last: last?.kind.value as any, unread, readMaxId: this.aliceRead, peer: 2n }] } };
       }
       case "getDifference": {
         const chats = m.value.states.map((s) => ({ chat: this.chat, events: this.events.filter((e) => e.pts > s.pts) }))
@@ -72,7 +72,6 @@ export class FakeCluster {
         if (m.value.maxId > this.aliceRead) this.aliceRead = m.value.maxId;
         return { case: "done", value: {} };
       case "setTyping": return { case: "done", value: {} };
-      case "getMembers": return { case: "members", value: { members: [{ userId: 1n }, { userId: 2n }] } };
       default: return { case: "error", value: { code: "BAD_REQUEST", message: `fake: ${m.case}` } };
     }
   }
