@@ -461,15 +461,11 @@ fn any_cert_endpoint(alpn: &[u8]) -> quinn::Endpoint {
         }
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
         .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert(provider)))
         .with_no_client_auth();
-    tls.alpn_protocols = vec![alpn.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut ep = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-    ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
-    ep
+    endpoint_with(tls, alpn)
 }

@@ -26,19 +26,6 @@ fn chromium() -> PathBuf {
     path
 }
 
-/// An HTTP GET on the page port (plain HTTP on loopback): (status line, headers, body).
-fn get(addr: &str, path: &str) -> Option<(String, String, String)> {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
-    let mut all = String::new();
-    s.read_to_string(&mut all).ok()?;
-    let (head, body) = all.split_once("\r\n\r\n")?;
-    let (status, headers) = head.split_once("\r\n")?;
-    Some((status.to_string(), headers.to_lowercase(), body.to_string()))
-}
-
 #[test]
 fn two_browser_pages_chat_live_and_one_survives_its_node_dying() {
     let chromium = chromium();
@@ -48,7 +35,7 @@ fn two_browser_pages_chat_live_and_one_survives_its_node_dying() {
     // Every node's page lists every node, with the hashes of its certificates.
     for i in 1..=3 {
         let dir = must_wait(Duration::from_secs(30), &format!("node {i}'s web.json to list 3 nodes"), || {
-            let (status, _, body) = get(&page(i), "/web.json")?;
+            let (status, _, body) = http_get(&page(i), "/web.json")?;
             let v: serde_json::Value = serde_json::from_str(&body).ok()?;
             (status.contains("200") && v["nodes"].as_array()?.len() == 3).then_some(v)
         });
@@ -60,12 +47,12 @@ fn two_browser_pages_chat_live_and_one_survives_its_node_dying() {
         }
     }
     // The page: its script only, under a policy that forbids inline code.
-    let (status, headers, body) = get(&page(1), "/").expect("the page");
+    let (status, headers, body) = http_get(&page(1), "/").expect("the page");
     assert!(status.contains("200"), "{status}");
     assert!(headers.contains("content-security-policy: default-src 'none'; script-src 'self'"), "{headers}");
     assert!(headers.contains("x-content-type-options: nosniff"), "{headers}");
     assert!(body.contains("app.js"));
-    let (status, _, _) = get(&page(1), "/../../etc/passwd").expect("an answer");
+    let (status, _, _) = http_get(&page(1), "/../../etc/passwd").expect("an answer");
     assert!(status.contains("404"), "{status}");
 
     let artifacts = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir()).join("web-artifacts");

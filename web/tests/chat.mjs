@@ -131,12 +131,25 @@ async function hasMessage(page, who, text, sender = null) {
 let browser;
 const pages = {};
 
+const WIDE = { width: 1280, height: 800 };
+const NARROW = { width: 390, height: 844 }; // a phone
+
+/** One page at both sizes: `${name}-wide.png` and `${name}-narrow.png`. */
+async function shotSizes(page, name) {
+  for (const [size, viewport] of [["wide", WIDE], ["narrow", NARROW]]) {
+    await page.setViewportSize(viewport);
+    await page.waitForTimeout(150);
+    const path = join(artifacts, `${name}-${size}.png`);
+    await page.screenshot({ path });
+    say(`SCREENSHOT ${path}`);
+  }
+  await page.setViewportSize(WIDE);
+}
+
 async function shot(name) {
   for (const [who, page] of Object.entries(pages)) {
     try {
-      const path = join(artifacts, `${name}-${who}.png`);
-      await page.screenshot({ path });
-      say(`SCREENSHOT ${path}`);
+      await shotSizes(page, `${name}-${who}`);
     } catch {
       /* page gone */
     }
@@ -150,7 +163,7 @@ async function main() {
   browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
 
   const open = async (who, url) => {
-    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const ctx = await browser.newContext({ viewport: WIDE });
     const page = await ctx.newPage();
     page.on("console", (m) => {
       if (m.type() === "error" || m.type() === "warning") say(`CONSOLE ${who} ${m.type()}: ${m.text()}`);
@@ -164,8 +177,7 @@ async function main() {
   step("alice-sign-up");
   const a = await open("alice", urls[0]);
   await a.waitForSelector("#phone", { state: "visible", timeout: WAIT });
-  await a.screenshot({ path: join(artifacts, "0-login.png") });
-  say(`SCREENSHOT ${join(artifacts, "0-login.png")}`);
+  await shotSizes(a, "0-login");
   await signUp(a, "alice", ALICE);
 
   step("bob-sign-up");
@@ -197,6 +209,7 @@ async function main() {
           d.querySelector(".last")?.textContent?.includes("hello from alice"),
       ),
   );
+  await shotSizes(b, "1-dialogs-bob");
   step("bob-opens-chat");
   await b.click('#dialogs .dialog:has(.title:text-is("Alice Web"))');
   await hasMessage(b, "bob", "hello from alice", "Alice Web");

@@ -18,6 +18,19 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_courier"))
 }
 
+/// A plain HTTP/1.0 GET: (status line, headers in lower case, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(String, String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
+    let mut all = String::new();
+    s.read_to_string(&mut all).ok()?;
+    let (head, body) = all.split_once("\r\n\r\n")?;
+    let (status, headers) = head.split_once("\r\n")?;
+    Some((status.to_string(), headers.to_lowercase(), body.to_string()))
+}
+
 /// Waits until `f` returns `Some`, at most `timeout`; panics naming `what`.
 pub fn must_wait<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -71,12 +84,7 @@ impl Cluster {
 
     /// A counter or gauge from node `i`'s `/metrics` (admin port, plain HTTP).
     pub fn metric(&self, i: u32, name: &str) -> Option<f64> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(format!("{}:7003", self.host(i))).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.host(i)).as_bytes()).ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).ok()?;
+        let (_, _, body) = http_get(&format!("{}:7003", self.host(i)), "/metrics")?;
         body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
@@ -326,11 +334,12 @@ pub fn raw_endpoint(ca: &[u8], alpn: &[u8]) -> quinn::Endpoint {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(provider).with_protocol_versions(&[&rustls::version::TLS13]).unwrap().with_root_certificates(roots).with_no_client_auth();
+    endpoint_with(tls, alpn)
+}
+
+/// A QUIC client endpoint with `tls`, offering `alpn`.
+pub fn endpoint_with(mut tls: rustls::ClientConfig, alpn: &[u8]) -> quinn::Endpoint {
     tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut ep = quinn::Endpoint::client(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
