@@ -12,7 +12,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
 ];
 
 fn main() {
-    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist");
+    // Read at run time: `env!` would bake in the directory the script was
+    // compiled in, and a target directory shared by two checkouts (CI's clone
+    // and a work tree) would embed the other checkout's page.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let dist = Path::new(&manifest).join("../web/dist");
     println!("cargo:rerun-if-changed={}", dist.display());
     let mut out = String::from("/// Courier Web's files: (path, content type, bytes).\npub static ASSETS: &[(&str, &str, &[u8])] = &[\n");
     for (path, file, kind) in ASSETS {
