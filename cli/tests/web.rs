@@ -55,64 +55,8 @@ fn two_browser_pages_chat_live_and_one_survives_its_node_dying() {
     let (status, _, _) = http_get(&page(1), "/../../etc/passwd").expect("an answer");
     assert!(status.contains("404"), "{status}");
 
-    let artifacts = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir()).join("web-artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let urls = (1..=3).map(|i| format!("http://{}/", page(i))).collect::<Vec<_>>().join(",");
-    let mut script = Command::new("node")
-        .arg("tests/chat.mjs")
-        .current_dir(web_dir())
-        .env("COURIER_WEB_URLS", &urls)
-        .env("COURIER_ARTIFACTS", &artifacts)
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run node web/tests/chat.mjs (Node 20 and `npm ci` in web/)");
-    let pid = script.id();
-    let mut stdin = script.stdin.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stdout = script.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut result = None;
-    let mut killed = None;
-    while result.is_none() && Instant::now() < deadline {
-        let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) else {
-            if script.try_wait().unwrap().is_some() {
-                break;
-            }
-            continue;
-        };
-        println!("page test: {line}");
-        if let Some(n) = line.strip_prefix("KILL ") {
-            let n: u32 = n.trim().parse().expect("a node id");
-            c.kill9(n);
-            killed = Some(n);
-            stdin.write_all(b"KILLED\n").unwrap();
-            stdin.flush().unwrap();
-        } else if line == "OK" || line.starts_with("FAIL") {
-            result = Some(line);
-        }
-    }
-    // It closes its browser after its last line: a bounded wait, then the kill.
-    let exit_by = Instant::now() + Duration::from_secs(20);
-    while script.try_wait().unwrap().is_none() && Instant::now() < exit_by {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if script.try_wait().unwrap().is_none() {
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    }
-    let status = script.wait().unwrap();
-    assert_eq!(result.as_deref(), Some("OK"), "the browser test did not pass (exit {status}); screenshots in {}", artifacts.display());
-    assert!(status.success());
-    let killed = killed.expect("the page test asked for its node to be killed");
+    let killed = run_page_script(&mut c, "tests/chat.mjs", &chromium, Duration::from_secs(240));
+    let [killed] = killed[..] else { panic!("the page test asks for one node to be killed: {killed:?}") };
 
     // A terminal user sees what the pages sent, with the senders' names.
     let home = tempfile::tempdir().unwrap();
@@ -128,6 +72,117 @@ fn two_browser_pages_chat_live_and_one_survives_its_node_dying() {
         assert!(history.contains(text), "{text:?} in {history}");
     }
     assert!(history.contains("Alice Web: hello from alice"), "history shows names, not ids: {history}");
+}
+
+/// Runs a browser script of `web/tests` against the cluster's pages: it
+/// prints its steps, asks for nodes to be killed (`KILL n`, answered
+/// `KILLED`), and ends with `OK` or `FAIL`. Answers the nodes it killed.
+fn run_page_script(c: &mut Cluster, script: &str, chromium: &Path, limit: Duration) -> Vec<u32> {
+    let artifacts = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir()).join("web-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let urls = (1..=3).map(|i| format!("http://{}:7004/", c.host(i))).collect::<Vec<_>>().join(",");
+    let mut child = Command::new("node")
+        .arg(script)
+        .current_dir(web_dir())
+        .env("COURIER_WEB_URLS", &urls)
+        .env("COURIER_ARTIFACTS", &artifacts)
+        .env("CHROMIUM", chromium)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run node web/{script} (Node 20 and `npm ci` in web/): {e}"));
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + limit;
+    let mut result = None;
+    let mut killed = Vec::new();
+    while result.is_none() && Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) else {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            continue;
+        };
+        println!("page test: {line}");
+        if let Some(n) = line.strip_prefix("KILL ") {
+            let n: u32 = n.trim().parse().expect("a node id");
+            c.kill9(n);
+            killed.push(n);
+            stdin.write_all(b"KILLED\n").unwrap();
+            stdin.flush().unwrap();
+        } else if line == "OK" || line.starts_with("FAIL") {
+            result = Some(line);
+        }
+    }
+    // It closes its browser after its last line: a bounded wait, then the kill.
+    let exit_by = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && Instant::now() < exit_by {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if child.try_wait().unwrap().is_none() {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(result.as_deref(), Some("OK"), "{script} did not pass (exit {status}); screenshots in {}", artifacts.display());
+    assert!(status.success());
+    killed
+}
+
+/// Courier Web, part 2 (`web/tests/features.mjs`): three people on three
+/// nodes use every feature through their pages: reply, edit (Up), delete
+/// for me and for everyone, forward, reactions, pin, search, history
+/// scrolled back without a jump; groups with admins, rename, leave and
+/// invite; a channel where only admins post, with views; presence, typing
+/// in the list, the unread count in the tab title, a desktop notification;
+/// the session list, terminating a session (that page logs out at once);
+/// a photo previewed, viewed and downloaded byte-identical, a dropped file,
+/// a recorded voice note played, a cancelled upload, and a 50 MiB upload
+/// that survives `kill -9` of its node while a message typed meanwhile
+/// waits and goes out. Then terminal users see the group and the files.
+#[test]
+fn three_browser_pages_use_every_feature_and_a_big_upload_survives_its_node() {
+    let chromium = chromium();
+    let mut c = Cluster::start_settled(96, 3, EXTRA);
+    for i in 1..=3 {
+        must_wait(Duration::from_secs(30), &format!("node {i}'s web.json to list 3 nodes"), || {
+            let (_, _, body) = http_get(&format!("{}:7004", c.host(i)), "/web.json")?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (v["nodes"].as_array()?.len() == 3).then_some(())
+        });
+    }
+    // A voice note plays from a blob: the policy allows media from blobs only.
+    let (_, headers, _) = http_get(&format!("{}:7004", c.host(1)), "/").expect("the page");
+    assert!(headers.contains("media-src blob:"), "{headers}");
+
+    let killed = run_page_script(&mut c, "tests/features.mjs", &chromium, Duration::from_secs(600));
+    let [killed] = killed[..] else { panic!("the page test asks for one node to be killed: {killed:?}") };
+
+    // Terminal users see what the pages did.
+    let up: Vec<u32> = (1..=3).filter(|i| *i != killed).collect();
+    let home = tempfile::tempdir().unwrap();
+    let (ok, _, err) = c.user_cli_on(&up, home.path(), "carol", &["login", "--phone", "+9996630003", "--code", "33333"]);
+    assert!(ok, "{err}");
+    let (ok, dialogs, err) = c.user_cli_on(&up, home.path(), "carol", &["dialogs"]);
+    assert!(ok, "{err}");
+    assert!(dialogs.contains("Team Courier"), "the renamed group, with carol back in it: {dialogs}");
+    let (ok, _, err) = c.user_cli_on(&up, home.path(), "bob", &["login", "--phone", "+9996620002", "--code", "22222"]);
+    assert!(ok, "{err}");
+    let (ok, history, err) = c.user_cli_on(&up, home.path(), "bob", &["history", "+9996610001", "--limit", "100"]);
+    assert!(ok, "{err}");
+    for text in ["edited: hello bob", "typed while offline", "big.bin", "sunrise.png", "a reply to hi"] {
+        assert!(history.contains(text), "{text:?} in {history}");
+    }
+    assert!(!history.contains("oops, wrong chat"), "deleted for everyone: {history}");
 }
 
 /// The page's own logic without a browser (`web/tests/unit.mjs`): the frame

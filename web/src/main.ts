@@ -1,42 +1,20 @@
 // Wiring: load /web.json, start the session's connect loop, hook the DOM
-// controls (login form, new chat, dialog clicks, composer) to session actions.
+// controls (login form, dialogs, composer, popups, keys) to session actions.
 
-import { CourierError } from "./wire";
+import { ChatKind } from "./gen/client_pb";
 import { Session, type WebConfig } from "./session";
-import { Ui } from "./ui";
+import { $, preview, Ui } from "./ui";
+import { Composer } from "./composer";
+import { errorText, Panels } from "./panels";
 
 declare global {
   interface Window {
-    courierDebug: { nodeId(): number | null; state(): string };
+    courierDebug: { nodeId(): number | null; state(): string; heap(): number | null; uploads(): unknown[] };
   }
 }
 
 function byId<T extends HTMLElement = HTMLElement>(id: string): T {
-  const e = document.getElementById(id);
-  if (!e) throw new Error(`#${id} missing`);
-  return e as T;
-}
-
-function errText(e: unknown): string {
-  if (e instanceof CourierError) {
-    switch (e.code) {
-      case "PHONE_NUMBER_INVALID":
-        return "That phone number is not valid.";
-      case "PHONE_CODE_INVALID":
-        return `Wrong code. ${e.message}`;
-      case "PHONE_CODE_EXPIRED":
-        return "The code expired: ask for a new one.";
-      case "FLOOD_WAIT":
-        return `Too many attempts: wait ${e.retryAfterSecs || "a few"} seconds.`;
-      case "CONNECTION_LOST":
-      case "TIMEOUT":
-      case "UNAVAILABLE":
-        return "No connection right now: try again in a moment.";
-      default:
-        return e.message;
-    }
-  }
-  return String((e as Error)?.message ?? e);
+  return $(id) as T;
 }
 
 async function loadConfig(): Promise<WebConfig> {
@@ -57,11 +35,27 @@ async function start(): Promise<void> {
   const config = await loadConfig();
   const session = new Session(config);
   const ui = new Ui(session);
-  session.onChange = () => ui.schedule();
+
+  const chatError = byId("chat-error");
+  let errorTimer: ReturnType<typeof setTimeout> | undefined;
+  const showError = (e: unknown) => {
+    chatError.textContent = errorText(e);
+    clearTimeout(errorTimer);
+    errorTimer = setTimeout(() => (chatError.textContent = ""), 6000);
+  };
+  const composer = new Composer(session, showError);
+  const panels = new Panels(session, ui, composer, showError);
+  session.onChange = () => {
+    ui.schedule();
+    panels.refresh();
+  };
 
   window.courierDebug = {
     nodeId: () => session.nodeId,
     state: () => session.state,
+    // Chromium only: the soak bench reads the JS heap through it.
+    uploads: () => session.uploadStats,
+    heap: () => (performance as unknown as { memory?: { usedJSHeapSize: number } }).memory?.usedJSHeapSize ?? null,
   };
 
   // ---- login
@@ -85,7 +79,7 @@ async function start(): Promise<void> {
     try {
       await f();
     } catch (e) {
-      loginError.textContent = errText(e);
+      loginError.textContent = errorText(e);
     } finally {
       btn.disabled = false;
     }
@@ -97,7 +91,11 @@ async function start(): Promise<void> {
     phoneCodeHash = "";
     loginError.textContent = "";
   };
-  session.onLoggedOut = resetLogin;
+  session.onLoggedOut = () => {
+    resetLogin();
+    panels.closeTop();
+    panels.closeModal();
+  };
 
   sendCodeBtn.addEventListener("click", () =>
     busy(sendCodeBtn, async () => {
@@ -111,6 +109,7 @@ async function start(): Promise<void> {
   phone.addEventListener("keydown", (e) => e.key === "Enter" && sendCodeBtn.click());
   signInBtn.addEventListener("click", () =>
     busy(signInBtn, async () => {
+      session.loggedOutReason = "";
       const ok = await session.signIn(loginPhone, phoneCodeHash, code.value.trim());
       if (!ok) {
         // SIGN_UP_REQUIRED: the same code goes to sign_up with a name.
@@ -130,18 +129,28 @@ async function start(): Promise<void> {
   );
   last.addEventListener("keydown", (e) => e.key === "Enter" && signUpBtn.click());
   byId<HTMLButtonElement>("log-out").addEventListener("click", () => void session.logOut());
+  byId<HTMLButtonElement>("account-open").addEventListener("click", () => void panels.openAccount());
 
-  // ---- dialogs and new chat
-  const chatError = byId("chat-error");
-  const showError = (e: unknown) => {
-    chatError.textContent = errText(e);
-    setTimeout(() => (chatError.textContent = ""), 5000);
-  };
-  ui.onOpen = (chatId) => {
+  // ---- dialogs, new chats
+  const open = (chatId: bigint) => {
+    closeSearch();
     session.openChat(chatId).catch(showError);
+    composer.chatChanged();
+    refreshPresence();
     composer.focus();
   };
+  ui.onOpen = open;
   ui.onRetry = (item) => session.retry(item);
+  ui.onCancel = (item) => session.cancel(item);
+  ui.onMenu = (m, anchor) => panels.openMenu(m, anchor);
+  ui.onReact = (m, emoji) => {
+    if (session.openChatId !== null) void session.react(session.openChatId, m.id, emoji).catch(showError);
+  };
+  ui.onPhoto = (m) => void panels.openPhoto(m);
+  ui.onFile = (m) => void panels.downloadFile(m);
+  ui.onQuote = (chatId, id) => void jumpTo(chatId, id);
+  ui.onNeedOlder = (chatId) => void session.loadOlder(chatId).catch(() => {});
+
   const newChatPhone = byId<HTMLInputElement>("new-chat-phone");
   const newChatBtn = byId<HTMLButtonElement>("new-chat");
   newChatBtn.addEventListener("click", async () => {
@@ -151,40 +160,150 @@ async function start(): Promise<void> {
     try {
       await session.startPrivateChat(p);
       newChatPhone.value = "";
+      composer.chatChanged();
+      refreshPresence();
       composer.focus();
     } catch (e) {
-      if (e instanceof CourierError && e.code === "BAD_REQUEST") chatError.textContent = "No account with that phone.";
-      else showError(e);
+      showError(e);
     } finally {
       newChatBtn.disabled = false;
     }
   });
   newChatPhone.addEventListener("keydown", (e) => e.key === "Enter" && newChatBtn.click());
-  byId("back").addEventListener("click", () => {
+  byId("new-group").addEventListener("click", () => panels.openCreate(ChatKind.GROUP));
+  byId("new-channel").addEventListener("click", () => panels.openCreate(ChatKind.CHANNEL));
+  const closeChat = () => {
     session.openChatId = null;
+    closeSearch();
     ui.schedule();
+  };
+  byId("back").addEventListener("click", closeChat);
+  byId("chat-head").addEventListener("click", () => void panels.openInfo());
+  byId("info-open").addEventListener("click", () => void panels.openInfo());
+
+  // ---- pinned bar
+  byId("pinned-jump").addEventListener("click", () => {
+    const id = session.openChatId;
+    const info = id === null ? undefined : session.chats.get(id);
+    if (info && id !== null && info.chat.pinned !== 0n) void jumpTo(id, info.chat.pinned);
+  });
+  byId("unpin").addEventListener("click", () => {
+    const id = session.openChatId;
+    if (id !== null) void session.pin(id, 0n).catch(showError);
   });
 
-  // ---- composer: Enter sends, Shift+Enter is a newline
-  const composer = byId<HTMLTextAreaElement>("composer");
-  const sendBtn = byId<HTMLButtonElement>("send");
-  const send = () => {
-    const text = composer.value.trim();
-    const chatId = session.openChatId;
-    if (!text || chatId === null) return;
-    composer.value = "";
-    session.send(chatId, text);
+  /** Scrolls to a message (loading older pages until it is there) and flashes it. */
+  const jumpTo = async (chatId: bigint, id: bigint) => {
+    if (id === 0n) return;
+    if (session.openChatId !== chatId) await session.openChat(chatId);
+    const found = await session.loadUntil(chatId, id).catch(() => false);
+    ui.render();
+    const e = document.querySelector<HTMLElement>(`#messages .message[data-id="${id}"]`);
+    if (!found || !e) return showError(new Error("That message is no longer here."));
+    e.scrollIntoView({ block: "center" });
+    e.classList.remove("flash");
+    void e.offsetWidth;
+    e.classList.add("flash");
   };
-  composer.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+
+  // ---- search in the chat
+  const searchBar = byId("search-bar");
+  const searchInput = byId<HTMLInputElement>("search-input");
+  const results = byId("search-results");
+  const closeSearch = () => {
+    searchBar.hidden = true;
+    results.hidden = true;
+    results.replaceChildren();
+    searchInput.value = "";
+  };
+  byId("search-open").addEventListener("click", () => {
+    searchBar.hidden = false;
+    searchInput.focus();
+  });
+  byId("search-close").addEventListener("click", closeSearch);
+  let searchSeq = 0;
+  const runSearch = async () => {
+    const chatId = session.openChatId;
+    const text = searchInput.value.trim();
+    if (chatId === null || !text) return;
+    const seq = ++searchSeq;
+    try {
+      const found = await session.search(chatId, text);
+      if (seq !== searchSeq) return;
+      results.replaceChildren();
+      if (found.length === 0) results.append(Object.assign(document.createElement("li"), { className: "none", textContent: "Nothing found" }));
+      for (const m of found) {
+        const li = document.createElement("li");
+        li.className = "search-result";
+        li.dataset.id = String(m.id);
+        li.tabIndex = 0;
+        const who = document.createElement("span");
+        who.className = "who";
+        who.textContent = session.userName(m.from);
+        const what = document.createElement("span");
+        what.className = "what";
+        what.textContent = preview(m);
+        li.append(who, what);
+        const go = () => {
+          results.hidden = true;
+          void jumpTo(chatId, m.id);
+        };
+        li.addEventListener("click", go);
+        li.addEventListener("keydown", (e) => e.key === "Enter" && go());
+        results.append(li);
+      }
+      results.hidden = false;
+    } catch (e) {
+      showError(e);
+    }
+  };
+  searchInput.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") void runSearch();
+    if (e.key === "Escape") {
       e.preventDefault();
-      send();
+      closeSearch();
+      composer.focus();
     }
   });
-  composer.addEventListener("input", () => {
-    if (session.openChatId !== null && composer.value.trim() !== "") session.typing(session.openChatId);
+
+  // ---- keys: Esc closes the topmost thing (popup, search, reply/edit, then the chat)
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape" || e.defaultPrevented) return;
+    if (!searchBar.hidden) return closeSearch();
+    if (composer.cancelMode()) return;
+    if (session.openChatId !== null) closeChat();
   });
-  sendBtn.addEventListener("click", send);
+
+  // ---- presence: the open private chat's peer, every 30 s and on opening
+  const refreshPresence = () => {
+    const id = session.openChatId;
+    const info = id === null ? undefined : session.chats.get(id);
+    const peer = info ? session.peerOf(info) : undefined;
+    if (peer !== undefined) session.refreshUsers([peer]);
+  };
+  setInterval(refreshPresence, 30_000);
+
+  // ---- notifications while the tab is hidden (with permission)
+  const offer = byId("notify-offer");
+  const canNotify = typeof Notification !== "undefined";
+  const updateOffer = () => (offer.hidden = !canNotify || Notification.permission !== "default");
+  updateOffer();
+  byId("notify-enable").addEventListener("click", () => void Notification.requestPermission().then(updateOffer, updateOffer));
+  session.onIncoming = (info, m) => {
+    if (!canNotify || Notification.permission !== "granted" || document.visibilityState === "visible") return;
+    const title = info.chat.kind === ChatKind.PRIVATE ? session.userName(m.from) : session.chatTitle(info);
+    const body = info.chat.kind === ChatKind.GROUP ? `${session.userName(m.from)}: ${preview(m)}` : preview(m);
+    try {
+      const n = new Notification(title, { body: body.slice(0, 200), tag: `chat-${info.chat.id}` });
+      n.onclick = () => {
+        window.focus();
+        open(info.chat.id);
+        n.close();
+      };
+    } catch {
+      /* some browsers allow notifications only from a service worker */
+    }
+  };
 
   // ---- read marks: only while the page is visible
   const visibility = () => {

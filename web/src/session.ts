@@ -7,7 +7,11 @@ import { create } from "@bufbuild/protobuf";
 import {
   ChatKind,
   ChatStateSchema,
+  MediaKind,
+  Role,
   type Chat,
+  type ChatMember,
+  type Session as DeviceSession,
   type ChatEvent,
   type ChatDifference,
   type Dialog,
@@ -16,6 +20,7 @@ import {
   type User,
 } from "./gen/client_pb";
 import { Connection, CourierError, type NodeInfo, type RequestInit, type ResultCase, type ResultOf } from "./wire";
+import { upload, type PendingFile, type UploadStats } from "./media";
 
 export const CLIENT_VERSION = "courier-web/0.3";
 const TOKEN_KEY = "courier.session";
@@ -51,15 +56,36 @@ export interface ChatInfo {
   gapTimer?: ReturnType<typeof setTimeout>;
   /** user id -> until (local clock, ms) */
   typing: Map<bigint, number>;
+  /** Our role here (Dialog.role, RoleChange events). */
+  role: Role;
+  /** Older messages than the oldest loaded may exist. */
+  olderMore: boolean;
+  loadingOlder: boolean;
+  /** Set by joins, leaves and role changes: an open member list reloads. */
+  membersChanged?: boolean;
+  /** My reactions set from this page (channels do not say who reacted). */
+  myReactions?: Map<bigint, string>;
+  /** Messages fetched one by one (quotes, the pinned one), outside the history. */
+  extra?: Map<bigint, Message>;
 }
 
 export interface OutboxItem {
   chatId: bigint;
   randomId: bigint;
   text: string;
+  /** The message this one answers (0: none). */
+  replyTo: bigint;
   state: "sending" | "failed";
   error?: string;
+  /** An attachment: uploaded first (resumable), then sent with the text as its caption. */
+  file?: PendingFile;
 }
+
+/** Largest message text and media caption (the brief's limits). */
+export const MAX_TEXT = 4096;
+export const MAX_CAPTION = 1024;
+/** Send attempts that reached a node before a bubble says "not sent". */
+const SEND_ATTEMPTS = 8;
 
 function randomU64(): bigint {
   const b = new BigUint64Array(1);
@@ -107,6 +133,10 @@ export class Session {
 
   onChange: () => void = () => {};
   onLoggedOut: () => void = () => {};
+  /** A new message from someone else arrived live (not during a catch-up). */
+  onIncoming: (info: ChatInfo, m: Message) => void = () => {};
+  /** Why the last log-out happened, when it was not this page's doing. */
+  loggedOutReason = "";
 
   private conn: Connection | null = null;
   private config: WebConfig;
@@ -171,7 +201,7 @@ export class Session {
       } catch (e) {
         if (e instanceof CourierError && (e.code === "UNAUTHORIZED" || e.code === "SESSION_REVOKED")) {
           // The token is no good: forget it and log in again (same node).
-          this.forgetLogin();
+          this.forgetLogin(e.code === "SESSION_REVOKED" ? "This session was terminated from another device." : "");
           conn?.close();
           continue;
         }
@@ -306,6 +336,9 @@ export class Session {
         return await conn.call(method, expect);
       } catch (e) {
         lastErr = e;
+        if (e instanceof CourierError && e.code === "SESSION_REVOKED" && this.loggedIn) {
+          this.forgetLogin("This session was terminated from another device.");
+        }
         if (!(e instanceof CourierError) || !e.transient) throw e;
         await sleep(300 * (i + 1));
       }
@@ -365,7 +398,8 @@ export class Session {
     if (this.conn && !this.conn.isClosed) this.setState("login", "");
   }
 
-  private forgetLogin(): void {
+  private forgetLogin(reason = ""): void {
+    this.loggedOutReason = reason;
     localStorage.removeItem(TOKEN_KEY);
     this.token = null;
     this.me = null;
@@ -452,6 +486,7 @@ export class Session {
       if (info) {
         fresh.unread = info.unread;
         fresh.otherReadMaxId = info.otherReadMaxId;
+        fresh.role = info.role;
       }
       info = fresh;
       this.chats.set(chat.id, info);
@@ -482,6 +517,9 @@ export class Session {
       historyLoaded: false,
       held: new Map(),
       typing: new Map(),
+      role: this.me && chat.creator === this.me.id && chat.kind !== ChatKind.PRIVATE ? Role.CREATOR : Role.MEMBER,
+      olderMore: true,
+      loadingOlder: false,
     };
   }
 
@@ -523,6 +561,7 @@ export class Session {
         this.scheduleGapFill(info, GAP_WAIT_MS);
       }
     }
+    info.role = d.role;
     if (d.readMaxId > info.readMaxId) info.readMaxId = d.readMaxId;
     // Our read_history may still be on its way: a local read position past
     // the dialog's last message wins over the node's (older) unread count.
@@ -587,7 +626,7 @@ export class Session {
         break;
       }
       case "sessionTerminated":
-        this.forgetLogin();
+        this.forgetLogin("This session was terminated from another device.");
         break;
       default:
         break; // login codes and unknown kinds: nothing to show here
@@ -693,6 +732,7 @@ export class Session {
         if (isNew && !mine && m.id > info.readMaxId) info.unread += 1n;
         if (mine && m.id > info.readMaxId) info.readMaxId = m.id; // own sends are read
         this.ensureUsers([m.from]);
+        if (isNew && !mine && !this.syncing) this.onIncoming(info, m);
         break;
       }
       case "edited":
@@ -726,6 +766,7 @@ export class Session {
         info.chat.title = k.value;
         break;
       case "left":
+        info.membersChanged = true;
         if (this.me && k.value === this.me.id) {
           this.chats.delete(info.chat.id);
           if (this.openChatId === info.chat.id) this.openChatId = null;
@@ -734,8 +775,15 @@ export class Session {
       case "pinned":
         info.chat.pinned = k.value;
         break;
+      case "role":
+        if (this.me && k.value.user === this.me.id) info.role = k.value.role;
+        info.membersChanged = true;
+        break;
+      case "joined":
+        info.membersChanged = true;
+        break;
       default:
-        break; // joined, role, kind-less: only the pts moves
+        break; // kind-less: only the pts moves
     }
   }
 
@@ -845,6 +893,7 @@ export class Session {
     if (!info) return;
     for (const m of page.messages) this.putMessage(info, m);
     info.historyLoaded = true;
+    info.olderMore = page.more;
     this.ensureUsers(page.messages.map((m) => m.from));
     this.notify();
   }
@@ -869,10 +918,21 @@ export class Session {
       });
   }
 
+  /** The account of a phone number. */
+  async resolve(phone: string): Promise<User> {
+    try {
+      const user = await this.call({ case: "resolvePhone", value: { phone } }, "user");
+      this.users.set(user.id, user);
+      return user;
+    } catch (e) {
+      if (e instanceof CourierError && e.code === "BAD_REQUEST") throw new CourierError("BAD_REQUEST", `No account with the phone ${phone}.`);
+      throw e;
+    }
+  }
+
   /** Starts (or finds) the private chat with the account of this phone. */
   async startPrivateChat(phone: string): Promise<bigint> {
-    const user = await this.call({ case: "resolvePhone", value: { phone } }, "user");
-    this.users.set(user.id, user);
+    const user = await this.resolve(phone);
     const chat = await this.call(
       { case: "createChat", value: { kind: ChatKind.PRIVATE, members: [user.id] } },
       "chat",
@@ -887,8 +947,8 @@ export class Session {
     return chat.id;
   }
 
-  send(chatId: bigint, text: string): void {
-    const item: OutboxItem = { chatId, randomId: randomU64(), text, state: "sending" };
+  send(chatId: bigint, text: string, replyTo = 0n, file?: PendingFile): void {
+    const item: OutboxItem = { chatId, randomId: randomU64(), text, replyTo, state: "sending", file };
     this.outbox.push(item);
     this.notify();
     this.enqueue(item);
@@ -903,29 +963,47 @@ export class Session {
 
   /** Sends of one chat go one at a time, so messages typed in a row keep
    * their order (concurrent streams may reach the chat's leader in any order). */
-  private sendChains = new Map<bigint, Promise<void>>();
+  private sendChains = new Map<string, Promise<void>>();
   private enqueue(item: OutboxItem): void {
-    const prev = this.sendChains.get(item.chatId) ?? Promise.resolve();
+    // Attachments keep their order in a chain of their own, so a long
+    // upload does not hold up the text typed meanwhile (as in Telegram).
+    const key = item.file ? `${item.chatId}:files` : String(item.chatId);
+    const prev = this.sendChains.get(key) ?? Promise.resolve();
     const next = prev.then(() => this.deliver(item));
-    this.sendChains.set(item.chatId, next);
+    this.sendChains.set(key, next);
     void next.finally(() => {
-      if (this.sendChains.get(item.chatId) === next) this.sendChains.delete(item.chatId);
+      if (this.sendChains.get(key) === next) this.sendChains.delete(key);
     });
   }
 
   /** Sends one outbox item, retrying transient failures with the SAME
-   * random_id (the node answers a repeat with the first message). */
+   * random_id (the node answers a repeat with the first message). While the
+   * page is offline the item just waits: only attempts that reached a node
+   * count. An attachment is uploaded first; its parts survive reconnects. */
   private async deliver(item: OutboxItem): Promise<void> {
-    for (let attempt = 0; attempt < 8; attempt++) {
+    let attempts = 0;
+    while (attempts < SEND_ATTEMPTS) {
       // Logged out (or another account logged in) meanwhile: the outbox was
       // emptied and this message is no longer anyone's to send.
       if (!this.outbox.includes(item)) return;
+      if (item.file?.cancelled) {
+        this.dropFromOutbox(item);
+        return;
+      }
+      let conn: Connection;
       try {
-        const conn = await this.waitOnline(20000);
-        if (!this.outbox.includes(item)) return;
+        conn = await this.waitOnline(60000);
+      } catch {
+        continue; // offline: keep it queued, the page says so
+      }
+      try {
+        const f = item.file;
+        if (f && f.fileId === 0n) await upload(this, f, () => this.notify());
+        if (!this.outbox.includes(item) || f?.cancelled) continue;
+        const media = f ? { fileId: f.fileId, kind: f.kind, durationSecs: f.durationSecs } : undefined;
         const resp = await conn.raw({
           case: "sendMessage",
-          value: { chatId: item.chatId, randomId: item.randomId, text: item.text },
+          value: { chatId: item.chatId, randomId: item.randomId, text: item.text, replyTo: item.replyTo, media },
         });
         const info = this.chats.get(item.chatId);
         if (resp.result.case === "sent") {
@@ -937,11 +1015,11 @@ export class Session {
         } else if (resp.result.case === "message") {
           if (info) this.putMessage(info, resp.result.value); // the push follows; pts dedupes
         }
-        this.outbox = this.outbox.filter((x) => x !== item);
-        this.notify();
+        this.dropFromOutbox(item);
         this.maybeMarkRead();
         return;
       } catch (e) {
+        if (item.file?.cancelled) continue;
         const transient = e instanceof CourierError && (e.transient || e.code === "FLOOD_WAIT");
         if (!transient) {
           item.state = "failed";
@@ -949,13 +1027,33 @@ export class Session {
           this.notify();
           return;
         }
-        const wait = e instanceof CourierError && e.retryAfterSecs > 0 ? e.retryAfterSecs * 1000 : 500 * (attempt + 1);
+        attempts++;
+        const wait = e instanceof CourierError && e.retryAfterSecs > 0 ? e.retryAfterSecs * 1000 : 500 * attempts;
         await sleep(Math.min(wait, 5000));
       }
     }
     item.state = "failed";
     item.error = "not sent";
     this.notify();
+  }
+
+  /** The last uploads' stats (for the debug hook), at most 10. */
+  readonly uploadStats: UploadStats[] = [];
+
+  private dropFromOutbox(item: OutboxItem): void {
+    if (item.file?.stats) {
+      this.uploadStats.push(item.file.stats);
+      if (this.uploadStats.length > 10) this.uploadStats.shift();
+    }
+    this.outbox = this.outbox.filter((x) => x !== item);
+    if (item.file) item.file.blob = null;
+    this.notify();
+  }
+
+  /** Stops an attachment's upload and drops its bubble. */
+  cancel(item: OutboxItem): void {
+    if (item.file) item.file.cancelled = true;
+    this.dropFromOutbox(item);
   }
 
   /** Called on a still-live connection (after reconnect): resend what waits. */
@@ -970,5 +1068,255 @@ export class Session {
     this.lastTypingSent.set(chatId, now);
     if (!this.conn || this.state !== "online") return;
     void this.conn.call({ case: "setTyping", value: { chatId } }, "done").catch(() => {});
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  /** The next older page of the chat's history (scrolling back). */
+  async loadOlder(chatId: bigint): Promise<void> {
+    const info = this.chats.get(chatId);
+    if (!info || info.loadingOlder || !info.olderMore || !info.historyLoaded) return;
+    let oldest: bigint | null = null;
+    for (const id of info.messages.keys()) if (oldest === null || id < oldest) oldest = id;
+    if (oldest === null || oldest <= 1n) {
+      info.olderMore = false;
+      return;
+    }
+    info.loadingOlder = true;
+    this.notify();
+    try {
+      const page = await this.call({ case: "getHistory", value: { chatId, before: oldest, limit: 50 } }, "messages");
+      for (const m of page.messages) if (!m.deleted) info.messages.set(m.id, m);
+      info.olderMore = page.more && page.messages.length > 0;
+      this.ensureUsers(page.messages.map((m) => m.from));
+    } finally {
+      info.loadingOlder = false;
+      this.notify();
+    }
+  }
+
+  /** Loads older pages until `id` is in the chat (a search result, a quote),
+   * so the shown history stays contiguous. At most 20 pages. */
+  async loadUntil(chatId: bigint, id: bigint): Promise<boolean> {
+    const info = this.chats.get(chatId);
+    if (!info) return false;
+    if (!info.historyLoaded) await this.loadHistory(chatId);
+    for (let i = 0; i < 20 && !info.messages.has(id) && info.olderMore; i++) {
+      let oldest = 0n;
+      for (const k of info.messages.keys()) if (oldest === 0n || k < oldest) oldest = k;
+      if (oldest !== 0n && oldest < id) break; // it was deleted
+      await this.loadOlder(chatId);
+    }
+    return info.messages.has(id);
+  }
+
+  async editMessage(chatId: bigint, id: bigint, text: string): Promise<void> {
+    const m = await this.call({ case: "editMessage", value: { chatId, id, text } }, "message", 1);
+    const info = this.chats.get(chatId);
+    if (info) this.putMessage(info, m);
+    this.notify();
+  }
+
+  /** Deletes for everyone, or (forAll false) hides them from my devices only. */
+  async deleteMessages(chatId: bigint, ids: bigint[], forAll: boolean): Promise<void> {
+    if (forAll) await this.call({ case: "deleteMessages", value: { chatId, ids } }, "done", 1);
+    else await this.call({ case: "deleteForMe", value: { chatId, ids } }, "done", 1);
+    const info = this.chats.get(chatId);
+    if (info) {
+      for (const id of ids) info.messages.delete(id);
+      if (info.last && ids.includes(info.last.id)) info.last = this.newestIn(info);
+    }
+    this.notify();
+  }
+
+  /** Forwards messages; the copies arrive as the target chat's events. */
+  async forward(toChat: bigint, fromChat: bigint, ids: bigint[]): Promise<void> {
+    const m = await this.call(
+      { case: "forwardMessages", value: { chatId: toChat, fromChat, ids, randomId: randomU64() } },
+      "message",
+    );
+    const info = this.chats.get(toChat);
+    if (info) this.putMessage(info, m);
+    if (info && info.pts < info.chat.pts) this.scheduleGapFill(info, GAP_WAIT_MS);
+    this.notify();
+  }
+
+  /** My reaction on a message; the same emoji again (or "") removes it. */
+  async react(chatId: bigint, id: bigint, emoji: string): Promise<void> {
+    const info = this.chats.get(chatId);
+    const m = info?.messages.get(id);
+    const mine = m && this.me ? m.reactions.find((r) => r.users.includes(this.me!.id))?.emoji : undefined;
+    const value = mine === emoji ? "" : emoji;
+    const answer = await this.call({ case: "sendReaction", value: { chatId, id, emoji: value } }, "message", 1);
+    if (info) this.putMessage(info, answer);
+    if (info) (info.myReactions ??= new Map()).set(id, value);
+    this.notify();
+  }
+
+  /** My reaction on a message, as far as this page knows (a channel's
+   * reactions carry counts, not who). */
+  myReaction(info: ChatInfo, m: Message): string {
+    const known = info.myReactions?.get(m.id);
+    if (known !== undefined) return known;
+    if (!this.me) return "";
+    return m.reactions.find((r) => r.users.includes(this.me!.id))?.emoji ?? "";
+  }
+
+  async pin(chatId: bigint, id: bigint): Promise<void> {
+    const chat = await this.call({ case: "pinMessage", value: { chatId, id } }, "chat", 1);
+    const info = this.chats.get(chatId);
+    if (info) info.chat.pinned = chat.pinned;
+    this.notify();
+  }
+
+  /** Messages with this text, newest first (one page of up to 50). */
+  async search(chatId: bigint, text: string): Promise<Message[]> {
+    const r = await this.call({ case: "search", value: { chatId, text, limit: 50 } }, "messages");
+    this.ensureUsers(r.messages.map((m) => m.from));
+    return r.messages;
+  }
+
+  /** A message of a chat, from what is loaded, else fetched (quotes, the pinned bar). */
+  async messageById(chatId: bigint, id: bigint): Promise<Message | undefined> {
+    const info = this.chats.get(chatId);
+    const have = info?.messages.get(id) ?? info?.extra?.get(id);
+    if (have) return have;
+    const page = await this.call({ case: "getHistory", value: { chatId, before: id + 1n, limit: 1 } }, "messages");
+    const m = page.messages.find((x) => x.id === id);
+    if (m && info) {
+      (info.extra ??= new Map()).set(id, m);
+      if (info.extra.size > 200) info.extra.delete(info.extra.keys().next().value!);
+      this.ensureUsers([m.from]);
+    }
+    return m;
+  }
+
+  // ---------------------------------------------------------------- chats
+
+  /** A group or channel with the accounts of these phones. */
+  async createChat(kind: ChatKind, title: string, phones: string[]): Promise<bigint> {
+    const members: bigint[] = [];
+    for (const phone of phones) members.push((await this.resolve(phone)).id);
+    const chat = await this.call({ case: "createChat", value: { kind, title, members } }, "chat", 1);
+    this.addChat(chat, Role.CREATOR);
+    await this.openChat(chat.id);
+    return chat.id;
+  }
+
+  private addChat(chat: Chat, role?: Role): ChatInfo {
+    let info = this.chats.get(chat.id);
+    if (!info) {
+      info = this.newChatInfo(chat);
+      info.historyLoaded = false;
+      this.chats.set(chat.id, info);
+    }
+    if (role !== undefined) info.role = role;
+    return info;
+  }
+
+  async invite(chatId: bigint, phone: string): Promise<void> {
+    const u = await this.resolve(phone);
+    await this.call({ case: "invite", value: { chatId, users: [u.id] } }, "chat", 1);
+    this.notify();
+  }
+
+  /** The members, at most 1,000 (five pages of 200). */
+  async members(chatId: bigint): Promise<ChatMember[]> {
+    const out: ChatMember[] = [];
+    let after = 0n;
+    for (let page = 0; page < 5; page++) {
+      const r = await this.call({ case: "getMembers", value: { chatId, afterUser: after, limit: 200 } }, "members");
+      out.push(...r.members);
+      if (r.members.length < 200) break;
+      after = r.members[r.members.length - 1]!.userId;
+    }
+    this.ensureUsers(out.map((m) => m.userId));
+    const info = this.chats.get(chatId);
+    if (info) info.membersChanged = false;
+    return out;
+  }
+
+  async setAdmin(chatId: bigint, userId: bigint, admin: boolean): Promise<void> {
+    await this.call({ case: "setAdmin", value: { chatId, userId, admin } }, "chat", 1);
+  }
+
+  async removeMember(chatId: bigint, userId: bigint): Promise<void> {
+    await this.call({ case: "removeMember", value: { chatId, userId } }, "chat", 1);
+  }
+
+  async rename(chatId: bigint, title: string): Promise<void> {
+    const chat = await this.call({ case: "setTitle", value: { chatId, title } }, "chat", 1);
+    const info = this.chats.get(chatId);
+    if (info) info.chat.title = chat.title;
+    this.notify();
+  }
+
+  async leave(chatId: bigint): Promise<void> {
+    if (!this.me) return;
+    await this.call({ case: "removeMember", value: { chatId, userId: this.me.id } }, "chat", 1);
+    this.chats.delete(chatId);
+    if (this.openChatId === chatId) this.openChatId = null;
+    this.notify();
+  }
+
+  /** Admins and the creator post in a channel; everyone in other chats. */
+  canPost(info: ChatInfo): boolean {
+    return info.chat.kind !== ChatKind.CHANNEL || info.role === Role.ADMIN || info.role === Role.CREATOR;
+  }
+
+  isAdmin(info: ChatInfo): boolean {
+    return info.role === Role.ADMIN || info.role === Role.CREATOR;
+  }
+
+  // ---------------------------------------------------------------- presence
+
+  /** Asks again for these users (online, last seen), whatever we hold. */
+  refreshUsers(ids: bigint[]): void {
+    const want = [...new Set(ids)].filter((id) => id !== 0n).slice(0, 100);
+    if (want.length === 0 || !this.loggedIn) return;
+    void this.call({ case: "getUsers", value: { ids: want } }, "users")
+      .then((r) => {
+        for (const u of r.users) this.users.set(u.id, u);
+        this.notify();
+      })
+      .catch(() => {});
+  }
+
+  /** The chat's other member, for a private chat. */
+  peerOf(info: ChatInfo): bigint | undefined {
+    return info.chat.kind === ChatKind.PRIVATE ? this.peers.get(info.chat.id) : undefined;
+  }
+
+  // ---------------------------------------------------------------- account
+
+  async sessions(): Promise<DeviceSession[]> {
+    const r = await this.call({ case: "getSessions", value: {} }, "sessions");
+    return r.sessions;
+  }
+
+  async terminateSession(sessionId: bigint): Promise<void> {
+    await this.call({ case: "terminateSession", value: { sessionId } }, "done", 1);
+  }
+
+  async terminateOtherSessions(): Promise<void> {
+    await this.call({ case: "terminateOtherSessions", value: {} }, "done", 1);
+  }
+
+  /** Queues a file (photo, document or voice note) for a chat. */
+  sendFile(chatId: bigint, blob: Blob, name: string, kind: MediaKind, caption: string, replyTo = 0n, durationSecs = 0): void {
+    const file: PendingFile = {
+      blob,
+      name,
+      mime: blob.type || "application/octet-stream",
+      kind,
+      durationSecs,
+      uploadId: randomU64(),
+      total: blob.size,
+      done: new Set(),
+      sent: 0,
+      fileId: 0n,
+      cancelled: false,
+    };
+    this.send(chatId, caption, replyTo, file);
   }
 }

@@ -2,16 +2,17 @@
 // innerHTML). The static skeleton with the stable test hooks (#phone,
 // #dialogs, #messages, ...) is in index.html; this file fills it.
 
-import type { Message } from "./gen/client_pb";
+import { ChatKind, MediaKind, type Message } from "./gen/client_pb";
 import type { ChatInfo, OutboxItem, Session } from "./session";
+import { BlobCache, download, humanSize } from "./media";
 
-function $(id: string): HTMLElement {
+export function $(id: string): HTMLElement {
   const el = document.getElementById(id);
   if (!el) throw new Error(`#${id} missing from index.html`);
   return el;
 }
 
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: string): HTMLElementTagNameMap[K] {
+export function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: string): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
   if (text !== undefined) e.textContent = text;
@@ -23,40 +24,114 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: 
 // bubble's time, every render).
 const HOUR_MINUTE = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
 const MONTH_DAY = new Intl.DateTimeFormat([], { month: "short", day: "numeric" });
+const LONG_DAY = new Intl.DateTimeFormat([], { weekday: "long", month: "long", day: "numeric", year: "numeric" });
 
-function timeOf(ms: bigint): string {
+function sameDay(a: Date, b: Date): boolean {
+  return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
+}
+
+export function timeOf(ms: bigint): string {
   if (ms === 0n) return "";
   const d = new Date(Number(ms));
-  const now = new Date();
-  const sameDay = d.getFullYear() === now.getFullYear() && d.getMonth() === now.getMonth() && d.getDate() === now.getDate();
-  return (sameDay ? HOUR_MINUTE : MONTH_DAY).format(d);
+  return (sameDay(d, new Date()) ? HOUR_MINUTE : MONTH_DAY).format(d);
 }
 
-function preview(m: Message | undefined): string {
-  if (!m) return "";
-  if (m.text) return m.text.replace(/\s+/g, " ");
-  if (m.media) return "[media]";
-  return "";
+/** "Today", "Yesterday" or the long date: the separator above a day's messages. */
+export function dayLabel(ms: bigint): string {
+  const d = new Date(Number(ms));
+  const now = new Date();
+  if (sameDay(d, now)) return "Today";
+  const y = new Date(now);
+  y.setDate(now.getDate() - 1);
+  if (sameDay(d, y)) return "Yesterday";
+  return LONG_DAY.format(d);
 }
+
+function dayKey(ms: bigint): string {
+  const d = new Date(Number(ms));
+  return `d${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`;
+}
+
+/** "last seen 5 minutes ago" and the like. */
+export function lastSeen(ms: bigint, now = Date.now()): string {
+  if (ms === 0n) return "last seen recently";
+  const ago = Math.max(0, now - Number(ms));
+  const min = Math.floor(ago / 60000);
+  if (min < 1) return "last seen just now";
+  if (min < 60) return `last seen ${min} minute${min === 1 ? "" : "s"} ago`;
+  const d = new Date(Number(ms));
+  if (sameDay(d, new Date(now))) return `last seen today at ${HOUR_MINUTE.format(d)}`;
+  return `last seen ${MONTH_DAY.format(d)} at ${HOUR_MINUTE.format(d)}`;
+}
+
+export function duration(secs: number): string {
+  return `${Math.floor(secs / 60)}:${String(secs % 60).padStart(2, "0")}`;
+}
+
+/** One line for a message in lists and quotes. */
+export function preview(m: Message | undefined): string {
+  if (!m) return "";
+  const text = m.text.replace(/\s+/g, " ");
+  if (m.media) {
+    const what = m.media.kind === MediaKind.MEDIA_PHOTO ? "Photo" : m.media.kind === MediaKind.MEDIA_VOICE ? "Voice message" : m.media.file?.name || "File";
+    return text ? `${what}: ${text}` : what;
+  }
+  return text;
+}
+
+export const REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🔥"];
 
 export class Ui {
   private readonly status = $("status");
+  private readonly offline = $("offline");
   private readonly login = $("login");
+  private readonly loginNotice = $("login-notice");
   private readonly main = $("main");
   private readonly dialogs = $("dialogs");
   private readonly chatPane = $("chat");
   private readonly chatTitle = $("chat-title");
+  private readonly chatSubtitle = $("chat-subtitle");
+  private readonly pinnedBar = $("pinned-bar");
   private readonly messages = $("messages");
   private readonly typing = $("typing");
   private readonly me = $("me");
   private readonly logOut = $("log-out") as HTMLButtonElement;
+  private readonly accountOpen = $("account-open") as HTMLButtonElement;
   private readonly empty = $("chat-empty");
+  private readonly composerRow = document.querySelector(".composer-row") as HTMLElement;
+  private readonly channelNote = $("channel-note");
   private renderedChat: bigint | null = null;
   private messageEls = new Map<string, HTMLElement>();
   private dialogEls = new Map<bigint, HTMLElement>();
   private scheduled = false;
+  readonly previews = new BlobCache(200);
 
-  constructor(private readonly s: Session) {}
+  onOpen?: (chatId: bigint) => void;
+  onRetry?: (item: OutboxItem) => void;
+  onCancel?: (item: OutboxItem) => void;
+  onMenu?: (m: Message, anchor: HTMLElement) => void;
+  onReact?: (m: Message, emoji: string) => void;
+  onPhoto?: (m: Message) => void;
+  onFile?: (m: Message) => void;
+  onQuote?: (chatId: bigint, id: bigint) => void;
+  /** The user scrolled near the top of a chat whose older history is not loaded. */
+  onNeedOlder?: (chatId: bigint) => void;
+
+  /** The chat was scrolled to its end: a resize (the window, the keyboard
+   * on a phone, a bar above) keeps it there. */
+  private stuckBottom = true;
+
+  constructor(private readonly s: Session) {
+    const box = this.messages;
+    box.addEventListener("scroll", () => {
+      this.stuckBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+      const id = this.renderedChat;
+      if (id !== null && box.scrollTop < 120) this.onNeedOlder?.(id);
+    });
+    new ResizeObserver(() => {
+      if (this.stuckBottom) box.scrollTop = box.scrollHeight;
+    }).observe(box);
+  }
 
   /** Coalesces many state changes into one render per frame. */
   schedule(): void {
@@ -80,12 +155,17 @@ export class Ui {
     this.status.title = s.nodeId !== null ? `node ${s.nodeId}` : s.statusDetail;
 
     const loggedIn = s.loggedIn;
+    this.offline.hidden = !loggedIn || s.state === "online";
     this.login.hidden = loggedIn || s.state === "connecting";
     this.main.hidden = !loggedIn;
     this.logOut.hidden = !loggedIn;
+    this.accountOpen.hidden = !loggedIn;
+    this.loginNotice.hidden = loggedIn || !s.loggedOutReason;
+    setText(this.loginNotice, s.loggedOutReason);
     setText(this.me, loggedIn && s.me ? s.userName(s.me.id) : "");
     if (!loggedIn) {
       this.clearChat();
+      if (document.title !== "Courier") document.title = "Courier";
       return;
     }
     this.renderDialogs();
@@ -108,17 +188,19 @@ export class Ui {
     for (const info of chats) if (info.last) needed.push(info.last.from);
     s.ensureUsers(needed); // one get_users batch for this render
     const seen = new Set<bigint>();
+    let unreadTotal = 0n;
     let cursor = this.dialogs.firstElementChild;
     for (const info of chats) {
       const id = info.chat.id;
       seen.add(id);
+      unreadTotal += info.unread;
       let li = this.dialogEls.get(id);
       if (!li) {
         li = el("li", "dialog");
         li.dataset.chatId = String(id);
         li.tabIndex = 0;
         const top = el("div", "row");
-        top.append(el("span", "title"), el("span", "time"));
+        top.append(el("span", "kind"), el("span", "title"), el("span", "time"));
         const bottom = el("div", "row");
         bottom.append(el("span", "last"), el("span", "unread"));
         li.append(top, bottom);
@@ -128,12 +210,18 @@ export class Ui {
         });
         this.dialogEls.set(id, li);
       }
+      const kind = info.chat.kind === ChatKind.CHANNEL ? "📢" : info.chat.kind === ChatKind.GROUP ? "👥" : "";
+      setText(li.querySelector(".kind") as HTMLElement, kind);
       setText(li.querySelector(".title") as HTMLElement, s.chatTitle(info));
       setText(li.querySelector(".time") as HTMLElement, timeOf(info.last?.dateMs ?? 0n));
+      const typing = s.typingText(info);
       let last = preview(info.last);
-      if (info.last && s.me && info.last.from === s.me.id) last = `You: ${last}`;
-      else if (info.last && info.chat.kind !== 1 /* PRIVATE */) last = `${s.userName(info.last.from)}: ${last}`;
-      setText(li.querySelector(".last") as HTMLElement, last);
+      if (typing) last = info.chat.kind === ChatKind.PRIVATE ? "typing…" : typing;
+      else if (info.last && s.me && info.last.from === s.me.id) last = `You: ${last}`;
+      else if (info.last && info.chat.kind === ChatKind.GROUP) last = `${s.userName(info.last.from)}: ${last}`;
+      const lastEl = li.querySelector(".last") as HTMLElement;
+      setText(lastEl, last);
+      lastEl.classList.toggle("typing", !!typing);
       const unread = li.querySelector(".unread") as HTMLElement;
       setText(unread, info.unread > 0n ? String(info.unread) : "");
       unread.hidden = info.unread === 0n;
@@ -147,10 +235,9 @@ export class Ui {
         this.dialogEls.delete(id);
       }
     }
+    const title = unreadTotal > 0n ? `(${unreadTotal}) Courier` : "Courier";
+    if (document.title !== title) document.title = title;
   }
-
-  onOpen?: (chatId: bigint) => void;
-  onRetry?: (item: OutboxItem) => void;
 
   private clearChat(): void {
     this.messages.replaceChildren();
@@ -173,38 +260,68 @@ export class Ui {
       this.messages.replaceChildren();
       this.messageEls.clear();
       this.renderedChat = null;
+      this.pinnedBar.hidden = true;
       return;
     }
-    if (this.renderedChat !== id) {
+    const fresh = this.renderedChat !== id;
+    if (fresh) {
       this.messages.replaceChildren();
       this.messageEls.clear();
       this.renderedChat = id;
     }
     setText(this.chatTitle, s.chatTitle(info));
+    setText(this.chatSubtitle, this.subtitle(info));
+    this.chatSubtitle.classList.toggle("online", this.chatSubtitle.textContent === "online");
     setText(this.typing, s.typingText(info));
+    const canPost = s.canPost(info);
+    this.composerRow.hidden = !canPost;
+    this.channelNote.hidden = canPost;
+    this.renderPinned(info);
 
-    // Stick to the bottom if the user was there (or this is a fresh render).
+    // Keep what the user looks at in place: stick to the bottom if they were
+    // there; otherwise keep the first visible bubble where it was (older
+    // pages are inserted above it).
     const box = this.messages;
-    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40 || this.messageEls.size === 0;
+    const atBottom = fresh || box.scrollHeight - box.scrollTop - box.clientHeight < 40 || this.messageEls.size === 0;
+    let anchor: HTMLElement | null = null;
+    let anchorTop = 0;
+    if (!atBottom) {
+      // Bubbles only: the loading line and a day's separator move when older
+      // messages come in above them.
+      for (const c of box.querySelectorAll<HTMLElement>(".message")) {
+        const e = c;
+        if (e.offsetTop + e.offsetHeight > box.scrollTop) {
+          anchor = e;
+          anchorTop = e.offsetTop - box.scrollTop;
+          break;
+        }
+      }
+    }
 
     const list = [...info.messages.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    s.ensureUsers(list.map((m) => m.from));
+    const users: bigint[] = list.map((m) => m.from);
+    for (const m of list) if (m.fwd) users.push(m.fwd.from);
+    s.ensureUsers(users);
     const keep = new Set<string>();
     let cursor = box.firstElementChild;
-    for (const m of list) {
-      const key = `m${m.id}`;
+    const put = (key: string, e: HTMLElement) => {
       keep.add(key);
-      const e = this.messageEl(key, m, info);
       if (e !== cursor) box.insertBefore(e, cursor);
       else cursor = cursor.nextElementSibling;
+    };
+    if (info.olderMore && info.historyLoaded) put("older", this.olderEl(info));
+    let day = "";
+    for (const m of list) {
+      const dk = dayKey(m.dateMs);
+      if (dk !== day) {
+        day = dk;
+        put(dk, this.dateEl(dk, m.dateMs));
+      }
+      put(`m${m.id}`, this.messageEl(`m${m.id}`, m, info));
     }
     for (const item of s.outbox) {
       if (item.chatId !== id) continue;
-      const key = `o${item.randomId}`;
-      keep.add(key);
-      const e = this.outboxEl(key, item);
-      if (e !== cursor) box.insertBefore(e, cursor);
-      else cursor = cursor.nextElementSibling;
+      put(`o${item.randomId}`, this.outboxEl(`o${item.randomId}`, item));
     }
     for (const [key, e] of this.messageEls) {
       if (!keep.has(key)) {
@@ -213,26 +330,140 @@ export class Ui {
       }
     }
     if (atBottom) box.scrollTop = box.scrollHeight;
+    else if (anchor && anchor.isConnected) box.scrollTop = anchor.offsetTop - anchorTop;
+    this.stuckBottom = atBottom;
+  }
+
+  private subtitle(info: ChatInfo): string {
+    const s = this.s;
+    const peer = s.peerOf(info);
+    if (peer !== undefined) {
+      if (s.typingText(info)) return "typing…";
+      const u = s.users.get(peer);
+      if (!u) return "";
+      return u.online ? "online" : lastSeen(u.lastSeenMs);
+    }
+    const n = info.chat.members;
+    if (info.chat.kind === ChatKind.CHANNEL) return `channel · ${n} subscriber${n === 1n ? "" : "s"}`;
+    if (info.chat.kind === ChatKind.GROUP) return `${n} member${n === 1n ? "" : "s"}`;
+    return "";
+  }
+
+  private pinnedFor = "";
+  private renderPinned(info: ChatInfo): void {
+    const id = info.chat.pinned;
+    this.pinnedBar.hidden = id === 0n;
+    if (id === 0n) return;
+    const text = this.pinnedBar.querySelector(".text") as HTMLElement;
+    const m = info.messages.get(id) ?? info.extra?.get(id);
+    const key = `${info.chat.id}:${id}`;
+    if (m) setText(text, preview(m));
+    else if (this.pinnedFor !== key) {
+      setText(text, "…");
+      void this.s.messageById(info.chat.id, id).then(() => this.schedule(), () => {});
+    }
+    this.pinnedFor = key;
+    this.pinnedBar.dataset.id = String(id);
+    ($("unpin") as HTMLButtonElement).hidden = !(info.chat.kind === ChatKind.PRIVATE || this.s.isAdmin(info));
+  }
+
+  private olderEl(info: ChatInfo): HTMLElement {
+    let e = this.messageEls.get("older");
+    if (!e) {
+      e = el("div", "older");
+      this.messageEls.set("older", e);
+    }
+    setText(e, info.loadingOlder ? "Loading earlier messages…" : "");
+    return e;
+  }
+
+  private dateEl(key: string, ms: bigint): HTMLElement {
+    let e = this.messageEls.get(key);
+    if (!e) {
+      e = el("div", "date-sep");
+      e.append(el("span"));
+      this.messageEls.set(key, e);
+    }
+    setText(e.firstElementChild as HTMLElement, dayLabel(ms));
+    return e;
   }
 
   private messageEl(key: string, m: Message, info: ChatInfo): HTMLElement {
     const s = this.s;
     let e = this.messageEls.get(key);
     const own = !!s.me && m.from === s.me.id;
+    const channel = info.chat.kind === ChatKind.CHANNEL;
     if (!e) {
-      e = el("div", own ? "message own" : "message");
+      e = el("div", own && !channel ? "message own" : "message");
       e.dataset.id = String(m.id);
+      const fwd = el("div", "fwd");
+      const quote = el("button", "reply-quote");
+      quote.type = "button";
+      quote.append(el("span", "who"), el("span", "what"));
+      quote.addEventListener("click", (ev) => {
+        ev.stopPropagation();
+        const cur = info.messages.get(m.id) ?? m;
+        this.onQuote?.(info.chat.id, cur.replyTo);
+      });
       const meta = el("div", "meta");
-      meta.append(el("span", "sender"), el("span", "time"), el("span", "check"));
-      e.append(meta, el("div", "text"));
+      meta.append(el("span", "sender"), el("span", "time"), el("span", "views"), el("span", "check"));
+      const more = el("button", "more", "⋯");
+      more.type = "button";
+      more.title = "Actions";
+      more.setAttribute("aria-label", "Message actions");
+      const id = m.id;
+      more.addEventListener("click", (ev) => {
+        ev.stopPropagation();
+        const cur = info.messages.get(id);
+        if (cur) this.onMenu?.(cur, e!);
+      });
+      e.addEventListener("contextmenu", (ev) => {
+        const cur = info.messages.get(id);
+        if (!cur) return;
+        ev.preventDefault();
+        this.onMenu?.(cur, e!);
+      });
+      e.append(more, fwd, quote, meta, el("div", "media"), el("div", "text"), el("div", "reactions"));
       this.messageEls.set(key, e);
     }
-    setText(e.querySelector(".sender") as HTMLElement, s.userName(m.from));
+    e.dataset.state = own ? (info.otherReadMaxId >= m.id ? "read" : "sent") : "";
+    // Forwarded from
+    const fwd = e.querySelector(".fwd") as HTMLElement;
+    fwd.hidden = !m.fwd;
+    if (m.fwd) setText(fwd, `Forwarded from ${s.userName(m.fwd.from)}`);
+    // The quoted message
+    const quote = e.querySelector(".reply-quote") as HTMLElement;
+    quote.hidden = m.replyTo === 0n;
+    if (m.replyTo !== 0n) {
+      quote.dataset.replyTo = String(m.replyTo);
+      const q = info.messages.get(m.replyTo) ?? info.extra?.get(m.replyTo);
+      if (q) {
+        setText(quote.querySelector(".who") as HTMLElement, s.userName(q.from));
+        setText(quote.querySelector(".what") as HTMLElement, preview(q));
+      } else {
+        setText(quote.querySelector(".who") as HTMLElement, "");
+        setText(quote.querySelector(".what") as HTMLElement, "…");
+        void s.messageById(info.chat.id, m.replyTo).then(
+          (found) => {
+            if (!found) setText(quote.querySelector(".what") as HTMLElement, "Deleted message");
+            else this.schedule();
+          },
+          () => {},
+        );
+      }
+    }
+    setText(e.querySelector(".sender") as HTMLElement, channel ? s.chatTitle(info) : s.userName(m.from));
     const edited = m.editMs > 0n ? " · edited" : "";
     setText(e.querySelector(".time") as HTMLElement, timeOf(m.dateMs) + edited);
-    setText(e.querySelector(".text") as HTMLElement, m.text || (m.media ? "[media]" : ""));
+    const views = e.querySelector(".views") as HTMLElement;
+    setText(views, channel && m.views > 0n ? `👁 ${m.views}` : "");
+    this.renderMedia(e.querySelector(".media") as HTMLElement, m, info);
+    const text = e.querySelector(".text") as HTMLElement;
+    setText(text, m.text);
+    text.hidden = m.text === "";
+    this.renderReactions(e.querySelector(".reactions") as HTMLElement, m, info);
     const check = e.querySelector(".check") as HTMLElement;
-    if (own) {
+    if (own && !channel) {
       // Read state from the other side's ReadUpTo events (see NOTES.md).
       const read = info.otherReadMaxId >= m.id;
       setText(check, read ? "✓✓" : "✓");
@@ -240,6 +471,80 @@ export class Ui {
       e.classList.toggle("read", read);
     }
     return e;
+  }
+
+  private renderReactions(box: HTMLElement, m: Message, info: ChatInfo): void {
+    const mine = this.s.myReaction(info, m);
+    const want = m.reactions.filter((r) => r.count > 0n).map((r) => `${r.emoji} ${r.count}${r.emoji === mine ? "*" : ""}`);
+    const key = want.join("|");
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    box.replaceChildren();
+    for (const r of m.reactions) {
+      if (r.count === 0n) continue;
+      const b = el("button", r.emoji === mine ? "reaction mine" : "reaction", `${r.emoji} ${r.count}`);
+      b.type = "button";
+      b.dataset.emoji = r.emoji;
+      b.addEventListener("click", (ev) => {
+        ev.stopPropagation();
+        const cur = info.messages.get(m.id) ?? m;
+        this.onReact?.(cur, r.emoji);
+      });
+      box.append(b);
+    }
+  }
+
+  private renderMedia(box: HTMLElement, m: Message, info: ChatInfo): void {
+    const media = m.media;
+    const key = media?.file ? `${media.kind}:${media.file.id}` : "";
+    if (box.dataset.key === key) return;
+    box.dataset.key = key;
+    box.replaceChildren();
+    box.hidden = !media?.file;
+    if (!media?.file) return;
+    const file = media.file;
+    const ref = { file, chatId: info.chat.id, messageId: m.id };
+    if (media.kind === MediaKind.MEDIA_PHOTO) {
+      const img = el("img", "photo");
+      img.alt = "Photo";
+      const thumb = file.thumbs.find((t) => t.kind === "m") ?? file.thumbs.find((t) => t.kind === "s");
+      if (thumb) {
+        img.width = thumb.width;
+        img.height = thumb.height;
+      }
+      img.addEventListener("click", () => this.onPhoto?.(info.messages.get(m.id) ?? m));
+      box.append(img);
+      const which = thumb ? thumb.kind : "";
+      void this.previews
+        .get(`${file.id}:${which}`, () => download(this.s, ref, which))
+        .then((url) => (img.src = url))
+        .catch(() => img.classList.add("broken"));
+    } else if (media.kind === MediaKind.MEDIA_VOICE) {
+      const play = el("button", "voice", `▶ Voice message · ${duration(media.durationSecs)}`);
+      play.type = "button";
+      play.addEventListener("click", async () => {
+        play.disabled = true;
+        try {
+          const url = await this.previews.get(`${file.id}:voice`, () => download(this.s, ref));
+          const audio = el("audio");
+          audio.controls = true;
+          audio.src = url;
+          play.replaceWith(audio);
+          void audio.play().catch(() => {});
+        } catch {
+          play.disabled = false;
+          play.textContent = "▶ Voice message (failed, try again)";
+        }
+      });
+      box.append(play);
+    } else {
+      const b = el("button", "file");
+      b.type = "button";
+      b.title = "Download";
+      b.append(el("span", "icon", "📄"), el("span", "name", file.name || "file"), el("span", "size", humanSize(file.size)));
+      b.addEventListener("click", () => this.onFile?.(info.messages.get(m.id) ?? m));
+      box.append(b);
+    }
   }
 
   private outboxEl(key: string, item: OutboxItem): HTMLElement {
@@ -250,14 +555,43 @@ export class Ui {
       e.dataset.randomId = String(item.randomId);
       const meta = el("div", "meta");
       meta.append(el("span", "state"));
-      e.append(meta, el("div", "text", item.text));
+      e.append(meta);
+      if (item.file) {
+        const f = item.file;
+        const up = el("div", "upload");
+        up.append(el("span", "name", f.name), el("progress", "progress"), el("span", "pct"));
+        const cancel = el("button", "cancel link", "Cancel");
+        cancel.type = "button";
+        cancel.addEventListener("click", (ev) => {
+          ev.stopPropagation();
+          this.onCancel?.(item);
+        });
+        up.append(cancel);
+        e.append(up);
+      }
+      e.append(el("div", "text", item.text));
       e.addEventListener("click", () => {
         if (item.state === "failed") this.onRetry?.(item);
       });
       this.messageEls.set(key, e);
     }
-    (e.querySelector(".state") as HTMLElement).textContent =
-      item.state === "sending" ? "sending…" : `not sent (${item.error ?? "error"}) — click to retry`;
+    e.dataset.state = item.state;
+    if (item.file) {
+      const f = item.file;
+      const bar = e.querySelector("progress") as HTMLProgressElement;
+      bar.max = Math.max(1, f.total);
+      bar.value = f.sent;
+      setText(e.querySelector(".pct") as HTMLElement, `${Math.floor((100 * f.sent) / Math.max(1, f.total))}% of ${humanSize(f.total)}`);
+    }
+    const offline = this.s.state !== "online";
+    setText(
+      e.querySelector(".state") as HTMLElement,
+      item.state === "failed"
+        ? `not sent (${item.error ?? "error"}) — click to retry`
+        : item.file && item.file.fileId === 0n
+          ? offline ? "waiting for the connection…" : "uploading…"
+          : offline ? "waiting for the connection…" : "sending…",
+    );
     e.classList.toggle("failed", item.state === "failed");
     return e;
   }
@@ -266,6 +600,6 @@ export class Ui {
 /** Sets an element's text only when it changed: a render touches every
  * bubble of the open chat, and an unchanged write still costs the browser
  * style and layout work for the whole list. */
-function setText(e: HTMLElement, text: string): void {
+export function setText(e: HTMLElement, text: string): void {
   if (e.textContent !== text) e.textContent = text;
 }

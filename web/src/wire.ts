@@ -35,6 +35,8 @@ export class CourierError extends Error {
     public readonly code: string,
     message: string,
     public readonly retryAfterSecs = 0,
+    /** FILE_PART_MISSING: the parts to send again. */
+    public readonly parts: number[] = [],
   ) {
     super(`${code}${message ? ": " + message : ""}`);
   }
@@ -264,7 +266,7 @@ export class Connection {
     const resp = await withTimeout(work, timeoutMs, `request ${method.case}`);
     if (resp.result.case === "error") {
       const err = resp.result.value;
-      throw new CourierError(err.code, err.message, err.retryAfterSecs);
+      throw new CourierError(err.code, err.message, err.retryAfterSecs, err.parts);
     }
     return resp;
   }

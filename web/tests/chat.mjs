@@ -1,178 +1,19 @@
-// Browser end-to-end test of the Courier web client, driven by a Rust
-// integration test that runs a 3-node cluster.
-//
-// Env:  COURIER_WEB_URLS   comma-separated page URLs of nodes 1..3
-//       COURIER_ARTIFACTS  directory for screenshots (default: .)
-//       CHROMIUM           browser binary (default /usr/bin/chromium)
-// Protocol with the driver on stdout/stdin:
-//       prints `STEP <name>` as it goes;
-//       prints `KILL <node_id>` and waits for a line `KILLED` on stdin;
-//       prints `OK` (exit 0) or `FAIL <reason>` (exit 1).
-import { chromium } from "playwright-core";
-import { createInterface } from "node:readline";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
-
-const WAIT = 20_000; // every wait is bounded
-const urls = (process.env.COURIER_WEB_URLS ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-const artifacts = process.env.COURIER_ARTIFACTS || ".";
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+// Browser end-to-end test of the Courier web client (part 1), driven by
+// cli/tests/web.rs with a 3-node cluster: sign-up, a live chat, typing, read
+// marks, a node killed under a page, and hostile sessions. The protocol with
+// the driver is in harness.mjs.
+import {
+  hasMessage, killNode, launch, messagesOf, openPage, run, say, shot, shotSizes, signUp, step, urls, waitFor, waitOnline, WAIT,
+} from "./harness.mjs";
 
 const ALICE = { phone: "+9996610001", first: "Alice", last: "Web" };
 const BOB = { phone: "+9996620002", first: "Bob", last: "Web" };
 const AFTER_KILL = ["after kill 1", "after kill 2", "after kill 3"];
 
-function say(line) {
-  process.stdout.write(line + "\n");
-}
-function step(name) {
-  say(`STEP ${name}`);
-}
-
-// ---- stdin lines (for KILLED)
-const lines = [];
-let lineWaiter = null;
-const rl = createInterface({ input: process.stdin });
-rl.on("line", (l) => {
-  lines.push(l.trim());
-  if (lineWaiter) lineWaiter();
-});
-async function waitLine(expected, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const i = lines.indexOf(expected);
-    if (i >= 0) {
-      lines.splice(i, 1);
-      return;
-    }
-    const left = deadline - Date.now();
-    if (left <= 0) throw new Error(`no "${expected}" on stdin within ${timeoutMs} ms`);
-    await new Promise((r) => {
-      lineWaiter = r;
-      setTimeout(r, Math.min(left, 500));
-    });
-    lineWaiter = null;
-  }
-}
-
-/** The test code of a dev number +99966XYYYY is XXXXX. */
-function testCode(phone) {
-  return phone[6].repeat(5);
-}
-
-async function waitFor(page, what, fn, arg, timeout = WAIT) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout, polling: 100 });
-  } catch (e) {
-    throw new Error(`timed out (${timeout} ms) waiting for ${what}`);
-  }
-}
-
-async function waitOnline(page, who, notNode = null) {
-  await waitFor(
-    page,
-    `${who} online${notNode !== null ? ` on a node other than ${notNode}` : ""}`,
-    (notNode) => {
-      const s = document.getElementById("status");
-      return !!s && s.textContent === "online" && s.dataset.nodeId !== "" && s.dataset.nodeId !== String(notNode);
-    },
-    notNode,
-  );
-  return Number(await page.getAttribute("#status", "data-node-id"));
-}
-
-async function signUp(page, who, user) {
-  await page.waitForSelector("#phone", { state: "visible", timeout: WAIT });
-  await page.fill("#phone", user.phone);
-  await page.click("#send-code");
-  await page.waitForSelector("#code", { state: "visible", timeout: WAIT });
-  await page.fill("#code", testCode(user.phone));
-  await page.click("#sign-in");
-  // A new number answers SIGN_UP_REQUIRED (name form); a known one logs in.
-  await waitFor(page, `${who}: name form or online`, () => {
-    const f = document.getElementById("first-name");
-    const s = document.getElementById("status");
-    return (f && f.offsetParent !== null) || (s && s.textContent === "online");
-  });
-  if (await page.isVisible("#first-name")) {
-    await page.fill("#first-name", user.first);
-    await page.fill("#last-name", user.last);
-    await page.click("#sign-up");
-  }
-  return waitOnline(page, who);
-}
-
-/** Texts of the rendered messages in DOM order, with sender and own flag. */
-function messagesOf(page) {
-  return page.$$eval("#messages .message", (els) =>
-    els.map((e) => ({
-      id: e.dataset.id,
-      own: e.classList.contains("own"),
-      sender: e.querySelector(".sender")?.textContent ?? "",
-      text: e.querySelector(".text")?.textContent ?? "",
-    })),
-  );
-}
-
-async function hasMessage(page, who, text, sender = null) {
-  await waitFor(
-    page,
-    `${who} to show message "${text}"${sender ? ` from ${sender}` : ""}`,
-    ([text, sender]) =>
-      [...document.querySelectorAll("#messages .message")].some(
-        (e) =>
-          e.querySelector(".text")?.textContent === text &&
-          (sender === null || e.querySelector(".sender")?.textContent === sender),
-      ),
-    [text, sender],
-  );
-}
-
-let browser;
-const pages = {};
-
-const WIDE = { width: 1280, height: 800 };
-const NARROW = { width: 390, height: 844 }; // a phone
-
-/** One page at both sizes: `${name}-wide.png` and `${name}-narrow.png`. */
-async function shotSizes(page, name) {
-  for (const [size, viewport] of [["wide", WIDE], ["narrow", NARROW]]) {
-    await page.setViewportSize(viewport);
-    await page.waitForTimeout(150);
-    const path = join(artifacts, `${name}-${size}.png`);
-    await page.screenshot({ path });
-    say(`SCREENSHOT ${path}`);
-  }
-  await page.setViewportSize(WIDE);
-}
-
-async function shot(name) {
-  for (const [who, page] of Object.entries(pages)) {
-    try {
-      await shotSizes(page, `${name}-${who}`);
-    } catch {
-      /* page gone */
-    }
-  }
-}
-
 async function main() {
-  if (urls.length < 2) throw new Error("COURIER_WEB_URLS needs the page URLs of at least 2 nodes");
-  mkdirSync(artifacts, { recursive: true });
   step("launch");
-  browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
-
-  const open = async (who, url) => {
-    const ctx = await browser.newContext({ viewport: WIDE });
-    const page = await ctx.newPage();
-    page.on("console", (m) => {
-      if (m.type() === "error" || m.type() === "warning") say(`CONSOLE ${who} ${m.type()}: ${m.text()}`);
-    });
-    page.on("pageerror", (e) => say(`PAGEERROR ${who}: ${e.message}`));
-    pages[who] = page;
-    await page.goto(url, { timeout: WAIT });
-    return page;
-  };
+  const browser = await launch();
+  const open = openPage;
 
   step("alice-sign-up");
   const a = await open("alice", urls[0]);
@@ -250,8 +91,7 @@ async function main() {
   step("kill-alice-node");
   const aliceNode = Number(await a.getAttribute("#status", "data-node-id"));
   const bobNode = Number(await b.getAttribute("#status", "data-node-id"));
-  say(`KILL ${aliceNode}`);
-  await waitLine("KILLED", 60_000);
+  await killNode(aliceNode);
 
   step("bob-sends-3");
   if (bobNode === aliceNode) await waitOnline(b, "bob", aliceNode);
@@ -343,18 +183,4 @@ async function main() {
   }
 }
 
-try {
-  await main();
-  say("OK");
-  rl.close();
-  await browser?.close();
-  process.exit(0);
-} catch (e) {
-  // One line for the driver (it matches `FAIL`); the full error on stderr.
-  say(`FAIL ${String(e?.message ?? e).split("\n")[0]}`);
-  console.error(e);
-  await shot("fail");
-  rl.close();
-  await browser?.close().catch(() => {});
-  process.exit(1);
-}
+await run(main);

@@ -50,9 +50,25 @@ async fn directory(State(web): State<Arc<Web>>) -> Response {
 
 async fn asset(State(web): State<Arc<Web>>, uri: Uri) -> Response {
     match ASSETS.iter().find(|(path, _, _)| *path == uri.path()) {
-        Some((_, kind, bytes)) => with_headers(&web, kind, Body::from(*bytes)),
+        Some((path, kind, bytes)) => match dev_override(path).await {
+            Some(fresh) => with_headers(&web, kind, Body::from(fresh)),
+            None => with_headers(&web, kind, Body::from(*bytes)),
+        },
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
+}
+
+/// Debug builds only: with `COURIER_WEB_DIST` set, the page's files are
+/// read from that directory on every request, so working on `web/` needs
+/// `npm run build` and a reload, not a rebuild of the node. Release builds
+/// serve only what they embed.
+async fn dev_override(path: &str) -> Option<Vec<u8>> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let dir = std::env::var_os("COURIER_WEB_DIST")?;
+    let file = if path == "/" { "index.html" } else { path.trim_start_matches('/') };
+    tokio::fs::read(std::path::Path::new(&dir).join(file)).await.ok()
 }
 
 /// Every answer: its type, never sniffed, never framed, never cached stale,
@@ -77,7 +93,7 @@ fn with_headers(web: &Web, kind: &str, body: Body) -> Response {
 pub fn policy(transports: &[String]) -> String {
     let connect: Vec<&str> = std::iter::once("'self'").chain(transports.iter().map(String::as_str)).collect();
     format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src {}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; media-src blob:; connect-src {}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         connect.join(" ")
     )
 }
