@@ -84,6 +84,10 @@ export interface OutboxItem {
 /** Largest message text and media caption (the brief's limits). */
 export const MAX_TEXT = 4096;
 export const MAX_CAPTION = 1024;
+/** Messages held per chat: the open chat is cut back to KEEP_OPEN when it
+ * passes twice that while the user is at its end; others to KEEP_BACKGROUND. */
+export const KEEP_OPEN = 300;
+const KEEP_BACKGROUND = 100;
 /** Send attempts that reached a node before a bubble says "not sent". */
 const SEND_ATTEMPTS = 8;
 
@@ -733,6 +737,8 @@ export class Session {
         if (mine && m.id > info.readMaxId) info.readMaxId = m.id; // own sends are read
         this.ensureUsers([m.from]);
         if (isNew && !mine && !this.syncing) this.onIncoming(info, m);
+        // A chat in the background keeps its newest messages only.
+        if (info.chat.id !== this.openChatId && info.messages.size > KEEP_BACKGROUND * 2) this.trimHistory(info, KEEP_BACKGROUND);
         break;
       }
       case "edited":
@@ -950,6 +956,8 @@ export class Session {
   send(chatId: bigint, text: string, replyTo = 0n, file?: PendingFile): void {
     const item: OutboxItem = { chatId, randomId: randomU64(), text, replyTo, state: "sending", file };
     this.outbox.push(item);
+    // The message ends the typing the others see: the next keystroke says so again at once.
+    this.lastTypingSent.delete(chatId);
     this.notify();
     this.enqueue(item);
   }
@@ -1071,6 +1079,15 @@ export class Session {
   }
 
   // ---------------------------------------------------------------- messages
+
+  /** Keeps the newest `keep` messages of a chat (memory stays bounded on a
+   * page left open for days); scrolling back loads the rest again. */
+  trimHistory(info: ChatInfo, keep: number): void {
+    if (info.messages.size <= keep) return;
+    const ids = [...info.messages.keys()].sort((x, y) => (x < y ? 1 : x > y ? -1 : 0));
+    for (const id of ids.slice(keep)) info.messages.delete(id);
+    info.olderMore = true;
+  }
 
   /** The next older page of the chat's history (scrolling back). */
   async loadOlder(chatId: bigint): Promise<void> {

@@ -3,7 +3,7 @@
 // #dialogs, #messages, ...) is in index.html; this file fills it.
 
 import { ChatKind, MediaKind, type Message } from "./gen/client_pb";
-import type { ChatInfo, OutboxItem, Session } from "./session";
+import { KEEP_OPEN, type ChatInfo, type OutboxItem, type Session } from "./session";
 import { BlobCache, download, humanSize } from "./media";
 
 export function $(id: string): HTMLElement {
@@ -298,6 +298,7 @@ export class Ui {
       }
     }
 
+    if (atBottom && info.messages.size > KEEP_OPEN * 2) s.trimHistory(info, KEEP_OPEN);
     const list = [...info.messages.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const users: bigint[] = list.map((m) => m.from);
     for (const m of list) if (m.fwd) users.push(m.fwd.from);

@@ -3,7 +3,7 @@
 // marks, a node killed under a page, and hostile sessions. The protocol with
 // the driver is in harness.mjs.
 import {
-  hasMessage, killNode, launch, messagesOf, openPage, run, say, shot, shotSizes, signUp, step, urls, waitFor, waitOnline, WAIT,
+  hasMessage, killNode, launch, startChat, messagesOf, openPage, run, say, shot, shotSizes, signUp, step, urls, waitFor, waitOnline, WAIT,
 } from "./harness.mjs";
 
 const ALICE = { phone: "+9996610001", first: "Alice", last: "Web" };
@@ -26,9 +26,7 @@ async function main() {
   await signUp(b, "bob", BOB);
 
   step("alice-new-chat");
-  await a.fill("#new-chat-phone", BOB.phone);
-  await a.click("#new-chat");
-  await waitFor(a, "alice's chat titled Bob Web", () => document.getElementById("chat-title")?.textContent === "Bob Web");
+  await startChat(a, BOB.phone, "Bob Web");
 
   step("alice-sends");
   await a.fill("#composer", "hello from alice");

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  artifacts, bubble, hasMessage, killNode, lacksMessage, launch, messagesOf, openDialog, openPage, run, say, send, shot,
+  artifacts, bubble, hasMessage, inChat, startChat, killNode, lacksMessage, launch, messagesOf, openDialog, openPage, run, say, send, shot,
   pages, shotSizes, signUp, step, urls, waitFor, waitOnline, WAIT,
 } from "./harness.mjs";
 
@@ -71,15 +71,14 @@ async function main() {
   await b.addInitScript(VISIBILITY_AND_NOTIFICATIONS);
   await b.reload();
   await signUp(b, "bob", BOB);
-  const c = await openPage("carol", urls[2]);
+  // Carol's system is dark: the page follows it (her screenshots are the dark theme).
+  const c = await openPage("carol", urls[2], { colorScheme: "dark" });
   await signUp(c, "carol", CAROL);
   for (const p of [a, b, c]) p.on("dialog", (d) => void d.accept());
 
   // ---------------------------------------------------------------- messages
   step("private-chat");
-  await a.fill("#new-chat-phone", BOB.phone);
-  await a.click("#new-chat");
-  await waitFor(a, "alice's chat with Bob", () => document.getElementById("chat-title")?.textContent === "Bob Web");
+  await startChat(a, BOB.phone, "Bob Web");
   await send(a, "hi bob");
   await openDialog(b, "Alice Web");
   await hasMessage(b, "bob", "hi bob", "Alice Web");
@@ -184,7 +183,7 @@ async function main() {
   await a.fill("#create-phones", `${BOB.phone}, ${CAROL.phone}`);
   await shotSizes(a, "p2-04-new-group-alice");
   await a.click("#create-submit");
-  await waitFor(a, "alice in the group", () => document.getElementById("chat-title")?.textContent === "Team");
+  await inChat(a, "Team");
   await send(a, "welcome to the team");
   await openDialog(c, "Team");
   await hasMessage(c, "carol", "welcome to the team", "Alice Web");
@@ -251,6 +250,8 @@ async function main() {
   await waitFor(a, "3 members again", () => document.querySelectorAll("#members .member").length === 3);
   await a.keyboard.press("Escape");
   await waitFor(c, "carol sees the group again", () => [...document.querySelectorAll("#dialogs .dialog .title")].some((t) => t.textContent === "Team Courier"));
+  await openDialog(c, "Team Courier");
+  await shotSizes(c, "p2-05-group-carol-dark");
 
   // ---------------------------------------------------------------- channels
   step("channel");
@@ -258,7 +259,7 @@ async function main() {
   await a.fill("#create-title", "Courier News");
   await a.fill("#create-phones", BOB.phone);
   await a.click("#create-submit");
-  await waitFor(a, "alice in the channel", () => document.getElementById("chat-title")?.textContent === "Courier News");
+  await inChat(a, "Courier News");
   await send(a, "first post");
   await openDialog(b, "Courier News");
   await hasMessage(b, "bob", "first post");

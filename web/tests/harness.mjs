@@ -150,10 +150,22 @@ export async function bubble(page, text) {
   return all.last();
 }
 
+/** Waits until the open chat is the one with this title. */
+export async function inChat(page, title) {
+  await waitFor(page, `chat "${title}" open`, (t) => document.getElementById("chat-title")?.textContent === t, title);
+}
+
 /** Opens a dialog by its title. */
 export async function openDialog(page, title) {
   await page.click(`#dialogs .dialog:has(.title:text-is("${title}"))`, { timeout: WAIT });
-  await waitFor(page, `chat "${title}" open`, (t) => document.getElementById("chat-title")?.textContent === t, title);
+  await inChat(page, title);
+}
+
+/** Starts the private chat with a phone's account; it is titled by their name. */
+export async function startChat(page, phone, title) {
+  await page.fill("#new-chat-phone", phone);
+  await page.click("#new-chat");
+  await inChat(page, title);
 }
 
 export async function send(page, text) {
