@@ -118,9 +118,16 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let parts = Parts::new(&node);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc = {
-        let peer = PeerServer::new(rpc::PeerService { node: node.clone(), pushes: parts.pushes.clone() })
+        // One `Peer` service: Raft's methods answered by the raft crate, the
+        // others by the node, and a node certificate required in front of both.
+        let raft = {
+            let node = node.clone();
+            courier_raft::server::service(std::sync::Arc::new(move || node.raft().ok().cloned()))
+        };
+        let node_half = PeerServer::new(rpc::PeerService { node: node.clone(), pushes: parts.pushes.clone() })
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
+        let peer = tonic::service::interceptor::InterceptedService::new(courier_raft::server::PeerMux::new(raft, node_half), rpc::node_only);
         let admin = AdminServer::new(rpc::AdminService { node: node.clone(), auth: parts.auth.clone() });
         let incoming = tls::incoming(peer_listener, server_tls, node.revoked());
         let mut stop = stop_rx.clone();

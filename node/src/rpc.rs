@@ -1,14 +1,15 @@
 //! The gRPC services on the peer port: `Peer` (nodes only) and `Admin`
 //! (operator certificates only). They are wiring: each call goes to the
-//! part that owns it (the cluster, Raft, pushes, media chunks, auth).
+//! part that owns it (the cluster, pushes, media chunks, auth). Raft's own
+//! `Peer` methods are served by `courier_raft::server`, beside these
+//! (`lib.rs` puts the two halves under one service and [`node_only`] in
+//! front of both).
 
 use courier_proto::peer::admin_server::Admin;
 use courier_proto::peer::peer_server::Peer;
 use courier_proto::peer::*;
-use courier_raft::batch::to_result;
-use courier_raft::{RaftRpc, ask, cmd};
-use tokio_stream::StreamExt;
-use tonic::{Request, Status, Streaming};
+use courier_raft::{ask, cmd};
+use tonic::{Request, Status};
 
 use crate::cluster::Node;
 use crate::certs::Role;
@@ -24,13 +25,15 @@ fn caller<T>(req: &Request<T>) -> Option<&PeerIdentity> {
     req.extensions().get::<PeerIdentity>()
 }
 
-fn require_node<T>(req: &Request<T>) -> Result<(), Status> {
-    match caller(req).map(|c| &c.role) {
-        Some(Role::Node(_)) => Ok(()),
+/// The `Peer` service's gate, for both halves (an interceptor: it runs
+/// before a request's body is read).
+pub fn node_only(req: Request<()>) -> Result<Request<()>, Status> {
+    match caller(&req).map(|c| &c.role) {
+        Some(Role::Node(_)) => Ok(req),
         // In-process tests serve without TLS: no identity at all.
-        None if cfg!(test) => Ok(()),
+        None if cfg!(test) => Ok(req),
         other => {
-            tracing::warn!(peer = ?caller(req).map(|c| c.addr), role = ?other, "refused: peer RPC without a node certificate");
+            tracing::warn!(peer = ?caller(&req).map(|c| c.addr), role = ?other, "refused: peer RPC without a node certificate");
             Err(Error::Unauthorized("a node certificate is required".into()).into())
         }
     }
@@ -50,132 +53,15 @@ fn chunk_hash(b: &[u8]) -> Result<[u8; 32], Status> {
     b.try_into().map_err(|_| Error::BadRequest("a chunk hash is 32 bytes".into()).into())
 }
 
+/// The node's half of the `Peer` service.
 pub struct PeerService {
     pub node: Node,
     pub pushes: std::sync::Arc<crate::push::Pushes>,
 }
 
-impl PeerService {
-    async fn raft_rpc(&self, req: Request<RaftRequest>, rpc: RaftRpc) -> Result<tonic::Response<RaftReply>, Status> {
-        require_node(&req)?;
-        let r = req.into_inner();
-        let payload = self.node.raft()?.handle_rpc(rpc, r.target, r.group, &r.payload).await.map_err(raft_err)?;
-        Ok(tonic::Response::new(RaftReply { payload }))
-    }
-}
-
-fn raft_err(e: courier_raft::Error) -> Status {
-    Error::from(e).into()
-}
-
 #[tonic::async_trait]
 impl Peer for PeerService {
-    async fn append(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
-        self.raft_rpc(req, RaftRpc::Append).await
-    }
-
-    async fn vote(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
-        self.raft_rpc(req, RaftRpc::Vote).await
-    }
-
-    async fn pre_vote(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
-        self.raft_rpc(req, RaftRpc::PreVote).await
-    }
-
-    async fn transfer_leader(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
-        self.raft_rpc(req, RaftRpc::TransferLeader).await
-    }
-
-    async fn raft_batch(&self, req: Request<RaftBatchRequest>) -> Result<tonic::Response<RaftBatchReply>, Status> {
-        require_node(&req)?;
-        let calls = req.into_inner().calls;
-        if calls.len() > courier_raft::batch::MAX_CALLS {
-            return Err(Error::BadRequest(format!("a Raft batch holds at most {} calls", courier_raft::batch::MAX_CALLS)).into());
-        }
-        let raft = self.node.raft()?;
-        // Concurrently: the calls are for different groups, and their log
-        // appends share one fsync.
-        let results = futures::future::join_all(calls.into_iter().map(|call| async move {
-            let Some(rpc) = RaftRpc::from_wire(call.kind) else {
-                return to_result(Err(Status::invalid_argument(format!("BAD_REQUEST: unknown Raft call kind {}", call.kind))));
-            };
-            let Some(r) = call.request else {
-                return to_result(Err(Status::invalid_argument("BAD_REQUEST: a Raft call without its request")));
-            };
-            to_result(raft.handle_rpc(rpc, r.target, r.group, &r.payload).await.map_err(raft_err))
-        }))
-        .await;
-        Ok(tonic::Response::new(RaftBatchReply { results }))
-    }
-
-    async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<tonic::Response<RaftReply>, Status> {
-        require_node(&req)?;
-        let mut stream = req.into_inner();
-        let first = stream.next().await.ok_or_else(|| Status::invalid_argument("BAD_REQUEST: empty snapshot stream"))??;
-        let raft = self.node.raft()?;
-        raft.check_target(first.target).map_err(raft_err)?;
-        let (group, meta) = (first.group, first.meta);
-        // The pieces go to the receiver as they come (two queued at most: the
-        // stream is not read faster than the body is staged).
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let feed = async move {
-            if !first.data.is_empty() && tx.send(first.data).await.is_err() {
-                return Ok(());
-            }
-            while let Some(chunk) = stream.next().await {
-                if tx.send(chunk?.data).await.is_err() {
-                    // The receiver refused the body; its error is the answer.
-                    break;
-                }
-            }
-            Ok::<_, Status>(())
-        };
-        let (fed, installed) = tokio::join!(feed, raft.handle_snapshot(group, &meta, rx));
-        fed?;
-        let payload = installed.map_err(raft_err)?;
-        Ok(tonic::Response::new(RaftReply { payload }))
-    }
-
-    async fn forward_stream(&self, req: Request<Streaming<ForwardBatch>>) -> Result<tonic::Response<tonic::codegen::BoxStream<ForwardResults>>, Status> {
-        require_node(&req)?;
-        let raft = self.node.raft()?.clone();
-        let mut calls = req.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(courier_raft::forward::MAX_PENDING);
-        // At most MAX_PENDING calls of a stream run at once; past that the
-        // stream is not read (HTTP/2 flow control holds the sender back).
-        let running = std::sync::Arc::new(tokio::sync::Semaphore::new(courier_raft::forward::MAX_PENDING));
-        tokio::spawn(async move {
-            while let Some(Ok(batch)) = calls.next().await {
-                if batch.calls.len() > courier_raft::forward::MAX_BATCH {
-                    tracing::warn!(calls = batch.calls.len(), "refused: a forwarded batch over the limit");
-                    break;
-                }
-                for call in batch.calls {
-                    let Ok(permit) = running.clone().acquire_owned().await else { return };
-                    let (raft, tx) = (raft.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        let result = match call.request {
-                            None => Err(Status::invalid_argument("BAD_REQUEST: a forwarded call without its request")),
-                            Some(r) => raft.handle_forward(r.group, &r.payload).await.map_err(raft_err),
-                        };
-                        let _ = tx.send(ForwardResult { id: call.id, result: Some(to_result(result)) }).await;
-                    });
-                }
-            }
-        });
-        Ok(tonic::Response::new(Box::pin(courier_raft::forward::results_stream(rx))))
-    }
-
-    async fn forward(&self, req: Request<RaftRequest>) -> Result<tonic::Response<RaftReply>, Status> {
-        require_node(&req)?;
-        let r = req.into_inner();
-        let payload = self.node.raft()?.handle_forward(r.group, &r.payload).await.map_err(raft_err)?;
-        Ok(tonic::Response::new(RaftReply { payload }))
-    }
-
     async fn join(&self, req: Request<JoinRequest>) -> Result<tonic::Response<JoinReply>, Status> {
-        require_node(&req)?;
         let incarnation = req
             .metadata()
             .get("courier-incarnation")
@@ -185,13 +71,11 @@ impl Peer for PeerService {
         Ok(tonic::Response::new(self.node.handle_join(req.into_inner(), incarnation).await?))
     }
 
-    async fn probe(&self, req: Request<ProbeRequest>) -> Result<tonic::Response<ProbeReply>, Status> {
-        require_node(&req)?;
+    async fn probe(&self, _req: Request<ProbeRequest>) -> Result<tonic::Response<ProbeReply>, Status> {
         Ok(tonic::Response::new(self.node.probe_local()))
     }
 
     async fn notify(&self, req: Request<NotifyRequest>) -> Result<tonic::Response<NotifyReply>, Status> {
-        require_node(&req)?;
         for payload in &req.into_inner().payloads {
             self.pushes.receive(payload).map_err(|e| Status::from(Error::BadRequest(format!("notice: {e}"))))?;
         }
@@ -199,9 +83,8 @@ impl Peer for PeerService {
     }
 
     async fn put_chunk(&self, req: Request<PutChunkRequest>) -> Result<tonic::Response<PutChunkReply>, Status> {
-        require_node(&req)?;
         let r = req.into_inner();
-        self.node.raft()?.check_target(r.target).map_err(raft_err)?;
+        self.node.raft()?.check_target(r.target)?;
         let hash = chunk_hash(&r.hash)?;
         if crate::media::sha256(&r.bytes) != hash {
             return Err(Error::BadRequest("put_chunk: the bytes do not match the hash".into()).into());
@@ -211,9 +94,8 @@ impl Peer for PeerService {
     }
 
     async fn get_chunk(&self, req: Request<GetChunkRequest>) -> Result<tonic::Response<GetChunkReply>, Status> {
-        require_node(&req)?;
         let r = req.into_inner();
-        self.node.raft()?.check_target(r.target).map_err(raft_err)?;
+        self.node.raft()?.check_target(r.target)?;
         let hash = chunk_hash(&r.hash)?;
         let store = self.node.store().clone();
         let bytes = tokio::task::spawn_blocking(move || store.get_chunk(&hash)).await.map_err(|e| Status::internal(e.to_string()))?.map_err(Error::from)?;
@@ -221,9 +103,8 @@ impl Peer for PeerService {
     }
 
     async fn has_chunks(&self, req: Request<HasChunksRequest>) -> Result<tonic::Response<HasChunksReply>, Status> {
-        require_node(&req)?;
         let r = req.into_inner();
-        self.node.raft()?.check_target(r.target).map_err(raft_err)?;
+        self.node.raft()?.check_target(r.target)?;
         if r.hashes.len() > 10_000 {
             return Err(Error::BadRequest("has_chunks: at most 10000 hashes".into()).into());
         }
@@ -237,7 +118,6 @@ impl Peer for PeerService {
     }
 
     async fn presence(&self, req: Request<PresenceRequest>) -> Result<tonic::Response<PresenceReply>, Status> {
-        require_node(&req)?;
         let users = req.into_inner().users;
         if users.len() > 1000 {
             return Err(Error::BadRequest("presence: at most 1000 users".into()).into());
@@ -281,7 +161,7 @@ impl Admin for AdminService {
         let multi = self.node.raft()?;
         let group = multi.group_for_key(r.key.as_bytes());
         self.node.metrics().proposals.inc();
-        let index = multi.write(group, cmd::KvPut { key: r.key, value: r.value }).await.map_err(raft_err)?;
+        let index = multi.write(group, cmd::KvPut { key: r.key, value: r.value }).await?;
         Ok(tonic::Response::new(KvPutReply { group, index }))
     }
 
@@ -290,7 +170,7 @@ impl Admin for AdminService {
         let key = req.into_inner().key;
         let multi = self.node.raft()?;
         let group = multi.group_for_key(key.as_bytes());
-        let v = multi.read(group, ask::KvGet { key }).await.map_err(raft_err)?;
+        let v = multi.read(group, ask::KvGet { key }).await?;
         Ok(tonic::Response::new(KvGetReply { found: v.is_some(), value: v.unwrap_or_default() }))
     }
 

@@ -152,7 +152,7 @@ pub fn from_result(r: RaftResult) -> Result<RaftReply, Status> {
 }
 
 /// A call's outcome as the wire carries it.
-pub fn to_result(outcome: Result<Vec<u8>, Status>) -> RaftResult {
+pub(crate) fn to_result(outcome: Result<Vec<u8>, Status>) -> RaftResult {
     match outcome {
         Ok(payload) => RaftResult { payload, code: 0, message: String::new() },
         Err(s) => RaftResult { payload: Vec::new(), code: s.code() as i32, message: s.message().to_string() },

@@ -30,3 +30,18 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A raft error as a peer sees it: the client protocol's codes (retryable
+/// ones `UNAVAILABLE`, a request that cannot be right `BAD_REQUEST`, the rest
+/// `INTERNAL`), in the status code senders branch on and the message.
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> tonic::Status {
+        use courier_proto::Code;
+        let (code, grpc) = match &e {
+            e if e.is_retryable() => (Code::Unavailable, tonic::Code::Unavailable),
+            Error::Invalid(_) => (Code::BadRequest, tonic::Code::InvalidArgument),
+            _ => (Code::Internal, tonic::Code::Internal),
+        };
+        tonic::Status::new(grpc, format!("{}: {e}", code.as_str()))
+    }
+}

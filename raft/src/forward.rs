@@ -8,9 +8,6 @@
 //! that queued up since its last message (calls one way, results the other),
 //! and every result goes back as soon as it is ready. A call carries an id
 //! unique on its stream; results come back in any order.
-//!
-//! A peer of an older version answers UNIMPLEMENTED: from then on calls to
-//! it go as single `Forward` requests.
 
 use std::collections::HashMap;
 
@@ -56,36 +53,16 @@ impl Forwarder {
     }
 }
 
+/// One stream at a time: a broken one is opened again by the next call.
 async fn run(client: PeerClient<Channel>, mut rx: mpsc::Receiver<Call>) {
-    let mut legacy = false;
     while let Some(first) = rx.recv().await {
-        if legacy {
-            single(client.clone(), first);
-            continue;
-        }
-        legacy = stream(client.clone(), first, &mut rx).await == Ended::Unknown;
+        stream(client.clone(), first, &mut rx).await;
     }
-}
-
-/// One call as a single `Forward` request (to a peer that predates the stream).
-fn single(mut client: PeerClient<Channel>, call: Call) {
-    tokio::spawn(async move {
-        let result = client.forward(call.req).await.map(|r| r.into_inner().payload);
-        let _ = call.reply.send(result);
-    });
-}
-
-#[derive(PartialEq)]
-enum Ended {
-    /// Broken, or every caller gone: the next call opens a new stream.
-    Closed,
-    /// The peer does not know the stream; its first call went singly.
-    Unknown,
 }
 
 /// Runs one stream, starting with `first`, until it breaks or every caller
 /// is gone.
-async fn stream(mut client: PeerClient<Channel>, first: Call, rx: &mut mpsc::Receiver<Call>) -> Ended {
+async fn stream(mut client: PeerClient<Channel>, first: Call, rx: &mut mpsc::Receiver<Call>) {
     let (out, out_rx) = mpsc::unbounded_channel::<ForwardBatch>();
     let mut pending: HashMap<u64, Reply> = HashMap::new();
     let mut next_id = 0u64;
@@ -99,21 +76,12 @@ async fn stream(mut client: PeerClient<Channel>, first: Call, rx: &mut mpsc::Rec
         }
         out.send(batch).is_ok()
     };
-    // Kept to resend singly if the peer turns out not to know the stream.
-    let first_req = first.req.clone();
     send(vec![first], &mut pending);
     let mut results = match client.forward_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx)).await {
         Ok(r) => r.into_inner(),
-        Err(status) if status.code() == tonic::Code::Unimplemented => {
-            tracing::info!("peer predates the forwarding stream: forwarding one request at a time");
-            if let Some((_, reply)) = pending.drain().next() {
-                single(client, Call { req: first_req, reply });
-            }
-            return Ended::Unknown;
-        }
         Err(status) => {
             fail_all(&mut pending, &status);
-            return Ended::Closed;
+            return;
         }
     };
     let status = loop {
@@ -157,7 +125,6 @@ async fn stream(mut client: PeerClient<Channel>, first: Call, rx: &mut mpsc::Rec
         }
     };
     fail_all(&mut pending, &status);
-    Ended::Closed
 }
 
 fn answer(pending: &mut HashMap<u64, Reply>, results: Vec<ForwardResult>) {
@@ -181,7 +148,7 @@ fn fail_all(pending: &mut HashMap<u64, Reply>, status: &Status) {
 /// message goes in the next one, in messages of at most [`MAX_BYTES`] of
 /// results (a gRPC message past the peer's limit would break the stream
 /// and fail every call on it; one result alone always goes).
-pub fn results_stream(rx: mpsc::Receiver<ForwardResult>) -> impl tokio_stream::Stream<Item = Result<courier_proto::peer::ForwardResults, Status>> + Send + 'static {
+pub(crate) fn results_stream(rx: mpsc::Receiver<ForwardResult>) -> impl tokio_stream::Stream<Item = Result<courier_proto::peer::ForwardResults, Status>> + Send + 'static {
     futures::stream::unfold((rx, None), |(mut rx, held): (mpsc::Receiver<ForwardResult>, Option<ForwardResult>)| async move {
         let first = match held {
             Some(r) => r,
@@ -202,7 +169,7 @@ mod tests {
     use std::time::Duration;
 
     use courier_proto::peer::peer_server::{Peer, PeerServer};
-    use courier_proto::peer::{ForwardResults, RaftReply};
+    use courier_proto::peer::ForwardResults;
     use tokio_stream::StreamExt;
     use tonic::{Request, Response, Streaming};
 
@@ -214,8 +181,6 @@ mod tests {
     struct Fake {
         streams: Arc<Mutex<usize>>,
         messages: Arc<Mutex<usize>>,
-        singles: Arc<Mutex<usize>>,
-        stream_known: bool,
     }
 
     fn reply_for(req: &RaftRequest) -> Vec<u8> {
@@ -225,9 +190,6 @@ mod tests {
     #[tonic::async_trait]
     impl Peer for Fake {
         async fn forward_stream(&self, req: Request<Streaming<ForwardBatch>>) -> Result<Response<tonic::codegen::BoxStream<ForwardResults>>, Status> {
-            if !self.stream_known {
-                return Err(Status::unimplemented("no such method"));
-            }
             *self.streams.lock().unwrap() += 1;
             let (tx, rx) = mpsc::channel(MAX_PENDING);
             let mut incoming = req.into_inner();
@@ -247,11 +209,6 @@ mod tests {
                 }
             });
             Ok(Response::new(Box::pin(results_stream(rx))))
-        }
-
-        async fn forward(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-            *self.singles.lock().unwrap() += 1;
-            Ok(Response::new(RaftReply { payload: reply_for(req.get_ref()) }))
         }
     }
 
@@ -278,12 +235,11 @@ mod tests {
 
     #[tokio::test]
     async fn many_calls_share_one_stream_and_each_gets_its_own_result() {
-        let fake = Fake { stream_known: true, ..Fake::default() };
+        let fake = Fake::default();
         let f = serve(fake.clone()).await;
         call_all(&f, 40).await;
         call_all(&f, 40).await;
         assert_eq!(*fake.streams.lock().unwrap(), 1, "one stream for every call");
-        assert_eq!(*fake.singles.lock().unwrap(), 0);
         let messages = *fake.messages.lock().unwrap();
         assert!(messages < 80, "calls queued together travel together: {messages} messages for 80 calls");
     }
@@ -308,14 +264,5 @@ mod tests {
         }
         assert_eq!(ids, (0..40).collect::<Vec<_>>(), "every result once, in order");
         assert!(messages.len() >= 15, "{} messages", messages.len());
-    }
-
-    #[tokio::test]
-    async fn a_peer_without_the_stream_gets_single_forwards() {
-        let fake = Fake { stream_known: false, ..Fake::default() };
-        let f = serve(fake.clone()).await;
-        call_all(&f, 10).await;
-        assert_eq!(*fake.singles.lock().unwrap(), 10, "every call, the first included, went singly");
-        assert_eq!(*fake.streams.lock().unwrap(), 0);
     }
 }

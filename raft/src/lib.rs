@@ -3,7 +3,8 @@
 //! Every node runs one [`openraft::Raft`] per group: group 0 is the meta group
 //! (node registry, cluster settings), groups `1..=G` are data groups. All of a
 //! node's groups share its one RocksDB (through `courier-storage`) and one gRPC
-//! connection per peer (through [`network::Router`]). Any node accepts a write
+//! connection per peer (through [`network::Router`]). Both halves of the
+//! transport are here: [`network`] sends, [`server`] answers. Any node accepts a write
 //! for any group and forwards it to that group's leader ([`MultiRaft::write`]).
 
 pub mod batch;
@@ -15,6 +16,7 @@ pub mod logic;
 pub mod multi;
 pub mod network;
 pub mod placement;
+pub mod server;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;

@@ -583,13 +583,13 @@ impl MultiRaft {
         Ok(())
     }
 
-    pub async fn handle_forward(&self, group: GroupId, payload: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) async fn handle_forward(&self, group: GroupId, payload: &[u8]) -> Result<Vec<u8>> {
         let op: ForwardOp = decode(payload)?;
         Ok(encode_reply(&self.exec_local(group, op).await))
     }
 
     /// Serves one Raft RPC from a peer replica of `group`.
-    pub async fn handle_rpc(&self, rpc: RaftRpc, target: NodeId, group: GroupId, payload: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) async fn handle_rpc(&self, rpc: RaftRpc, target: NodeId, group: GroupId, payload: &[u8]) -> Result<Vec<u8>> {
         self.check_target(target)?;
         let raft = self.raft(group)?;
         let fatal = |e: &dyn std::fmt::Display| Error::Fatal(e.to_string());
@@ -604,7 +604,7 @@ impl MultiRaft {
     /// Installs the snapshot a leader streams: its vote and meta, then its
     /// encoded body in `pieces` as they arrive (a body cut short installs
     /// nothing). Answers the encoded response.
-    pub async fn handle_snapshot(&self, group: GroupId, meta: &[u8], mut pieces: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Result<Vec<u8>> {
+    pub(crate) async fn handle_snapshot(&self, group: GroupId, meta: &[u8], mut pieces: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Result<Vec<u8>> {
         let (vote, meta): (Vote, SnapshotMeta) = decode(meta)?;
         let raft = self.raft(group)?;
         // Staged to a file as the pieces come (a blocking thread decodes and

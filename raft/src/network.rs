@@ -132,10 +132,7 @@ impl Router {
     fn queue(&self, addr: &str) -> Result<tokio::sync::mpsc::Sender<Call>> {
         per_peer(&self.inner.queues, addr, || {
             let client = self.peer(addr)?;
-            // Set once the peer answers UNIMPLEMENTED (an older version):
-            // from then on calls go one RPC each.
-            let legacy = Arc::new(AtomicBool::new(false));
-            Ok(batch::start(move |calls| send_batch(client.clone(), legacy.clone(), calls), self.inner.stats.clone()))
+            Ok(batch::start(move |calls| send_batch(client.clone(), calls), self.inner.stats.clone()))
         })
     }
 
@@ -182,44 +179,14 @@ fn per_peer<T: Clone>(map: &Mutex<HashMap<String, T>>, addr: &str, make: impl Fn
     Ok(v)
 }
 
-/// One round trip to a peer with `calls`: a `RaftBatch` call, or single
-/// calls to a peer that does not know it.
+/// One `RaftBatch` round trip to a peer with `calls`.
 async fn send_batch(
     mut client: PeerClient<Channel>,
-    legacy: Arc<AtomicBool>,
     calls: Vec<(RaftRpc, RaftRequest)>,
 ) -> std::result::Result<Vec<std::result::Result<RaftReply, tonic::Status>>, tonic::Status> {
-    if legacy.load(Ordering::Relaxed) {
-        let singles = calls.into_iter().map(|(kind, req)| {
-            let mut client = client.clone();
-            async move {
-                let reply = match kind {
-                    RaftRpc::Append => client.append(req).await,
-                    RaftRpc::Vote => client.vote(req).await,
-                    RaftRpc::PreVote => client.pre_vote(req).await,
-                    RaftRpc::TransferLeader => client.transfer_leader(req).await,
-                };
-                reply.map(tonic::Response::into_inner)
-            }
-        });
-        return Ok(futures::future::join_all(singles).await);
-    }
     let req = RaftBatchRequest { calls: calls.into_iter().map(|(kind, req)| RaftCall { kind: kind.to_wire() as i32, request: Some(req) }).collect() };
-    match client.raft_batch(req).await {
-        Ok(reply) => Ok(reply
-            .into_inner()
-            .results
-            .into_iter()
-            .map(batch::from_result)
-            .collect()),
-        Err(status) if status.code() == tonic::Code::Unimplemented => {
-            // This batch is lost (openraft retries its calls); later ones go singly.
-            tracing::info!("peer predates batched Raft calls: sending them one by one");
-            legacy.store(true, Ordering::Relaxed);
-            Err(tonic::Status::unavailable("peer predates batched Raft calls"))
-        }
-        Err(status) => Err(status),
-    }
+    let reply = client.raft_batch(req).await?;
+    Ok(reply.into_inner().results.into_iter().map(batch::from_result).collect())
 }
 
 fn status_to_rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
