@@ -35,8 +35,7 @@ impl Error {
     /// The stable error code (see the brief).
     pub fn code(&self) -> courier_proto::Code {
         match self {
-            Error::Raft(e) if e.is_retryable() => Code::Unavailable,
-            Error::Raft(courier_raft::Error::Invalid(_)) => Code::BadRequest,
+            Error::Raft(e) => e.code(),
             Error::NotInitialized => Code::Unavailable,
             Error::BadRequest(_) | Error::Config(_) => Code::BadRequest,
             Error::Unauthorized(_) => Code::Unauthorized,
@@ -72,17 +71,7 @@ impl Error {
 
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> tonic::Status {
-        let code = match e.code() {
-            Code::Unavailable => tonic::Code::Unavailable,
-            Code::BadRequest => tonic::Code::InvalidArgument,
-            Code::Unauthorized => tonic::Code::PermissionDenied,
-            _ => tonic::Code::Internal,
-        };
-        let mut status = tonic::Status::new(code, format!("{}: {e}", e.code()));
-        if let Ok(v) = e.code().as_str().parse() {
-            status.metadata_mut().insert("courier-code", v);
-        }
-        status
+        e.code().status(&e)
     }
 }
 

@@ -79,6 +79,23 @@ impl Code {
     }
 }
 
+impl Code {
+    /// A gRPC status carrying this code: the status code peers branch on
+    /// (`UNAVAILABLE` for retryable answers), `"CODE: message"`, and the
+    /// code alone in the `courier-code` metadata.
+    pub fn status(self, message: impl fmt::Display) -> tonic::Status {
+        let grpc = match self {
+            Code::Unavailable => tonic::Code::Unavailable,
+            Code::BadRequest => tonic::Code::InvalidArgument,
+            Code::Unauthorized => tonic::Code::PermissionDenied,
+            _ => tonic::Code::Internal,
+        };
+        let mut status = tonic::Status::new(grpc, format!("{self}: {message}"));
+        status.metadata_mut().insert("courier-code", tonic::metadata::MetadataValue::from_static(self.as_str()));
+        status
+    }
+}
+
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

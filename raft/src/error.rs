@@ -31,17 +31,21 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A raft error as a peer sees it: the client protocol's codes (retryable
-/// ones `UNAVAILABLE`, a request that cannot be right `BAD_REQUEST`, the rest
-/// `INTERNAL`), in the status code senders branch on and the message.
+impl Error {
+    /// Its stable code: retryable errors `UNAVAILABLE`, a request that
+    /// cannot be right `BAD_REQUEST`, the rest `INTERNAL`.
+    pub fn code(&self) -> courier_proto::Code {
+        match self {
+            e if e.is_retryable() => courier_proto::Code::Unavailable,
+            Error::Invalid(_) => courier_proto::Code::BadRequest,
+            _ => courier_proto::Code::Internal,
+        }
+    }
+}
+
+/// A raft error as a peer sees it (its code, see [`courier_proto::Code::status`]).
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> tonic::Status {
-        use courier_proto::Code;
-        let (code, grpc) = match &e {
-            e if e.is_retryable() => (Code::Unavailable, tonic::Code::Unavailable),
-            Error::Invalid(_) => (Code::BadRequest, tonic::Code::InvalidArgument),
-            _ => (Code::Internal, tonic::Code::Internal),
-        };
-        tonic::Status::new(grpc, format!("{}: {e}", code.as_str()))
+        e.code().status(e)
     }
 }

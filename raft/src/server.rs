@@ -13,6 +13,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use courier_proto::Code;
 use courier_proto::peer::peer_server::{Peer, PeerServer, SERVICE_NAME};
 use courier_proto::peer::*;
 use tokio_stream::StreamExt;
@@ -44,7 +45,7 @@ pub fn service(raft: RaftSlot) -> PeerServer<RaftPeer> {
 
 impl RaftPeer {
     fn raft(&self) -> Result<MultiRaft, Status> {
-        (self.raft)().ok_or_else(|| Status::unavailable("UNAVAILABLE: this node is not part of an initialized cluster yet"))
+        (self.raft)().ok_or_else(|| Code::Unavailable.status("this node is not part of an initialized cluster yet"))
     }
 }
 
@@ -53,7 +54,7 @@ impl Peer for RaftPeer {
     async fn raft_batch(&self, req: Request<RaftBatchRequest>) -> Result<Response<RaftBatchReply>, Status> {
         let calls = req.into_inner().calls;
         if calls.len() > MAX_CALLS {
-            return Err(Status::invalid_argument(format!("BAD_REQUEST: a Raft batch holds at most {MAX_CALLS} calls")));
+            return Err(Code::BadRequest.status(format!("a Raft batch holds at most {MAX_CALLS} calls")));
         }
         let raft = self.raft()?;
         // Concurrently: the calls are for different groups, and their log
@@ -62,10 +63,10 @@ impl Peer for RaftPeer {
             let raft = &raft;
             async move {
                 let Some(rpc) = RaftRpc::from_wire(call.kind) else {
-                    return to_result(Err(Status::invalid_argument(format!("BAD_REQUEST: unknown Raft call kind {}", call.kind))));
+                    return to_result(Err(Code::BadRequest.status(format!("unknown Raft call kind {}", call.kind))));
                 };
                 let Some(r) = call.request else {
-                    return to_result(Err(Status::invalid_argument("BAD_REQUEST: a Raft call without its request")));
+                    return to_result(Err(Code::BadRequest.status("a Raft call without its request")));
                 };
                 to_result(raft.handle_rpc(rpc, r.target, r.group, &r.payload).await.map_err(Status::from))
             }
@@ -76,7 +77,7 @@ impl Peer for RaftPeer {
 
     async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftReply>, Status> {
         let mut stream = req.into_inner();
-        let first = stream.next().await.ok_or_else(|| Status::invalid_argument("BAD_REQUEST: empty snapshot stream"))??;
+        let first = stream.next().await.ok_or_else(|| Code::BadRequest.status("empty snapshot stream"))??;
         let raft = self.raft()?;
         raft.check_target(first.target)?;
         let (group, meta) = (first.group, first.meta);
@@ -119,7 +120,7 @@ impl Peer for RaftPeer {
                     tokio::spawn(async move {
                         let _permit = permit;
                         let result = match call.request {
-                            None => Err(Status::invalid_argument("BAD_REQUEST: a forwarded call without its request")),
+                            None => Err(Code::BadRequest.status("a forwarded call without its request")),
                             Some(r) => raft.handle_forward(r.group, &r.payload).await.map_err(Status::from),
                         };
                         let _ = tx.send(ForwardResult { id: call.id, result: Some(to_result(result)) }).await;
@@ -160,20 +161,17 @@ where
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        if METHODS.contains(&req.uri().path()) {
-            let mut raft = self.raft.clone();
-            Box::pin(async move {
-                std::future::poll_fn(|cx| Service::<http::Request<tonic::body::Body>>::poll_ready(&mut raft, cx)).await?;
-                raft.call(req).await
-            })
-        } else {
-            let mut other = self.other.clone();
-            Box::pin(async move {
-                std::future::poll_fn(|cx| other.poll_ready(cx)).await?;
-                other.call(req).await
-            })
-        }
+        if METHODS.contains(&req.uri().path()) { Box::pin(ready_call(self.raft.clone(), req)) } else { Box::pin(ready_call(self.other.clone(), req)) }
     }
+}
+
+/// Waits until `svc` is ready, then hands it the request.
+async fn ready_call<S>(mut svc: S, req: http::Request<tonic::body::Body>) -> Result<http::Response<tonic::body::Body>, Infallible>
+where
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>, Error = Infallible>,
+{
+    std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
+    svc.call(req).await
 }
 
 impl<O> tonic::server::NamedService for PeerMux<O> {
