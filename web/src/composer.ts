@@ -1,10 +1,11 @@
 // The composer: text, reply and edit modes, attachments (the file input, drag
 // and drop), voice notes, and the keys (Enter sends, Shift+Enter is a new
-// line, Up in an empty composer edits my last message, Esc cancels).
+// line, Up in an empty composer edits my last message; Esc, in main.ts,
+// cancels a reply or an edit).
 
 import { MediaKind, type Message } from "./gen/client_pb";
 import { MAX_CAPTION, MAX_TEXT, type Session } from "./session";
-import { kindOf, MAX_FILE } from "./media";
+import { kindOf, MAX_FILE, TOO_BIG } from "./media";
 import { $, preview, setText } from "./ui";
 
 type Mode = { kind: "reply"; chatId: bigint; message: Message } | { kind: "edit"; chatId: bigint; message: Message } | null;
@@ -85,7 +86,7 @@ export class Composer {
     this.box.setSelectionRange(this.box.value.length, this.box.value.length);
   }
 
-  /** Esc: cancels a reply or an edit; answers whether there was one. */
+  /** Cancels a reply or an edit; answers whether there was one. */
   cancelMode(): boolean {
     if (!this.mode) return false;
     if (this.mode.kind === "edit") this.box.value = "";
@@ -118,11 +119,6 @@ export class Composer {
       if (m && this.s.openChatId !== null) {
         e.preventDefault();
         this.edit(this.s.openChatId, m);
-      }
-    } else if (e.key === "Escape") {
-      if (this.cancelMode()) {
-        e.preventDefault();
-        e.stopPropagation();
       }
     }
   }
@@ -180,11 +176,10 @@ export class Composer {
         continue;
       }
       if (f.size > MAX_FILE) {
-        this.showError(new Error(`${f.name} is too big (files are at most 1,999 MiB).`));
+        this.showError(new Error(`${f.name} is too big (${TOO_BIG}).`));
         continue;
       }
-      const voice = /^audio\//.test(f.type) && /^voice/i.test(f.name);
-      this.s.sendFile(chatId, f, f.name, kindOf(f.type, voice), caption, replyTo);
+      this.s.sendFile(chatId, f, f.name, kindOf(f.type), caption, replyTo);
       caption = "";
     }
     this.box.value = "";

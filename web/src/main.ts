@@ -3,7 +3,7 @@
 
 import { ChatKind } from "./gen/client_pb";
 import { Session, type WebConfig } from "./session";
-import { $, preview, Ui } from "./ui";
+import { $, el, preview, Ui } from "./ui";
 import { Composer } from "./composer";
 import { errorText, Panels } from "./panels";
 
@@ -93,8 +93,7 @@ async function start(): Promise<void> {
   };
   session.onLoggedOut = () => {
     resetLogin();
-    panels.closeTop();
-    panels.closeModal();
+    panels.closeAll();
   };
 
   sendCodeBtn.addEventListener("click", () =>
@@ -231,19 +230,12 @@ async function start(): Promise<void> {
       const found = await session.search(chatId, text);
       if (seq !== searchSeq) return;
       results.replaceChildren();
-      if (found.length === 0) results.append(Object.assign(document.createElement("li"), { className: "none", textContent: "Nothing found" }));
+      if (found.length === 0) results.append(el("li", "none", "Nothing found"));
       for (const m of found) {
-        const li = document.createElement("li");
-        li.className = "search-result";
+        const li = el("li", "search-result");
         li.dataset.id = String(m.id);
         li.tabIndex = 0;
-        const who = document.createElement("span");
-        who.className = "who";
-        who.textContent = session.userName(m.from);
-        const what = document.createElement("span");
-        what.className = "what";
-        what.textContent = preview(m);
-        li.append(who, what);
+        li.append(el("span", "who", session.userName(m.from)), el("span", "what", preview(m)));
         const go = () => {
           results.hidden = true;
           void jumpTo(chatId, m.id);
@@ -257,21 +249,20 @@ async function start(): Promise<void> {
       showError(e);
     }
   };
-  searchInput.addEventListener("keydown", (e) => {
-    if (e.key === "Enter") void runSearch();
-    if (e.key === "Escape") {
-      e.preventDefault();
+  searchInput.addEventListener("keydown", (e) => e.key === "Enter" && void runSearch());
+
+  // ---- keys: Esc closes the topmost thing (a popup, the search, a reply or
+  // an edit, then the chat); the one place Esc is handled.
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape" || e.isComposing) return;
+    e.preventDefault();
+    if (panels.closeTop()) return;
+    if (!searchBar.hidden) {
       closeSearch();
       composer.focus();
+    } else if (!composer.cancelMode() && session.openChatId !== null) {
+      closeChat();
     }
-  });
-
-  // ---- keys: Esc closes the topmost thing (popup, search, reply/edit, then the chat)
-  document.addEventListener("keydown", (e) => {
-    if (e.key !== "Escape" || e.defaultPrevented) return;
-    if (!searchBar.hidden) return closeSearch();
-    if (composer.cancelMode()) return;
-    if (session.openChatId !== null) closeChat();
   });
 
   // ---- presence: the open private chat's peer, every 30 s and on opening

@@ -14,8 +14,9 @@ import type { Session } from "./session";
 export const PART_SIZE = 512 * 1024;
 /** Parts in flight at once: enough to fill a WebTransport window. */
 const PARTS_IN_FLIGHT = 3;
-/** The brief's limit on parts (FILE_TOO_BIG at part 4000): 2,000 MiB. */
+/** The brief's limit on parts (FILE_TOO_BIG from part 4000): 3,999 parts of 512 KiB. */
 export const MAX_FILE = 3999 * PART_SIZE;
+export const TOO_BIG = "files are at most 1,999 MiB";
 /** A part's attempts (each waits for a connection): rides out a node's death and the election after it. */
 const PART_ATTEMPTS = 12;
 const FINISH_ROUNDS = 6;
@@ -31,8 +32,6 @@ export interface PendingFile {
   total: number;
   /** Parts the nodes acknowledged (a finish may hand some back). */
   done: Set<number>;
-  /** Bytes acknowledged, for the progress bar. */
-  sent: number;
   sha256?: Uint8Array;
   /** Nonzero once finish_upload answered. */
   fileId: bigint;
@@ -60,11 +59,18 @@ function partLen(f: PendingFile, part: number): number {
   return Math.min(PART_SIZE, f.total - part * PART_SIZE);
 }
 
+/** Bytes the nodes hold of an upload, for its progress bar. */
+export function sentBytes(f: PendingFile): number {
+  let n = 0;
+  for (const p of f.done) n += partLen(f, p);
+  return n;
+}
+
 /** Uploads a pending file to the end (finish_upload answered); resumes from
  * the parts already acknowledged. Throws CANCELLED when cancelled. */
 export async function upload(s: Session, f: PendingFile, progress: () => void): Promise<void> {
   if (!f.blob) throw new CourierError("CANCELLED", "the upload was cancelled");
-  if (f.total > MAX_FILE) throw new CourierError("FILE_TOO_BIG", "files are at most 1,999 MiB");
+  if (f.total > MAX_FILE) throw new CourierError("FILE_TOO_BIG", TOO_BIG);
   const parts = partsOf(f.total);
   const stats = (f.stats ??= { name: f.name, parts, acks: 0, missing: 0, nodes: [] });
   f.sha256 ??= new Uint8Array(await crypto.subtle.digest("SHA-256", await f.blob.arrayBuffer()));
@@ -85,11 +91,8 @@ export async function upload(s: Session, f: PendingFile, progress: () => void): 
         );
         stats.acks++;
         if (s.nodeId !== null && !stats.nodes.includes(s.nodeId)) stats.nodes.push(s.nodeId);
-        if (!f.done.has(part)) {
-          f.done.add(part);
-          f.sent += bytes.length;
-          progress();
-        }
+        f.done.add(part);
+        progress();
       }
     };
     await Promise.all(Array.from({ length: Math.min(PARTS_IN_FLIGHT, todo.length) }, worker));
@@ -108,9 +111,7 @@ export async function upload(s: Session, f: PendingFile, progress: () => void): 
       if (!(e instanceof CourierError) || e.code !== "FILE_PART_MISSING") throw e;
       // A node died holding these parts of an incomplete chunk: send them again.
       stats.missing += e.parts.length;
-      for (const p of e.parts) {
-        if (f.done.delete(p)) f.sent -= partLen(f, p);
-      }
+      for (const p of e.parts) f.done.delete(p);
       progress();
     }
   }
@@ -193,8 +194,9 @@ export function humanSize(n: number | bigint): string {
   return `${(v / 1024 / 1024 / 1024).toFixed(2)} GB`;
 }
 
-export function kindOf(mime: string, voice = false): MediaKind {
-  if (voice) return MediaKind.MEDIA_VOICE;
+/** How an attached file goes: a photo (the node makes previews of these
+ * formats) or a document. Voice notes are recorded, not attached. */
+export function kindOf(mime: string): MediaKind {
   if (/^image\/(jpeg|png|gif|webp)$/.test(mime)) return MediaKind.MEDIA_PHOTO;
   return MediaKind.MEDIA_DOCUMENT;
 }

@@ -1,6 +1,6 @@
 // Popups: the message menu, the modal sheet (forward, new group or channel,
 // chat info with members, account with the session list) and the photo
-// viewer. One is open at a time; Esc or a click outside closes it.
+// viewer. One is open at a time; Esc (main.ts) or a click outside closes it.
 
 import { ChatKind, MediaKind, Role, type Message } from "./gen/client_pb";
 import type { Session } from "./session";
@@ -75,11 +75,11 @@ export class Panels {
     $("viewer-download").addEventListener("click", () => {
       if (this.viewerMessage) void this.downloadFile(this.viewerMessage);
     });
+  }
 
-    document.addEventListener("keydown", (e) => {
-      if (e.key !== "Escape" || e.defaultPrevented) return;
-      if (this.closeTop()) e.preventDefault();
-    });
+  /** Every popup closed (a log-out). */
+  closeAll(): void {
+    while (this.closeTop());
   }
 
   /** Closes the topmost popup; answers whether one was open. */
@@ -223,6 +223,14 @@ export class Panels {
     this.pane = null;
   }
 
+  /** A button in the modal that runs `f` (see `busy`). */
+  private action(cls: string, label: string, f: () => Promise<void>): HTMLButtonElement {
+    const b = el("button", cls, label);
+    b.type = "button";
+    b.addEventListener("click", () => void this.busy(f));
+    return b;
+  }
+
   /** Runs a modal action; its error shows in the modal. */
   private async busy(f: () => Promise<void>): Promise<void> {
     setText(this.modalError, "");
@@ -323,26 +331,21 @@ export class Panels {
       this.memberRows.set(m.userId, li);
       const isMe = !!this.s.me && m.userId === this.s.me.id;
       if (!isMe && meCreator && m.role !== Role.CREATOR) {
-        const b = el("button", m.role === Role.ADMIN ? "remove-admin link" : "make-admin link", m.role === Role.ADMIN ? "Remove admin" : "Make admin");
-        b.type = "button";
-        b.addEventListener("click", () =>
-          void this.busy(async () => {
-            await this.s.setAdmin(chatId, m.userId, m.role !== Role.ADMIN);
+        const admin = m.role === Role.ADMIN;
+        li.append(
+          this.action(admin ? "remove-admin link" : "make-admin link", admin ? "Remove admin" : "Make admin", async () => {
+            await this.s.setAdmin(chatId, m.userId, !admin);
             await this.renderMembers(chatId);
           }),
         );
-        li.append(b);
       }
       if (!isMe && meAdmin && m.role === Role.MEMBER) {
-        const b = el("button", "remove-member link danger-text", "Remove");
-        b.type = "button";
-        b.addEventListener("click", () =>
-          void this.busy(async () => {
+        li.append(
+          this.action("remove-member link danger-text", "Remove", async () => {
             await this.s.removeMember(chatId, m.userId);
             await this.renderMembers(chatId);
           }),
         );
-        li.append(b);
       }
       list.append(li);
     }
@@ -421,15 +424,12 @@ export class Panels {
       const where = el("div", "where muted", `node ${x.nodeId} · ${x.address || "address unknown"} · ${x.current ? "this device" : `active ${timeOf(x.lastActiveMs)}`}`);
       li.append(what, where);
       if (!x.current) {
-        const b = el("button", "terminate link danger-text", "Terminate");
-        b.type = "button";
-        b.addEventListener("click", () =>
-          void this.busy(async () => {
+        li.append(
+          this.action("terminate link danger-text", "Terminate", async () => {
             await this.s.terminateSession(x.id);
             await this.renderSessions();
           }),
         );
-        li.append(b);
       }
       list.append(li);
     }

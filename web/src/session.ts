@@ -65,8 +65,9 @@ export interface ChatInfo {
   membersChanged?: boolean;
   /** My reactions set from this page (channels do not say who reacted). */
   myReactions?: Map<bigint, string>;
-  /** Messages fetched one by one (quotes, the pinned one), outside the history. */
-  extra?: Map<bigint, Message>;
+  /** Messages looked up one by one (quotes, the pinned one) outside the
+   * history: the message, null when it is gone, undefined while asked. */
+  extra?: Map<bigint, Message | null | undefined>;
 }
 
 export interface OutboxItem {
@@ -479,8 +480,7 @@ export class Session {
   private applyChatDifference(cd: ChatDifference): void {
     const chat = cd.chat!;
     if (cd.gone) {
-      this.chats.delete(chat.id);
-      if (this.openChatId === chat.id) this.openChatId = null;
+      this.forgetChat(chat.id);
       return;
     }
     let info = this.chats.get(chat.id);
@@ -773,10 +773,7 @@ export class Session {
         break;
       case "left":
         info.membersChanged = true;
-        if (this.me && k.value === this.me.id) {
-          this.chats.delete(info.chat.id);
-          if (this.openChatId === info.chat.id) this.openChatId = null;
-        }
+        if (this.me && k.value === this.me.id) this.forgetChat(info.chat.id);
         break;
       case "pinned":
         info.chat.pinned = k.value;
@@ -803,6 +800,19 @@ export class Session {
       info.last = m;
       if (m.dateMs > info.chat.lastMs) info.chat.lastMs = m.dateMs;
     }
+  }
+
+  /** No longer a member: the chat goes, and is closed if it was open. */
+  private forgetChat(chatId: bigint): void {
+    this.chats.delete(chatId);
+    if (this.openChatId === chatId) this.openChatId = null;
+  }
+
+  /** The oldest message id held for the chat. */
+  private oldestIn(info: ChatInfo): bigint | undefined {
+    let oldest: bigint | undefined;
+    for (const id of info.messages.keys()) if (oldest === undefined || id < oldest) oldest = id;
+    return oldest;
   }
 
   private newestIn(info: ChatInfo): Message | undefined {
@@ -841,18 +851,22 @@ export class Session {
       this.usersFlushQueued = false;
       const ids = [...this.usersInFlight].filter((id) => !this.users.has(id)).slice(0, 100);
       if (ids.length === 0) return;
-      void this.call({ case: "getUsers", value: { ids } }, "users")
-        .then((r) => {
-          for (const u of r.users) this.users.set(u.id, u);
-          this.notify();
-        })
-        .catch(() => {})
-        .finally(() => {
-          ids.forEach((id) => this.usersInFlight.delete(id));
-          // Any still in flight (more than 100) go in the next batch.
-          if (this.usersInFlight.size > 0) this.flushUsers();
-        });
+      void this.fetchUsers(ids).finally(() => {
+        ids.forEach((id) => this.usersInFlight.delete(id));
+        // Any still in flight (more than 100) go in the next batch.
+        if (this.usersInFlight.size > 0) this.flushUsers();
+      });
     }, 0);
+  }
+
+  /** One get_users (at most 100 ids): names, online, last seen. */
+  private fetchUsers(ids: bigint[]): Promise<void> {
+    return this.call({ case: "getUsers", value: { ids } }, "users")
+      .then((r) => {
+        for (const u of r.users) this.users.set(u.id, u);
+        this.notify();
+      })
+      .catch(() => {});
   }
 
   userName(id: bigint): string {
@@ -943,11 +957,7 @@ export class Session {
       { case: "createChat", value: { kind: ChatKind.PRIVATE, members: [user.id] } },
       "chat",
     );
-    let info = this.chats.get(chat.id);
-    if (!info) {
-      info = this.newChatInfo(chat);
-      this.chats.set(chat.id, info);
-    }
+    this.addChat(chat);
     this.peers.set(chat.id, user.id);
     await this.openChat(chat.id);
     return chat.id;
@@ -993,11 +1003,8 @@ export class Session {
     while (attempts < SEND_ATTEMPTS) {
       // Logged out (or another account logged in) meanwhile: the outbox was
       // emptied and this message is no longer anyone's to send.
+      // Cancelled attachments are dropped from the outbox too.
       if (!this.outbox.includes(item)) return;
-      if (item.file?.cancelled) {
-        this.dropFromOutbox(item);
-        return;
-      }
       let conn: Connection;
       try {
         conn = await this.waitOnline(60000);
@@ -1007,7 +1014,7 @@ export class Session {
       try {
         const f = item.file;
         if (f && f.fileId === 0n) await upload(this, f, () => this.notify());
-        if (!this.outbox.includes(item) || f?.cancelled) continue;
+        if (!this.outbox.includes(item)) return;
         const media = f ? { fileId: f.fileId, kind: f.kind, durationSecs: f.durationSecs } : undefined;
         const resp = await conn.raw({
           case: "sendMessage",
@@ -1027,7 +1034,7 @@ export class Session {
         this.maybeMarkRead();
         return;
       } catch (e) {
-        if (item.file?.cancelled) continue;
+        if (!this.outbox.includes(item)) return;
         const transient = e instanceof CourierError && (e.transient || e.code === "FLOOD_WAIT");
         if (!transient) {
           item.state = "failed";
@@ -1093,9 +1100,8 @@ export class Session {
   async loadOlder(chatId: bigint): Promise<void> {
     const info = this.chats.get(chatId);
     if (!info || info.loadingOlder || !info.olderMore || !info.historyLoaded) return;
-    let oldest: bigint | null = null;
-    for (const id of info.messages.keys()) if (oldest === null || id < oldest) oldest = id;
-    if (oldest === null || oldest <= 1n) {
+    const oldest = this.oldestIn(info);
+    if (oldest === undefined || oldest <= 1n) {
       info.olderMore = false;
       return;
     }
@@ -1103,7 +1109,7 @@ export class Session {
     this.notify();
     try {
       const page = await this.call({ case: "getHistory", value: { chatId, before: oldest, limit: 50 } }, "messages");
-      for (const m of page.messages) if (!m.deleted) info.messages.set(m.id, m);
+      for (const m of page.messages) this.putMessage(info, m);
       info.olderMore = page.more && page.messages.length > 0;
       this.ensureUsers(page.messages.map((m) => m.from));
     } finally {
@@ -1119,9 +1125,8 @@ export class Session {
     if (!info) return false;
     if (!info.historyLoaded) await this.loadHistory(chatId);
     for (let i = 0; i < 20 && !info.messages.has(id) && info.olderMore; i++) {
-      let oldest = 0n;
-      for (const k of info.messages.keys()) if (oldest === 0n || k < oldest) oldest = k;
-      if (oldest !== 0n && oldest < id) break; // it was deleted
+      const oldest = this.oldestIn(info);
+      if (oldest !== undefined && oldest < id) break; // it was deleted
       await this.loadOlder(chatId);
     }
     return info.messages.has(id);
@@ -1162,8 +1167,9 @@ export class Session {
   async react(chatId: bigint, id: bigint, emoji: string): Promise<void> {
     const info = this.chats.get(chatId);
     const m = info?.messages.get(id);
-    const mine = m && this.me ? m.reactions.find((r) => r.users.includes(this.me!.id))?.emoji : undefined;
-    const value = mine === emoji ? "" : emoji;
+    // Picking my reaction again takes it back (also in a channel, where
+    // only this page knows which one is mine).
+    const value = info && m && this.myReaction(info, m) === emoji ? "" : emoji;
     const answer = await this.call({ case: "sendReaction", value: { chatId, id, emoji: value } }, "message", 1);
     if (info) this.putMessage(info, answer);
     if (info) (info.myReactions ??= new Map()).set(id, value);
@@ -1193,19 +1199,29 @@ export class Session {
     return r.messages;
   }
 
-  /** A message of a chat, from what is loaded, else fetched (quotes, the pinned bar). */
-  async messageById(chatId: bigint, id: bigint): Promise<Message | undefined> {
-    const info = this.chats.get(chatId);
-    const have = info?.messages.get(id) ?? info?.extra?.get(id);
-    if (have) return have;
-    const page = await this.call({ case: "getHistory", value: { chatId, before: id + 1n, limit: 1 } }, "messages");
-    const m = page.messages.find((x) => x.id === id);
-    if (m && info) {
-      (info.extra ??= new Map()).set(id, m);
-      if (info.extra.size > 200) info.extra.delete(info.extra.keys().next().value!);
-      this.ensureUsers([m.from]);
-    }
-    return m;
+  /**
+   * A message of a chat for a quote or the pinned bar: from the history
+   * held, else looked up once (a render calls this every time). Answers the
+   * message, null when it is gone, or undefined while it is being asked for
+   * (a redraw follows the answer). At most 200 looked-up messages per chat.
+   */
+  lookup(info: ChatInfo, id: bigint): Message | null | undefined {
+    const held = info.messages.get(id);
+    if (held) return held;
+    const extra = (info.extra ??= new Map());
+    if (extra.has(id)) return extra.get(id);
+    extra.set(id, undefined);
+    if (extra.size > 200) extra.delete(extra.keys().next().value!);
+    void this.call({ case: "getHistory", value: { chatId: info.chat.id, before: id + 1n, limit: 1 } }, "messages").then(
+      (page) => {
+        const m = page.messages.find((x) => x.id === id && !x.deleted) ?? null;
+        extra.set(id, m);
+        if (m) this.ensureUsers([m.from]);
+        this.notify();
+      },
+      () => extra.delete(id), // asked again at a later render
+    );
+    return undefined;
   }
 
   // ---------------------------------------------------------------- chats
@@ -1215,19 +1231,18 @@ export class Session {
     const members: bigint[] = [];
     for (const phone of phones) members.push((await this.resolve(phone)).id);
     const chat = await this.call({ case: "createChat", value: { kind, title, members } }, "chat", 1);
-    this.addChat(chat, Role.CREATOR);
+    this.addChat(chat);
     await this.openChat(chat.id);
     return chat.id;
   }
 
-  private addChat(chat: Chat, role?: Role): ChatInfo {
+  /** A chat this page just made (or found): known from now on. */
+  private addChat(chat: Chat): ChatInfo {
     let info = this.chats.get(chat.id);
     if (!info) {
       info = this.newChatInfo(chat);
-      info.historyLoaded = false;
       this.chats.set(chat.id, info);
     }
-    if (role !== undefined) info.role = role;
     return info;
   }
 
@@ -1248,8 +1263,6 @@ export class Session {
       after = r.members[r.members.length - 1]!.userId;
     }
     this.ensureUsers(out.map((m) => m.userId));
-    const info = this.chats.get(chatId);
-    if (info) info.membersChanged = false;
     return out;
   }
 
@@ -1271,8 +1284,7 @@ export class Session {
   async leave(chatId: bigint): Promise<void> {
     if (!this.me) return;
     await this.call({ case: "removeMember", value: { chatId, userId: this.me.id } }, "chat", 1);
-    this.chats.delete(chatId);
-    if (this.openChatId === chatId) this.openChatId = null;
+    this.forgetChat(chatId);
     this.notify();
   }
 
@@ -1291,12 +1303,7 @@ export class Session {
   refreshUsers(ids: bigint[]): void {
     const want = [...new Set(ids)].filter((id) => id !== 0n).slice(0, 100);
     if (want.length === 0 || !this.loggedIn) return;
-    void this.call({ case: "getUsers", value: { ids: want } }, "users")
-      .then((r) => {
-        for (const u of r.users) this.users.set(u.id, u);
-        this.notify();
-      })
-      .catch(() => {});
+    void this.fetchUsers(want);
   }
 
   /** The chat's other member, for a private chat. */
@@ -1330,7 +1337,6 @@ export class Session {
       uploadId: randomU64(),
       total: blob.size,
       done: new Set(),
-      sent: 0,
       fileId: 0n,
       cancelled: false,
     };

@@ -4,7 +4,7 @@
 
 import { ChatKind, MediaKind, type Message } from "./gen/client_pb";
 import { KEEP_OPEN, type ChatInfo, type OutboxItem, type Session } from "./session";
-import { BlobCache, download, humanSize } from "./media";
+import { BlobCache, download, humanSize, sentBytes } from "./media";
 
 export function $(id: string): HTMLElement {
   const el = document.getElementById(id);
@@ -77,6 +77,11 @@ export function preview(m: Message | undefined): string {
     return text ? `${what}: ${text}` : what;
   }
   return text;
+}
+
+/** A quoted message's line: its preview, "…" while it is asked for. */
+function quoted(m: Message | null | undefined): string {
+  return m === undefined ? "…" : m === null ? "Deleted message" : preview(m);
 }
 
 export const REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🔥"];
@@ -350,20 +355,11 @@ export class Ui {
     return "";
   }
 
-  private pinnedFor = "";
   private renderPinned(info: ChatInfo): void {
     const id = info.chat.pinned;
     this.pinnedBar.hidden = id === 0n;
     if (id === 0n) return;
-    const text = this.pinnedBar.querySelector(".text") as HTMLElement;
-    const m = info.messages.get(id) ?? info.extra?.get(id);
-    const key = `${info.chat.id}:${id}`;
-    if (m) setText(text, preview(m));
-    else if (this.pinnedFor !== key) {
-      setText(text, "…");
-      void this.s.messageById(info.chat.id, id).then(() => this.schedule(), () => {});
-    }
-    this.pinnedFor = key;
+    setText(this.pinnedBar.querySelector(".text") as HTMLElement, quoted(this.s.lookup(info, id)));
     this.pinnedBar.dataset.id = String(id);
     ($("unpin") as HTMLButtonElement).hidden = !(info.chat.kind === ChatKind.PRIVATE || this.s.isAdmin(info));
   }
@@ -437,21 +433,9 @@ export class Ui {
     quote.hidden = m.replyTo === 0n;
     if (m.replyTo !== 0n) {
       quote.dataset.replyTo = String(m.replyTo);
-      const q = info.messages.get(m.replyTo) ?? info.extra?.get(m.replyTo);
-      if (q) {
-        setText(quote.querySelector(".who") as HTMLElement, s.userName(q.from));
-        setText(quote.querySelector(".what") as HTMLElement, preview(q));
-      } else {
-        setText(quote.querySelector(".who") as HTMLElement, "");
-        setText(quote.querySelector(".what") as HTMLElement, "…");
-        void s.messageById(info.chat.id, m.replyTo).then(
-          (found) => {
-            if (!found) setText(quote.querySelector(".what") as HTMLElement, "Deleted message");
-            else this.schedule();
-          },
-          () => {},
-        );
-      }
+      const q = s.lookup(info, m.replyTo);
+      setText(quote.querySelector(".who") as HTMLElement, q ? s.userName(q.from) : "");
+      setText(quote.querySelector(".what") as HTMLElement, quoted(q));
     }
     setText(e.querySelector(".sender") as HTMLElement, channel ? s.chatTitle(info) : s.userName(m.from));
     const edited = m.editMs > 0n ? " · edited" : "";
@@ -581,8 +565,9 @@ export class Ui {
       const f = item.file;
       const bar = e.querySelector("progress") as HTMLProgressElement;
       bar.max = Math.max(1, f.total);
-      bar.value = f.sent;
-      setText(e.querySelector(".pct") as HTMLElement, `${Math.floor((100 * f.sent) / Math.max(1, f.total))}% of ${humanSize(f.total)}`);
+      const sent = sentBytes(f);
+      bar.value = sent;
+      setText(e.querySelector(".pct") as HTMLElement, `${Math.floor((100 * sent) / Math.max(1, f.total))}% of ${humanSize(f.total)}`);
     }
     const offline = this.s.state !== "online";
     setText(
