@@ -16,6 +16,7 @@ export class Panels {
   private readonly viewer = $("viewer");
   private readonly modalError = $("modal-error");
   private menuFor: Message | null = null;
+  private menuAnchor: { el: HTMLElement; own: boolean } | null = null;
   private pane: Pane | null = null;
   private createKind: ChatKind = ChatKind.GROUP;
   private forwardIds: { from: bigint; ids: bigint[] } | null = null;
@@ -43,6 +44,7 @@ export class Panels {
     document.addEventListener("mousedown", (e) => {
       if (!this.menu.hidden && !this.menu.contains(e.target as Node)) this.closeMenu();
     });
+    window.addEventListener("resize", () => this.placeMenu());
 
     // ---- modal
     $("modal-close").addEventListener("click", () => this.closeModal());
@@ -113,7 +115,15 @@ export class Panels {
     const mine = this.s.myReaction(info, m);
     for (const b of this.menu.querySelectorAll<HTMLElement>(".react")) b.classList.toggle("mine", b.dataset.emoji === mine);
     this.menu.hidden = false;
-    // Beside the bubble, inside the window.
+    this.menuAnchor = { el: anchor, own };
+    this.placeMenu();
+    (this.menu.querySelector("button:not([hidden])") as HTMLElement | null)?.focus();
+  }
+
+  /** Beside its bubble, inside the window (again when the window resizes). */
+  private placeMenu(): void {
+    if (this.menu.hidden || !this.menuAnchor) return;
+    const { el: anchor, own } = this.menuAnchor;
     const r = anchor.getBoundingClientRect();
     const w = this.menu.offsetWidth;
     const h = this.menu.offsetHeight;
@@ -121,12 +131,12 @@ export class Panels {
     const top = r.bottom + h + 8 < window.innerHeight ? r.bottom + 4 : Math.max(8, r.top - h - 4);
     this.menu.style.left = `${left}px`;
     this.menu.style.top = `${top}px`;
-    (this.menu.querySelector("button:not([hidden])") as HTMLElement | null)?.focus();
   }
 
   closeMenu(): void {
     this.menu.hidden = true;
     this.menuFor = null;
+    this.menuAnchor = null;
   }
 
   private menuAction(action: string): void {

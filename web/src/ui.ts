@@ -420,7 +420,8 @@ export class Ui {
         ev.preventDefault();
         this.onMenu?.(cur, e!);
       });
-      e.append(more, fwd, quote, meta, el("div", "media"), el("div", "text"), el("div", "reactions"));
+      // Who and when first, then what it forwards or answers, then the content.
+      e.append(more, meta, fwd, quote, el("div", "media"), el("div", "text"), el("div", "reactions"));
       this.messageEls.set(key, e);
     }
     e.dataset.state = own ? (info.otherReadMaxId >= m.id ? "read" : "sent") : "";
@@ -467,7 +468,8 @@ export class Ui {
     box.replaceChildren();
     for (const r of m.reactions) {
       if (r.count === 0n) continue;
-      const b = el("button", r.emoji === mine ? "reaction mine" : "reaction", `${r.emoji} ${r.count}`);
+      const b = el("button", r.emoji === mine ? "reaction mine" : "reaction");
+      b.append(el("span", "emoji", r.emoji), ` ${r.count}`);
       b.type = "button";
       b.dataset.emoji = r.emoji;
       b.addEventListener("click", (ev) => {
